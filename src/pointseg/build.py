@@ -1,0 +1,109 @@
+"""The one place where a config becomes objects. Components themselves never read the config."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+
+from pointseg import __version__
+from pointseg.config import dump_config
+from pointseg.data.cache import ResizedCache
+from pointseg.data.classes import ClassTable
+from pointseg.data.dataset import EvalDataset, TrainDataset
+from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
+from pointseg.io import atomic_path, write_json, write_text
+from pointseg.losses import build_loss
+from pointseg.models import SegmentationModel, build_model
+from pointseg.points import PointSet, check_against
+
+
+def build_classes(cfg: dict) -> ClassTable:
+    data = cfg["data"]
+    if data["format"] == "loveda":
+        from pointseg.data.classes import LOVEDA_CLASSES
+
+        return LOVEDA_CLASSES
+    if data["format"] == "folder":
+        if not data["classes"]:
+            raise ValueError("data.format=folder needs data.classes=<class table CSV>")
+        return ClassTable.from_csv(data["classes"], color_coded=data["color_coded"],
+                                   ignore_index=data["ignore_index"])
+    raise KeyError(f"unknown data.format {data['format']!r}; valid: ['folder', 'loveda']")
+
+
+def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = True) -> Source:
+    """The samples of ``split`` under ``root`` (for ``folder`` data, ``split`` is a sub-folder if it exists)."""
+    data, root = cfg["data"], Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data root not found")
+    if data["format"] == "loveda":
+        domains = tuple(d for d in data["domains"] if (root / split / d).is_dir())
+        if not domains:
+            raise ValueError(f"{root}/{split}: none of the LoveDA domains {data['domains']} found")
+        return LoveDA(root, split, domains, require_masks=require_masks)
+    sub = root / split if split and (root / split).is_dir() else root
+    return ImageMaskFolder(sub, build_classes(cfg), data["images"], data["masks"], require_masks=require_masks)
+
+
+def build_cache(cfg: dict, source: Source) -> ResizedCache:
+    return ResizedCache(source, cfg["data"]["scale"], cfg["data"]["cache_dir"])
+
+
+def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:
+    cache = build_cache(cfg, source)
+    if points is not None:
+        refs = [r for r in source.refs if r.id in points.images]
+        check_against(points, [r.id for r in source.refs], {r.id: source.image_size(r) for r in refs},
+                      list(source.classes.names))
+    return TrainDataset(cache, cfg["data"]["crop"], points, cfg["data"]["ignore_index"])
+
+
+def build_eval_dataset(cfg: dict, source: Source) -> EvalDataset:
+    return EvalDataset(build_cache(cfg, source))
+
+
+def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True) -> SegmentationModel:
+    m = cfg["model"]
+    return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None)
+
+
+def build_loss_from_config(cfg: dict) -> torch.nn.Module:
+    return build_loss(cfg["loss"]["name"], cfg["data"]["ignore_index"], cfg["loss"]["gamma"])
+
+
+def git_commit() -> str:
+    """The commit of the pointseg checkout that runs (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_run_info(run_dir: Path, cfg: dict, argv: list[str] | None = None) -> None:
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    write_json(run_dir / "run.json", {"git_commit": git_commit(), "pointseg_version": __version__,
+                                      "torch_version": torch.__version__, "argv": argv or []})
+
+
+def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTable) -> None:
+    """The trained model for ``evaluate``/``predict``: weights, resolved config and class table."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "config": cfg, "classes": classes.to_dict()}, tmp)
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[SegmentationModel, dict, ClassTable]:
+    """Model (in eval mode), config and class table of a finished run."""
+    path = Path(run_dir) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model in this run directory (did training finish?)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg, classes = state["config"], ClassTable.from_dict(state["classes"])
+    model = build_model_from_config(cfg, classes.num_classes, pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, classes

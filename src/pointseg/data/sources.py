@@ -1,0 +1,154 @@
+"""Where samples live on disk. A source lists :class:`SampleRef` records and reads them as arrays.
+
+A new kind of source (e.g. georeferenced raster windows) is one more class with ``refs`` and ``read``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pointseg.data.classes import LOVEDA_CLASSES, ClassTable
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One image (and optionally its mask) on disk; ``id`` is unique within its source."""
+
+    id: str
+    image: Path
+    mask: Path | None = None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image as ``(H, W, 3)`` uint8 RGB. Raises ``ValueError`` naming the file if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ValueError(f"{path}: unreadable image ({e})") from e
+
+
+def read_raw_mask(path: Path, color_coded: bool) -> np.ndarray:
+    """Read a mask as stored: ``(H, W)`` values, or ``(H, W, 3)`` colours for colour-coded masks."""
+    try:
+        with Image.open(path) as im:
+            if color_coded:
+                return np.asarray(im.convert("RGB"))
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise ValueError(f"{path}: expected a single-channel mask, got mode {im.mode}")
+            return np.asarray(im)
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        raise ValueError(f"{path}: unreadable mask ({e})") from e
+
+
+class Source:
+    """Base class: a list of samples plus the class table that decodes their masks."""
+
+    classes: ClassTable
+
+    def __init__(self, refs: list[SampleRef], classes: ClassTable, description: str) -> None:
+        if not refs:
+            raise ValueError(f"{description}: no images found")
+        ids = [r.id for r in refs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{description}: duplicate sample ids")
+        self.refs = refs
+        self.classes = classes
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def read(self, ref: SampleRef) -> dict[str, np.ndarray]:
+        """Read one sample: ``image`` (H, W, 3) uint8 and, when there is one, ``mask`` (H, W) uint8."""
+        sample = {"image": read_image(ref.image)}
+        if ref.mask is not None:
+            sample["mask"] = self.read_mask(ref, sample["image"].shape[:2])
+        return sample
+
+    def read_mask(self, ref: SampleRef, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The decoded ``(H, W)`` uint8 mask of ``ref``, checked against the image size."""
+        if ref.mask is None:
+            raise ValueError(f"{ref.image}: this sample has no mask")
+        raw = read_raw_mask(ref.mask, self.classes.color_coded)
+        h, w = image_size or self.image_size(ref)
+        if raw.shape[:2] != (h, w):
+            raise ValueError(
+                f"{ref.mask}: mask size {raw.shape[1]}x{raw.shape[0]} does not match image {ref.image} size {w}x{h}"
+            )
+        return self.classes.decode(raw, source=str(ref.mask))
+
+    def image_size(self, ref: SampleRef) -> tuple[int, int]:
+        """``(height, width)`` of an image without decoding its pixels."""
+        try:
+            with Image.open(ref.image) as im:
+                return im.height, im.width
+        except (OSError, UnidentifiedImageError) as e:
+            raise ValueError(f"{ref.image}: unreadable image ({e})") from e
+
+
+def _natural_key(p: Path) -> tuple:
+    return (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem)
+
+
+class LoveDA(Source):
+    """LoveDA layout: ``<root>/<Split>/<Domain>/{images_png,masks_png}/<id>.png``.
+
+    Masks: 0 = no-data (ignored), 1..7 = classes 0..6. Sample ids are ``<Domain>/<id>``.
+    """
+
+    DOMAINS = ("Rural", "Urban")
+
+    def __init__(self, root: str | Path, split: str = "Train", domains: tuple[str, ...] = DOMAINS,
+                 require_masks: bool = True) -> None:
+        root = Path(root)
+        refs = []
+        for domain in domains:
+            img_dir = root / split / domain / "images_png"
+            for img in sorted(img_dir.glob("*.png"), key=_natural_key):
+                mask = root / split / domain / "masks_png" / img.name
+                if require_masks and not mask.exists():
+                    raise ValueError(f"{img}: no mask at {mask}")
+                refs.append(SampleRef(f"{domain}/{img.stem}", img, mask if mask.exists() else None))
+        super().__init__(refs, LOVEDA_CLASSES, f"LoveDA {root}/{split} {'+'.join(domains)}")
+
+
+class ImageMaskFolder(Source):
+    """Every ``<dir>/<images>/<name>.<ext>`` below ``root`` paired with ``<dir>/<masks>/<name>.<ext>``.
+
+    Masks hold class values or, with a colour-coded class table, RGB colours. Ids are paths relative
+    to ``root`` without the suffix (spaces allowed), e.g. ``Tile 1/image_part_001``.
+    """
+
+    def __init__(self, root: str | Path, classes: ClassTable, images: str = "images", masks: str = "masks",
+                 require_masks: bool = True) -> None:
+        root = Path(root)
+        refs = []
+        for img_dir in sorted(p for p in root.rglob(images) if p.is_dir()):
+            mask_dir = img_dir.parent / masks
+            mask_by_stem = {p.stem: p for p in mask_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+            for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                mask = mask_by_stem.get(img.stem)
+                if require_masks and mask is None:
+                    raise ValueError(f"{img}: no mask named {img.stem}.* in {mask_dir}")
+                rel = img.relative_to(root).with_suffix("")
+                sample_id = str(rel.parent.parent / rel.name) if rel.parent.name == images else str(rel)
+                refs.append(SampleRef(sample_id, img, mask))
+        super().__init__(refs, classes, f"image/mask folder {root}")
+
+
+class ImageFolder(Source):
+    """Images only (for prediction): every image file directly in ``root``."""
+
+    def __init__(self, root: str | Path, classes: ClassTable) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"{root}: not a directory")
+        refs = [SampleRef(p.stem, p) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        super().__init__(refs, classes, f"image folder {root}")

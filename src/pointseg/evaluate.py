@@ -1,0 +1,67 @@
+"""Evaluate a model on a labeled split at full label resolution; write metrics, table and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pointseg.data.classes import ClassTable
+from pointseg.data.dataset import EvalDataset
+from pointseg.inference import iter_predictions
+from pointseg.io import atomic_path, write_json, write_text
+from pointseg.metrics import confusion_matrix, format_table, summarize
+from pointseg.report import plot_confusion, plot_overlays
+
+
+def thumbnail(array: np.ndarray, max_side: int = 512) -> np.ndarray:
+    step = max(1, int(np.ceil(max(array.shape[:2]) / max_side)))
+    return array[::step, ::step]
+
+
+def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out: str | Path,
+             amp: bool = True, overlays: int = 4, progress: bool = True) -> dict:
+    """Metrics over every labeled pixel of ``dataset`` at full resolution.
+
+    Writes ``out`` (JSON with top-level ``miou``), ``<out stem>.txt`` (table), ``<out stem>_confusion.png``
+    and ``<out stem>_overlays.png`` (the first ``overlays`` images).
+    """
+    out = Path(out)
+    n = classes.num_classes
+    cm = torch.zeros(n, n, dtype=torch.int64)
+    shown = []
+    for sample, pred in iter_predictions(model, dataset, amp, progress):
+        cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)
+        if len(shown) < overlays:
+            image = (sample["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            shown.append((sample["id"], thumbnail(image), thumbnail(sample["mask"].numpy().astype(np.uint8)),
+                          thumbnail(pred)))
+    metrics = summarize(cm.numpy(), list(classes.names))
+    metrics["images"] = len(dataset)
+    write_json(out, metrics)
+    stem = out.with_suffix("")
+    write_text(f"{stem}.txt", format_table(metrics) + "\n")
+    plot_confusion(metrics, f"{stem}_confusion.png")
+    if shown:
+        plot_overlays(shown, classes, f"{stem}_overlays.png")
+    return metrics
+
+
+def write_predictions(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out_dir: str | Path,
+                      amp: bool = True, limit: int | None = None, progress: bool = True) -> list[Path]:
+    """Write ``<id>.png`` (class indices) and ``<id>_color.png`` (class colours) for each image."""
+    out_dir = Path(out_dir)
+    written = []
+    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress)):
+        if limit is not None and i >= limit:
+            break
+        stem = out_dir / sample["id"]
+        for path, array in ((stem.with_name(stem.name + ".png"), pred),
+                            (stem.with_name(stem.name + "_color.png"), classes.colorize(pred))):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Image.fromarray(array).save(tmp, format="PNG")
+            written.append(path)
+    return written

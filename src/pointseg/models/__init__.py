@@ -1,0 +1,69 @@
+"""Segmentation models: one dict of names -> builders; every model maps [0, 1] RGB to class logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from pointseg.models.smp_unet import load_encoder_weights, smp_unet
+from pointseg.models.unet_small import UNetSmall
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SegmentationModel(nn.Module):
+    """Normalises ``(B, 3, H, W)`` images in [0, 1] and returns ``(B, C, H, W)`` logits from ``net``.
+
+    ``size_divisor``: height and width the network needs to divide (inference pads to it).
+    """
+
+    def __init__(self, net: nn.Module, size_divisor: int, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.net = net
+        self.size_divisor = size_divisor
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net((image - self.mean) / self.std)
+
+
+def _unet_small(num_classes: int, encoder_weights: str | None = None) -> SegmentationModel:
+    if encoder_weights not in (None, "none", ""):
+        raise ValueError("unet-small has no pretrained encoder; leave model.encoder_weights unset")
+    net = UNetSmall(num_classes)
+    return SegmentationModel(net, net.size_divisor, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def _unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
+          mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> SegmentationModel:
+    return SegmentationModel(smp_unet(num_classes, encoder, encoder_weights), 32, mean, std)
+
+
+MODELS: dict[str, Callable[..., SegmentationModel]] = {
+    "unet-small": _unet_small,
+    "unet-mobilenetv2": partial(_unet, encoder="mobilenet_v2"),
+    "unet-efficientnet-lite0": partial(_unet, encoder="tu-tf_efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3),
+    "unet": _unet,
+}
+
+
+def build_model(name: str, num_classes: int, encoder: str | None = None,
+                encoder_weights: str | None = None) -> SegmentationModel:
+    """Build ``MODELS[name]``; ``encoder`` picks any smp/timm encoder for the generic ``unet``."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
+    kwargs = {"encoder_weights": encoder_weights}
+    if encoder is not None:
+        if name != "unet":
+            raise ValueError(f"model.encoder is for model 'unet' only; {name!r} has a fixed encoder")
+        kwargs["encoder"] = encoder
+    return MODELS[name](num_classes, **kwargs)
+
+
+__all__ = ["MODELS", "SegmentationModel", "UNetSmall", "build_model", "load_encoder_weights"]

@@ -1,0 +1,80 @@
+"""U-Nets on pretrained encoders through segmentation-models-pytorch (any smp encoder, or ``tu-<timm name>``).
+
+Encoder weights come from a local file (``*.pth``/``*.pt``; hubs need no network for that) or by hub name
+(e.g. ``imagenet``), which smp downloads on a machine that is online.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load an ImageNet checkpoint file into ``encoder``; classifier tensors in the file are dropped.
+
+    Keys are matched by name; if the file uses other names (e.g. an EfficientNet-Lite0 export for timm's
+    ``tf_efficientnet_lite0``), tensors are matched in order, and every shape must agree.
+
+    Raises:
+        ValueError: if the file is unreadable or does not cover every encoder tensor.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"{path}: cannot read encoder weights ({e})") from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    own = _tensors(encoder.state_dict())
+    given = _tensors(state)
+    by_name = {k: given[k] for k in own if k in given and given[k].shape == own[k].shape}
+    if len(by_name) == len(own):
+        mapped = by_name
+    elif not by_name and len(given) >= len(own) and all(
+        a.shape == b.shape for a, b in zip(own.values(), given.values(), strict=False)
+    ):
+        log.info("%s: matching %d encoder tensors by order (names differ)", path, len(own))
+        mapped = dict(zip(own, given.values(), strict=False))
+    else:
+        missing = [k for k in own if k not in by_name]
+        raise ValueError(
+            f"{path}: weights do not fit this encoder: {len(missing)} of {len(own)} tensors missing or of "
+            f"another shape, e.g. {missing[:3]}"
+        )
+    encoder.load_state_dict(mapped, strict=False)
+
+
+def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None) -> nn.Module:
+    """An smp U-Net. ``encoder_weights``: ``None`` (random), a file path, or an smp hub name like ``imagenet``."""
+    is_file = encoder_weights is not None and (
+        Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
+    )
+    hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
+    try:
+        model = smp.Unet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes)
+    except KeyError as e:
+        raise KeyError(f"unknown encoder {encoder!r}: use an smp encoder name or 'tu-<timm model name>'") from e
+    except Exception as e:
+        if hub_name is None:
+            raise
+        raise RuntimeError(
+            f"could not fetch {hub_name!r} weights for encoder {encoder!r} ({type(e).__name__}: {e}). "
+            f"Offline? Pass a local checkpoint file instead: --set model.encoder_weights=/path/to/weights.pth"
+        ) from e
+    if is_file:
+        if not Path(encoder_weights).exists():
+            raise FileNotFoundError(f"{encoder_weights}: encoder weights file not found")
+        load_encoder_weights(model.encoder, encoder_weights)
+    return model

@@ -1,0 +1,167 @@
+"""Point labels: simulate clicks from dense masks, store them in a versioned file, rasterise them.
+
+File format (JSON, ``"format": "pointseg.points"``, ``"version": 1``)::
+
+    {
+      "format": "pointseg.points", "version": 1,
+      "classes": ["background", "building", ...],        # class index -> name
+      "meta": {"strategy": "uniform", "per_image": 20, "seed": 0, ...},
+      "images": {
+        "Rural/0": {"height": 1024, "width": 1024,
+                    "points": [[row, col, class], ...]}   # full-resolution pixel coordinates
+      }
+    }
+
+Rows and columns are 0-based pixel indices at the image's full resolution; ``class`` is a class index.
+Real clicked points (GeoJSON/GPKG/CSV from a GIS) are converted into this same file.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pointseg.data.sources import Source
+from pointseg.io import write_json
+
+FORMAT = "pointseg.points"
+VERSION = 1
+STRATEGIES = ("uniform", "class-balanced")
+
+
+@dataclass
+class PointSet:
+    """Points per image id: ``(N, 3)`` int arrays of ``(row, col, class)`` plus each image's full size."""
+
+    classes: list[str]
+    images: dict[str, np.ndarray]
+    sizes: dict[str, tuple[int, int]]
+    meta: dict
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.images.values())
+
+
+def image_rng(seed: int, image_id: str) -> np.random.Generator:
+    """A generator that depends only on the seed and the image id (not on the order of images)."""
+    return np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+
+
+def sample_points(mask: np.ndarray, n: int, rng: np.random.Generator, strategy: str = "uniform",
+                  ignore_index: int = 255) -> np.ndarray:
+    """Sample up to ``n`` distinct labeled pixels of ``mask`` (H, W); returns ``(n, 3)`` rows of (row, col, class).
+
+    ``uniform`` draws pixels uniformly among the valid (non-ignore) ones; ``class-balanced`` splits the budget
+    evenly over the classes present (remainder to random classes) and draws uniformly within each class.
+    """
+    if strategy not in STRATEGIES:
+        raise KeyError(f"unknown point strategy {strategy!r}; valid: {list(STRATEGIES)}")
+    flat = mask.ravel()
+    valid = np.flatnonzero(flat != ignore_index)
+    if strategy == "uniform":
+        chosen = rng.choice(valid, size=min(n, valid.size), replace=False)
+    else:
+        present = np.unique(flat[valid])
+        quota = np.full(present.size, n // max(present.size, 1))
+        quota[rng.choice(present.size, size=n % max(present.size, 1), replace=False)] += 1
+        picks = []
+        for cls, q in zip(present, quota, strict=True):
+            members = valid[flat[valid] == cls]
+            picks.append(rng.choice(members, size=min(q, members.size), replace=False))
+        chosen = np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
+    rows, cols = np.divmod(chosen, mask.shape[1])
+    return np.stack([rows, cols, flat[chosen]], axis=1).astype(np.int64)
+
+
+def simulate(source: Source, per_image: int, seed: int = 0, strategy: str = "uniform",
+             progress: bool = True) -> PointSet:
+    """Simulate ``per_image`` clicks on every image of ``source`` from its full-resolution masks."""
+    images, sizes = {}, {}
+    for ref in tqdm(source.refs, desc="points", disable=not progress, leave=False):
+        mask = source.read_mask(ref)
+        images[ref.id] = sample_points(mask, per_image, image_rng(seed, ref.id), strategy,
+                                       source.classes.ignore_index)
+        sizes[ref.id] = mask.shape
+    meta = {"strategy": strategy, "per_image": per_image, "seed": seed, "source": source.description}
+    return PointSet(list(source.classes.names), images, sizes, meta)
+
+
+def save_points(path: str | Path, points: PointSet) -> Path:
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "classes": points.classes,
+        "meta": points.meta,
+        "images": {
+            k: {"height": points.sizes[k][0], "width": points.sizes[k][1], "points": v.tolist()}
+            for k, v in points.images.items()
+        },
+    }
+    return write_json(path, doc)
+
+
+def load_points(path: str | Path) -> PointSet:
+    """Read a point file, checking its format, version and per-point coordinates/classes."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read point file ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a pointseg point file (missing \"format\": \"{FORMAT}\")")
+    if doc.get("version") != VERSION:
+        raise ValueError(f"{path}: point file version {doc.get('version')} unsupported (expected {VERSION})")
+    classes = list(doc["classes"])
+    images, sizes = {}, {}
+    for image_id, entry in doc["images"].items():
+        h, w = int(entry["height"]), int(entry["width"])
+        pts = np.asarray(entry["points"], dtype=np.int64).reshape(-1, 3)
+        _check_points(pts, h, w, len(classes), f"{path}: image {image_id!r}")
+        images[image_id], sizes[image_id] = pts, (h, w)
+    result = PointSet(classes, images, sizes, doc.get("meta", {}))
+    if len(result) == 0:
+        raise ValueError(f"{path}: the point file holds no points")
+    return result
+
+
+def _check_points(pts: np.ndarray, height: int, width: int, num_classes: int, where: str) -> None:
+    outside = (pts[:, 0] < 0) | (pts[:, 0] >= height) | (pts[:, 1] < 0) | (pts[:, 1] >= width)
+    if outside.any():
+        r, c, _ = pts[np.argmax(outside)]
+        raise ValueError(f"{where}: point (row {r}, col {c}) lies outside the {width}x{height} image")
+    unknown = (pts[:, 2] < 0) | (pts[:, 2] >= num_classes)
+    if unknown.any():
+        raise ValueError(f"{where}: point class {pts[np.argmax(unknown), 2]} is not in 0..{num_classes - 1}")
+
+
+def check_against(points: PointSet, ids: list[str], sizes: dict[str, tuple[int, int]],
+                  class_names: list[str]) -> None:
+    """Fail clearly if ``points`` do not fit a dataset: unknown image ids, other sizes or other classes."""
+    if points.classes != class_names:
+        raise ValueError(f"point classes {points.classes} differ from the dataset's classes {class_names}")
+    unknown = sorted(set(points.images) - set(ids))
+    if unknown:
+        raise ValueError(f"point file names {len(unknown)} images not in the dataset, e.g. {unknown[:3]}")
+    for image_id, pts in points.images.items():
+        if sizes[image_id] != points.sizes[image_id]:
+            raise ValueError(f"image {image_id!r}: point file says size {points.sizes[image_id]}, "
+                             f"image is {sizes[image_id]}")
+
+
+def rasterize(points: np.ndarray, full_size: tuple[int, int], size: tuple[int, int],
+              ignore_index: int = 255) -> np.ndarray:
+    """Sparse ``(h, w)`` uint8 target at ``size`` from full-resolution ``(N, 3)`` points; the rest is ignore.
+
+    A point at full-resolution pixel ``(r, c)`` labels the low-resolution cell that contains it,
+    ``floor(r * h / H)``; when several points share a cell, the last one wins.
+    """
+    target = np.full(size, ignore_index, dtype=np.uint8)
+    rows = points[:, 0] * size[0] // full_size[0]
+    cols = points[:, 1] * size[1] // full_size[1]
+    target[rows, cols] = points[:, 2]
+    return target

@@ -1,0 +1,69 @@
+"""Pictures people would rather look at than read: confusion matrix, overlays, loss curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pointseg.data.classes import ClassTable  # noqa: E402
+from pointseg.io import atomic_path  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(metrics: dict, path: str | Path) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with per-class IoU in the row labels."""
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = metrics["classes"]
+    ious = metrics["per_class_iou"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(rows):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    labels = [f"{n} (IoU {'n/a' if ious[n] is None else f'{ious[n]:.2f}'})" for n in names]
+    ax.set_yticks(range(len(names)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"mIoU {metrics['miou']:.3f}, pixel accuracy {metrics['pixel_accuracy']:.3f}")
+    return _save(fig, Path(path))
+
+
+def plot_overlays(items: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], classes: ClassTable,
+                  path: str | Path) -> Path:
+    """One row per ``(id, image, truth or None, prediction)``: image | truth | prediction, with a legend."""
+    fig, axes = plt.subplots(len(items), 3, figsize=(10, 3.4 * len(items)), squeeze=False)
+    for row, (name, image, truth, pred) in zip(axes, items, strict=True):
+        panels = [(image, name), (None if truth is None else classes.colorize(truth), "truth"),
+                  (classes.colorize(pred), "prediction")]
+        for ax, (picture, title) in zip(row, panels, strict=True):
+            ax.axis("off")
+            if picture is not None:
+                ax.imshow(picture, interpolation="nearest")
+                ax.set_title(title, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in classes.colors]
+    fig.legend(handles, classes.names, loc="lower center", ncol=min(len(handles), 7), frameon=False)
+    return _save(fig, Path(path))
+
+
+def plot_loss(metrics_jsonl: str | Path, path: str | Path) -> Path:
+    """Training loss against step from a run's ``metrics.jsonl``."""
+    records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    return _save(fig, Path(path))

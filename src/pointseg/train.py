@@ -1,0 +1,107 @@
+"""The training loop: explicit, seeded, resumable, with atomic checkpoints and JSON-lines metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pointseg.inference import autocast
+from pointseg.io import append_jsonl, atomic_path
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _batches(dataset: Dataset, batch_size: int, num_workers: int, generator: torch.Generator
+             ) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless shuffled batches, epoch after epoch."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                        drop_last=len(dataset) >= batch_size, generator=generator)
+    while True:
+        yield from loader
+
+
+def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str | Path, *, steps: int,
+          batch_size: int, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0,
+          device: torch.device | str = "cpu", amp: bool = True, channels_last: bool = True,
+          seed: int = 0, num_workers: int = 0, log_every: int = 20, checkpoint_every: int = 200,
+          resume: bool = False, progress: bool = True) -> nn.Module:
+    """Train ``model`` for ``steps`` optimiser steps on random batches of ``dataset``.
+
+    Writes ``metrics.jsonl`` (one line per ``log_every`` steps) and ``checkpoints/last.pt`` (every
+    ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``, training continues from
+    the last checkpoint: model, optimiser, schedule and random state are restored.
+    """
+    run_dir, device = Path(run_dir), torch.device(device)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, steps))
+    start = 0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+    if start == 0:
+        torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + start)
+    batches = _batches(dataset, batch_size, num_workers, generator)
+
+    model.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
+    seen, t0 = 0, time.perf_counter()
+    for step in bar:
+        batch = next(batches)
+        images = batch["image"].to(device, memory_format=memory_format)  # (B, 3, h, w)
+        target = batch["mask"].to(device)  # (B, h, w)
+        with autocast(device, amp):
+            logits = model(images)  # (B, C, h, w)
+        loss = loss_fn(logits.float(), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or disable amp")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seen += images.shape[0]
+        done = step + 1
+        if done % log_every == 0 or done == steps:
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            append_jsonl(run_dir / "metrics.jsonl", {"step": done, "loss": loss.item(),
+                                                     "lr": scheduler.get_last_lr()[0], "images_per_s": rate})
+            seen, t0 = 0, time.perf_counter()
+        if done % checkpoint_every == 0 or done == steps:
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), rng=torch.get_rng_state(), step=done)
+    return model

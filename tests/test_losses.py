@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pointseg.losses import LOSSES, build_loss, partial_cross_entropy, partial_focal_loss
+
+IGNORE = 255
+
+
+def random_case(seed: int = 0, labeled_fraction: float = 0.3):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 5, 8, 8, generator=g)
+    target = torch.randint(0, 5, (2, 8, 8), generator=g)
+    target[torch.rand(2, 8, 8, generator=g) > labeled_fraction] = IGNORE
+    return logits, target
+
+
+def test_pce_equals_cross_entropy_when_every_pixel_is_labeled():
+    logits, _ = random_case()
+    target = torch.randint(0, 5, (2, 8, 8))
+    assert torch.allclose(partial_cross_entropy(logits, target, IGNORE), F.cross_entropy(logits, target))
+
+
+def test_pce_matches_cross_entropy_with_ignore_index():
+    logits, target = random_case(1)
+    expected = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    assert torch.allclose(partial_cross_entropy(logits, target, IGNORE), expected)
+
+
+def test_focal_with_gamma_zero_is_pce():
+    logits, target = random_case(2)
+    assert torch.allclose(partial_focal_loss(logits, target, 0.0, IGNORE), partial_cross_entropy(logits, target, IGNORE))
+
+
+def test_hand_computed_case():
+    # One image, 2 classes, 1x2 pixels: pixel 0 labeled class 0 with logits (0, 0) -> p = 1/2;
+    # pixel 1 unlabeled. pCE = log 2; focal(gamma=2) = (1 - 1/2)^2 * log 2 = log(2) / 4.
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, :, 0, 1] = torch.tensor([5.0, -5.0])
+    target = torch.tensor([[[0, IGNORE]]])
+    assert partial_cross_entropy(logits, target, IGNORE).item() == pytest.approx(math.log(2))
+    assert partial_focal_loss(logits, target, 2.0, IGNORE).item() == pytest.approx(math.log(2) / 4)
+
+
+def test_focal_down_weights_confident_pixels():
+    # p(true) = sigmoid(2) for 2 classes with logits (2, 0): focal = (1-p)^gamma * -log p
+    logits = torch.tensor([2.0, 0.0]).view(1, 2, 1, 1)
+    target = torch.zeros(1, 1, 1, dtype=torch.long)
+    p = torch.sigmoid(torch.tensor(2.0))
+    assert partial_focal_loss(logits, target, 3.0, IGNORE).item() == pytest.approx(((1 - p) ** 3 * -p.log()).item())
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_unlabeled_pixels_get_exactly_zero_gradient(name):
+    logits, target = random_case(3)
+    logits.requires_grad_(True)
+    build_loss(name, IGNORE).forward(logits, target).backward()
+    unlabeled = (target == IGNORE).unsqueeze(1).expand_as(logits)
+    assert torch.all(logits.grad[unlabeled] == 0)
+    assert torch.all(logits.grad[~unlabeled].abs().sum() > 0)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_no_labeled_pixel_gives_zero_not_nan(name):
+    logits = torch.randn(2, 5, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), IGNORE)
+    loss = build_loss(name, IGNORE)(logits, target)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.all(logits.grad == 0)
+
+
+def test_mean_is_over_labeled_pixels_of_the_whole_batch():
+    # Image 0 has 1 labeled pixel, image 1 has 3: the mean weights all 4 pixels equally (not per image).
+    logits, _ = random_case(4)
+    target = torch.full((2, 8, 8), IGNORE)
+    target[0, 0, 0] = 1
+    target[1, 0, :3] = 2
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    assert torch.allclose(partial_cross_entropy(logits, target, IGNORE), per_pixel.sum() / 4)
+
+
+def test_bf16_logits_are_handled_in_float32():
+    logits, target = random_case(5)
+    loss = partial_cross_entropy(logits.bfloat16(), target, IGNORE)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(partial_cross_entropy(logits.bfloat16().float(), target, IGNORE).item())
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(KeyError, match="focal"):
+        build_loss("dice")
