@@ -13,16 +13,15 @@ runs are skipped, so the script can be stopped and started again.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
 
+from pointseg.build import build_source
 from pointseg.cli import run_evaluation, run_training
 from pointseg.config import load_config
 from pointseg.io import write_json
 from pointseg.points import save_points, simulate
-from pointseg.build import build_source
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("unet-mobilenetv2", "unet-small")

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pointseg.data.sources import Source
-from pointseg.io import write_json
+from pointseg.io import write_text
 
 FORMAT = "pointseg.points"
 VERSION = 1
@@ -92,17 +92,15 @@ def simulate(source: Source, per_image: int, seed: int = 0, strategy: str = "uni
 
 
 def save_points(path: str | Path, points: PointSet) -> Path:
-    doc = {
-        "format": FORMAT,
-        "version": VERSION,
-        "classes": points.classes,
-        "meta": points.meta,
-        "images": {
-            k: {"height": points.sizes[k][0], "width": points.sizes[k][1], "points": v.tolist()}
-            for k, v in points.images.items()
-        },
-    }
-    return write_json(path, doc)
+    """Write ``points`` as a point file: one line per image, so files stay readable and diff well."""
+    head = {"format": FORMAT, "version": VERSION, "classes": points.classes, "meta": points.meta}
+    lines = [json.dumps(head)[:-1] + ', "images": {']
+    entries = [
+        f"  {json.dumps(k)}: " + json.dumps({"height": points.sizes[k][0], "width": points.sizes[k][1],
+                                              "points": v.tolist()})
+        for k, v in points.images.items()
+    ]
+    return write_text(path, "\n".join(lines + [",\n".join(entries), "}}\n"]))
 
 
 def load_points(path: str | Path) -> PointSet:
@@ -147,7 +145,7 @@ def check_against(points: PointSet, ids: list[str], sizes: dict[str, tuple[int, 
     unknown = sorted(set(points.images) - set(ids))
     if unknown:
         raise ValueError(f"point file names {len(unknown)} images not in the dataset, e.g. {unknown[:3]}")
-    for image_id, pts in points.images.items():
+    for image_id in points.images:
         if sizes[image_id] != points.sizes[image_id]:
             raise ValueError(f"image {image_id!r}: point file says size {points.sizes[image_id]}, "
                              f"image is {sizes[image_id]}")

@@ -59,6 +59,7 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str |
     the last checkpoint: model, optimiser, schedule and random state are restored.
     """
     run_dir, device = Path(run_dir), torch.device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)

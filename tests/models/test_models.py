@@ -1,0 +1,67 @@
+import pytest
+import torch
+import torchvision
+
+from pointseg.models import MODELS, build_model, load_encoder_weights
+from pointseg.models.smp_unet import smp_unet
+from tests.conftest import shared_path
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_forward_finite_and_every_parameter_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=5)
+    x = torch.rand(2, 3, 64, 64)
+    logits = model(x)
+    assert logits.shape == (2, 5, 64, 64) and torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+def test_unet_small_is_the_300k_reference_size():
+    n = sum(p.numel() for p in build_model("unet-small", 7).parameters())
+    assert 250_000 < n < 350_000
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(KeyError, match="unet-small"):
+        build_model("segformer", 7)
+
+
+def test_mobilenet_v2_imagenet_file_loads_into_the_unet_encoder():
+    path = shared_path("weights", "mobilenet_v2-b0353104.pth")
+    model = build_model("unet-mobilenetv2", 7, encoder_weights=str(path))
+    reference = torchvision.models.mobilenet_v2()
+    reference.load_state_dict(torch.load(path, weights_only=True))
+    ours = model.net.encoder.state_dict()
+    for key, value in reference.features.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        assert torch.equal(ours[f"features.{key}"], value), key
+
+
+def test_efficientnet_lite0_file_loads_by_tensor_order():
+    path = shared_path("weights", "efficientnet-lite0-57934424.pth")
+    model = build_model("unet-efficientnet-lite0", 7, encoder_weights=str(path))
+    given = [v for k, v in torch.load(path, weights_only=True).items() if not k.endswith("num_batches_tracked")]
+    first = next(iter(model.net.encoder.state_dict().values()))
+    assert torch.equal(first, given[0])
+
+
+def test_weights_that_do_not_fit_are_an_error(tmp_path):
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="do not fit this encoder"):
+        smp_unet(3, "mobilenet_v2", str(tmp_path / "bad.pth"))
+    (tmp_path / "corrupt.pth").write_bytes(b"\x00garbage")
+    model = smp_unet(3, "mobilenet_v2", None)
+    with pytest.raises(ValueError, match="cannot read encoder weights"):
+        load_encoder_weights(model.encoder, tmp_path / "corrupt.pth")
+    with pytest.raises(FileNotFoundError):
+        smp_unet(3, "mobilenet_v2", str(tmp_path / "missing.pth"))
+
+
+def test_offline_hub_name_fails_with_a_hint_to_pass_a_file(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="encoder_weights=/path/to/weights.pth"):
+        build_model("unet-mobilenetv2", 7, encoder_weights="imagenet")

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pointseg.cli import main
+
+
+def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_overrides):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    pts = tmp_path / "points.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--split", "Train", "--per-image", "10",
+                 "--seed", "1", "--strategy", "class-balanced", "--out", str(pts)]) == 0
+    assert json.loads(pts.read_text())["meta"]["strategy"] == "class-balanced"
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(run), *sets]) == 0
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "model.pt", "loss.png", "checkpoints/last.pt"):
+        assert (run / name).exists(), name
+    out = tmp_path / "eval" / "val.json"
+    assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val",
+                 "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert 0 <= metrics["miou"] <= 1 and metrics["pixels"] == 2 * (64 * 64 - 2 * 64)
+    for name in ("val.txt", "val_confusion.png", "val_overlays.png"):
+        assert (out.parent / name).exists(), name
+    pred_dir = tmp_path / "pred"
+    assert main(["predict", "--run", str(run), "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
+                 "--out", str(pred_dir)]) == 0
+    mask = np.asarray(Image.open(pred_dir / "4.png"))
+    assert mask.shape == (64, 64) and mask.max() < 7
+    assert np.asarray(Image.open(pred_dir / "4_color.png")).shape == (64, 64, 3)
+
+
+def test_dense_training_and_resume_refusal(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), "--resume", *sets,
+                 "--set", "train.steps=6"]) == 0
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.stepz=3"], "did you mean 'train.steps'"),
+    (["--set", "model.name=segformer"], "unknown model 'segformer'"),
+    (["--points", "missing.json"], "cannot read point file"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, tiny_loveda, tiny_overrides, capsys, args, message):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    code = main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"), *sets, *args])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_points_from_another_dataset_are_rejected(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    doc = {"format": "pointseg.points", "version": 1,
+           "classes": ["background", "building", "road", "water", "barren", "forest", "agriculture"],
+           "images": {"Rural/99": {"height": 64, "width": 64, "points": [[1, 1, 0]]}}}
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(tmp_path / "p.json"),
+                 "--out", str(tmp_path / "r"), *sets]) == 2
+    assert "not in the dataset" in capsys.readouterr().err
