@@ -30,14 +30,15 @@ def images_per_second(cfg: dict, data_root: str, amp: bool, channels_last: bool,
     bs = cfg["train"]["batch_size"]
     batch = [dataset[i % len(dataset)] for i in range(bs)]
     images = torch.stack([b["image"] for b in batch]).to(memory_format=fmt)
-    target = torch.stack([b["mask"] for b in batch])
+    soft = torch.stack([b["soft_mask"] for b in batch])
+    weight = torch.stack([b["weight"] for b in batch])
     t0 = 0.0
     for step in range(warmup + steps):
         if step == warmup:
             t0 = time.perf_counter()
         with autocast(torch.device("cpu"), amp):
             logits = model(images)
-        loss = loss_fn(logits.float(), target)
+        loss = loss_fn(logits.float(), soft, weight)
         opt.zero_grad()
         loss.backward()
         opt.step()

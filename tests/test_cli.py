@@ -63,3 +63,11 @@ def test_points_from_another_dataset_are_rejected(tmp_path, tiny_loveda, tiny_ov
     assert main(["train", "--data-root", str(tiny_loveda), "--points", str(tmp_path / "p.json"),
                  "--out", str(tmp_path / "r"), *sets]) == 2
     assert "not in the dataset" in capsys.readouterr().err
+
+
+def test_labels_inspect_writes_table_and_plot(tmp_path, tiny_loveda):
+    assert main(["labels", "inspect", "--data-root", str(tiny_loveda), "--scale", "0.5", "0.25",
+                 "--out", str(tmp_path / "kept")]) == 0
+    report = json.loads((tmp_path / "kept" / "information_kept.json").read_text())
+    assert [r["scale"] for r in report] == [0.5, 0.25] and len(report[0]["kept_soft"]) == 7
+    assert (tmp_path / "kept" / "information_kept.png").exists()

@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointseg.losses import LOSSES, build_loss, partial_cross_entropy, partial_focal_loss
+from pointseg.losses import (
+    LOSSES,
+    build_loss,
+    kl_divergence,
+    one_hot_target,
+    partial_cross_entropy,
+    partial_focal_loss,
+    soft_cross_entropy,
+)
 
 IGNORE = 255
 
@@ -57,7 +65,7 @@ def test_focal_down_weights_confident_pixels():
 def test_unlabeled_pixels_get_exactly_zero_gradient(name):
     logits, target = random_case(3)
     logits.requires_grad_(True)
-    build_loss(name, IGNORE).forward(logits, target).backward()
+    build_loss(name)(logits, *one_hot_target(target, 5, IGNORE)).backward()
     unlabeled = (target == IGNORE).unsqueeze(1).expand_as(logits)
     assert torch.all(logits.grad[unlabeled] == 0)
     assert torch.all(logits.grad[~unlabeled].abs().sum() > 0)
@@ -67,7 +75,7 @@ def test_unlabeled_pixels_get_exactly_zero_gradient(name):
 def test_no_labeled_pixel_gives_zero_not_nan(name):
     logits = torch.randn(2, 5, 4, 4, requires_grad=True)
     target = torch.full((2, 4, 4), IGNORE)
-    loss = build_loss(name, IGNORE)(logits, target)
+    loss = build_loss(name)(logits, *one_hot_target(target, 5, IGNORE))
     loss.backward()
     assert loss.item() == 0.0
     assert torch.all(logits.grad == 0)
@@ -93,3 +101,49 @@ def test_bf16_logits_are_handled_in_float32():
 def test_unknown_loss_lists_valid_names():
     with pytest.raises(KeyError, match="focal"):
         build_loss("dice")
+
+
+def soft_case(seed: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    soft = torch.rand(2, 4, 6, 6, generator=g).softmax(1)
+    weight = torch.rand(2, 6, 6, generator=g)
+    return logits, soft, weight
+
+
+def test_soft_cross_entropy_matches_cross_entropy_with_probability_targets():
+    logits, soft, _ = soft_case()
+    expected = F.cross_entropy(logits, soft)
+    assert torch.allclose(soft_cross_entropy(logits, soft, torch.ones(2, 6, 6)), expected)
+
+
+def test_weights_are_a_weighted_mean():
+    logits, soft, weight = soft_case()
+    per_pixel = F.cross_entropy(logits, soft, reduction="none")  # (B, H, W)
+    assert torch.allclose(soft_cross_entropy(logits, soft, weight), (per_pixel * weight).sum() / weight.sum())
+
+
+def test_kl_matches_f_kl_div_and_is_zero_for_a_perfect_prediction():
+    logits, soft, _ = soft_case()
+    ones = torch.ones(2, 6, 6)
+    expected = F.kl_div(F.log_softmax(logits, 1), soft, reduction="sum") / ones.sum()
+    assert torch.allclose(kl_divergence(logits, soft, ones), expected, atol=1e-6)
+    assert kl_divergence(soft.log(), soft, ones).abs().item() < 1e-6
+    one_hot = F.one_hot(torch.randint(0, 4, (2, 6, 6)), 4).permute(0, 3, 1, 2).float()  # 0 log 0 = 0
+    assert torch.isfinite(kl_divergence(logits, one_hot, ones))
+
+
+def test_kl_and_soft_ce_differ_by_the_target_entropy():
+    logits, soft, weight = soft_case()
+    entropy = -(soft * soft.log()).sum(1)
+    gap = soft_cross_entropy(logits, soft, weight) - kl_divergence(logits, soft, weight)
+    assert torch.allclose(gap, (entropy * weight).sum() / weight.sum(), atol=1e-5)
+
+
+def test_single_class_only_drops_mixed_pixels():
+    logits = torch.randn(1, 2, 1, 2)
+    soft = torch.tensor([[1.0, 0.5], [0.0, 0.5]]).view(1, 2, 1, 2)  # pixel 0 pure class 0, pixel 1 mixed
+    weight = torch.ones(1, 1, 2)
+    pure_only = build_loss("ce", multi_class=False)(logits, soft, weight)
+    assert torch.allclose(pure_only, -F.log_softmax(logits, 1)[0, 0, 0, 0])
+    assert not torch.allclose(build_loss("ce", multi_class=True)(logits, soft, weight), pure_only)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pointseg.data.sources import LoveDA
-from pointseg.points import PointSet, image_rng, load_points, rasterize, sample_points, save_points, simulate
+from pointseg.points import PointSet, image_rng, load_points, sample_points, save_points, simulate
 
 IGNORE = 255
 
@@ -46,13 +46,6 @@ def test_budget_larger_than_valid_pixels_takes_them_all():
     mask = np.full((4, 4), IGNORE, dtype=np.uint8)
     mask[0, :3] = 1
     assert len(sample_points(mask, 20, np.random.default_rng(0), "uniform", IGNORE)) == 3
-
-
-def test_rasterize_maps_full_resolution_points_to_cells():
-    pts = np.array([[0, 0, 1], [99, 99, 2], [50, 10, 3]])
-    target = rasterize(pts, (100, 100), (10, 10), IGNORE)
-    assert target[0, 0] == 1 and target[9, 9] == 2 and target[5, 1] == 3
-    assert (target != IGNORE).sum() == 3
 
 
 def test_save_load_roundtrip(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from pointseg import __version__
-from pointseg.config import dump_config
-from pointseg.data.cache import ResizedCache
+from pointseg.config import default_config, dump_config, merge
+from pointseg.data.cache import SampleCache
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset, TrainDataset
 from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
@@ -47,8 +47,8 @@ def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = 
     return ImageMaskFolder(sub, build_classes(cfg), data["images"], data["masks"], require_masks=require_masks)
 
 
-def build_cache(cfg: dict, source: Source) -> ResizedCache:
-    return ResizedCache(source, cfg["data"]["scale"], cfg["data"]["cache_dir"])
+def build_cache(cfg: dict, source: Source) -> SampleCache:
+    return SampleCache(source, cfg["data"]["scale"], cfg["data"]["cache_dir"], cfg["labels"]["mode"])
 
 
 def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:
@@ -57,7 +57,9 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> T
         refs = [r for r in source.refs if r.id in points.images]
         check_against(points, [r.id for r in source.refs], {r.id: source.image_size(r) for r in refs},
                       list(source.classes.names))
-    return TrainDataset(cache, cfg["data"]["crop"], points, cfg["data"]["ignore_index"])
+    data = cfg["data"]
+    return TrainDataset(cache, data["crop"], source.classes.num_classes, points, cfg["labels"]["downsample"],
+                        tuple(data["rescale"]), data["ignore_index"])
 
 
 def build_eval_dataset(cfg: dict, source: Source) -> EvalDataset:
@@ -70,7 +72,7 @@ def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True
 
 
 def build_loss_from_config(cfg: dict) -> torch.nn.Module:
-    return build_loss(cfg["loss"]["name"], cfg["data"]["ignore_index"], cfg["loss"]["gamma"])
+    return build_loss(cfg["loss"]["name"], cfg["loss"]["gamma"], cfg["labels"]["multi_class"])
 
 
 def git_commit() -> str:
@@ -103,7 +105,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[S
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model in this run directory (did training finish?)")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg, classes = state["config"], ClassTable.from_dict(state["classes"])
+    cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
+    classes = ClassTable.from_dict(state["classes"])
     model = build_model_from_config(cfg, classes.num_classes, pretrained=False)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, classes

@@ -91,6 +91,23 @@ def cmd_predict(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def cmd_labels_inspect(args: argparse.Namespace) -> list[dict]:
+    from pointseg.io import write_json, write_text
+    from pointseg.label_report import format_kept_table, information_kept
+    from pointseg.report import plot_information_kept
+
+    cfg = load_config(args.config, args.set)
+    source = build.build_source(cfg, args.data_root, args.split)
+    reports = [information_kept(source, s, args.mode) for s in args.scale]
+    out = Path(args.out)
+    write_json(out / "information_kept.json", reports)
+    tables = "\n\n".join(format_kept_table(r) for r in reports)
+    write_text(out / "information_kept.md", tables + "\n")
+    plot_information_kept(reports, out / "information_kept.png")
+    print(tables)
+    return reports
+
+
 def cmd_download(args: argparse.Namespace) -> Path:
     from pointseg.data.download import download_loveda
 
@@ -123,6 +140,16 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", required=True)
     with_config(sim)
     sim.set_defaults(func=cmd_points_simulate)
+
+    lab = sub.add_parser("labels", help="label diagnostics").add_subparsers(dest="labels_command", required=True)
+    ins = lab.add_parser("inspect", help="label area kept per class by nearest vs soft down-sampling")
+    ins.add_argument("--data-root", required=True)
+    ins.add_argument("--split", default="Train")
+    ins.add_argument("--scale", type=float, nargs="+", default=[0.5, 0.25, 0.125])
+    ins.add_argument("--mode", choices=["area", "bilinear"], default="area")
+    ins.add_argument("--out", required=True, help="directory for the table (.md, .json) and bar plot (.png)")
+    with_config(ins)
+    ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
     tr.add_argument("--data-root", required=True)

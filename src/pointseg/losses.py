@@ -1,8 +1,10 @@
-"""Partial losses for sparse labels: only labeled pixels contribute, unlabeled ones get zero gradient.
+"""Losses on (soft) targets with per-pixel weights; hard partial losses are their one-hot special case.
 
-Shapes: ``logits`` (B, C, H, W), ``target`` (B, H, W) integer class indices with ``ignore_index`` for
-unlabeled pixels. Losses are averaged over the labeled pixels of the whole batch (not per image), and are
-exactly 0 (with a gradient of 0, never NaN) when the batch has no labeled pixel.
+Shapes: ``logits`` (B, C, H, W); soft targets ``soft`` (B, C, H, W) with class proportions per pixel and
+``weight`` (B, H, W) >= 0; hard targets ``target`` (B, H, W) with ``ignore_index`` for unlabeled pixels.
+Every loss is the weighted mean ``sum_i w_i l_i / sum_i w_i`` over the pixels of the whole batch (for hard
+targets: the plain mean over labeled pixels). A batch whose weights are all zero gives exactly 0 (and zero
+gradients), never NaN; pixels of weight 0 get exactly zero gradient.
 """
 
 from __future__ import annotations
@@ -12,63 +14,91 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _labeled_log_probs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of the true class at each pixel (B, H, W) and the labeled-pixel mask (B, H, W)."""
-    labeled = target != ignore_index  # (B, H, W)
+def _weighted_mean(per_pixel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    total = weight.sum()
+    return (per_pixel * weight).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def single_class_weight(soft: torch.Tensor, weight: torch.Tensor, multi_class: bool = True) -> torch.Tensor:
+    """``weight`` (B, H, W), zeroed where ``soft`` (B, C, H, W) mixes classes unless ``multi_class``.
+
+    ``multi_class=False`` is the paper's ablation that trains on single-class pixels only.
+    """
+    if multi_class:
+        return weight
+    return weight * (soft.amax(1) >= 1 - 1e-6)
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i * (-sum_c q_ic log p_ic) / sum_i w_i``."""
     log_p = F.log_softmax(logits.float(), dim=1)  # (B, C, H, W)
-    safe_target = torch.where(labeled, target, torch.zeros_like(target))
-    log_p_true = log_p.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (B, H, W)
-    return log_p_true, labeled
+    return _weighted_mean(-(soft * log_p).sum(1), weight)
 
 
-def _mean_over_labeled(per_pixel: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
-    return (per_pixel * labeled).sum() / labeled.sum().clamp(min=1)
+def kl_divergence(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i * KL(q_i || p_i) / sum_i w_i``; 0 for a perfect prediction ``p = q``."""
+    log_p = F.log_softmax(logits.float(), dim=1)  # (B, C, H, W)
+    return _weighted_mean((torch.xlogy(soft, soft) - soft * log_p).sum(1), weight)
+
+
+def soft_focal_loss(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor, gamma: float = 2.0
+                    ) -> torch.Tensor:
+    """``sum_i w_i * (-sum_c q_ic (1 - p_ic)^gamma log p_ic) / sum_i w_i``; focal loss for one-hot ``q``."""
+    log_p = F.log_softmax(logits.float(), dim=1)  # (B, C, H, W)
+    focal_weight = (1 - log_p.exp()).pow(gamma)  # (B, C, H, W)
+    return _weighted_mean(-(soft * focal_weight * log_p).sum(1), weight)
+
+
+def one_hot_target(target: torch.Tensor, num_classes: int, ignore_index: int = 255
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard ``target`` (B, H, W) -> one-hot ``soft`` (B, C, H, W) and 0/1 ``weight`` (B, H, W)."""
+    labeled = target != ignore_index  # (B, H, W)
+    soft = F.one_hot(torch.where(labeled, target, 0).long(), num_classes).permute(0, 3, 1, 2)
+    return soft * labeled.unsqueeze(1), labeled.float()
 
 
 def partial_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Cross-entropy averaged over labeled pixels: ``-1/|L| * sum_{i in L} log p_i(y_i)``."""
-    log_p_true, labeled = _labeled_log_probs(logits, target, ignore_index)
-    return _mean_over_labeled(-log_p_true, labeled)
+    return soft_cross_entropy(logits, *one_hot_target(target, logits.shape[1], ignore_index))
 
 
 def partial_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
                        ignore_index: int = 255) -> torch.Tensor:
-    """Focal loss averaged over labeled pixels: ``-1/|L| * sum_{i in L} (1 - p_i)^gamma log p_i``.
-
-    With ``gamma = 0`` this is :func:`partial_cross_entropy`.
-    """
-    log_p_true, labeled = _labeled_log_probs(logits, target, ignore_index)
-    focal_weight = (1 - log_p_true.exp()).pow(gamma)  # (B, H, W)
-    return _mean_over_labeled(-focal_weight * log_p_true, labeled)
+    """Focal loss averaged over labeled pixels: ``-1/|L| * sum_{i in L} (1 - p_i)^gamma log p_i``."""
+    return soft_focal_loss(logits, *one_hot_target(target, logits.shape[1], ignore_index), gamma)
 
 
-class PartialCrossEntropy(nn.Module):
-    def __init__(self, ignore_index: int = 255) -> None:
+class SoftCrossEntropy(nn.Module):
+    def __init__(self, multi_class: bool = True) -> None:
         super().__init__()
-        self.ignore_index = ignore_index
+        self.multi_class = multi_class
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return partial_cross_entropy(logits, target, self.ignore_index)
+    def forward(self, logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return soft_cross_entropy(logits, soft, single_class_weight(soft, weight, self.multi_class))
 
 
-class PartialFocalLoss(nn.Module):
-    def __init__(self, gamma: float = 2.0, ignore_index: int = 255) -> None:
+class KLDivergence(SoftCrossEntropy):
+    def forward(self, logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return kl_divergence(logits, soft, single_class_weight(soft, weight, self.multi_class))
+
+
+class SoftFocalLoss(nn.Module):
+    def __init__(self, gamma: float = 2.0, multi_class: bool = True) -> None:
         super().__init__()
         self.gamma = gamma
-        self.ignore_index = ignore_index
+        self.multi_class = multi_class
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return partial_focal_loss(logits, target, self.gamma, self.ignore_index)
-
-
-LOSSES: dict[str, type[nn.Module]] = {"ce": PartialCrossEntropy, "focal": PartialFocalLoss}
+    def forward(self, logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return soft_focal_loss(logits, soft, single_class_weight(soft, weight, self.multi_class), self.gamma)
 
 
-def build_loss(name: str, ignore_index: int = 255, gamma: float = 2.0) -> nn.Module:
-    """Build a loss from ``LOSSES`` by name; ``gamma`` applies to ``focal`` only."""
+LOSSES: dict[str, type[nn.Module]] = {"ce": SoftCrossEntropy, "focal": SoftFocalLoss, "kl": KLDivergence}
+
+
+def build_loss(name: str, gamma: float = 2.0, multi_class: bool = True) -> nn.Module:
+    """A loss of ``LOSSES`` taking ``(logits, soft, weight)``; ``gamma`` applies to ``focal`` only."""
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}")
     if name == "focal":
-        return PartialFocalLoss(gamma=gamma, ignore_index=ignore_index)
-    return LOSSES[name](ignore_index=ignore_index)
+        return SoftFocalLoss(gamma=gamma, multi_class=multi_class)
+    return LOSSES[name](multi_class=multi_class)

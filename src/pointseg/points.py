@@ -149,17 +149,3 @@ def check_against(points: PointSet, ids: list[str], sizes: dict[str, tuple[int, 
         if sizes[image_id] != points.sizes[image_id]:
             raise ValueError(f"image {image_id!r}: point file says size {points.sizes[image_id]}, "
                              f"image is {sizes[image_id]}")
-
-
-def rasterize(points: np.ndarray, full_size: tuple[int, int], size: tuple[int, int],
-              ignore_index: int = 255) -> np.ndarray:
-    """Sparse ``(h, w)`` uint8 target at ``size`` from full-resolution ``(N, 3)`` points; the rest is ignore.
-
-    A point at full-resolution pixel ``(r, c)`` labels the low-resolution cell that contains it,
-    ``floor(r * h / H)``; when several points share a cell, the last one wins.
-    """
-    target = np.full(size, ignore_index, dtype=np.uint8)
-    rows = points[:, 0] * size[0] // full_size[0]
-    cols = points[:, 1] * size[1] // full_size[1]
-    target[rows, cols] = points[:, 2]
-    return target

@@ -67,3 +67,20 @@ def plot_loss(metrics_jsonl: str | Path, path: str | Path) -> Path:
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     return _save(fig, Path(path))
+
+
+def plot_information_kept(reports: list[dict], path: str | Path) -> Path:
+    """Grouped bars per class: share of pixels whose class is lost by nearest vs soft down-sampling."""
+    fig, axes = plt.subplots(1, len(reports), figsize=(5 * len(reports), 3.8), squeeze=False, sharey=True)
+    for ax, rep in zip(axes[0], reports, strict=True):
+        x = np.arange(len(rep["classes"]))
+        for offset, key, label in ((-0.2, "kept_nearest", "nearest"), (0.2, "kept_soft", "soft")):
+            values = [np.nan if v is None else 100 * (1 - v) for v in rep[key]]
+            ax.bar(x + offset, values, width=0.4, label=label)
+        ax.set_xticks(x, rep["classes"], rotation=45, ha="right")
+        ax.set_title(f"scale {rep['scale']:g}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("pixels whose class is lost (%)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    return _save(fig, Path(path))

@@ -54,6 +54,8 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str |
           resume: bool = False, progress: bool = True) -> nn.Module:
     """Train ``model`` for ``steps`` optimiser steps on random batches of ``dataset``.
 
+    Batches hold ``image``, ``soft_mask`` and ``weight``; ``loss_fn(logits, soft_mask, weight)``.
+
     Writes ``metrics.jsonl`` (one line per ``log_every`` steps) and ``checkpoints/last.pt`` (every
     ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``, training continues from
     the last checkpoint: model, optimiser, schedule and random state are restored.
@@ -84,10 +86,10 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str |
     for step in bar:
         batch = next(batches)
         images = batch["image"].to(device, memory_format=memory_format)  # (B, 3, h, w)
-        target = batch["mask"].to(device)  # (B, h, w)
+        soft, weight = batch["soft_mask"].to(device), batch["weight"].to(device)  # (B, C, h, w), (B, h, w)
         with autocast(device, amp):
             logits = model(images)  # (B, C, h, w)
-        loss = loss_fn(logits.float(), target)
+        loss = loss_fn(logits.float(), soft, weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or disable amp")
         optimizer.zero_grad(set_to_none=True)

@@ -1,44 +1,97 @@
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from pointseg.data.cache import ResizedCache
-from pointseg.data.dataset import TrainDataset
+from pointseg.data.cache import SampleCache
+from pointseg.data.dataset import TrainDataset, dihedral
 from pointseg.data.sources import LoveDA
+from pointseg.points import PointSet
 
 
-def test_cache_resizes_and_keeps_full_resolution_mask(tiny_loveda, tmp_path):
-    source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    entry = ResizedCache(source, 0.5, tmp_path).get(source.refs[0])
-    assert entry["image"].shape == (32, 32, 3) and entry["mask_lr"].shape == (32, 32)
-    assert np.array_equal(entry["mask"], source.read_mask(source.refs[0]))
-    assert np.array_equal(entry["mask_lr"], entry["mask"][::2, ::2]), "nearest resize of 16-px blocks"
-    assert len(list(tmp_path.glob("*.npz"))) == 1
+@pytest.fixture
+def source(tiny_loveda):
+    return LoveDA(tiny_loveda, "Train", ("Rural",))
 
 
-def test_changed_file_is_not_served_stale(tiny_loveda, tmp_path):
-    source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    cache = ResizedCache(source, 1.0, tmp_path)
+def test_cache_keeps_full_resolution_and_resizes_with_the_mode_filter(source, tmp_path):
+    cache = SampleCache(source, 0.5, tmp_path, mode="area")
+    full = cache.full(source.refs[0])
+    assert np.array_equal(full["mask"], source.read_mask(source.refs[0]))
+    image = np.asarray(full["image"], dtype=np.float64)
+    box = image.reshape(32, 2, 32, 2, 3).mean((1, 3))
+    assert np.abs(cache.resized(source.refs[0]).astype(np.float64) - box).max() <= 1  # PIL rounds in fixed point
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+
+
+def test_changed_file_is_not_served_stale(source, tmp_path):
+    cache = SampleCache(source, 1.0, tmp_path)
     ref = source.refs[0]
-    first = cache.get(ref)["image"].copy()
+    first = np.array(cache.full(ref)["image"])
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(ref.image)
     os.utime(ref.image, ns=(1, 10**18))
-    assert cache.get(ref)["image"].sum() == 0 and first.sum() > 0
+    assert cache.full(ref)["image"].sum() == 0 and first.sum() > 0
 
 
-def test_corrupt_entry_is_rebuilt(tiny_loveda, tmp_path):
-    source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    cache = ResizedCache(source, 1.0, tmp_path)
-    cache.get(source.refs[0])
-    entry = next(tmp_path.glob("*.npz"))
-    entry.write_bytes(b"truncated")
-    assert cache.get(source.refs[0])["image"].shape == (64, 64, 3)
+def test_corrupt_entry_is_rebuilt(source, tmp_path):
+    cache = SampleCache(source, 1.0, tmp_path)
+    cache.full(source.refs[0])
+    next(tmp_path.glob("*.image.npy")).write_bytes(b"truncated")
+    assert cache.full(source.refs[0])["image"].shape == (64, 64, 3)
 
 
-def test_train_samples_are_crops_with_matching_labels(tiny_loveda, tmp_path):
-    source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    ds = TrainDataset(ResizedCache(source, 1.0, tmp_path), crop=80)  # larger than the image: padded
+@pytest.mark.parametrize("downsample", ["soft", "nearest"])
+def test_train_samples_have_soft_targets_matching_the_image(source, tmp_path, downsample):
+    ds = TrainDataset(SampleCache(source, 0.5, tmp_path), crop=16, num_classes=7, downsample=downsample)
     sample = ds[0]
-    assert sample["image"].shape == (3, 80, 80) and sample["mask"].shape == (80, 80)
-    assert (sample["mask"] == 255).sum() >= 80 * 80 - 64 * 64
+    assert sample["image"].shape == (3, 16, 16) and sample["soft_mask"].shape == (7, 16, 16)
+    assert sample["weight"].shape == (16, 16)
+    labeled = sample["weight"] > 0
+    assert np.allclose(sample["soft_mask"].sum(0)[labeled], 1, atol=1e-5)
+    if downsample == "nearest":
+        assert set(np.unique(sample["soft_mask"])) <= {0.0, 1.0}
+
+
+def test_window_larger_than_the_image_is_padded_as_unlabeled(source, tmp_path):
+    ds = TrainDataset(SampleCache(source, 1.0, tmp_path), crop=80, num_classes=7)
+    weight = ds[0]["weight"]
+    assert (weight == 0).sum() >= 80 * 80 - 64 * 64
+
+
+def test_points_become_counts_and_proportions_in_the_crop(source, tmp_path):
+    ref = source.refs[0]
+    pts = np.array([[10, 10, 1], [11, 11, 2], [40, 50, 3]])  # the first two fall into one cell at scale 1/4
+    points = PointSet([str(i) for i in range(7)], {ref.id: pts}, {ref.id: (64, 64)}, {})
+    ds = TrainDataset(SampleCache(source, 0.25, tmp_path), crop=16, num_classes=7, points=points)
+    sample = ds[0]
+    assert sample["weight"].sum() == 3 and sorted(sample["weight"][sample["weight"] > 0].tolist()) == [1, 2]
+    shared = sample["weight"] == 2
+    assert sample["soft_mask"][1][shared].item() == 0.5 and sample["soft_mask"][2][shared].item() == 0.5
+
+
+def test_random_rescale_keeps_labels_aligned(tmp_path):
+    # A left/right split image: whatever the window and scale, label proportions follow the image colour.
+    from pointseg.data.classes import ClassTable
+    from pointseg.data.sources import ImageMaskFolder
+
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "masks").mkdir()
+    mask = np.zeros((96, 96), dtype=np.uint8)
+    mask[:, 41:] = 1
+    Image.fromarray(np.stack([mask * 255] * 3, -1)).save(tmp_path / "d" / "images" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "d" / "masks" / "a.png")
+    table = ClassTable(("dark", "bright"), ((0, 0, 0), (255, 255, 255)))
+    source = ImageMaskFolder(tmp_path / "d", table)
+    ds = TrainDataset(SampleCache(source, 0.5, tmp_path / "c", mode="area"), crop=24, num_classes=2,
+                      rescale=(0.7, 1.4))
+    for _ in range(5):
+        s = ds[0]
+        assert np.allclose(s["image"].mean(0).numpy(), s["soft_mask"][1].numpy(), atol=2 / 255)
+
+
+def test_dihedral_moves_all_arrays_together():
+    a = np.arange(12).reshape(3, 4)
+    c = np.stack([a, -a])
+    out_a, out_c = dihedral([a, c], 1, True)
+    assert np.array_equal(out_c[0], out_a) and np.array_equal(out_c[1], -out_a)

@@ -1,4 +1,8 @@
-"""On-disk cache of samples resized to the training resolution, so an epoch never re-decodes full tiles."""
+"""On-disk cache of decoded samples, so training never re-decodes full tiles.
+
+Full-resolution arrays are stored as ``.npy`` and memory-mapped (training cuts windows out of them); the
+whole image resized to the inference scale is stored beside them for evaluation and prediction.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pointseg.data.sources import SampleRef, Source
 from pointseg.io import atomic_path
+from pointseg.labels import MODES, resize_image
 
 
 def default_cache_dir() -> Path:
@@ -23,59 +27,64 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Smooth (antialiased bilinear) resize of an ``(H, W, 3)`` uint8 image to ``size = (h, w)``."""
-    if image.shape[:2] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+class SampleCache:
+    """Decoded samples of ``source``: ``full(ref)`` at full resolution, ``resized(ref)`` at ``scale``.
 
-
-def resize_mask_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``(H, W)`` uint8 class mask (labels are never interpolated)."""
-    if mask.shape == size:
-        return mask
-    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-
-
-class ResizedCache:
-    """Reads samples of ``source`` at ``scale`` through a cache of ``.npz`` files.
-
-    Each entry holds ``image`` (h, w, 3) uint8 at training resolution, ``mask`` (H, W) uint8 at full
-    resolution when the sample has one, and ``mask_lr`` (h, w) its nearest-neighbour resize. Entries are keyed
-    on the file paths, their modification times and sizes, the scale and the class table, so a changed file or
-    table is never served stale.
+    Entries are keyed on file paths, modification times and sizes and on the class table, so a changed file
+    or table is never served stale. ``mode`` is the image filter (``area`` = box, ``bilinear`` = triangle).
     """
 
-    def __init__(self, source: Source, scale: float, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, source: Source, scale: float, cache_dir: str | Path | None = None,
+                 mode: str = "bilinear") -> None:
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
+        if mode not in MODES:
+            raise KeyError(f"unknown resize mode {mode!r}; valid: {list(MODES)}")
         self.source = source
         self.scale = scale
+        self.mode = mode
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     def _key(self, ref: SampleRef) -> str:
-        parts = [self.scale, self.source.classes.to_dict()]
+        parts: list = [self.source.classes.to_dict()]
         for p in (ref.image, ref.mask):
             if p is not None:
                 st = p.stat()
                 parts.append([str(p.resolve()), st.st_mtime_ns, st.st_size])
         return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-    def get(self, ref: SampleRef) -> dict[str, np.ndarray]:
-        path = self.dir / f"{self._key(ref)}.npz"
-        if path.exists():
-            try:
-                with np.load(path) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError):
-                path.unlink(missing_ok=True)  # corrupt entry: rebuild it below
-        full = self.source.read(ref)
-        size = scaled_size(*full["image"].shape[:2], self.scale)
-        entry = {"image": resize_image(full["image"], size)}
-        if "mask" in full:
-            entry["mask"] = full["mask"]
-            entry["mask_lr"] = resize_mask_nearest(full["mask"], size)
+    def _load(self, path: Path) -> np.ndarray | None:
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError):
+            path.unlink(missing_ok=True)  # missing or corrupt: rebuilt by the caller
+            return None
+
+    def _store(self, path: Path, array: np.ndarray) -> np.ndarray:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **entry)
-        return entry
+                np.save(f, np.ascontiguousarray(array))
+        return np.load(path, mmap_mode="r")
+
+    def full(self, ref: SampleRef) -> dict[str, np.ndarray]:
+        """``image`` (H, W, 3) uint8 and, if the sample has one, ``mask`` (H, W) uint8, memory-mapped."""
+        key = self._key(ref)
+        image, mask = self._load(self.dir / f"{key}.image.npy"), None
+        if ref.mask is not None:
+            mask = self._load(self.dir / f"{key}.mask.npy")
+        if image is None or (ref.mask is not None and mask is None):
+            sample = self.source.read(ref)
+            image = self._store(self.dir / f"{key}.image.npy", sample["image"])
+            if ref.mask is not None:
+                mask = self._store(self.dir / f"{key}.mask.npy", sample["mask"])
+        return {"image": image} if mask is None else {"image": image, "mask": mask}
+
+    def resized(self, ref: SampleRef) -> np.ndarray:
+        """The whole image at ``scale``, ``(h, w, 3)`` uint8, resized with the ``mode`` filter."""
+        path = self.dir / f"{self._key(ref)}.{self.mode}-{self.scale:g}.npy"
+        cached = self._load(path)
+        if cached is not None:
+            return cached
+        image = self.full(ref)["image"]
+        return self._store(path, resize_image(np.asarray(image), scaled_size(*image.shape[:2], self.scale),
+                                              self.mode))

@@ -1,83 +1,117 @@
-"""Torch datasets over a :class:`ResizedCache`: random crops/flips for training, whole images for evaluation."""
+"""Torch datasets over a :class:`SampleCache`.
+
+Training samples are windows cut from the full-resolution sample and resized to ``crop x crop``: the image
+smoothly, the labels as soft labels with the same footprint (or by nearest neighbour, the baseline), points as
+per-cell proportions and counts. All three label kinds become ``soft_mask`` (C, crop, crop) and ``weight``
+(crop, crop), so the losses see one kind of target.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from pointseg.data.cache import ResizedCache
-from pointseg.points import PointSet, rasterize
+from pointseg.data.cache import SampleCache
+from pointseg.labels import hard_to_soft, points_to_soft, resize_image, soft_downsample
+from pointseg.points import PointSet
+
+DOWNSAMPLE = ("soft", "nearest")
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)  # copies read-only memmaps
 
 
-def random_crop_flip(image: np.ndarray, target: np.ndarray, crop: int, rng: np.random.Generator,
-                     ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``crop x crop`` window (padded with ignore if the image is smaller), random flips and 90° turns.
+def random_window(height: int, width: int, side: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a random ``side x side`` window (at 0 along an axis shorter than ``side``)."""
+    return int(rng.integers(0, max(height - side, 0) + 1)), int(rng.integers(0, max(width - side, 0) + 1))
 
-    Aerial images have no "up", so all eight dihedral orientations are equally likely.
-    """
-    h, w = target.shape
-    ph, pw = max(crop - h, 0), max(crop - w, 0)
-    if ph or pw:
-        image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-        target = np.pad(target, ((0, ph), (0, pw)), constant_values=ignore_index)
-        h, w = target.shape
-    top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-    image, target = image[top:top + crop, left:left + crop], target[top:top + crop, left:left + crop]
-    k = int(rng.integers(4))
-    image, target = np.rot90(image, k), np.rot90(target, k)
-    if rng.random() < 0.5:
-        image, target = image[:, ::-1], target[:, ::-1]
-    return image, target
+
+def pad_to(array: np.ndarray, side: int, value: int) -> np.ndarray:
+    """Pad the first two axes of ``array`` at the bottom/right up to ``side``."""
+    ph, pw = side - array.shape[0], side - array.shape[1]
+    if ph <= 0 and pw <= 0:
+        return array
+    pad = [(0, max(ph, 0)), (0, max(pw, 0))] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, constant_values=value)
+
+
+def dihedral(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
+    """Rotate by ``k`` quarter turns and optionally flip the last two axes of each array (C, H, W) or (H, W)."""
+    out = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
+    return [np.ascontiguousarray(a[..., ::-1] if flip else a) for a in out]
 
 
 class TrainDataset(Dataset):
-    """Training samples: ``image`` (3, crop, crop) float, ``mask`` (crop, crop) long with ``ignore_index``.
+    """Training samples: ``image`` (3, crop, crop), ``soft_mask`` (C, crop, crop), ``weight`` (crop, crop).
 
-    Labels are dense (nearest-neighbour resized masks) unless ``points`` is given, in which case each image's
-    target is its rasterised points and every other pixel is ``ignore_index``.
+    Args:
+        cache: decoded samples; ``cache.scale`` is the training scale and ``cache.mode`` the image filter.
+        crop: output side in pixels.
+        num_classes: number of classes ``C``.
+        points: point labels; without them, dense masks are used.
+        downsample: ``soft`` (labels resampled with the image's filter) or ``nearest``.
+        rescale: range of a random extra scale factor (log-uniform), e.g. ``(0.75, 1.5)``; ``(1, 1)`` = none.
+        ignore_index: the mask value of unlabeled pixels.
     """
 
-    def __init__(self, cache: ResizedCache, crop: int, points: PointSet | None = None,
+    def __init__(self, cache: SampleCache, crop: int, num_classes: int, points: PointSet | None = None,
+                 downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
                  ignore_index: int = 255) -> None:
+        if downsample not in DOWNSAMPLE:
+            raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
+        if not 0 < rescale[0] <= rescale[1]:
+            raise ValueError(f"rescale must be a range (low, high) with 0 < low <= high, got {rescale}")
         self.cache = cache
         self.refs = cache.source.refs
         if points is not None:
             self.refs = [r for r in self.refs if r.id in points.images]
             if not self.refs:
                 raise ValueError("no image of the dataset has points")
-        self.crop = crop
-        self.points = points
-        self.ignore_index = ignore_index
+        self.crop, self.num_classes, self.points = crop, num_classes, points
+        self.downsample, self.rescale, self.ignore_index = downsample, rescale, ignore_index
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def target(self, index: int) -> np.ndarray:
-        """The label map of sample ``index`` at training resolution."""
-        ref = self.refs[index]
-        entry = self.cache.get(ref)
-        if self.points is None:
-            return entry["mask_lr"]
-        return rasterize(self.points.images[ref.id], self.points.sizes[ref.id], entry["image"].shape[:2],
-                         self.ignore_index)
+    def labels(self, index: int, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """``soft`` (C, crop, crop) and ``weight`` (crop, crop) of the full-resolution window at (top, left)."""
+        ref, size = self.refs[index], (self.crop, self.crop)
+        if self.points is not None:
+            pts = self.points.images[ref.id]
+            local = pts - np.array([top, left, 0])
+            inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
+            return points_to_soft(local[inside], (side, side), size, self.num_classes)
+        mask = pad_to(self.cache.full(ref)["mask"][top:top + side, left:left + side], side, self.ignore_index)
+        if self.downsample == "nearest":
+            nearest = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.NEAREST))
+            return hard_to_soft(nearest, self.num_classes, self.ignore_index)
+        return soft_downsample(mask, self.num_classes, size, self.cache.mode, self.ignore_index)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows torch's seeding
-        image = self.cache.get(self.refs[index])["image"]
-        image, target = random_crop_flip(image, self.target(index), self.crop, rng, self.ignore_index)
-        return {"image": to_tensor(image), "mask": torch.from_numpy(np.ascontiguousarray(target)).long()}
+        image = self.cache.full(self.refs[index])["image"]
+        factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
+        side = max(1, round(self.crop / (self.cache.scale * factor)))  # window side at full resolution
+        top, left = random_window(image.shape[0], image.shape[1], side, rng)
+        window = pad_to(np.asarray(image[top:top + side, left:left + side]), side, 0)
+        image = resize_image(window, (self.crop, self.crop), self.cache.mode)
+        soft, weight = self.labels(index, top, left, side)
+        image, soft, weight = dihedral([image.transpose(2, 0, 1), soft, weight], int(rng.integers(4)),
+                                       bool(rng.random() < 0.5))
+        return {"image": torch.from_numpy(image).float().div_(255), "soft_mask": torch.from_numpy(soft),
+                "weight": torch.from_numpy(weight)}
 
 
 class EvalDataset(Dataset):
-    """Whole images at training resolution with their masks at full resolution (``mask`` may be absent)."""
+    """Whole images at the cache's scale with their masks at full resolution (``mask`` may be absent)."""
 
-    def __init__(self, cache: ResizedCache) -> None:
+    def __init__(self, cache: SampleCache) -> None:
         self.cache = cache
         self.refs = cache.source.refs
 
@@ -86,8 +120,7 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         ref = self.refs[index]
-        entry = self.cache.get(ref)
-        sample = {"id": ref.id, "image": to_tensor(entry["image"])}
-        if "mask" in entry:
-            sample["mask"] = torch.from_numpy(entry["mask"]).long()
+        sample = {"id": ref.id, "image": to_tensor(self.cache.resized(ref))}
+        if ref.mask is not None:
+            sample["mask"] = torch.from_numpy(np.array(self.cache.full(ref)["mask"])).long()
         return sample

@@ -1,0 +1,62 @@
+"""How much of each class survives down-sampling: nearest neighbour vs soft labels (the paper's Fig. 3b)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pointseg.data.cache import scaled_size
+from pointseg.data.sources import Source
+from pointseg.labels import soft_downsample
+
+
+def information_kept(source: Source, scale: float, mode: str = "area", progress: bool = True) -> dict:
+    """Per class, the share of its full-resolution pixels whose low-resolution cell still carries the class.
+
+    ``nearest``: the cell's nearest-neighbour label is the pixel's class. ``soft``: the cell's soft label gives
+    the class a non-zero proportion. (Class *area* is no use here: nearest-neighbour sampling keeps it on
+    average, while losing which pixels hold it.) ``images_lost_nearest``: images where the class exists at
+    full resolution but no pixel of it survives nearest-neighbour down-sampling.
+    """
+    classes = source.classes
+    n = classes.num_classes
+    full, kept_near, kept_soft = np.zeros(n), np.zeros(n), np.zeros(n)
+    lost = np.zeros(n, dtype=int)
+    for ref in tqdm(source.refs, desc="labels", disable=not progress, leave=False):
+        mask = source.read_mask(ref)
+        size = scaled_size(*mask.shape, scale)
+        rows = np.arange(mask.shape[0]) * size[0] // mask.shape[0]  # cell holding each full-res row
+        cols = np.arange(mask.shape[1]) * size[1] // mask.shape[1]
+        labeled = mask != classes.ignore_index
+        cls = mask[labeled].astype(np.int64)  # (L,) classes of labeled pixels
+        r, c = np.nonzero(labeled)
+        near = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.NEAREST))
+        soft, _ = soft_downsample(mask, n, size, mode, classes.ignore_index)
+        near_ok = near[rows[r], cols[c]] == cls
+        soft_ok = soft[cls, rows[r], cols[c]] > 0
+        counts = np.bincount(cls, minlength=n)
+        near_counts = np.bincount(near[near != classes.ignore_index], minlength=n)[:n]
+        full += counts
+        kept_near += np.bincount(cls[near_ok], minlength=n)
+        kept_soft += np.bincount(cls[soft_ok], minlength=n)
+        lost += (counts > 0) & (near_counts == 0)
+    share = lambda kept: [None if f == 0 else float(k / f) for k, f in zip(kept, full, strict=True)]  # noqa: E731
+    return {
+        "scale": scale, "mode": mode, "images": len(source), "classes": list(classes.names),
+        "full_share": (full / full.sum()).tolist(), "kept_nearest": share(kept_near), "kept_soft": share(kept_soft),
+        "images_lost_nearest": lost.tolist(),
+    }
+
+
+def format_kept_table(report: dict) -> str:
+    """Markdown table of :func:`information_kept`."""
+    title = f"Pixels whose class survives down-sampling to scale {report['scale']:g}"
+    rows = [f"{title} ({report['mode']} soft labels), {report['images']} images", "",
+            "| class | share of pixels | pixels kept, nearest | pixels kept, soft | images where nearest loses it |",
+            "|---|---:|---:|---:|---:|"]
+    fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    for i, name in enumerate(report["classes"]):
+        rows.append(f"| {name} | {fmt(report['full_share'][i])} | {fmt(report['kept_nearest'][i])} | "
+                    f"{fmt(report['kept_soft'][i])} | {report['images_lost_nearest'][i]} |")
+    return "\n".join(rows)
