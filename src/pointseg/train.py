@@ -33,6 +33,15 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA allocations on a GPU, resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def save_checkpoint(path: Path, **state) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -102,7 +111,8 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str |
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
             append_jsonl(run_dir / "metrics.jsonl", {"step": done, "loss": loss.item(),
-                                                     "lr": scheduler.get_last_lr()[0], "images_per_s": rate})
+                                                     "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
+                                                     "peak_memory_mb": round(peak_memory_mb(device))})
             seen, t0 = 0, time.perf_counter()
         if done % checkpoint_every == 0 or done == steps:
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),

@@ -1,0 +1,83 @@
+"""Markdown tables (mean ± std over seeds, per-class IoU, wall time) from ``benchmarks/results/*.json``.
+
+    python benchmarks/summarize.py points          # points-budget and loss tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def load(prefix_filter: str = "") -> dict[str, list[dict]]:
+    """Result records grouped by cell name (seeds together)."""
+    cells: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "cell" in record and record["cell"].startswith(prefix_filter):
+            cells[record["cell"]].append(record)
+    return cells
+
+
+def mean_std(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (1 seed)"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def row(name: str, runs: list[dict], classes: list[str]) -> str:
+    miou = mean_std([r["miou"] for r in runs])
+    per_class = [statistics.mean(r["per_class_iou"][c] or 0.0 for r in runs) for c in classes]
+    seconds = statistics.mean(r["total_seconds"] for r in runs)
+    seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+    return f"| {name} | {miou} | " + " | ".join(f"{v:.3f}" for v in per_class) + f" | {seconds:.0f} | {seeds} |"
+
+
+def table(cells: dict[str, list[dict]], names: list[tuple[str, str]]) -> str:
+    classes = list(next(iter(cells.values()))[0]["per_class_iou"])
+    lines = ["| cell | mIoU (mean ± std) | " + " | ".join(classes) + " | s/run | seeds |",
+             "|---|---|" + "---:|" * len(classes) + "---:|---|"]
+    lines += [row(label, cells[key], classes) for key, label in names if key in cells]
+    return "\n".join(lines)
+
+
+def points_tables(cells: dict[str, list[dict]]) -> str:
+    budget, loss = [], []
+    for model in ("unet-small", "unet-mobilenetv2"):
+        budget += [(f"{model}_p{n}_ce", f"{model}, {n} pts/img, pCE") for n in (5, 20, 100)]
+        budget.append((f"{model}_dense_ce", f"{model}, dense masks, CE"))
+        loss += [(f"{model}_p20_ce", f"{model}, 20 pts/img, partial CE"),
+                 (f"{model}_p20_focal", f"{model}, 20 pts/img, partial focal (γ=2)")]
+    return "### Points budget\n\n" + table(cells, budget) + "\n\n### Loss at 20 points/image\n\n" + table(cells, loss)
+
+
+def soft_table(cells: dict[str, list[dict]]) -> str:
+    """One row per model x scale x label path, with training time and peak memory."""
+    names = []
+    for model in ("unet-small", "unet-mobilenetv2"):
+        for scale in (0.5, 0.25, 0.125):
+            names += [(f"soft_{model}_s{scale:g}_{labels}", f"{model}, 1/{round(1 / scale)}, {labels}")
+                      for labels in ("nearest", "soft-mc", "soft-sc")]
+    present = {k: v for k, v in cells.items() if k.startswith("soft_")}
+    if not present:
+        return "(no soft-label results yet)"
+    text = table(present, names)
+    memory = [f"| {label} | {statistics.mean(r['train_seconds'] for r in present[key]):.0f} | "
+              f"{max(r['peak_memory_mb'] or 0 for r in present[key]):.0f} |" for key, label in names if key in present]
+    return text + "\n\n| cell | train s | peak memory MB |\n|---|---:|---:|\n" + "\n".join(memory)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("which", choices=["points", "soft"])
+    args = p.parse_args()
+    print(points_tables(load()) if args.which == "points" else soft_table(load()))
+
+
+if __name__ == "__main__":
+    main()
