@@ -22,7 +22,8 @@ def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_ov
                  "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert 0 <= metrics["miou"] <= 1 and metrics["pixels"] == 2 * (64 * 64 - 2 * 64)
-    for name in ("val.txt", "val_confusion.png", "val_overlays.png"):
+    assert 0 <= metrics["ece"] <= 1
+    for name in ("val.txt", "val_confusion.png", "val_overlays.png", "val_reliability.png"):
         assert (out.parent / name).exists(), name
     pred_dir = tmp_path / "pred"
     assert main(["predict", "--run", str(run), "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
@@ -71,3 +72,35 @@ def test_labels_inspect_writes_table_and_plot(tmp_path, tiny_loveda):
     report = json.loads((tmp_path / "kept" / "information_kept.json").read_text())
     assert [r["scale"] for r in report] == [0.5, 0.25] and len(report[0]["kept_soft"]) == 7
     assert (tmp_path / "kept" / "information_kept.png").exists()
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
+def test_semi_supervised_from_points_uses_the_unlabeled_pixels(tmp_path, tiny_loveda, tiny_overrides, method):
+    sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.grid_stride=8"] for a in ("--set", o)]
+    pts = tmp_path / "points.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "10", "--out", str(pts)]) == 0
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(tmp_path / "r"),
+                 *sets]) == 0
+    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "loss_unsup" in last and any(k.startswith("pseudo_") for k in last), "pseudo labels monitored on masks"
+
+
+def test_few_masks_plus_unlabeled_folders(tmp_path, tiny_loveda, tiny_overrides):
+    (tmp_path / "labeled.txt").write_text("# two labeled images\nRural/0\nRural/1\n")
+    extra = tmp_path / "extra" / "Tile 1" / "images"
+    extra.mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(extra / "a.jpg")
+    (extra.parent / "masks").mkdir()
+    Image.fromarray(np.zeros((40, 50), dtype=np.uint8)).save(extra.parent / "masks" / "a.png")  # never read
+    sets = [a for o in [*tiny_overrides, "method.name=fixmatch"] for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"),
+                 "--unlabeled", str(tmp_path / "extra"), "--out", str(tmp_path / "r"), *sets]) == 0
+    assert "loss_unsup" in (tmp_path / "r" / "metrics.jsonl").read_text()
+
+
+def test_unknown_labeled_id_is_an_error(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    (tmp_path / "labeled.txt").write_text("Rural/77\n")
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"),
+                 "--out", str(tmp_path / "r"), *sets]) == 2
+    assert "Rural/77" in capsys.readouterr().err

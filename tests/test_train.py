@@ -6,6 +6,7 @@ from pointseg.data.cache import SampleCache
 from pointseg.data.dataset import TrainDataset
 from pointseg.data.sources import LoveDA
 from pointseg.losses import SoftCrossEntropy
+from pointseg.methods import Supervised
 from pointseg.models import build_model
 from pointseg.train import train, warmup_cosine
 
@@ -15,7 +16,7 @@ def run(tmp_path, tiny_loveda, steps, resume=False, seed=0):
     ds = TrainDataset(SampleCache(source, 1.0, tmp_path / "cache"), crop=32, num_classes=7)
     torch.manual_seed(seed)
     model = build_model("unet-small", 7)
-    train(model, ds, SoftCrossEntropy(), tmp_path / "run", steps=steps, batch_size=2, lr=1e-3,
+    train(model, ds, Supervised(SoftCrossEntropy()), tmp_path / "run", steps=steps, batch_size=2, lr=1e-3,
           warmup_steps=1, amp=False, log_every=1, checkpoint_every=2, resume=resume, progress=False, seed=seed)
     return model
 

@@ -6,15 +6,17 @@ import subprocess
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from pointseg import __version__
 from pointseg.config import default_config, dump_config, merge
 from pointseg.data.cache import SampleCache
 from pointseg.data.classes import ClassTable
-from pointseg.data.dataset import EvalDataset, TrainDataset
+from pointseg.data.dataset import EvalDataset, TrainDataset, UnlabeledDataset
 from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
 from pointseg.io import atomic_path, write_json, write_text
 from pointseg.losses import build_loss
+from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment
 from pointseg.models import SegmentationModel, build_model
 from pointseg.points import PointSet, check_against
 
@@ -69,6 +71,31 @@ def build_eval_dataset(cfg: dict, source: Source) -> EvalDataset:
 def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True) -> SegmentationModel:
     m = cfg["model"]
     return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None)
+
+
+def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
+    """The training method of ``cfg["method"]`` with the supervised loss of ``cfg["loss"]``."""
+    m, loss = cfg["method"], build_loss_from_config(cfg)
+    ignore = cfg["data"]["ignore_index"]
+    if m["name"] not in METHODS:
+        raise KeyError(f"unknown method {m['name']!r}; valid: {sorted(METHODS)}")
+    if m["name"] == "fixmatch":
+        return FixMatch(loss, m["threshold"], m["unlabeled_weight"], StrongAugment(), m["cutmix_p"], m["ema_decay"],
+                        model, m["feature_dropout"], m["fp_weight"], m["dual_strong"], ignore)
+    if m["name"] == "pseudoseg":
+        return PseudoSeg(loss, model.feature_channels, num_classes, m["background_class"], m["attention_dim"],
+                         grid_stride=m["grid_stride"], gamma=m["gamma"], temperature=m["temperature"],
+                         norm=m["fusion_norm"], source=m["pseudo_source"], unlabeled_weight=m["unlabeled_weight"],
+                         classifier_weight=m["classifier_weight"], sgc_weight=m["sgc_weight"], ignore_index=ignore)
+    return METHODS[m["name"]](loss)
+
+
+def build_unlabeled_dataset(cfg: dict, sources: list[Source]) -> ConcatDataset:
+    """Unlabeled training windows from every source (masks, where present, only for monitoring)."""
+    data = cfg["data"]
+    with_mask = all(r.mask is not None for s in sources for r in s.refs)  # batches need the same keys
+    return ConcatDataset([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
+                                           data["ignore_index"]) for s in sources])
 
 
 def build_loss_from_config(cfg: dict) -> torch.nn.Module:

@@ -31,9 +31,27 @@ def cmd_points_simulate(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
+def read_ids(path: str | Path) -> list[str]:
+    """Sample ids, one per line (blank lines and ``#`` comments skipped)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read id list ({e})") from e
+    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise ValueError(f"{path}: the id list is empty")
+    return ids
+
+
 def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path: str | Path | None = None,
-                 resume: bool = False, argv: list[str] | None = None) -> Path:
-    """Train per ``cfg`` into run directory ``out``; returns the path of the saved model."""
+                 resume: bool = False, argv: list[str] | None = None, labeled_ids: str | Path | None = None,
+                 unlabeled_dirs: list[str] | tuple[str, ...] = ()) -> Path:
+    """Train per ``cfg`` into run directory ``out``; returns the path of the saved model.
+
+    ``labeled_ids``: a file of the sample ids whose masks (or points) are used; the other images of the
+    split become unlabeled data. ``unlabeled_dirs``: folders of further unlabeled images. A method that uses
+    unlabeled data and gets none of these learns from the unlabeled pixels of the labeled images.
+    """
     run_dir = Path(out)
     if (run_dir / "config.yaml").exists() and not resume:
         raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
@@ -44,12 +62,25 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
     source = build.build_source(cfg, data_root, cfg["data"]["train_split"])
+    unlabeled_sources = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
+                         for d in unlabeled_dirs]
+    if labeled_ids is not None:
+        ids = read_ids(labeled_ids)
+        rest = [r.id for r in source.refs if r.id not in set(ids)]
+        if rest:
+            unlabeled_sources.insert(0, source.subset(rest, "unlabeled"))
+        source = source.subset(ids, f"labeled ids of {labeled_ids}")
     points = load_points(points_path) if points_path else None
     dataset = build.build_train_dataset(cfg, source, points)
     model = build.build_model_from_config(cfg, source.classes.num_classes)
+    method = build.build_method(cfg, model, source.classes.num_classes)
+    unlabeled = None
+    if method.uses_unlabeled:
+        unlabeled = build.build_unlabeled_dataset(cfg, unlabeled_sources or [source])
     build.write_run_info(run_dir, cfg, argv)
     t, o = cfg["train"], cfg["optim"]
-    train(model, dataset, build.build_loss_from_config(cfg), run_dir, steps=t["steps"], batch_size=t["batch_size"],
+    train(model, dataset, method, run_dir, unlabeled=unlabeled, unlabeled_batch_size=t["unlabeled_batch_size"],
+          steps=t["steps"], batch_size=t["batch_size"],
           lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"],
           device=pick_device(t["device"]), amp=t["amp"], channels_last=t["channels_last"], seed=cfg["seed"],
           num_workers=t["num_workers"], log_every=t["log_every"], checkpoint_every=t["checkpoint_every"],
@@ -61,7 +92,8 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
 
 def cmd_train(args: argparse.Namespace) -> Path:
     cfg = load_config(args.config, args.set)
-    path = run_training(cfg, args.data_root, args.out, args.points, args.resume, sys.argv)
+    path = run_training(cfg, args.data_root, args.out, args.points, args.resume, sys.argv, args.labeled,
+                        args.unlabeled)
     print(f"trained model saved to {path}")
     return path
 
@@ -156,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--points", help="point-label file (default: train on dense masks)")
     tr.add_argument("--out", required=True, help="run directory")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--labeled", help="file of sample ids to take labels from; the rest of the split is unlabeled")
+    tr.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
+                    help="folder of unlabeled images (repeatable); used by methods such as fixmatch and pseudoseg")
     with_config(tr)
     tr.set_defaults(func=cmd_train)
 

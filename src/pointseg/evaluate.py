@@ -8,12 +8,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pointseg.calibration import calibration_bins, reliability
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
-from pointseg.inference import iter_predictions
+from pointseg.inference import iter_logits, iter_predictions
 from pointseg.io import atomic_path, write_json, write_text
 from pointseg.metrics import confusion_matrix, format_table, summarize
-from pointseg.report import plot_confusion, plot_overlays
+from pointseg.report import plot_confusion, plot_overlays, plot_reliability
 
 
 def thumbnail(array: np.ndarray, max_side: int = 512) -> np.ndarray:
@@ -22,26 +23,33 @@ def thumbnail(array: np.ndarray, max_side: int = 512) -> np.ndarray:
 
 
 def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out: str | Path,
-             amp: bool = True, overlays: int = 4, progress: bool = True) -> dict:
+             amp: bool = True, overlays: int = 4, progress: bool = True, n_bins: int = 15) -> dict:
     """Metrics over every labeled pixel of ``dataset`` at full resolution.
 
-    Writes ``out`` (JSON with top-level ``miou``), ``<out stem>.txt`` (table), ``<out stem>_confusion.png``
-    and ``<out stem>_overlays.png`` (the first ``overlays`` images).
+    Writes ``out`` (JSON with top-level ``miou`` and ``ece``), ``<out stem>.txt`` (table),
+    ``<out stem>_confusion.png``, ``<out stem>_reliability.png`` and ``<out stem>_overlays.png`` (the first
+    ``overlays`` images).
     """
     out = Path(out)
     n = classes.num_classes
     cm = torch.zeros(n, n, dtype=torch.int64)
+    bins = torch.zeros(3, n_bins, dtype=torch.float64)
     shown = []
-    for sample, pred in iter_predictions(model, dataset, amp, progress):
+    for sample, logits in iter_logits(model, dataset, amp, progress):
+        pred = logits.argmax(0).to(torch.uint8).numpy()
         cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)
+        bins += calibration_bins(logits.softmax(0)[None], sample["mask"][None], n_bins, classes.ignore_index)
         if len(shown) < overlays:
             image = (sample["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
             shown.append((sample["id"], thumbnail(image), thumbnail(sample["mask"].numpy().astype(np.uint8)),
                           thumbnail(pred)))
     metrics = summarize(cm.numpy(), list(classes.names))
     metrics["images"] = len(dataset)
+    metrics["calibration"] = reliability(bins)
+    metrics["ece"] = metrics["calibration"]["ece"]
     write_json(out, metrics)
     stem = out.with_suffix("")
+    plot_reliability(metrics["calibration"], f"{stem}_reliability.png", "model")
     write_text(f"{stem}.txt", format_table(metrics) + "\n")
     plot_confusion(metrics, f"{stem}_confusion.png")
     if shown:

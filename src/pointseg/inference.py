@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pointseg.data.dataset import EvalDataset
-from pointseg.metrics import confusion_matrix
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -41,22 +40,19 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
     return logits
 
 
-def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True
-                     ) -> Iterator[tuple[dict, np.ndarray]]:
-    """Yield ``(sample, prediction)`` per image; predictions are ``(H, W)`` uint8 at full label resolution."""
+def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True
+                ) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(sample, logits)`` per image; logits are ``(C, H, W)`` float32 at full label resolution."""
     model.eval()
     for i in tqdm(range(len(dataset)), desc="predict", disable=not progress, leave=False):
         sample = dataset[i]
         ref = dataset.refs[i]
         full = sample["mask"].shape if "mask" in sample else dataset.cache.source.image_size(ref)
-        logits = predict_logits(model, sample["image"][None], tuple(full), amp)  # (1, C, H, W)
-        yield sample, logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+        yield sample, predict_logits(model, sample["image"][None], tuple(full), amp)[0].cpu()
 
 
-def evaluate_confusion(model: torch.nn.Module, dataset: EvalDataset, num_classes: int, ignore_index: int,
-                       amp: bool = True, progress: bool = True) -> np.ndarray:
-    """Confusion matrix over every labeled full-resolution pixel of ``dataset``."""
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    for sample, pred in iter_predictions(model, dataset, amp, progress):
-        cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], num_classes, ignore_index)
-    return cm.numpy()
+def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True
+                     ) -> Iterator[tuple[dict, np.ndarray]]:
+    """Yield ``(sample, prediction)`` per image; predictions are ``(H, W)`` uint8 at full label resolution."""
+    for sample, logits in iter_logits(model, dataset, amp, progress):
+        yield sample, logits.argmax(0).to(torch.uint8).numpy()

@@ -51,4 +51,6 @@ def format_table(metrics: dict) -> str:
         lines.append(f"{name:<{width}} {'  n/a' if v is None else f'{v:.3f}'}")
     lines += ["-" * (width + 6), f"{'mIoU':<{width}} {metrics['miou']:.3f}",
               f"{'pixel acc':<{width}} {metrics['pixel_accuracy']:.3f}"]
+    if "ece" in metrics:
+        lines.append(f"{'ECE':<{width}} {metrics['ece']:.3f}")
     return "\n".join(lines)

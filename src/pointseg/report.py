@@ -84,3 +84,20 @@ def plot_information_kept(reports: list[dict], path: str | Path) -> Path:
     axes[0][0].legend()
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def plot_reliability(stats: dict, path: str | Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with pixel counts below."""
+    n = len(stats["count"])
+    centers = (np.arange(n) + 0.5) / n
+    used = np.asarray(stats["count"]) > 0
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(4.5, 5.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.bar(centers[used], np.asarray(stats["accuracy"])[used], width=1 / n, edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} ECE {stats['ece']:.3f}".strip())
+    ax.legend(loc="upper left")
+    ax_count.bar(centers, stats["count"], width=1 / n, color="grey")
+    ax_count.set_xlabel("confidence")
+    ax_count.set_ylabel("pixels")
+    return _save(fig, Path(path))

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from pointseg.inference import autocast
 from pointseg.io import append_jsonl, atomic_path
+from pointseg.methods import Method
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -56,30 +57,37 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, generator: tor
         yield from loader
 
 
-def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str | Path, *, steps: int,
+def train(model: nn.Module, dataset: Dataset, method: Method, run_dir: str | Path, *, steps: int,
           batch_size: int, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0,
+          unlabeled: Dataset | None = None, unlabeled_batch_size: int | None = None,
           device: torch.device | str = "cpu", amp: bool = True, channels_last: bool = True,
           seed: int = 0, num_workers: int = 0, log_every: int = 20, checkpoint_every: int = 200,
           resume: bool = False, progress: bool = True) -> nn.Module:
-    """Train ``model`` for ``steps`` optimiser steps on random batches of ``dataset``.
+    """Train ``model`` with ``method`` for ``steps`` optimiser steps on random batches of ``dataset``.
 
-    Batches hold ``image``, ``soft_mask`` and ``weight``; ``loss_fn(logits, soft_mask, weight)``.
-
-    Writes ``metrics.jsonl`` (one line per ``log_every`` steps) and ``checkpoints/last.pt`` (every
-    ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``, training continues from
-    the last checkpoint: model, optimiser, schedule and random state are restored.
+    Labeled batches hold ``image``, ``soft_mask`` and ``weight``; methods that use unlabeled data also get a
+    batch of ``unlabeled`` each step. ``method(model, labeled, unlabeled) -> (loss, logs)``; the method's own
+    trainable parameters are optimised with the model's. Writes ``metrics.jsonl`` (every ``log_every`` steps:
+    loss, the method's logs, learning rate, throughput, peak memory) and ``checkpoints/last.pt`` (every
+    ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``, training continues from the
+    last checkpoint: model, method, optimiser, schedule and random state are restored.
     """
     run_dir, device = Path(run_dir), torch.device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if method.uses_unlabeled and unlabeled is None:
+        raise ValueError(f"method {type(method).__name__} needs unlabeled images")
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    method.to(device)
+    params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, steps))
     start = 0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
@@ -88,33 +96,43 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: nn.Module, run_dir: str |
         torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + start)
     batches = _batches(dataset, batch_size, num_workers, generator)
+    unlabeled_batches = None
+    if method.uses_unlabeled:
+        unlabeled_batches = _batches(unlabeled, unlabeled_batch_size or batch_size, num_workers,
+                                     torch.Generator().manual_seed(seed + start + 1))
 
     model.train()
+    method.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     seen, t0 = 0, time.perf_counter()
     for step in bar:
-        batch = next(batches)
-        images = batch["image"].to(device, memory_format=memory_format)  # (B, 3, h, w)
-        soft, weight = batch["soft_mask"].to(device), batch["weight"].to(device)  # (B, C, h, w), (B, h, w)
+        labeled = _to(next(batches), device, memory_format)
+        extra = _to(next(unlabeled_batches), device, memory_format) if unlabeled_batches else None
         with autocast(device, amp):
-            logits = model(images)  # (B, C, h, w)
-        loss = loss_fn(logits.float(), soft, weight)
+            loss, logs = method(model, labeled, extra)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or disable amp")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        seen += images.shape[0]
+        method.after_step(model)
+        seen += labeled["image"].shape[0]
         done = step + 1
         if done % log_every == 0 or done == steps:
             rate = seen / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-            append_jsonl(run_dir / "metrics.jsonl", {"step": done, "loss": loss.item(),
+            append_jsonl(run_dir / "metrics.jsonl", {"step": done, "loss": loss.item(), **logs,
                                                      "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
                                                      "peak_memory_mb": round(peak_memory_mb(device))})
             seen, t0 = 0, time.perf_counter()
         if done % checkpoint_every == 0 or done == steps:
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), rng=torch.get_rng_state(), step=done)
+            save_checkpoint(ckpt_path, model=model.state_dict(), method=method.state_dict(),
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            rng=torch.get_rng_state(), step=done)
     return model
+
+
+def _to(batch: dict, device: torch.device, memory_format: torch.memory_format) -> dict:
+    """Move a batch to ``device``; images in ``memory_format``."""
+    return {k: (v.to(device, memory_format=memory_format) if k == "image" else v.to(device)) for k, v in batch.items()}

@@ -65,3 +65,13 @@ def test_offline_hub_name_fails_with_a_hint_to_pass_a_file(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="encoder_weights=/path/to/weights.pth"):
         build_model("unet-mobilenetv2", 7, encoder_weights="imagenet")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_encode_then_decode_is_forward(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=4).eval()
+    x = torch.rand(1, 3, 64, 64)
+    features = model.encode(x)
+    assert [f.shape[1] for f in features] == list(model.feature_channels)
+    assert torch.allclose(model.decode(features), model(x))

@@ -93,19 +93,54 @@ class TrainDataset(Dataset):
             return hard_to_soft(nearest, self.num_classes, self.ignore_index)
         return soft_downsample(mask, self.num_classes, size, self.cache.mode, self.ignore_index)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows torch's seeding
+    def window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
+        """A random window of sample ``index`` resized to the crop: ``(image (crop, crop, 3), top, left, side)``."""
         image = self.cache.full(self.refs[index])["image"]
         factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
         side = max(1, round(self.crop / (self.cache.scale * factor)))  # window side at full resolution
         top, left = random_window(image.shape[0], image.shape[1], side, rng)
         window = pad_to(np.asarray(image[top:top + side, left:left + side]), side, 0)
-        image = resize_image(window, (self.crop, self.crop), self.cache.mode)
+        return resize_image(window, (self.crop, self.crop), self.cache.mode), top, left, side
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows torch's seeding
+        image, top, left, side = self.window(index, rng)
         soft, weight = self.labels(index, top, left, side)
         image, soft, weight = dihedral([image.transpose(2, 0, 1), soft, weight], int(rng.integers(4)),
                                        bool(rng.random() < 0.5))
         return {"image": torch.from_numpy(image).float().div_(255), "soft_mask": torch.from_numpy(soft),
                 "weight": torch.from_numpy(weight)}
+
+
+class UnlabeledDataset(TrainDataset):
+    """Unlabeled training windows: ``image`` (3, crop, crop) and ``valid`` (crop, crop), 0 on padding.
+
+    When the sample has a mask on disk and ``with_mask`` is set, ``mask`` (crop, crop) holds its
+    nearest-neighbour labels, for monitoring pseudo-label quality only: methods never train on it.
+    """
+
+    def __init__(self, cache: SampleCache, crop: int, rescale: tuple[float, float] = (1.0, 1.0),
+                 with_mask: bool = True, ignore_index: int = 255) -> None:
+        super().__init__(cache, crop, cache.source.classes.num_classes, None, "nearest", rescale, ignore_index)
+        self.with_mask = with_mask and all(r.mask is not None for r in self.refs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+        image, top, left, side = self.window(index, rng)
+        full = self.cache.full(self.refs[index])["image"]
+        inside = np.zeros((side, side), dtype=np.uint8)
+        inside[: full.shape[0] - top, : full.shape[1] - left] = 1
+        size = (self.crop, self.crop)
+        arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.NEAREST))]
+        if self.with_mask:
+            mask = pad_to(self.cache.full(self.refs[index])["mask"][top:top + side, left:left + side], side,
+                          self.ignore_index)
+            arrays.append(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
+        arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
+        sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
+        if self.with_mask:
+            sample["mask"] = torch.from_numpy(arrays[2]).long()
+        return sample
 
 
 class EvalDataset(Dataset):

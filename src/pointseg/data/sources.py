@@ -84,6 +84,14 @@ class Source:
             )
         return self.classes.decode(raw, source=str(ref.mask))
 
+    def subset(self, ids: list[str], description: str) -> Source:
+        """The samples named in ``ids`` (in that order); unknown ids are an error."""
+        by_id = {r.id: r for r in self.refs}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise ValueError(f"{description}: {len(unknown)} ids not in {self.description}, e.g. {unknown[:3]}")
+        return Source([by_id[i] for i in ids], self.classes, f"{self.description} [{description}]")
+
     def image_size(self, ref: SampleRef) -> tuple[int, int]:
         """``(height, width)`` of an image without decoding its pixels."""
         try:
@@ -144,11 +152,20 @@ class ImageMaskFolder(Source):
 
 
 class ImageFolder(Source):
-    """Images only (for prediction): every image file directly in ``root``."""
+    """Images only: every image file directly in ``root`` or, with ``recursive``, below it.
 
-    def __init__(self, root: str | Path, classes: ClassTable) -> None:
+    Recursively, if ``root`` holds directories named ``images`` (an image/mask layout), only their files
+    are taken, so masks beside them are never read as images.
+    """
+
+    def __init__(self, root: str | Path, classes: ClassTable, recursive: bool = False, images: str = "images"
+                 ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"{root}: not a directory")
-        refs = [SampleRef(p.stem, p) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-        super().__init__(refs, classes, f"image folder {root}")
+        files = sorted(root.rglob("*") if recursive else root.iterdir())
+        files = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if recursive and any(p.parent.name == images for p in files):
+            files = [p for p in files if p.parent.name == images]
+        ids = [str(p.relative_to(root).with_suffix("")) if recursive else p.stem for p in files]
+        super().__init__([SampleRef(i, p) for i, p in zip(ids, files, strict=True)], classes, f"image folder {root}")

@@ -29,8 +29,21 @@ class SegmentationModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Channels of each feature map ``encode`` returns."""
+        return tuple(self.net.feature_channels)
+
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features of ``(B, 3, H, W)`` images in [0, 1], finest first."""
+        return self.net.encode((image - self.mean) / self.std)
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """``(B, C, H, W)`` logits from (possibly perturbed) encoder features."""
+        return self.net.decode(features)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image - self.mean) / self.std)
+        return self.decode(self.encode(image))
 
 
 def _unet_small(num_classes: int, encoder_weights: str | None = None) -> SegmentationModel:

@@ -56,14 +56,29 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     encoder.load_state_dict(mapped, strict=False)
 
 
-def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None) -> nn.Module:
+class SmpUnet(smp.Unet):
+    """smp's U-Net with the encoder/decoder split that semi-supervised methods use."""
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        return tuple(self.encoder.out_channels)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features, finest first (the first is the input itself)."""
+        return self.encoder(x)
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.segmentation_head(self.decoder(features))
+
+
+def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None) -> SmpUnet:
     """An smp U-Net. ``encoder_weights``: ``None`` (random), a file path, or an smp hub name like ``imagenet``."""
     is_file = encoder_weights is not None and (
         Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
     )
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
     try:
-        model = smp.Unet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes)
+        model = SmpUnet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes)
     except KeyError as e:
         raise KeyError(f"unknown encoder {encoder!r}: use an smp encoder name or 'tu-<timm model name>'") from e
     except Exception as e:

@@ -32,12 +32,22 @@ class UNetSmall(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.pool = nn.MaxPool2d(2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        self.feature_channels = widths
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features of every level, finest first: ``(B, widths[i], H / 2**i, W / 2**i)``."""
+        features = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
-            skips.append(x)
+            features.append(x)
+        return features
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        skips = list(features)
         x = skips.pop()
         for up, fuse in zip(self.up, self.fuse, strict=True):
             x = fuse(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

@@ -1,0 +1,92 @@
+"""FixMatch for segmentation, with UniMatch's options (Sohn et al. 2020; Yang et al. 2023).
+
+Weak view -> pseudo labels above a confidence threshold; strong views (colour jitter, grayscale, blur, CutMix
+between the unlabeled images of the batch) learn to predict them. Options: an EMA teacher makes the pseudo
+labels, UniMatch's feature perturbation (dropout on encoder features of the weak view) and dual strong views.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pointseg.calibration import label_quality
+from pointseg.methods.augment import StrongAugment, random_boxes
+from pointseg.methods.supervised import Method
+
+
+class FixMatch(Method):
+    uses_unlabeled = True
+
+    def __init__(self, loss: nn.Module, threshold: float = 0.95, unlabeled_weight: float = 1.0,
+                 strong: StrongAugment | None = None, cutmix_p: float = 0.5, ema_decay: float | None = None,
+                 model: nn.Module | None = None, feature_dropout: float = 0.0, fp_weight: float = 0.5,
+                 dual_strong: bool = False, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.loss = loss
+        self.threshold, self.unlabeled_weight, self.fp_weight = threshold, unlabeled_weight, fp_weight
+        self.strong = strong or StrongAugment()
+        self.cutmix_p, self.feature_dropout, self.dual_strong = cutmix_p, feature_dropout, dual_strong
+        self.ignore_index = ignore_index
+        self.ema_decay = ema_decay
+        self.teacher = None
+        if ema_decay is not None:
+            if model is None:
+                raise ValueError("an EMA teacher needs the model to copy")
+            self.teacher = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def pseudo_probs(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` class probabilities of the weak view from the teacher (or the model), in eval mode."""
+        teacher = self.teacher if self.teacher is not None else model
+        was_training = teacher.training
+        teacher.eval()
+        probs = teacher(images).float().softmax(1)
+        teacher.train(was_training)
+        return probs
+
+    def consistency(self, logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
+                    valid: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy to confident pseudo labels, summed and divided by the number of valid pixels."""
+        ce = F.cross_entropy(logits.float(), pseudo, reduction="none")  # (B, H, W)
+        return (ce * (confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1)
+
+    def forward(self, model: nn.Module, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        loss_sup = self.loss(model(labeled["image"]).float(), labeled["soft_mask"], labeled["weight"])
+        weak, valid = unlabeled["image"], unlabeled["valid"]  # (B, 3, H, W), (B, H, W)
+        probs = self.pseudo_probs(model, weak)
+        confidence, pseudo = probs.max(1)  # (B, H, W)
+        views = []
+        for _ in range(2 if self.dual_strong else 1):
+            box = random_boxes(*pseudo.shape, p=self.cutmix_p, device=weak.device)  # (B, H, W)
+            other = torch.roll(torch.arange(len(weak)), 1)  # CutMix partner within the batch
+            strong = self.strong(weak)
+            strong = torch.where(box[:, None], strong[other], strong)
+            mixed = [torch.where(box, t[other], t) for t in (pseudo, confidence, valid)]
+            views.append(self.consistency(model(strong), *mixed))
+        loss_unsup = torch.stack(views).mean()
+        loss = loss_sup + self.unlabeled_weight * loss_unsup
+        logs = {"loss_sup": loss_sup.item(), "loss_unsup": loss_unsup.item(),
+                "mask_ratio": float(((confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1))}
+        if self.feature_dropout > 0:
+            features = [F.dropout2d(f, self.feature_dropout, training=True) for f in model.encode(weak)]
+            loss_fp = self.consistency(model.decode(features), pseudo, confidence, valid)
+            loss = loss + self.fp_weight * loss_fp
+            logs["loss_fp"] = loss_fp.item()
+        if "mask" in unlabeled:
+            quality = label_quality(probs, unlabeled["mask"], self.ignore_index)
+            logs.update({f"pseudo_{k}": v for k, v in quality.items()})
+        return loss, logs
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """EMA update of the teacher: ``t <- d * t + (1 - d) * s`` for weights; buffers are copied."""
+        if self.teacher is None:
+            return
+        for t, s in zip(self.teacher.parameters(), model.parameters(), strict=True):
+            t.lerp_(s, 1 - self.ema_decay)
+        for t, s in zip(self.teacher.buffers(), model.buffers(), strict=True):
+            t.copy_(s)

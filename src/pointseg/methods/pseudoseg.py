@@ -1,0 +1,171 @@
+"""PseudoSeg (Zou et al., ICLR 2021): pseudo labels from the decoder fused with Grad-CAM refined by self-attention.
+
+A multi-label classifier on the last encoder stage gives Grad-CAMs; self-attention over a hypercolumn of two
+encoder stages propagates them (SGC); decoder and SGC logits are fused after a common RMS normalisation,
+averaged, sharpened and used as soft pseudo labels for a strongly augmented (colour jitter + CutOut) view.
+Loss: L_s (supervised) + L_u (consistency) + L_x (classifier) + L_sa (SGC on labeled pixels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pointseg.calibration import label_quality
+from pointseg.losses import soft_cross_entropy
+from pointseg.methods.augment import colour_jitter, random_boxes
+from pointseg.methods.supervised import Method
+
+
+def grad_cam(features: torch.Tensor, classifier: nn.Module, tags: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of every class of a multi-label ``classifier`` on ``features`` (B, K, h, w), via autograd.
+
+    ``CAM_c = ReLU(sum_k alpha_ck A_k)`` with ``alpha_ck`` the spatial mean of ``d logit_c / d A_k``; maps of
+    classes whose ``tags`` (B, Cf) are 0 are zeroed, the rest divided by their spatial max. Returns
+    ``(B, Cf, h, w)`` in [0, 1], detached.
+    """
+    with torch.enable_grad():
+        a = features.detach().float().requires_grad_(True)
+        logits = classifier(a).float()  # (B, Cf)
+        cams = []
+        for c in range(logits.shape[1]):
+            (grads,) = torch.autograd.grad(logits[:, c].sum(), a, retain_graph=True)  # (B, K, h, w)
+            alpha = grads.mean((2, 3), keepdim=True)  # (B, K, 1, 1)
+            cams.append(F.relu((alpha * a).sum(1)))  # (B, h, w)
+    cam = torch.stack(cams, 1).detach() * tags[..., None, None]  # (B, Cf, h, w)
+    peak = cam.amax((2, 3), keepdim=True)
+    return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def insert_background(scores: torch.Tensor, background_class: int | None, top: float) -> torch.Tensor:
+    """Add the background score ``top - max_c score_c`` at index ``background_class`` (no-op for None)."""
+    if background_class is None:
+        return scores
+    background = top - scores.amax(1, keepdim=True)  # (B, 1, h, w)
+    return torch.cat([scores[:, :background_class], background, scores[:, background_class:]], 1)
+
+
+class SelfAttentionRefinement(nn.Module):
+    """SGC: key/query 1x1 projections of a hypercolumn; attention propagates CAM scores (+ skip connection);
+    background from the foreground scores; 1x1 conv + BN to class logits."""
+
+    def __init__(self, in_channels: int, num_classes: int, attention_dim: int = 128,
+                 background_class: int | None = None) -> None:
+        super().__init__()
+        self.key = nn.Conv2d(in_channels, attention_dim, 1, bias=False)
+        self.query = nn.Conv2d(in_channels, attention_dim, 1, bias=False)
+        self.to_logits = nn.Sequential(nn.Conv2d(num_classes, num_classes, 1, bias=False), nn.BatchNorm2d(num_classes))
+        self.background_class = background_class
+
+    def forward(self, hypercolumn: torch.Tensor, cam: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``hypercolumn`` (B, K, h, w), ``cam`` (B, Cf, h, w) in [0, 1], ``valid`` (B, h, w) bool -> (B, C, h, w)."""
+        b, _, h, w = cam.shape
+        query = self.query(hypercolumn).flatten(2).transpose(1, 2)  # (B, hw, d)
+        key = self.key(hypercolumn).flatten(2)  # (B, d, hw)
+        attention = (query @ key).float() / math.sqrt(query.shape[-1])  # (B, hw, hw)
+        keys_valid = valid.flatten(1) | ~valid.flatten(1).any(1, keepdim=True)  # never mask every key
+        attention = attention.masked_fill(~keys_valid[:, None, :], float("-inf")).softmax(-1)
+        propagated = attention @ cam.flatten(2).transpose(1, 2)  # (B, hw, Cf)
+        refined = propagated.transpose(1, 2).reshape(b, -1, h, w) + cam  # skip connection: scores in [0, 2]
+        return self.to_logits(insert_background(refined, self.background_class, top=2.0))
+
+
+def calibrated_fusion(decoder_logits: torch.Tensor, sgc_logits: torch.Tensor, gamma: float = 0.5,
+                      norm: str = "batch") -> torch.Tensor:
+    """``gamma * softmax(d / n) + (1 - gamma) * softmax(s / n)`` with ``n`` the RMS of both logit maps,
+    one value over the whole batch (``batch``, as the reference code) or one per pixel (``pixel``)."""
+    if norm == "batch":
+        rms = torch.cat([decoder_logits, sgc_logits]).square().mean().add(1e-8).sqrt()
+    elif norm == "pixel":
+        rms = ((decoder_logits.square().mean(1, keepdim=True) + sgc_logits.square().mean(1, keepdim=True)) / 2
+               ).add(1e-8).sqrt()  # (B, 1, H, W)
+    else:
+        raise KeyError(f"unknown fusion norm {norm!r}; valid: ['batch', 'pixel']")
+    return gamma * (decoder_logits / rms).softmax(1) + (1 - gamma) * (sgc_logits / rms).softmax(1)
+
+
+def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``p^(1/T) / sum_c p_c^(1/T)`` over dim 1: T = 1 keeps ``p``, T -> 0 approaches one-hot."""
+    powered = probs.clamp_min(1e-12).pow(1 / temperature)
+    return powered / powered.sum(1, keepdim=True)
+
+
+class PseudoSeg(Method):
+    uses_unlabeled = True
+    SOURCES = ("fused", "decoder", "sgc")
+
+    def __init__(self, loss: nn.Module, feature_channels: tuple[int, ...], num_classes: int,
+                 background_class: int | None = None, attention_dim: int = 128, hypercolumn: tuple[int, int] = (-2, -1),
+                 grid_stride: int = 16, gamma: float = 0.5, temperature: float = 0.5, norm: str = "batch",
+                 source: str = "fused", unlabeled_weight: float = 1.0, classifier_weight: float = 1.0,
+                 sgc_weight: float = 1.0, cutout_p: float = 1.0, ignore_index: int = 255) -> None:
+        super().__init__()
+        if source not in self.SOURCES:
+            raise KeyError(f"unknown pseudo-label source {source!r}; valid: {list(self.SOURCES)}")
+        self.loss, self.num_classes, self.background_class = loss, num_classes, background_class
+        self.foreground = [c for c in range(num_classes) if c != background_class]
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(feature_channels[-1], len(self.foreground)))
+        self.hypercolumn = hypercolumn
+        self.sgc = SelfAttentionRefinement(sum(feature_channels[i] for i in hypercolumn), num_classes, attention_dim,
+                                           background_class)
+        self.grid_stride, self.gamma, self.temperature, self.norm, self.source = (
+            grid_stride, gamma, temperature, norm, source)
+        self.unlabeled_weight, self.classifier_weight, self.sgc_weight = unlabeled_weight, classifier_weight, sgc_weight
+        self.cutout_p, self.ignore_index = cutout_p, ignore_index
+
+    def sgc_logits(self, features: list[torch.Tensor], tags: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """SGC logits ``(B, C, h, w)`` on the attention grid; no gradient reaches the backbone."""
+        size = valid.shape[-2:]
+        grid = (max(1, size[0] // self.grid_stride), max(1, size[1] // self.grid_stride))
+        cam = F.interpolate(grad_cam(features[-1], self.classifier, tags), grid, mode="bilinear", align_corners=False)
+        hypercolumn = torch.cat([F.interpolate(features[i].detach().float(), grid, mode="bilinear", align_corners=False)
+                                 for i in self.hypercolumn], 1)  # (B, K, h, w)
+        valid_grid = F.interpolate(valid[:, None].float(), grid, mode="nearest")[:, 0] > 0
+        return self.sgc(hypercolumn, cam, valid_grid)
+
+    def pseudo_labels(self, model: nn.Module, weak: torch.Tensor, valid: torch.Tensor, tags: torch.Tensor | None
+                      ) -> dict[str, torch.Tensor]:
+        """Probabilities per source on the weak view (eval mode, no gradient): decoder, SGC, fused (sharpened)."""
+        was_training = model.training, self.training
+        model.eval()
+        self.eval()
+        with torch.no_grad():
+            features = model.encode(weak)
+            decoder = model.decode(features).float()  # (B, C, H, W)
+            if tags is None:  # predicted image-level labels
+                tags = (self.classifier(features[-1].float()).sigmoid() >= 0.5).float()
+            sgc = F.interpolate(self.sgc_logits(features, tags, valid), weak.shape[-2:], mode="bilinear",
+                                align_corners=False).float()
+        model.train(was_training[0])
+        self.train(was_training[1])
+        return {"decoder": decoder.softmax(1), "sgc": sgc.softmax(1),
+                "fused": sharpen(calibrated_fusion(decoder, sgc, self.gamma, self.norm), self.temperature)}
+
+    def forward(self, model: nn.Module, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        image, soft, weight = labeled["image"], labeled["soft_mask"], labeled["weight"]
+        features = model.encode(image)
+        loss_sup = self.loss(model.decode(features).float(), soft, weight)
+        present = ((soft * weight[:, None]).sum((2, 3)) > 0).float()[:, self.foreground]  # (B, Cf) image-level labels
+        loss_cls = F.binary_cross_entropy_with_logits(self.classifier(features[-1].float()).float(), present)
+        sgc = F.interpolate(self.sgc_logits(features, present, torch.ones_like(weight)), image.shape[-2:],
+                            mode="bilinear", align_corners=False)
+        loss_sgc = soft_cross_entropy(sgc, soft, weight)
+
+        weak, valid = unlabeled["image"], unlabeled["valid"]
+        sources = self.pseudo_labels(model, weak, valid, unlabeled.get("tags"))
+        cutout = random_boxes(*valid.shape, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
+        strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
+        loss_unsup = soft_cross_entropy(model(strong), sources[self.source], valid * ~cutout)
+        loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \
+            self.sgc_weight * loss_sgc
+        logs = {"loss_sup": loss_sup.item(), "loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(),
+                "loss_sgc": loss_sgc.item()}
+        if "mask" in unlabeled:
+            for name, probs in sources.items():
+                quality = label_quality(probs, unlabeled["mask"], self.ignore_index)
+                logs.update({f"pseudo_{name}_{k}": v for k, v in quality.items()})
+        return loss, logs

@@ -1,0 +1,155 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pointseg.build import build_method
+from pointseg.config import load_config
+from pointseg.losses import SoftCrossEntropy, one_hot_target
+from pointseg.methods import METHODS, FixMatch
+from pointseg.methods.augment import StrongAugment, random_boxes
+from pointseg.methods.pseudoseg import SelfAttentionRefinement, calibrated_fusion, grad_cam, insert_background, sharpen
+from pointseg.models import build_model
+
+C = 4
+
+
+def batches(b=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, C, (b, size, size), generator=g)
+    target[:, :, : size // 2] = 255  # half the pixels unlabeled
+    soft, weight = one_hot_target(target, C)
+    labeled = {"image": torch.rand(b, 3, size, size, generator=g), "soft_mask": soft.float(), "weight": weight}
+    unlabeled = {"image": torch.rand(b, 3, size, size, generator=g), "valid": torch.ones(b, size, size),
+                 "mask": torch.randint(0, C, (b, size, size), generator=g)}
+    return labeled, unlabeled
+
+
+EXPECTED_LOGS = {"supervised": {"loss_sup"},
+                 "fixmatch": {"loss_sup", "loss_unsup", "mask_ratio", "pseudo_acc", "pseudo_ece"},
+                 "pseudoseg": {"loss_sup", "loss_unsup", "loss_cls", "loss_sgc"} | {
+                     f"pseudo_{s}_{m}" for s in ("fused", "decoder", "sgc") for m in ("acc", "ece")}}
+
+
+@pytest.mark.parametrize("model_name", ["unet-small", "unet-mobilenetv2"])
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_one_step_gives_finite_loss_and_the_expected_logs(name, model_name):
+    torch.manual_seed(0)
+    cfg = load_config(None, [f"method.name={name}", "method.threshold=0.0", "method.feature_dropout=0.5",
+                             "method.ema_decay=0.9", "method.grid_stride=8"])
+    model = build_model(model_name, C)
+    method = build_method(cfg, model, C)
+    labeled, unlabeled = batches()
+    loss, logs = method(model, labeled, unlabeled if method.uses_unlabeled else None)
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert EXPECTED_LOGS[name] <= set(logs), set(logs)
+    assert all(math.isfinite(v) for v in logs.values())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    method.after_step(model)
+
+
+def test_grad_cam_equals_class_activation_map_for_a_pooled_linear_head():
+    torch.manual_seed(1)
+    features = torch.rand(2, 5, 4, 6)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    tags = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    cam = grad_cam(features, head, tags)
+    assert cam.shape == (2, 3, 4, 6) and not cam.requires_grad
+    expected = F.relu(torch.einsum("ck,bkhw->bchw", head[2].weight, features))
+    expected = expected / expected.amax((2, 3), keepdim=True).clamp_min(1e-12) * tags[..., None, None]
+    assert torch.allclose(cam, expected, atol=1e-5)
+    assert cam[0, 2].abs().sum() == 0 and cam.max() <= 1
+
+
+def test_sgc_shapes_and_background_channel():
+    sgc = SelfAttentionRefinement(in_channels=10, num_classes=4, attention_dim=8, background_class=0)
+    out = sgc(torch.rand(2, 10, 5, 5), torch.rand(2, 3, 5, 5), torch.ones(2, 5, 5, dtype=torch.bool))
+    assert out.shape == (2, 4, 5, 5)
+    scores = torch.tensor([0.2, 1.5, 0.7]).view(1, 3, 1, 1)
+    assert insert_background(scores, 1, top=2.0).flatten().tolist() == pytest.approx([0.2, 0.5, 1.5, 0.7])
+    assert insert_background(scores, None, top=2.0) is scores
+
+
+def test_attention_ignores_padded_keys():
+    sgc = SelfAttentionRefinement(4, 2, 4, None)
+    cam = torch.zeros(1, 2, 1, 4)
+    cam[0, 1, 0, 3] = 1.0  # only a padded position scores class 1
+    valid = torch.tensor([[[True, True, True, False]]])
+    sgc.to_logits = nn.Identity()
+    out = sgc(torch.rand(1, 4, 1, 4), cam, valid)
+    assert torch.allclose(out[0, 1, 0, :3], torch.zeros(3)), "nothing propagates from padding"
+
+
+@pytest.mark.parametrize("norm", ["batch", "pixel"])
+def test_fusion_sums_to_one(norm):
+    d, s = torch.randn(2, 5, 4, 4) * 3, torch.randn(2, 5, 4, 4)
+    fused = calibrated_fusion(d, s, 0.5, norm)
+    assert torch.allclose(fused.sum(1), torch.ones(2, 4, 4), atol=1e-6)
+    rms = torch.cat([d, s]).square().mean().sqrt()
+    if norm == "batch":
+        assert torch.allclose(calibrated_fusion(d, s, 1.0, norm), (d / rms).softmax(1), atol=1e-6)
+
+
+def test_sharpening_limits():
+    p = torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1)
+    assert torch.allclose(sharpen(p, 1.0), p)
+    assert torch.allclose(sharpen(p, 0.01), torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1), atol=1e-6)
+    entropy = lambda q: -(q * q.log()).sum()  # noqa: E731
+    assert entropy(sharpen(p, 0.5)) < entropy(p) < entropy(sharpen(p, 2.0))
+    assert torch.allclose(sharpen(p, 0.5), p.square() / p.square().sum())
+
+
+class ZeroLoss(nn.Module):
+    def forward(self, *args):
+        return torch.zeros((), requires_grad=True)
+
+
+def test_sgc_loss_sends_no_gradient_into_the_backbone():
+    torch.manual_seed(2)
+    cfg = load_config(None, ["method.name=pseudoseg", "method.grid_stride=8", "method.classifier_weight=0",
+                             "method.unlabeled_weight=0"])
+    model = build_model("unet-small", C)
+    method = build_method(cfg, model, C)
+    labeled, unlabeled = batches()
+    labeled["weight"].zero_()  # no supervised signal: only L_sa (and L_x, weight 0) remain
+    labeled["weight"][:, :, 20:] = 1
+    method.loss = ZeroLoss()
+    loss, _ = method(model, labeled, unlabeled)
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.parameters())
+    assert method.sgc.query.weight.grad.abs().sum() > 0
+
+
+def test_fixmatch_consistency_is_divided_by_valid_pixels():
+    method = FixMatch(SoftCrossEntropy(), threshold=0.9)
+    logits = torch.zeros(1, 2, 1, 4)  # CE = log 2 everywhere
+    pseudo = torch.zeros(1, 1, 4, dtype=torch.long)
+    confidence = torch.tensor([[[0.95, 0.95, 0.5, 0.99]]])
+    valid = torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])
+    # confident and valid: pixels 0 and 1 -> 2 log 2, divided by 3 valid pixels
+    assert method.consistency(logits, pseudo, confidence, valid).item() == pytest.approx(2 * math.log(2) / 3)
+
+
+def test_ema_teacher_update():
+    model = nn.Linear(2, 1)
+    method = FixMatch(SoftCrossEntropy(), ema_decay=0.9, model=model)
+    before = method.teacher.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    method.after_step(model)
+    assert torch.allclose(method.teacher.weight, 0.9 * before + 0.1 * model.weight)
+    assert not any(p.requires_grad for p in method.teacher.parameters())
+
+
+def test_strong_augmentation_and_boxes():
+    torch.manual_seed(3)
+    x = torch.rand(4, 3, 16, 16)
+    y = StrongAugment(jitter_p=1.0)(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 and not torch.allclose(x, y)
+    boxes = random_boxes(50, 40, 40, area=(0.1, 0.2))
+    frac = boxes.float().mean((1, 2))
+    assert torch.all(frac > 0.06) and torch.all(frac < 0.26)
+    assert random_boxes(3, 8, 8, p=0.0).sum() == 0
