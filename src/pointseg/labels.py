@@ -53,6 +53,7 @@ def axis_weights(full: int, low: int, mode: str = "area") -> tuple[np.ndarray, n
     dense = kernel((x[None, :] - centers[:, None] + 0.5) / filterscale)  # (low, full)
     dense *= (x[None, :] >= first[:, None]) & (x[None, :] < stop[:, None])
     dense /= dense.sum(1, keepdims=True)
+    dense[dense < 1e-9] = 0  # rounding residue at the filter's edge would add a tap
     k = int((dense > 0).sum(0).max())
     order = np.argsort(-dense, axis=0, kind="stable")[:k]  # (K, full): the K cells each sample touches
     weight = np.take_along_axis(dense, order, axis=0)
