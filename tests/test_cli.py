@@ -104,3 +104,20 @@ def test_unknown_labeled_id_is_an_error(tmp_path, tiny_loveda, tiny_overrides, c
     assert main(["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"),
                  "--out", str(tmp_path / "r"), *sets]) == 2
     assert "Rural/77" in capsys.readouterr().err
+
+
+def test_pseudoseg_with_image_level_tags(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    (tmp_path / "labeled.txt").write_text("Rural/0\n")
+    tags = tmp_path / "tags.csv"
+    tags.write_text("id,classes\nRural/1,road;water\nRural/2,forest\n")
+    sets = [a for o in [*tiny_overrides, "method.name=pseudoseg", "method.grid_stride=8",
+                        "method.background_class=0"] for a in ("--set", o)]
+    args = ["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"), "--tags", str(tags),
+            *sets]
+    assert main([*args, "--out", str(tmp_path / "r1")]) == 2  # Rural/3 has no tags
+    assert "tags missing" in capsys.readouterr().err
+    tags.write_text("id,classes\nRural/1,road;water\nRural/2,forest\nRural/3,\n")
+    assert main([*args, "--out", str(tmp_path / "r2")]) == 0
+    tags.write_text("id,classes\nRural/1,roads\n")
+    assert main([*args, "--out", str(tmp_path / "r3")]) == 2
+    assert "unknown classes ['roads']" in capsys.readouterr().err

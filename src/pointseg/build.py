@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset
 
@@ -90,12 +91,36 @@ def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Metho
     return METHODS[m["name"]](loss)
 
 
-def build_unlabeled_dataset(cfg: dict, sources: list[Source]) -> ConcatDataset:
-    """Unlabeled training windows from every source (masks, where present, only for monitoring)."""
+def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None
+                            ) -> ConcatDataset:
+    """Unlabeled training windows from every source (masks, where present, only for monitoring; ``tags``:
+    image-level labels per image id)."""
     data = cfg["data"]
     with_mask = all(r.mask is not None for s in sources for r in s.refs)  # batches need the same keys
     return ConcatDataset([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
-                                           data["ignore_index"]) for s in sources])
+                                           data["ignore_index"], tags) for s in sources])
+
+
+def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]:
+    """Image-level labels from a CSV with columns ``id,classes`` (class names separated by ``;``)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read tags ({e})") from e
+    if not rows or not {"id", "classes"} <= set(rows[0]):
+        raise ValueError(f"{path}: tags need columns id,classes")
+    index = {name: i for i, name in enumerate(class_names)}
+    tags = {}
+    for row in rows:
+        names = [n.strip() for n in row["classes"].split(";") if n.strip()]
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise ValueError(f"{path}: image {row['id']!r} has unknown classes {unknown}; known: {class_names}")
+        tags[row["id"]] = np.isin(np.arange(len(class_names)), [index[n] for n in names]).astype(np.float32)
+    return tags
 
 
 def build_loss_from_config(cfg: dict) -> torch.nn.Module:

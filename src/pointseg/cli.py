@@ -45,12 +45,13 @@ def read_ids(path: str | Path) -> list[str]:
 
 def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path: str | Path | None = None,
                  resume: bool = False, argv: list[str] | None = None, labeled_ids: str | Path | None = None,
-                 unlabeled_dirs: list[str] | tuple[str, ...] = ()) -> Path:
+                 unlabeled_dirs: list[str] | tuple[str, ...] = (), tags: str | Path | None = None) -> Path:
     """Train per ``cfg`` into run directory ``out``; returns the path of the saved model.
 
     ``labeled_ids``: a file of the sample ids whose masks (or points) are used; the other images of the
     split become unlabeled data. ``unlabeled_dirs``: folders of further unlabeled images. A method that uses
-    unlabeled data and gets none of these learns from the unlabeled pixels of the labeled images.
+    unlabeled data and gets none of these learns from the unlabeled pixels of the labeled images. ``tags``:
+    image-level labels of the unlabeled images (CSV ``id,classes``), used by PseudoSeg's Grad-CAMs.
     """
     run_dir = Path(out)
     if (run_dir / "config.yaml").exists() and not resume:
@@ -76,7 +77,8 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
     method = build.build_method(cfg, model, source.classes.num_classes)
     unlabeled = None
     if method.uses_unlabeled:
-        unlabeled = build.build_unlabeled_dataset(cfg, unlabeled_sources or [source])
+        image_tags = build.read_tags(tags, list(source.classes.names)) if tags else None
+        unlabeled = build.build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags)
     build.write_run_info(run_dir, cfg, argv)
     t, o = cfg["train"], cfg["optim"]
     train(model, dataset, method, run_dir, unlabeled=unlabeled, unlabeled_batch_size=t["unlabeled_batch_size"],
@@ -93,7 +95,7 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
 def cmd_train(args: argparse.Namespace) -> Path:
     cfg = load_config(args.config, args.set)
     path = run_training(cfg, args.data_root, args.out, args.points, args.resume, sys.argv, args.labeled,
-                        args.unlabeled)
+                        args.unlabeled, args.tags)
     print(f"trained model saved to {path}")
     return path
 
@@ -191,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--labeled", help="file of sample ids to take labels from; the rest of the split is unlabeled")
     tr.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                     help="folder of unlabeled images (repeatable); used by methods such as fixmatch and pseudoseg")
+    tr.add_argument("--tags", help="image-level labels of unlabeled images: CSV id,classes (names separated by ;)")
     with_config(tr)
     tr.set_defaults(func=cmd_train)
 

@@ -44,7 +44,7 @@ def pad_to(array: np.ndarray, side: int, value: int) -> np.ndarray:
 def dihedral(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
     """Rotate by ``k`` quarter turns and optionally flip the last two axes of each array (C, H, W) or (H, W)."""
     out = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
-    return [np.ascontiguousarray(a[..., ::-1] if flip else a) for a in out]
+    return [np.array(a[..., ::-1] if flip else a) for a in out]  # fresh, writable, contiguous
 
 
 class TrainDataset(Dataset):
@@ -99,7 +99,7 @@ class TrainDataset(Dataset):
         factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
         side = max(1, round(self.crop / (self.cache.scale * factor)))  # window side at full resolution
         top, left = random_window(image.shape[0], image.shape[1], side, rng)
-        window = pad_to(np.asarray(image[top:top + side, left:left + side]), side, 0)
+        window = pad_to(np.array(image[top:top + side, left:left + side]), side, 0)  # copy: memmaps are read-only
         return resize_image(window, (self.crop, self.crop), self.cache.mode), top, left, side
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -120,9 +120,14 @@ class UnlabeledDataset(TrainDataset):
     """
 
     def __init__(self, cache: SampleCache, crop: int, rescale: tuple[float, float] = (1.0, 1.0),
-                 with_mask: bool = True, ignore_index: int = 255) -> None:
+                 with_mask: bool = True, ignore_index: int = 255, tags: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(cache, crop, cache.source.classes.num_classes, None, "nearest", rescale, ignore_index)
         self.with_mask = with_mask and all(r.mask is not None for r in self.refs)
+        if tags is not None:
+            missing = [r.id for r in self.refs if r.id not in tags]
+            if missing:
+                raise ValueError(f"image-level tags missing for {len(missing)} unlabeled images, e.g. {missing[:3]}")
+        self.tags = tags
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(2**62, ())))
@@ -140,6 +145,8 @@ class UnlabeledDataset(TrainDataset):
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:
             sample["mask"] = torch.from_numpy(arrays[2]).long()
+        if self.tags is not None:
+            sample["tags"] = torch.from_numpy(self.tags[self.refs[index].id]).float()  # (C,) multi-hot
         return sample
 
 

@@ -156,7 +156,8 @@ class PseudoSeg(Method):
         loss_sgc = soft_cross_entropy(sgc, soft, weight)
 
         weak, valid = unlabeled["image"], unlabeled["valid"]
-        sources = self.pseudo_labels(model, weak, valid, unlabeled.get("tags"))
+        tags = unlabeled["tags"][:, self.foreground] if "tags" in unlabeled else None  # given image-level labels
+        sources = self.pseudo_labels(model, weak, valid, tags)
         cutout = random_boxes(*valid.shape, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
         strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
         loss_unsup = soft_cross_entropy(model(strong), sources[self.source], valid * ~cutout)
