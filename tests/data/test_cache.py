@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pointseg.data.cache import SampleCache
@@ -95,3 +96,17 @@ def test_dihedral_moves_all_arrays_together():
     c = np.stack([a, -a])
     out_a, out_c = dihedral([a, c], 1, True)
     assert np.array_equal(out_c[0], out_a) and np.array_equal(out_c[1], -out_a)
+
+
+def test_unlabeled_windows_mark_padding_invalid_and_carry_monitoring_masks(source, tmp_path):
+    from pointseg.data.dataset import UnlabeledDataset
+
+    tags = {r.id: np.eye(7, dtype=np.float32)[1] for r in source.refs}
+    ds = UnlabeledDataset(SampleCache(source, 1.0, tmp_path), crop=80, tags=tags)
+    sample = ds[0]
+    assert set(sample) == {"image", "valid", "mask", "tags"}
+    assert sample["valid"].sum() == 64 * 64
+    assert torch.all(sample["mask"][sample["valid"] == 0] == 255)
+    assert sample["tags"].tolist() == [0, 1, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="tags missing"):
+        UnlabeledDataset(SampleCache(source, 1.0, tmp_path), crop=8, tags={})

@@ -87,11 +87,16 @@ class TrainDataset(Dataset):
             local = pts - np.array([top, left, 0])
             inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
             return points_to_soft(local[inside], (side, side), size, self.num_classes)
-        mask = pad_to(self.cache.full(ref)["mask"][top:top + side, left:left + side], side, self.ignore_index)
         if self.downsample == "nearest":
-            nearest = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.NEAREST))
-            return hard_to_soft(nearest, self.num_classes, self.ignore_index)
+            return hard_to_soft(self.nearest_mask(index, top, left, side), self.num_classes, self.ignore_index)
+        mask = pad_to(self.cache.full(ref)["mask"][top:top + side, left:left + side], side, self.ignore_index)
         return soft_downsample(mask, self.num_classes, size, self.cache.mode, self.ignore_index)
+
+    def nearest_mask(self, index: int, top: int, left: int, side: int) -> np.ndarray:
+        """The full-resolution mask window at (top, left), nearest-neighbour resized to the crop: (crop, crop)."""
+        mask = self.cache.full(self.refs[index])["mask"][top:top + side, left:left + side]
+        padded = Image.fromarray(pad_to(mask, side, self.ignore_index))
+        return np.asarray(padded.resize((self.crop, self.crop), Image.NEAREST))
 
     def window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
         """A random window of sample ``index`` resized to the crop: ``(image (crop, crop, 3), top, left, side)``."""
@@ -138,9 +143,7 @@ class UnlabeledDataset(TrainDataset):
         size = (self.crop, self.crop)
         arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.NEAREST))]
         if self.with_mask:
-            mask = pad_to(self.cache.full(self.refs[index])["mask"][top:top + side, left:left + side], side,
-                          self.ignore_index)
-            arrays.append(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
+            arrays.append(self.nearest_mask(index, top, left, side))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:
