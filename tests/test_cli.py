@@ -121,3 +121,15 @@ def test_pseudoseg_with_image_level_tags(tmp_path, tiny_loveda, tiny_overrides, 
     tags.write_text("id,classes\nRural/1,roads\n")
     assert main([*args, "--out", str(tmp_path / "r3")]) == 2
     assert "unknown classes ['roads']" in capsys.readouterr().err
+
+
+def test_points_train_without_masks_on_disk(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    pts = tmp_path / "points.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "5", "--out", str(pts)]) == 0
+    for mask in (tiny_loveda / "Train" / "Rural" / "masks_png").glob("*.png"):
+        mask.unlink()  # a user with clicked points only
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(tmp_path / "r"),
+                 *sets]) == 0
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "dense"), *sets]) == 2
+    assert "no mask" in capsys.readouterr().err

@@ -56,7 +56,12 @@ def build_cache(cfg: dict, source: Source) -> SampleCache:
 
 def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:
     cache = build_cache(cfg, source)
-    if points is not None:
+    if points is None:
+        missing = [r.image for r in source.refs if r.mask is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: no mask for dense training ({len(missing)} images lack one); "
+                             "pass --points, or --labeled with the ids of images that have masks")
+    else:
         refs = [r for r in source.refs if r.id in points.images]
         check_against(points, [r.id for r in source.refs], {r.id: source.image_size(r) for r in refs},
                       list(source.classes.names))

@@ -62,7 +62,8 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
-    source = build.build_source(cfg, data_root, cfg["data"]["train_split"])
+    dense = points_path is None
+    source = build.build_source(cfg, data_root, cfg["data"]["train_split"], require_masks=dense and not labeled_ids)
     unlabeled_sources = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
                          for d in unlabeled_dirs]
     if labeled_ids is not None:
