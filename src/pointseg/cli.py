@@ -13,7 +13,7 @@ import yaml
 from pointseg import build
 from pointseg.config import load_config, merge
 from pointseg.data.dataset import EvalDataset
-from pointseg.data.sources import ImageFolder
+from pointseg.data.sources import ImageFolder, Source
 from pointseg.evaluate import evaluate, write_predictions
 from pointseg.points import STRATEGIES, load_points, save_points, simulate
 from pointseg.report import plot_loss
@@ -43,6 +43,32 @@ def read_ids(path: str | Path) -> list[str]:
     return ids
 
 
+def run_config(cfg: dict, run_dir: Path, resume: bool) -> dict:
+    """The config of a new run, or with ``resume`` the saved one (only ``train.steps`` may change)."""
+    if (run_dir / "config.yaml").exists() and not resume:
+        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    if resume and (run_dir / "config.yaml").exists():
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = merge(saved, {"train": {"steps": cfg["train"]["steps"]}})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids: str | Path | None,
+                     unlabeled_dirs: list[str] | tuple[str, ...]) -> tuple[Source, list[Source]]:
+    """The labeled source and the unlabeled ones: the rest of the split (with ``labeled_ids``) and folders."""
+    source = build.build_source(cfg, data_root, cfg["data"]["train_split"], require_masks=dense and not labeled_ids)
+    unlabeled = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"]) for d in unlabeled_dirs]
+    if labeled_ids is not None:
+        ids = read_ids(labeled_ids)
+        chosen = set(ids)
+        rest = [r.id for r in source.refs if r.id not in chosen]
+        if rest:
+            unlabeled.insert(0, source.subset(rest, "unlabeled"))
+        source = source.subset(ids, f"labeled ids of {labeled_ids}")
+    return source, unlabeled
+
+
 def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path: str | Path | None = None,
                  resume: bool = False, argv: list[str] | None = None, labeled_ids: str | Path | None = None,
                  unlabeled_dirs: list[str] | tuple[str, ...] = (), tags: str | Path | None = None) -> Path:
@@ -54,24 +80,10 @@ def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path:
     image-level labels of the unlabeled images (CSV ``id,classes``), used by PseudoSeg's Grad-CAMs.
     """
     run_dir = Path(out)
-    if (run_dir / "config.yaml").exists() and not resume:
-        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    if resume and (run_dir / "config.yaml").exists():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = merge(saved, {"train": {"steps": cfg["train"]["steps"]}})
-    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run_config(cfg, run_dir, resume)
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
-    dense = points_path is None
-    source = build.build_source(cfg, data_root, cfg["data"]["train_split"], require_masks=dense and not labeled_ids)
-    unlabeled_sources = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
-                         for d in unlabeled_dirs]
-    if labeled_ids is not None:
-        ids = read_ids(labeled_ids)
-        rest = [r.id for r in source.refs if r.id not in set(ids)]
-        if rest:
-            unlabeled_sources.insert(0, source.subset(rest, "unlabeled"))
-        source = source.subset(ids, f"labeled ids of {labeled_ids}")
+    source, unlabeled_sources = training_sources(cfg, data_root, points_path is None, labeled_ids, unlabeled_dirs)
     points = load_points(points_path) if points_path else None
     dataset = build.build_train_dataset(cfg, source, points)
     model = build.build_model_from_config(cfg, source.classes.num_classes)
