@@ -16,7 +16,7 @@ def dense_matrix(full: int, low: int, mode: str) -> np.ndarray:
     return m
 
 
-@pytest.mark.parametrize("mode, pil_filter", [("area", Image.BOX), ("bilinear", Image.BILINEAR)])
+@pytest.mark.parametrize("mode, pil_filter", [("area", Image.Resampling.BOX), ("bilinear", Image.Resampling.BILINEAR)])
 @pytest.mark.parametrize("full, low", [(50, 19), (64, 16), (30, 45), (37, 11), (53, 20), (1024, 300)])
 def test_axis_weights_reproduce_pils_resize(mode, pil_filter, full, low):
     x = np.random.default_rng(0).random((full, 7)).astype(np.float32)
@@ -44,7 +44,7 @@ def test_matches_one_hot_plus_ignore_channel_resized_like_the_image(mode):
     mask = rng.integers(0, 4, (37, 53)).astype(np.uint8)
     mask[rng.random(mask.shape) < 0.1] = IGNORE
     soft, weight = soft_downsample(mask, 4, (11, 20), mode, IGNORE)
-    f = {"area": Image.BOX, "bilinear": Image.BILINEAR}[mode]
+    f = {"area": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}[mode]
     chans = [np.asarray(Image.fromarray((mask == c).astype(np.float32), mode="F").resize((20, 11), f))
              for c in [0, 1, 2, 3, IGNORE]]
     stack = np.stack(chans).astype(np.float64)
@@ -72,7 +72,7 @@ def test_thin_structures_survive_soft_but_not_nearest():
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[:, 30] = 1  # a one-pixel road
     soft, _ = soft_downsample(mask, 2, (8, 8), "area")
-    nearest = np.asarray(Image.fromarray(mask).resize((8, 8), Image.NEAREST))
+    nearest = np.asarray(Image.fromarray(mask).resize((8, 8), Image.Resampling.NEAREST))
     assert (nearest == 1).sum() == 0
     assert np.allclose(soft[1, :, 3], 1 / 8)
 

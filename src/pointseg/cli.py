@@ -58,7 +58,8 @@ def training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids:
                      unlabeled_dirs: list[str] | tuple[str, ...]) -> tuple[Source, list[Source]]:
     """The labeled source and the unlabeled ones: the rest of the split (with ``labeled_ids``) and folders."""
     source = build.build_source(cfg, data_root, cfg["data"]["train_split"], require_masks=dense and not labeled_ids)
-    unlabeled = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"]) for d in unlabeled_dirs]
+    unlabeled: list[Source] = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
+                               for d in unlabeled_dirs]
     if labeled_ids is not None:
         ids = read_ids(labeled_ids)
         chosen = set(ids)

@@ -13,8 +13,8 @@ from pointseg.metrics import format_table
 from pointseg.points import save_points, simulate
 
 
-def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] = (), download: bool = False,
-             per_image: int = 20, predict_images: int = 4) -> Path:
+def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
+             download: bool = False, per_image: int = 20, predict_images: int = 4) -> Path:
     """Simulate points on Train, train, evaluate on Val, predict a few Val images; returns ``REPORT.md``."""
     data_root, out = Path(data_root), Path(out)
     if download and not (data_root / "Train").is_dir():

@@ -34,7 +34,7 @@ def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, 
     n = classes.num_classes
     cm = torch.zeros(n, n, dtype=torch.int64)
     bins = torch.zeros(3, n_bins, dtype=torch.float64)
-    shown = []
+    shown: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]] = []
     for sample, logits in iter_logits(model, dataset, amp, progress):
         pred = logits.argmax(0).to(torch.uint8).numpy()
         cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)

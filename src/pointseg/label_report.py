@@ -25,13 +25,13 @@ def information_kept(source: Source, scale: float, mode: str = "area", progress:
     lost = np.zeros(n, dtype=int)
     for ref in tqdm(source.refs, desc="labels", disable=not progress, leave=False):
         mask = source.read_mask(ref)
-        size = scaled_size(*mask.shape, scale)
+        size = scaled_size(mask.shape[0], mask.shape[1], scale)
         rows = np.arange(mask.shape[0]) * size[0] // mask.shape[0]  # cell holding each full-res row
         cols = np.arange(mask.shape[1]) * size[1] // mask.shape[1]
         labeled = mask != classes.ignore_index
         cls = mask[labeled].astype(np.int64)  # (L,) classes of labeled pixels
         r, c = np.nonzero(labeled)
-        near = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.NEAREST))
+        near = np.asarray(Image.fromarray(mask).resize(size[::-1], Image.Resampling.NEAREST))
         soft, _ = soft_downsample(mask, n, size, mode, classes.ignore_index)
         near_ok = near[rows[r], cols[c]] == cls
         soft_ok = soft[cls, rows[r], cols[c]] > 0

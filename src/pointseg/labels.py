@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 MODES = ("area", "bilinear")
-PIL_FILTERS = {"area": Image.BOX, "bilinear": Image.BILINEAR}
+PIL_FILTERS = {"area": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}
 
 
 def _box(x: np.ndarray) -> np.ndarray:
@@ -84,10 +84,10 @@ def soft_downsample(mask: np.ndarray, num_classes: int, size: tuple[int, int], m
                 mass += np.bincount(index, minlength=mass.size)
             else:
                 mass += np.bincount(index, weights=(rw[:, None] * cw[None, :]).ravel(), minlength=mass.size)
-    mass = mass.reshape(h, w, bins).astype(np.float32)
-    labeled = mass[..., :num_classes].sum(-1)  # (h, w)
-    soft = mass[..., :num_classes] / np.maximum(labeled, np.finfo(np.float32).tiny)[..., None]  # (h, w, C)
-    weight = labeled / np.maximum(mass.sum(-1), np.finfo(np.float32).tiny)  # (h, w)
+    cells = mass.reshape(h, w, bins).astype(np.float32)  # (h, w, C + 1)
+    labeled = cells[..., :num_classes].sum(-1)  # (h, w)
+    soft = cells[..., :num_classes] / np.maximum(labeled, np.finfo(np.float32).tiny)[..., None]  # (h, w, C)
+    weight = labeled / np.maximum(cells.sum(-1), np.finfo(np.float32).tiny)  # (h, w)
     return np.ascontiguousarray(soft.transpose(2, 0, 1)), weight
 
 

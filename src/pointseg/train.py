@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from pathlib import Path
+from typing import cast
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pointseg.inference import autocast
 from pointseg.io import append_jsonl, atomic_path
 from pointseg.methods import Method
+from pointseg.models import SegmentationModel
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -52,17 +53,17 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, generator: tor
              ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled batches, epoch after epoch."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        drop_last=len(dataset) >= batch_size, generator=generator)
+                        drop_last=len(cast(Sized, dataset)) >= batch_size, generator=generator)
     while True:
         yield from loader
 
 
-def train(model: nn.Module, dataset: Dataset, method: Method, run_dir: str | Path, *, steps: int,
+def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: str | Path, *, steps: int,
           batch_size: int, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0,
           unlabeled: Dataset | None = None, unlabeled_batch_size: int | None = None,
           device: torch.device | str = "cpu", amp: bool = True, channels_last: bool = True,
           seed: int = 0, num_workers: int = 0, log_every: int = 20, checkpoint_every: int = 200,
-          resume: bool = False, progress: bool = True) -> nn.Module:
+          resume: bool = False, progress: bool = True) -> SegmentationModel:
     """Train ``model`` with ``method`` for ``steps`` optimiser steps on random batches of ``dataset``.
 
     Labeled batches hold ``image``, ``soft_mask`` and ``weight``; methods that use unlabeled data also get a
@@ -78,7 +79,8 @@ def train(model: nn.Module, dataset: Dataset, method: Method, run_dir: str | Pat
         raise ValueError(f"method {type(method).__name__} needs unlabeled images")
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    model.to(device)
+    model.to(memory_format=memory_format)
     method.to(device)
     params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -97,7 +99,7 @@ def train(model: nn.Module, dataset: Dataset, method: Method, run_dir: str | Pat
     generator = torch.Generator().manual_seed(seed + start)
     batches = _batches(dataset, batch_size, num_workers, generator)
     unlabeled_batches = None
-    if method.uses_unlabeled:
+    if method.uses_unlabeled and unlabeled is not None:
         unlabeled_batches = _batches(unlabeled, unlabeled_batch_size or batch_size, num_workers,
                                      torch.Generator().manual_seed(seed + start + 1))
 

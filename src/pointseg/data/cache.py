@@ -86,5 +86,5 @@ class SampleCache:
         if cached is not None:
             return cached
         image = self.full(ref)["image"]
-        return self._store(path, resize_image(np.asarray(image), scaled_size(*image.shape[:2], self.scale),
-                                              self.mode))
+        size = scaled_size(image.shape[0], image.shape[1], self.scale)
+        return self._store(path, resize_image(np.asarray(image), size, self.mode))

@@ -96,7 +96,7 @@ class TrainDataset(Dataset):
         """The full-resolution mask window at (top, left), nearest-neighbour resized to the crop: (crop, crop)."""
         mask = self.cache.full(self.refs[index])["mask"][top:top + side, left:left + side]
         padded = Image.fromarray(pad_to(mask, side, self.ignore_index))
-        return np.asarray(padded.resize((self.crop, self.crop), Image.NEAREST))
+        return np.asarray(padded.resize((self.crop, self.crop), Image.Resampling.NEAREST))
 
     def window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
         """A random window of sample ``index`` resized to the crop: ``(image (crop, crop, 3), top, left, side)``."""
@@ -141,7 +141,7 @@ class UnlabeledDataset(TrainDataset):
         inside = np.zeros((side, side), dtype=np.uint8)
         inside[: full.shape[0] - top, : full.shape[1] - left] = 1
         size = (self.crop, self.crop)
-        arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.NEAREST))]
+        arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
             arrays.append(self.nearest_mask(index, top, left, side))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))

@@ -16,6 +16,7 @@ from torch import nn
 from pointseg.calibration import label_quality
 from pointseg.methods.augment import StrongAugment, random_boxes
 from pointseg.methods.supervised import Method
+from pointseg.models import SegmentationModel
 
 
 class FixMatch(Method):
@@ -23,7 +24,7 @@ class FixMatch(Method):
 
     def __init__(self, loss: nn.Module, threshold: float = 0.95, unlabeled_weight: float = 1.0,
                  strong: StrongAugment | None = None, cutmix_p: float = 0.5, ema_decay: float | None = None,
-                 model: nn.Module | None = None, feature_dropout: float = 0.0, fp_weight: float = 0.5,
+                 model: SegmentationModel | None = None, feature_dropout: float = 0.0, fp_weight: float = 0.5,
                  dual_strong: bool = False, ignore_index: int = 255) -> None:
         super().__init__()
         self.loss = loss
@@ -39,7 +40,7 @@ class FixMatch(Method):
             self.teacher = copy.deepcopy(model).requires_grad_(False)
 
     @torch.no_grad()
-    def pseudo_probs(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def pseudo_probs(self, model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` class probabilities of the weak view from the teacher (or the model), in eval mode."""
         teacher = self.teacher if self.teacher is not None else model
         was_training = teacher.training
@@ -54,14 +55,16 @@ class FixMatch(Method):
         ce = F.cross_entropy(logits.float(), pseudo, reduction="none")  # (B, H, W)
         return (ce * (confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1)
 
-    def forward(self, model: nn.Module, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         loss_sup = self.loss(model(labeled["image"]).float(), labeled["soft_mask"], labeled["weight"])
         weak, valid = unlabeled["image"], unlabeled["valid"]  # (B, 3, H, W), (B, H, W)
         probs = self.pseudo_probs(model, weak)
         confidence, pseudo = probs.max(1)  # (B, H, W)
         views = []
         for _ in range(2 if self.dual_strong else 1):
-            box = random_boxes(*pseudo.shape, p=self.cutmix_p, device=weak.device)  # (B, H, W)
+            b, h, w = pseudo.shape
+            box = random_boxes(b, h, w, p=self.cutmix_p, device=weak.device)  # (B, H, W)
             other = torch.roll(torch.arange(len(weak)), 1)  # CutMix partner within the batch
             strong = self.strong(weak)
             strong = torch.where(box[:, None], strong[other], strong)
@@ -82,11 +85,11 @@ class FixMatch(Method):
         return loss, logs
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module) -> None:
+    def after_step(self, model: SegmentationModel) -> None:
         """EMA update of the teacher: ``t <- d * t + (1 - d) * s`` for weights; buffers are copied."""
-        if self.teacher is None:
+        if self.teacher is None or self.ema_decay is None:
             return
-        for t, s in zip(self.teacher.parameters(), model.parameters(), strict=True):
-            t.lerp_(s, 1 - self.ema_decay)
-        for t, s in zip(self.teacher.buffers(), model.buffers(), strict=True):
-            t.copy_(s)
+        for teacher_param, param in zip(self.teacher.parameters(), model.parameters(), strict=True):
+            teacher_param.lerp_(param, 1 - self.ema_decay)
+        for teacher_buffer, buffer in zip(self.teacher.buffers(), model.buffers(), strict=True):
+            teacher_buffer.copy_(buffer)

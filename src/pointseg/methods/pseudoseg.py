@@ -18,6 +18,7 @@ from pointseg.calibration import label_quality
 from pointseg.losses import soft_cross_entropy
 from pointseg.methods.augment import colour_jitter, random_boxes
 from pointseg.methods.supervised import Method
+from pointseg.models import SegmentationModel
 
 
 def grad_cam(features: torch.Tensor, classifier: nn.Module, tags: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ class PseudoSeg(Method):
         valid_grid = F.interpolate(valid[:, None].float(), grid, mode="nearest")[:, 0] > 0
         return self.sgc(hypercolumn, cam, valid_grid)
 
-    def pseudo_labels(self, model: nn.Module, weak: torch.Tensor, valid: torch.Tensor, tags: torch.Tensor | None
+    def pseudo_labels(self, model: SegmentationModel, weak: torch.Tensor, valid: torch.Tensor, tags: torch.Tensor | None
                       ) -> dict[str, torch.Tensor]:
         """Probabilities per source on the weak view (eval mode, no gradient): decoder, SGC, fused (sharpened)."""
         was_training = model.training, self.training
@@ -145,7 +146,8 @@ class PseudoSeg(Method):
         return {"decoder": decoder.softmax(1), "sgc": sgc.softmax(1),
                 "fused": sharpen(calibrated_fusion(decoder, sgc, self.gamma, self.norm), self.temperature)}
 
-    def forward(self, model: nn.Module, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         image, soft, weight = labeled["image"], labeled["soft_mask"], labeled["weight"]
         features = model.encode(image)
         loss_sup = self.loss(model.decode(features).float(), soft, weight)
@@ -158,7 +160,8 @@ class PseudoSeg(Method):
         weak, valid = unlabeled["image"], unlabeled["valid"]
         tags = unlabeled["tags"][:, self.foreground] if "tags" in unlabeled else None  # given image-level labels
         sources = self.pseudo_labels(model, weak, valid, tags)
-        cutout = random_boxes(*valid.shape, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
+        b, h, w = valid.shape
+        cutout = random_boxes(b, h, w, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
         strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
         loss_unsup = soft_cross_entropy(model(strong), sources[self.source], valid * ~cutout)
         loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pointseg.models import SegmentationModel
+
 
 class Method(nn.Module):
     """A training objective. ``forward(model, labeled, unlabeled) -> (loss, logs)``.
@@ -16,7 +18,7 @@ class Method(nn.Module):
 
     uses_unlabeled = False
 
-    def after_step(self, model: nn.Module) -> None:
+    def after_step(self, model: SegmentationModel) -> None:
         """Called after every optimiser step (e.g. to update an EMA teacher)."""
 
 
@@ -27,7 +29,7 @@ class Supervised(Method):
         super().__init__()
         self.loss = loss
 
-    def forward(self, model: nn.Module, labeled: dict, unlabeled: dict | None = None
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(labeled["image"])  # (B, C, H, W)
         loss = self.loss(logits.float(), labeled["soft_mask"], labeled["weight"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +21,10 @@ class SegmentationModel(nn.Module):
 
     ``size_divisor``: height and width the network needs to divide (inference pads to it).
     """
+
+    net: Any  # UNetSmall or SmpUnet: encode(x) -> features, decode(features) -> logits, feature_channels
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, net: nn.Module, size_divisor: int, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD) -> None:

@@ -88,7 +88,7 @@ def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: s
             f"could not fetch {hub_name!r} weights for encoder {encoder!r} ({type(e).__name__}: {e}). "
             f"Offline? Pass a local checkpoint file instead: --set model.encoder_weights=/path/to/weights.pth"
         ) from e
-    if is_file:
+    if is_file and encoder_weights is not None:
         if not Path(encoder_weights).exists():
             raise FileNotFoundError(f"{encoder_weights}: encoder weights file not found")
         load_encoder_weights(model.encoder, encoder_weights)
