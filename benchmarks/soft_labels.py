@@ -27,10 +27,11 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/pointseg-soft")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125])
+    p.add_argument("--models", nargs="+", default=["unet-mobilenetv2", "unet-small"])
     args = p.parse_args()
     for seed in args.seeds:
         for scale in args.scales:
-            for model in ("unet-mobilenetv2", "unet-small"):
+            for model in args.models:
                 for labels, label_sets in LABELS.items():
                     weights = args.weights if model != "unet-small" else "null"
                     sets = [f"model.name={model}", f"model.encoder_weights={weights}", f"data.scale={scale}",
