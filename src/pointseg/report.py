@@ -53,7 +53,8 @@ def plot_overlays(items: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarr
             if picture is not None:
                 ax.imshow(picture, interpolation="nearest")
                 ax.set_title(title, fontsize=9)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in classes.colors]
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=np.asarray(c) / 255, edgecolor="black", linewidth=0.5)
+               for c in classes.colors]  # edges keep white classes visible
     fig.legend(handles, classes.names, loc="lower center", ncol=min(len(handles), 7), frameon=False)
     return _save(fig, Path(path))
 
