@@ -79,7 +79,8 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.refs)
 
-    def labels(self, index: int, top: int, left: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    def labels(self, index: int, full: dict[str, np.ndarray], top: int, left: int, side: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         """``soft`` (C, crop, crop) and ``weight`` (crop, crop) of the full-resolution window at (top, left)."""
         ref, size = self.refs[index], (self.crop, self.crop)
         if self.points is not None:
@@ -88,19 +89,17 @@ class TrainDataset(Dataset):
             inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
             return points_to_soft(local[inside], (side, side), size, self.num_classes)
         if self.downsample == "nearest":
-            return hard_to_soft(self.nearest_mask(index, top, left, side), self.num_classes, self.ignore_index)
-        mask = pad_to(self.cache.full(ref)["mask"][top:top + side, left:left + side], side, self.ignore_index)
+            return hard_to_soft(self.nearest_mask(full["mask"], top, left, side), self.num_classes, self.ignore_index)
+        mask = pad_to(full["mask"][top:top + side, left:left + side], side, self.ignore_index)
         return soft_downsample(mask, self.num_classes, size, self.cache.mode, self.ignore_index)
 
-    def nearest_mask(self, index: int, top: int, left: int, side: int) -> np.ndarray:
-        """The full-resolution mask window at (top, left), nearest-neighbour resized to the crop: (crop, crop)."""
-        mask = self.cache.full(self.refs[index])["mask"][top:top + side, left:left + side]
-        padded = Image.fromarray(pad_to(mask, side, self.ignore_index))
+    def nearest_mask(self, mask: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+        """The window at (top, left) of a full-resolution mask, nearest-neighbour resized to the crop: (crop, crop)."""
+        padded = Image.fromarray(pad_to(mask[top:top + side, left:left + side], side, self.ignore_index))
         return np.asarray(padded.resize((self.crop, self.crop), Image.Resampling.NEAREST))
 
-    def window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
-        """A random window of sample ``index`` resized to the crop: ``(image (crop, crop, 3), top, left, side)``."""
-        image = self.cache.full(self.refs[index])["image"]
+    def window(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
+        """A random window of a full-resolution image, resized: ``(crop (crop, crop, 3), top, left, side)``."""
         factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
         side = max(1, round(self.crop / (self.cache.scale * factor)))  # window side at full resolution
         top, left = random_window(image.shape[0], image.shape[1], side, rng)
@@ -109,8 +108,9 @@ class TrainDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows torch's seeding
-        image, top, left, side = self.window(index, rng)
-        soft, weight = self.labels(index, top, left, side)
+        full = self.cache.full(self.refs[index])  # memory-mapped once per sample
+        image, top, left, side = self.window(full["image"], rng)
+        soft, weight = self.labels(index, full, top, left, side)
         image, soft, weight = dihedral([image.transpose(2, 0, 1), soft, weight], int(rng.integers(4)),
                                        bool(rng.random() < 0.5))
         return {"image": torch.from_numpy(image).float().div_(255), "soft_mask": torch.from_numpy(soft),
@@ -136,14 +136,14 @@ class UnlabeledDataset(TrainDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(2**62, ())))
-        image, top, left, side = self.window(index, rng)
-        full = self.cache.full(self.refs[index])["image"]
+        full = self.cache.full(self.refs[index])  # memory-mapped once per sample
+        image, top, left, side = self.window(full["image"], rng)
         inside = np.zeros((side, side), dtype=np.uint8)
-        inside[: full.shape[0] - top, : full.shape[1] - left] = 1
+        inside[: full["image"].shape[0] - top, : full["image"].shape[1] - left] = 1
         size = (self.crop, self.crop)
         arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
-            arrays.append(self.nearest_mask(index, top, left, side))
+            arrays.append(self.nearest_mask(full["mask"], top, left, side))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:
