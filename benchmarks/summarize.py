@@ -1,6 +1,7 @@
 """Markdown tables (mean ± std over seeds, per-class IoU, wall time) from ``benchmarks/results/*.json``.
 
     python benchmarks/summarize.py points          # points-budget and loss tables
+    python benchmarks/summarize.py soft            # soft vs nearest tables and the paper's claims as paired gains
 """
 
 from __future__ import annotations
@@ -72,11 +73,45 @@ def soft_table(cells: dict[str, list[dict]]) -> str:
     return text + "\n\n| cell | train s | peak memory MB |\n|---|---:|---:|\n" + "\n".join(memory)
 
 
+def paired_gain(cells: dict[str, list[dict]], key: str, baseline: str, metric) -> str:
+    """``metric(run) - metric(baseline run)`` over the seeds both cells have: mean ± std and wins/seeds."""
+    base = {r["seed"]: metric(r) for r in cells.get(baseline, [])}
+    gains = [metric(r) - base[r["seed"]] for r in cells.get(key, []) if r["seed"] in base]
+    if not gains:
+        return "–"
+    spread = f" ± {statistics.stdev(gains):.3f}" if len(gains) > 1 else ""
+    return f"{statistics.mean(gains):+.3f}{spread} ({sum(g > 0 for g in gains)}/{len(gains)})"
+
+
+SOFT_CLAIM_CLASSES = ("road", "building", "barren")
+
+
+def soft_claims(cells: dict[str, list[dict]]) -> str:
+    """The paper's claims as paired (same seed) differences: soft - nearest per scale, soft 1/4 - nearest 1/2."""
+    lines = ["| model | comparison | mIoU gain (wins/seeds) | "
+             + " | ".join(f"{c} IoU gain" for c in SOFT_CLAIM_CLASSES) + " |",
+             "|---|---|---:|" + "---:|" * len(SOFT_CLAIM_CLASSES)]
+    for model in ("unet-small", "unet-mobilenetv2"):
+        comparisons = [(f"soft_{model}_s{s:g}_{labels}", f"soft_{model}_s{s:g}_nearest",
+                        f"{labels} - nearest at 1/{round(1 / s)}")
+                       for s in (0.5, 0.25, 0.125) for labels in ("soft-mc", "soft-sc")]
+        comparisons += [(f"soft_{model}_s0.25_{labels}", f"soft_{model}_s0.5_nearest", f"{labels} 1/4 - nearest 1/2")
+                        for labels in ("soft-mc", "soft-sc")]
+        for key, baseline, label in comparisons:
+            if key not in cells or baseline not in cells:
+                continue
+            metrics = [lambda r: r["miou"]] + [lambda r, c=c: r["per_class_iou"][c] or 0.0 for c in SOFT_CLAIM_CLASSES]
+            lines.append(f"| {model} | {label} | " + " | ".join(paired_gain(cells, key, baseline, m) for m in metrics)
+                         + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("which", choices=["points", "soft"])
     args = p.parse_args()
-    print(points_tables(load()) if args.which == "points" else soft_table(load()))
+    cells = load()
+    print(points_tables(cells) if args.which == "points" else soft_table(cells) + "\n\n" + soft_claims(cells))
 
 
 if __name__ == "__main__":
