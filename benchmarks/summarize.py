@@ -68,9 +68,9 @@ def soft_table(cells: dict[str, list[dict]]) -> str:
     if not present:
         return "(no soft-label results yet)"
     text = table(present, names)
-    memory = [f"| {label} | {statistics.mean(r['train_seconds'] for r in present[key]):.0f} | "
+    memory = [f"| {label} | {statistics.median(r['train_seconds'] for r in present[key]):.0f} | "
               f"{max(r['peak_memory_mb'] or 0 for r in present[key]):.0f} |" for key, label in names if key in present]
-    return text + "\n\n| cell | train s | peak memory MB |\n|---|---:|---:|\n" + "\n".join(memory)
+    return text + "\n\n| cell | train s (median) | peak memory MB (max) |\n|---|---:|---:|\n" + "\n".join(memory)
 
 
 def paired_gain(cells: dict[str, list[dict]], key: str, baseline: str, metric) -> str:
