@@ -29,6 +29,28 @@ def test_training_logs_and_checkpoints(tmp_path, tiny_loveda):
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*")), "no temporary files left behind"
 
 
+class CountingMethod(Supervised):
+    """Supervised, logging how many steps it has taken."""
+
+    def __init__(self) -> None:
+        super().__init__(SoftCrossEntropy())
+        self.calls = 0
+
+    def forward(self, model, labeled, unlabeled):
+        loss, logs = super().forward(model, labeled, unlabeled)
+        self.calls += 1
+        return loss, {**logs, "calls": self.calls}
+
+
+def test_logs_are_averaged_over_each_logging_interval(tmp_path, tiny_loveda):
+    ds = TrainDataset(SampleCache(LoveDA(tiny_loveda, "Train", ("Rural",)), 1.0, tmp_path / "cache"), crop=32,
+                      num_classes=7)
+    train(build_model("unet-small", 7), ds, CountingMethod(), tmp_path / "run", steps=5, batch_size=2, lr=1e-3,
+          amp=False, log_every=2, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["step"], x["calls"]) for x in lines] == [(2, 1.5), (4, 3.5), (5, 5.0)]
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_loveda):
     run(tmp_path, tiny_loveda, steps=2)
     first = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)

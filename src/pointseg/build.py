@@ -101,7 +101,7 @@ def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np
     """Unlabeled training windows from every source (masks, where present, only for monitoring; ``tags``:
     image-level labels per image id)."""
     data = cfg["data"]
-    with_mask = all(r.mask is not None for s in sources for r in s.refs)  # batches need the same keys
+    with_mask = any(r.mask is not None for s in sources for r in s.refs)  # same keys in every batch
     return ConcatDataset([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
                                            data["ignore_index"], tags) for s in sources])
 

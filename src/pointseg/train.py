@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sized
 from pathlib import Path
 from typing import cast
@@ -69,9 +70,9 @@ def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: s
     Labeled batches hold ``image``, ``soft_mask`` and ``weight``; methods that use unlabeled data also get a
     batch of ``unlabeled`` each step. ``method(model, labeled, unlabeled) -> (loss, logs)``; the method's own
     trainable parameters are optimised with the model's. Writes ``metrics.jsonl`` (every ``log_every`` steps:
-    loss, the method's logs, learning rate, throughput, peak memory) and ``checkpoints/last.pt`` (every
-    ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``, training continues from the
-    last checkpoint: model, method, optimiser, schedule and random state are restored.
+    loss and the method's finite logs averaged over those steps, learning rate, throughput, peak memory) and
+    ``checkpoints/last.pt`` (every ``checkpoint_every`` steps and at the end) under ``run_dir``. With ``resume``,
+    training continues from the last checkpoint: model, method, optimiser, schedule and random state are restored.
     """
     run_dir, device = Path(run_dir), torch.device(device)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,8 @@ def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: s
     method.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     seen, t0 = 0, time.perf_counter()
+    sums: dict[str, float] = defaultdict(float)  # loss and finite method logs since the last log line
+    counts: dict[str, int] = defaultdict(int)
     for step in bar:
         labeled = _to(next(batches), device, memory_format)
         extra = _to(next(unlabeled_batches), device, memory_format) if unlabeled_batches else None
@@ -120,14 +123,20 @@ def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: s
         scheduler.step()
         method.after_step(model)
         seen += labeled["image"].shape[0]
+        for key, value in {"loss": loss.item(), **logs}.items():
+            if math.isfinite(value):  # e.g. pseudo-label accuracy of a batch without masks is NaN
+                sums[key], counts[key] = sums[key] + value, counts[key] + 1
+            else:
+                counts.setdefault(key, 0)
         done = step + 1
         if done % log_every == 0 or done == steps:
             rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-            append_jsonl(run_dir / "metrics.jsonl", {"step": done, "loss": loss.item(), **logs,
-                                                     "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
+            means = {key: sums[key] / n if n else None for key, n in counts.items()}
+            bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{rate:.1f}")
+            append_jsonl(run_dir / "metrics.jsonl", {"step": done, **means, "lr": scheduler.get_last_lr()[0],
+                                                     "images_per_s": rate,
                                                      "peak_memory_mb": round(peak_memory_mb(device))})
-            seen, t0 = 0, time.perf_counter()
+            seen, t0, sums, counts = 0, time.perf_counter(), defaultdict(float), defaultdict(int)
         if done % checkpoint_every == 0 or done == steps:
             save_checkpoint(ckpt_path, model=model.state_dict(), method=method.state_dict(),
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),

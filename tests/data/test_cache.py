@@ -110,3 +110,17 @@ def test_unlabeled_windows_mark_padding_invalid_and_carry_monitoring_masks(sourc
     assert sample["tags"].tolist() == [0, 1, 0, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="tags missing"):
         UnlabeledDataset(SampleCache(source, 1.0, tmp_path), crop=8, tags={})
+
+
+def test_unlabeled_images_without_masks_get_ignored_monitoring_masks(tmp_path):
+    from pointseg.data.classes import LOVEDA_CLASSES
+    from pointseg.data.dataset import UnlabeledDataset
+    from pointseg.data.sources import ImageFolder
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.full((30, 40, 3), 90, dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    source = ImageFolder(tmp_path / "imgs", LOVEDA_CLASSES)
+    cache = SampleCache(source, 1.0, tmp_path / "c")
+    assert set(UnlabeledDataset(cache, crop=16, with_mask=False)[0]) == {"image", "valid"}
+    sample = UnlabeledDataset(cache, crop=16, with_mask=True)[0]  # batched with images that have masks
+    assert torch.all(sample["mask"] == 255)

@@ -30,7 +30,7 @@ def batches(b=2, size=32, seed=0):
 EXPECTED_LOGS = {"supervised": {"loss_sup"},
                  "fixmatch": {"loss_sup", "loss_unsup", "mask_ratio", "pseudo_acc", "pseudo_ece"},
                  "pseudoseg": {"loss_sup", "loss_unsup", "loss_cls", "loss_sgc"} | {
-                     f"pseudo_{s}_{m}" for s in ("fused", "decoder", "sgc") for m in ("acc", "ece")}}
+                     f"pseudo_{s}_{m}" for s in ("fused", "decoder", "sgc", "target") for m in ("acc", "ece")}}
 
 
 @pytest.mark.parametrize("model_name", ["unet-small", "unet-mobilenetv2"])
@@ -100,6 +100,18 @@ def test_sharpening_limits():
     entropy = lambda q: -(q * q.log()).sum()  # noqa: E731
     assert entropy(sharpen(p, 0.5)) < entropy(p) < entropy(sharpen(p, 2.0))
     assert torch.allclose(sharpen(p, 0.5), p.square() / p.square().sum())
+    flat = torch.full((1, 7, 1, 1), 1 / 7)
+    flat[:, 3] += 0.05  # p^(1/T) underflows in float32 here for T = 0.01; the result must still be one-hot
+    assert torch.allclose(sharpen(flat / flat.sum(), 0.01).squeeze(), F.one_hot(torch.tensor(3), 7).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["decoder", "sgc", "fused"])
+def test_pseudo_target_is_the_chosen_source_sharpened(source):
+    cfg = load_config(None, ["method.name=pseudoseg", f"method.pseudo_source={source}", "method.temperature=0.5"])
+    method = build_method(cfg, build_model("unet-small", C), C)
+    sources = {name: torch.randn(2, C, 4, 4).softmax(1) for name in ("decoder", "sgc", "fused")}
+    p = sources[source]
+    assert torch.allclose(method.pseudo_target(sources), p.square() / p.square().sum(1, keepdim=True), atol=1e-6)
 
 
 class ZeroLoss(nn.Module):

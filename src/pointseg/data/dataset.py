@@ -120,14 +120,15 @@ class TrainDataset(Dataset):
 class UnlabeledDataset(TrainDataset):
     """Unlabeled training windows: ``image`` (3, crop, crop) and ``valid`` (crop, crop), 0 on padding.
 
-    When the sample has a mask on disk and ``with_mask`` is set, ``mask`` (crop, crop) holds its
-    nearest-neighbour labels, for monitoring pseudo-label quality only: methods never train on it.
+    With ``with_mask``, ``mask`` (crop, crop) holds the nearest-neighbour labels of samples that have a mask on
+    disk (``ignore_index`` for those that have none), for monitoring pseudo-label quality only: methods never
+    train on it.
     """
 
     def __init__(self, cache: SampleCache, crop: int, rescale: tuple[float, float] = (1.0, 1.0),
                  with_mask: bool = True, ignore_index: int = 255, tags: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(cache, crop, cache.source.classes.num_classes, None, "nearest", rescale, ignore_index)
-        self.with_mask = with_mask and all(r.mask is not None for r in self.refs)
+        self.with_mask = with_mask
         if tags is not None:
             missing = [r.id for r in self.refs if r.id not in tags]
             if missing:
@@ -143,7 +144,8 @@ class UnlabeledDataset(TrainDataset):
         size = (self.crop, self.crop)
         arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
-            arrays.append(self.nearest_mask(full["mask"], top, left, side))
+            mask = full["mask"] if "mask" in full else np.full(full["image"].shape[:2], self.ignore_index, np.uint8)
+            arrays.append(self.nearest_mask(mask, top, left, side))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:

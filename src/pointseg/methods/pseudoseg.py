@@ -1,8 +1,9 @@
 """PseudoSeg (Zou et al., ICLR 2021): pseudo labels from the decoder fused with Grad-CAM refined by self-attention.
 
 A multi-label classifier on the last encoder stage gives Grad-CAMs; self-attention over a hypercolumn of two
-encoder stages propagates them (SGC); decoder and SGC logits are fused after a common RMS normalisation,
-averaged, sharpened and used as soft pseudo labels for a strongly augmented (colour jitter + CutOut) view.
+encoder stages propagates them (SGC); decoder and SGC logits are fused after a common RMS normalisation and
+averaged; the chosen source (fused by default) is sharpened and used as soft pseudo labels for a strongly
+augmented (colour jitter + CutOut) view.
 Loss: L_s (supervised) + L_u (consistency) + L_x (classifier) + L_sa (SGC on labeled pixels).
 """
 
@@ -90,8 +91,7 @@ def calibrated_fusion(decoder_logits: torch.Tensor, sgc_logits: torch.Tensor, ga
 
 def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``p^(1/T) / sum_c p_c^(1/T)`` over dim 1: T = 1 keeps ``p``, T -> 0 approaches one-hot."""
-    powered = probs.clamp_min(1e-12).pow(1 / temperature)
-    return powered / powered.sum(1, keepdim=True)
+    return (probs.clamp_min(torch.finfo(probs.dtype).tiny).log() / temperature).softmax(1)  # stable for small T
 
 
 class PseudoSeg(Method):
@@ -130,7 +130,8 @@ class PseudoSeg(Method):
 
     def pseudo_labels(self, model: SegmentationModel, weak: torch.Tensor, valid: torch.Tensor, tags: torch.Tensor | None
                       ) -> dict[str, torch.Tensor]:
-        """Probabilities per source on the weak view (eval mode, no gradient): decoder, SGC, fused (sharpened)."""
+        """Probabilities per source on the weak view (eval mode, no gradient): decoder, SGC and their calibrated
+        fusion, before sharpening."""
         was_training = model.training, self.training
         model.eval()
         self.eval()
@@ -144,7 +145,11 @@ class PseudoSeg(Method):
         model.train(was_training[0])
         self.train(was_training[1])
         return {"decoder": decoder.softmax(1), "sgc": sgc.softmax(1),
-                "fused": sharpen(calibrated_fusion(decoder, sgc, self.gamma, self.norm), self.temperature)}
+                "fused": calibrated_fusion(decoder, sgc, self.gamma, self.norm)}
+
+    def pseudo_target(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The chosen source sharpened with temperature T: the soft pseudo label of the strong view."""
+        return sharpen(sources[self.source], self.temperature)
 
     def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
                 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -160,16 +165,17 @@ class PseudoSeg(Method):
         weak, valid = unlabeled["image"], unlabeled["valid"]
         tags = unlabeled["tags"][:, self.foreground] if "tags" in unlabeled else None  # given image-level labels
         sources = self.pseudo_labels(model, weak, valid, tags)
+        target = self.pseudo_target(sources)  # (B, C, H, W)
         b, h, w = valid.shape
         cutout = random_boxes(b, h, w, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
         strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
-        loss_unsup = soft_cross_entropy(model(strong), sources[self.source], valid * ~cutout)
+        loss_unsup = soft_cross_entropy(model(strong), target, valid * ~cutout)
         loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \
             self.sgc_weight * loss_sgc
         logs = {"loss_sup": loss_sup.item(), "loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(),
                 "loss_sgc": loss_sgc.item()}
         if "mask" in unlabeled:
-            for name, probs in sources.items():
+            for name, probs in {**sources, "target": target}.items():
                 quality = label_quality(probs, unlabeled["mask"], self.ignore_index)
                 logs.update({f"pseudo_{name}_{k}": v for k, v in quality.items()})
         return loss, logs
