@@ -96,7 +96,7 @@ def soft_claims(cells: dict[str, list[dict]]) -> str:
                         f"{labels} - nearest at 1/{round(1 / s)}")
                        for s in (0.5, 0.25, 0.125) for labels in ("soft-mc", "soft-sc")]
         comparisons += [(f"soft_{model}_s0.25_{labels}", f"soft_{model}_s0.5_nearest", f"{labels} 1/4 - nearest 1/2")
-                        for labels in ("soft-mc", "soft-sc")]
+                        for labels in ("soft-mc", "soft-sc", "nearest")]  # nearest: the resolution effect alone
         for key, baseline, label in comparisons:
             if key not in cells or baseline not in cells:
                 continue
