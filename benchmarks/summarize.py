@@ -73,10 +73,14 @@ def soft_table(cells: dict[str, list[dict]]) -> str:
     return text + "\n\n| cell | train s (median) | peak memory MB (max) |\n|---|---:|---:|\n" + "\n".join(memory)
 
 
-def paired_gain(cells: dict[str, list[dict]], key: str, baseline: str, metric) -> str:
-    """``metric(run) - metric(baseline run)`` over the seeds both cells have: mean ± std and wins/seeds."""
+def paired_gains(cells: dict[str, list[dict]], key: str, baseline: str, metric) -> list[float]:
+    """``metric(run) - metric(baseline run)`` for every seed both cells have."""
     base = {r["seed"]: metric(r) for r in cells.get(baseline, [])}
-    gains = [metric(r) - base[r["seed"]] for r in cells.get(key, []) if r["seed"] in base]
+    return [metric(r) - base[r["seed"]] for r in cells.get(key, []) if r["seed"] in base]
+
+
+def format_gains(gains: list[float]) -> str:
+    """Mean ± std of paired gains and how many are positive."""
     if not gains:
         return "–"
     spread = f" ± {statistics.stdev(gains):.3f}" if len(gains) > 1 else ""
@@ -88,21 +92,28 @@ SOFT_CLAIM_CLASSES = ("road", "building", "barren")
 
 def soft_claims(cells: dict[str, list[dict]]) -> str:
     """The paper's claims as paired (same seed) differences: soft - nearest per scale, soft 1/4 - nearest 1/2."""
+    scales = (0.5, 0.25, 0.125)
     lines = ["| model | comparison | mIoU gain (wins/seeds) | "
              + " | ".join(f"{c} IoU gain" for c in SOFT_CLAIM_CLASSES) + " |",
              "|---|---|---:|" + "---:|" * len(SOFT_CLAIM_CLASSES)]
-    for model in ("unet-small", "unet-mobilenetv2"):
+    models = ("unet-small", "unet-mobilenetv2")
+    metrics = [lambda r: r["miou"]] + [lambda r, c=c: r["per_class_iou"][c] or 0.0 for c in SOFT_CLAIM_CLASSES]
+    for model in models:
         comparisons = [(f"soft_{model}_s{s:g}_{labels}", f"soft_{model}_s{s:g}_nearest",
                         f"{labels} - nearest at 1/{round(1 / s)}")
-                       for s in (0.5, 0.25, 0.125) for labels in ("soft-mc", "soft-sc")]
+                       for s in scales for labels in ("soft-mc", "soft-sc")]
         comparisons += [(f"soft_{model}_s0.25_{labels}", f"soft_{model}_s0.5_nearest", f"{labels} 1/4 - nearest 1/2")
                         for labels in ("soft-mc", "soft-sc", "nearest")]  # nearest: the resolution effect alone
         for key, baseline, label in comparisons:
             if key not in cells or baseline not in cells:
                 continue
-            metrics = [lambda r: r["miou"]] + [lambda r, c=c: r["per_class_iou"][c] or 0.0 for c in SOFT_CLAIM_CLASSES]
-            lines.append(f"| {model} | {label} | " + " | ".join(paired_gain(cells, key, baseline, m) for m in metrics)
-                         + " |")
+            lines.append(f"| {model} | {label} | "
+                         + " | ".join(format_gains(paired_gains(cells, key, baseline, m)) for m in metrics) + " |")
+    for labels in ("soft-mc", "soft-sc"):  # every model, scale and seed pooled
+        pooled = [[g for model in models for s in scales
+                   for g in paired_gains(cells, f"soft_{model}_s{s:g}_{labels}", f"soft_{model}_s{s:g}_nearest", m)]
+                  for m in metrics]
+        lines.append(f"| all | {labels} - nearest, all scales | " + " | ".join(map(format_gains, pooled)) + " |")
     return "\n".join(lines)
 
 
