@@ -1,7 +1,8 @@
 """Markdown tables (mean ± std over seeds, per-class IoU, wall time) from ``benchmarks/results/*.json``.
 
     python benchmarks/summarize.py points          # points-budget and loss tables
-    python benchmarks/summarize.py soft            # soft vs nearest tables and the paper's claims as paired gains
+    python benchmarks/summarize.py soft --plot benchmarks/results/soft_labels.png   # soft vs nearest tables,
+                                                   # the paper's claims as paired gains, mIoU against scale
 """
 
 from __future__ import annotations
@@ -117,12 +118,43 @@ def soft_claims(cells: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def soft_plot(cells: dict[str, list[dict]], path: Path) -> Path:
+    """mIoU (mean ± std over seeds) against training scale, one panel per model, one line per label path."""
+    import matplotlib.pyplot as plt
+
+    from pointseg.report import _save
+
+    models = ("unet-small", "unet-mobilenetv2")
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), sharey=True)
+    for ax, model in zip(axes, models, strict=True):
+        for offset, labels in zip((-0.08, 0.0, 0.08), ("nearest", "soft-mc", "soft-sc"), strict=True):
+            xs, means, stds = [], [], []
+            for x, scale in enumerate((0.5, 0.25, 0.125)):
+                runs = cells.get(f"soft_{model}_s{scale:g}_{labels}", [])
+                if runs:
+                    values = [r["miou"] for r in runs]
+                    xs.append(x + offset)
+                    means.append(statistics.mean(values))
+                    stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=labels)
+        ax.set_xticks(range(3), ["1/2", "1/4", "1/8"])
+        ax.set_xlabel("training scale (of 1024)")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Val mIoU (mean ± std over seeds)")
+    axes[0].legend()
+    return _save(fig, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("which", choices=["points", "soft"])
+    p.add_argument("--plot", type=Path, help="soft: also write the mIoU-against-scale plot (PNG) here")
     args = p.parse_args()
     cells = load()
     print(points_tables(cells) if args.which == "points" else soft_table(cells) + "\n\n" + soft_claims(cells))
+    if args.which == "soft" and args.plot:
+        print(f"wrote {soft_plot(cells, args.plot)}")
 
 
 if __name__ == "__main__":
