@@ -108,8 +108,7 @@ def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: s
     method.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     seen, t0 = 0, time.perf_counter()
-    sums: dict[str, float] = defaultdict(float)  # loss and finite method logs since the last log line
-    counts: dict[str, int] = defaultdict(int)
+    interval: dict[str, list[float]] = defaultdict(list)  # loss and method logs since the last log line
     for step in bar:
         labeled = _to(next(batches), device, memory_format)
         extra = _to(next(unlabeled_batches), device, memory_format) if unlabeled_batches else None
@@ -124,19 +123,17 @@ def train(model: SegmentationModel, dataset: Dataset, method: Method, run_dir: s
         method.after_step(model)
         seen += labeled["image"].shape[0]
         for key, value in {"loss": loss.item(), **logs}.items():
-            if math.isfinite(value):  # e.g. pseudo-label accuracy of a batch without masks is NaN
-                sums[key], counts[key] = sums[key] + value, counts[key] + 1
-            else:
-                counts.setdefault(key, 0)
+            interval[key].append(value)
         done = step + 1
         if done % log_every == 0 or done == steps:
             rate = seen / (time.perf_counter() - t0)
-            means = {key: sums[key] / n if n else None for key, n in counts.items()}
+            finite = {key: [v for v in values if math.isfinite(v)] for key, values in interval.items()}
+            means = {key: sum(v) / len(v) if v else None for key, v in finite.items()}  # NaN: e.g. no masks
             bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{rate:.1f}")
             append_jsonl(run_dir / "metrics.jsonl", {"step": done, **means, "lr": scheduler.get_last_lr()[0],
                                                      "images_per_s": rate,
                                                      "peak_memory_mb": round(peak_memory_mb(device))})
-            seen, t0, sums, counts = 0, time.perf_counter(), defaultdict(float), defaultdict(int)
+            seen, t0, interval = 0, time.perf_counter(), defaultdict(list)
         if done % checkpoint_every == 0 or done == steps:
             save_checkpoint(ckpt_path, model=model.state_dict(), method=method.state_dict(),
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),

@@ -144,8 +144,8 @@ class UnlabeledDataset(TrainDataset):
         size = (self.crop, self.crop)
         arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
-            mask = full["mask"] if "mask" in full else np.full(full["image"].shape[:2], self.ignore_index, np.uint8)
-            arrays.append(self.nearest_mask(mask, top, left, side))
+            arrays.append(self.nearest_mask(full["mask"], top, left, side) if "mask" in full
+                          else np.full(size, self.ignore_index, np.uint8))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:
