@@ -58,13 +58,18 @@ def points_tables(cells: dict[str, list[dict]]) -> str:
     return "### Points budget\n\n" + table(cells, budget) + "\n\n### Loss at 20 points/image\n\n" + table(cells, loss)
 
 
+SOFT_MODELS = ("unet-small", "unet-mobilenetv2")
+SOFT_SCALES = (0.5, 0.25, 0.125)
+SOFT_LABELS = ("nearest", "soft-mc", "soft-sc")
+
+
 def soft_table(cells: dict[str, list[dict]]) -> str:
     """One row per model x scale x label path, with training time and peak memory."""
     names = []
-    for model in ("unet-small", "unet-mobilenetv2"):
-        for scale in (0.5, 0.25, 0.125):
+    for model in SOFT_MODELS:
+        for scale in SOFT_SCALES:
             names += [(f"soft_{model}_s{scale:g}_{labels}", f"{model}, 1/{round(1 / scale)}, {labels}")
-                      for labels in ("nearest", "soft-mc", "soft-sc")]
+                      for labels in SOFT_LABELS]
     present = {k: v for k, v in cells.items() if k.startswith("soft_")}
     if not present:
         return "(no soft-label results yet)"
@@ -93,11 +98,10 @@ SOFT_CLAIM_CLASSES = ("road", "building", "barren")
 
 def soft_claims(cells: dict[str, list[dict]]) -> str:
     """The paper's claims as paired (same seed) differences: soft - nearest per scale, soft 1/4 - nearest 1/2."""
-    scales = (0.5, 0.25, 0.125)
+    models, scales = SOFT_MODELS, SOFT_SCALES
     lines = ["| model | comparison | mIoU gain (wins/seeds) | "
              + " | ".join(f"{c} IoU gain" for c in SOFT_CLAIM_CLASSES) + " |",
              "|---|---|---:|" + "---:|" * len(SOFT_CLAIM_CLASSES)]
-    models = ("unet-small", "unet-mobilenetv2")
     metrics = [lambda r: r["miou"]] + [lambda r, c=c: r["per_class_iou"][c] or 0.0 for c in SOFT_CLAIM_CLASSES]
     for model in models:
         comparisons = [(f"soft_{model}_s{s:g}_{labels}", f"soft_{model}_s{s:g}_nearest",
@@ -124,12 +128,11 @@ def soft_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
     from pointseg.report import _save
 
-    models = ("unet-small", "unet-mobilenetv2")
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), sharey=True)
-    for ax, model in zip(axes, models, strict=True):
-        for offset, labels in zip((-0.08, 0.0, 0.08), ("nearest", "soft-mc", "soft-sc"), strict=True):
+    fig, axes = plt.subplots(1, len(SOFT_MODELS), figsize=(5 * len(SOFT_MODELS), 3.6), sharey=True)
+    for ax, model in zip(axes, SOFT_MODELS, strict=True):
+        for offset, labels in zip((-0.08, 0.0, 0.08), SOFT_LABELS, strict=True):
             xs, means, stds = [], [], []
-            for x, scale in enumerate((0.5, 0.25, 0.125)):
+            for x, scale in enumerate(SOFT_SCALES):
                 runs = cells.get(f"soft_{model}_s{scale:g}_{labels}", [])
                 if runs:
                     values = [r["miou"] for r in runs]
