@@ -3,6 +3,8 @@
     python benchmarks/summarize.py points          # points-budget and loss tables
     python benchmarks/summarize.py soft --plot benchmarks/results/soft_labels.png   # soft vs nearest tables,
                                                    # the paper's claims as paired gains, mIoU against scale
+    python benchmarks/summarize.py semi --plot benchmarks/results/semi_supervised.png  # semi-supervised tables,
+                                                   # paired gains over supervised, PseudoSeg ablation
 """
 
 from __future__ import annotations
@@ -149,15 +151,113 @@ def soft_plot(cells: dict[str, list[dict]], path: Path) -> Path:
     return _save(fig, path)
 
 
+SEMI_PARTS = (("points", "20 points/image"), ("few", "dense masks on 2 images + 14 LoveDA and 63 Dubai unlabeled"))
+SEMI_MODELS = ("unet-mobilenetv2", "unet-small")
+SEMI_METHODS = ("supervised", "fixmatch", "pseudoseg")
+ABLATION = (("decoder", 0.5), ("sgc", 0.5), ("fused", 0.5), ("fused", 0.7), ("fused", 1.0))
+PSEUDO_SOURCES = ("decoder", "sgc", "fused", "target")
+
+
+def last_log_mean(runs: list[dict], key: str) -> str:
+    """Mean over seeds of a key of the last training log line (the mean over the last logging interval)."""
+    values = [r["last_log"][key] for r in runs if r["last_log"].get(key) is not None]
+    return f"{statistics.mean(values):.3f}" if values else "–"
+
+
+def semi_tables(cells: dict[str, list[dict]]) -> str:
+    """Per part: mIoU and per-class IoU per model x method, paired gains over supervised, training diagnostics."""
+    sections = []
+    for part, title in SEMI_PARTS:
+        names = [(f"semi_{part}_{model}_{method}", f"{model}, {method}")
+                 for model in SEMI_MODELS for method in SEMI_METHODS]
+        present = [(key, label) for key, label in names if key in cells]
+        if not present:
+            continue
+        lines = ["| cell | mIoU gain over supervised (wins/seeds) | model ECE | train s (median) | "
+                 "last-interval loss_unsup | fixmatch mask_ratio | pseudo-label acc | pseudo-label ECE |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for key, label in present:
+            model, method = key.split("_")[2:4]
+            gain = "–" if method == "supervised" else format_gains(
+                paired_gains(cells, key, f"semi_{part}_{model}_supervised", lambda r: r["miou"]))
+            runs = cells[key]
+            prefix = "pseudo_target" if method == "pseudoseg" else "pseudo"
+            lines.append(f"| {label} | {gain} | {statistics.mean(r['ece'] for r in runs):.3f} | "
+                         f"{statistics.median(r['train_seconds'] for r in runs):.0f} | "
+                         f"{last_log_mean(runs, 'loss_unsup')} | {last_log_mean(runs, 'mask_ratio')} | "
+                         f"{last_log_mean(runs, prefix + '_acc')} | {last_log_mean(runs, prefix + '_ece')} |")
+        sections.append(f"### {title}\n\n" + table(cells, present) + "\n\n" + "\n".join(lines))
+    return "\n\n".join(sections) or "(no semi-supervised results yet)"
+
+
+def ablation_key(source: str, temperature: float) -> str:
+    """Fused at T 0.5 is the PseudoSeg cell of the points part (same recipe)."""
+    if (source, temperature) == ("fused", 0.5):
+        return "semi_points_unet-mobilenetv2_pseudoseg"
+    return f"semi_ablation_{source}_T{temperature:g}"
+
+
+def semi_ablation(cells: dict[str, list[dict]]) -> str:
+    """PseudoSeg pseudo-label source and sharpening: mIoU and every source's accuracy / ECE in the last interval."""
+    rows = [(source, t, cells[ablation_key(source, t)]) for source, t in ABLATION if ablation_key(source, t) in cells]
+    if not rows:
+        return "(no ablation results yet)"
+    lines = ["| trained on | T | mIoU (mean ± std) | "
+             + " | ".join(f"{s} acc / ECE" for s in PSEUDO_SOURCES) + " | seeds |",
+             "|---|---:|---|" + "---:|" * len(PSEUDO_SOURCES) + "---|"]
+    for source, t, runs in rows:
+        scores = [f"{last_log_mean(runs, f'pseudo_{s}_acc')} / {last_log_mean(runs, f'pseudo_{s}_ece')}"
+                  for s in PSEUDO_SOURCES]
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(f"| {source} | {t:g} | {mean_std([r['miou'] for r in runs])} | " + " | ".join(scores)
+                     + f" | {seeds} |")
+    return "\n".join(lines)
+
+
+def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
+    """Val mIoU per method (mean ± std over seeds, seeds as dots), one panel per part, one group per model."""
+    import matplotlib.pyplot as plt
+
+    from pointseg.report import _save
+
+    models = [m for m in SEMI_MODELS if any(k.startswith(f"semi_points_{m}_") or k.startswith(f"semi_few_{m}_")
+                                            for k in cells)]
+    fig, axes = plt.subplots(1, len(SEMI_PARTS), figsize=(5 * len(SEMI_PARTS), 3.6), sharey=True)
+    width = 0.8 / len(SEMI_METHODS)
+    for ax, (part, title) in zip(axes, SEMI_PARTS, strict=True):
+        for i, method in enumerate(SEMI_METHODS):
+            for x, model in enumerate(models):
+                values = [r["miou"] for r in cells.get(f"semi_{part}_{model}_{method}", [])]
+                if not values:
+                    continue
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                ax.bar(x + (i - 1) * width, statistics.mean(values), width, yerr=spread, capsize=3,
+                       color=f"C{i}", label=method if x == 0 else None)
+                ax.plot([x + (i - 1) * width] * len(values), values, "k.", ms=4)
+        ax.set_xticks(range(len(models)), models)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Val mIoU (mean ± std, dots: seeds)")
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("which", choices=["points", "soft"])
-    p.add_argument("--plot", type=Path, help="soft: also write the mIoU-against-scale plot (PNG) here")
+    p.add_argument("which", choices=["points", "soft", "semi"])
+    p.add_argument("--plot", type=Path, help="soft/semi: also write the summary plot (PNG) here")
     args = p.parse_args()
     cells = load()
-    print(points_tables(cells) if args.which == "points" else soft_table(cells) + "\n\n" + soft_claims(cells))
-    if args.which == "soft" and args.plot:
-        print(f"wrote {soft_plot(cells, args.plot)}")
+    if args.which == "points":
+        print(points_tables(cells))
+    elif args.which == "soft":
+        print(soft_table(cells) + "\n\n" + soft_claims(cells))
+    else:
+        print(semi_tables(cells) + "\n\n### PseudoSeg ablation (20 points/image, unet-mobilenetv2)\n\n"
+              + semi_ablation(cells))
+    if args.plot and args.which != "points":
+        plot = soft_plot if args.which == "soft" else semi_plot
+        print(f"wrote {plot(cells, args.plot)}")
 
 
 if __name__ == "__main__":
