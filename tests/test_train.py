@@ -8,7 +8,7 @@ from pointseg.data.sources import LoveDA
 from pointseg.losses import SoftCrossEntropy
 from pointseg.methods import Supervised
 from pointseg.models import build_model
-from pointseg.train import train, warmup_cosine
+from pointseg.train import _batches, train, warmup_cosine
 
 
 def run(tmp_path, tiny_loveda, steps, resume=False, seed=0):
@@ -72,3 +72,18 @@ def test_same_seed_same_model(tmp_path, tiny_loveda):
 def test_schedule_warms_up_then_decays_to_zero():
     assert warmup_cosine(0, 10, 100) == 0.1 and warmup_cosine(9, 10, 100) == 1.0
     assert warmup_cosine(100, 10, 100) == 0.0 and 0 < warmup_cosine(50, 10, 100) < 1
+
+
+def test_a_dataset_smaller_than_a_batch_fills_every_batch():
+    dataset = [{"i": torch.tensor(i)} for i in range(2)]
+    batches = _batches(dataset, batch_size=8, num_workers=0, generator=torch.Generator().manual_seed(0))
+    drawn = [next(batches)["i"] for _ in range(3)]
+    assert [len(b) for b in drawn] == [8, 8, 8]
+    assert set(torch.cat(drawn).tolist()) == {0, 1}
+
+
+def test_a_large_dataset_is_one_permutation_per_epoch():
+    dataset = [{"i": torch.tensor(i)} for i in range(10)]
+    batches = _batches(dataset, batch_size=5, num_workers=0, generator=torch.Generator().manual_seed(0))
+    epoch = torch.cat([next(batches)["i"] for _ in range(2)])
+    assert sorted(epoch.tolist()) == list(range(10))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from pointseg.inference import autocast
@@ -52,9 +52,17 @@ def save_checkpoint(path: Path, **state) -> None:
 
 def _batches(dataset: Dataset, batch_size: int, num_workers: int, generator: torch.Generator
              ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches, epoch after epoch."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        drop_last=len(cast(Sized, dataset)) >= batch_size, generator=generator)
+    """Endless shuffled batches, epoch after epoch.
+
+    A dataset smaller than a batch (e.g. 2 labeled images) is drawn with replacement to fill every batch: each
+    draw is a new random crop, and the labeled signal per step does not shrink with the number of labeled images.
+    """
+    if len(cast(Sized, dataset)) < batch_size:
+        sampler = RandomSampler(cast(Sized, dataset), replacement=True, num_samples=batch_size, generator=generator)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
+                            generator=generator)
     while True:
         yield from loader
 
