@@ -27,8 +27,9 @@ def run_cell(name: str, seed: int, data_root: str, work: str | Path, sets: list[
              **fields) -> dict | None:
     """Train with ``--set`` overrides ``sets`` (+ ``train_args``), evaluate on Val, write the result JSON.
 
-    Skips cells whose result exists. The result holds mIoU, per-class IoU, ECE, wall times, peak memory, the
-    last training log line and the exact commands; ``fields`` are stored alongside.
+    Skips cells whose result exists. The result holds mIoU, per-class IoU, ECE, the confusion matrix (rows: true
+    class), wall times, peak memory, the last training log line and the exact commands; ``fields`` are stored
+    alongside.
     """
     out = RESULTS / f"{name}_seed{seed}.json"
     if out.exists():
@@ -45,8 +46,9 @@ def run_cell(name: str, seed: int, data_root: str, work: str | Path, sets: list[
     metrics = json.loads((work / "val.json").read_text())
     last = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     result = {"cell": name, "seed": seed, **fields, "miou": metrics["miou"], "per_class_iou": metrics["per_class_iou"],
-              "ece": metrics.get("ece"), "train_seconds": round(train_s, 1),
-              "total_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": last.get("peak_memory_mb"),
+              "ece": metrics.get("ece"), "confusion_matrix": metrics["confusion_matrix"],
+              "train_seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - t0, 1),
+              "peak_memory_mb": last.get("peak_memory_mb"),
               "last_log": last, "commands": [shlex.join(train), shlex.join(evaluate)]}
     write_json(out, result)
     print(f"    {name} seed {seed}: mIoU {result['miou']:.4f}", flush=True)

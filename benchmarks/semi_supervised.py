@@ -8,7 +8,8 @@
    PseudoSeg run logs the accuracy and ECE of all three sources, whichever one it trains on.
 
 Protocol: ``pointseg train`` defaults (batch 8 labeled + 8 unlabeled, AdamW 1e-3, 250 steps, bf16), partial CE,
-PseudoSeg with LoveDA's ``background`` as background class. Finished cells are skipped on a re-run.
+PseudoSeg with LoveDA's ``background`` as background class. The 2 labeled images of ``few-masks`` are drawn with
+replacement to fill each labeled batch (8 random crops). Finished cells are skipped on a re-run.
 
     python benchmarks/semi_supervised.py --data-root ../shared/data/loveda-mini --dubai ../shared/data/dubai-aerial \\
         --weights ../shared/weights/mobilenet_v2-b0353104.pth --work /tmp/pointseg-semi

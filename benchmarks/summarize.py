@@ -15,6 +15,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -190,6 +192,23 @@ def semi_tables(cells: dict[str, list[dict]]) -> str:
     return "\n\n".join(sections) or "(no semi-supervised results yet)"
 
 
+def semi_class_shares(cells: dict[str, list[dict]]) -> str:
+    """Share of Val pixels predicted as each class (mean over seeds) beside the true share: shows collapse."""
+    keys = [k for part, _ in SEMI_PARTS for m in SEMI_MODELS for method in SEMI_METHODS
+            if (k := f"semi_{part}_{m}_{method}") in cells and all("confusion_matrix" in r for r in cells[k])]
+    if not keys:
+        return "(no confusion matrices stored)"
+    classes = list(cells[keys[0]][0]["per_class_iou"])
+    truth = np.asarray(cells[keys[0]][0]["confusion_matrix"], dtype=float).sum(1)
+    lines = ["| cell | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes),
+             "| true share | " + " | ".join(f"{v:.3f}" for v in truth / truth.sum()) + " |"]
+    for key in keys:
+        shares = np.mean([np.asarray(r["confusion_matrix"], dtype=float).sum(0) / truth.sum() for r in cells[key]], 0)
+        _, part, model, method = key.split("_")
+        lines.append(f"| {part}, {model}, {method} | " + " | ".join(f"{v:.3f}" for v in shares) + " |")
+    return "\n".join(lines)
+
+
 def ablation_key(source: str, temperature: float) -> str:
     """Fused at T 0.5 is the PseudoSeg cell of the points part (same recipe)."""
     if (source, temperature) == ("fused", 0.5):
@@ -253,8 +272,8 @@ def main() -> None:
     elif args.which == "soft":
         print(soft_table(cells) + "\n\n" + soft_claims(cells))
     else:
-        print(semi_tables(cells) + "\n\n### PseudoSeg ablation (20 points/image, unet-mobilenetv2)\n\n"
-              + semi_ablation(cells))
+        print(semi_tables(cells) + "\n\n### Predicted share of Val pixels per class\n\n" + semi_class_shares(cells)
+              + "\n\n### PseudoSeg ablation (20 points/image, unet-mobilenetv2)\n\n" + semi_ablation(cells))
     if args.plot and args.which != "points":
         plot = soft_plot if args.which == "soft" else semi_plot
         print(f"wrote {plot(cells, args.plot)}")
