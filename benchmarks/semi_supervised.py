@@ -27,6 +27,18 @@ MODELS = ("unet-mobilenetv2", "unet-small")
 ABLATION = (("decoder", 0.5), ("sgc", 0.5), ("fused", 0.7), ("fused", 1.0))  # + ("fused", 0.5): the points cell
 
 
+def cell_name(part: str, model: str, method: str) -> str:
+    """Result name of a ``points`` or ``few`` (few-masks) cell."""
+    return f"semi_{part}_{model}_{method}"
+
+
+def ablation_name(source: str, temperature: float) -> str:
+    """Result name of an ablation cell; fused at T 0.5 is the PseudoSeg cell of the points part (same recipe)."""
+    if (source, temperature) == ("fused", 0.5):
+        return cell_name("points", "unet-mobilenetv2", "pseudoseg")
+    return f"semi_ablation_{source}_T{temperature:g}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", required=True)
@@ -53,17 +65,17 @@ def main() -> None:
                     "method.background_class=0"]
             for method in args.methods:
                 if "points" in args.parts:
-                    run_cell(f"semi_points_{model}_{method}", seed, args.data_root, work,
+                    run_cell(cell_name("points", model, method), seed, args.data_root, work,
                              [*base, f"method.name={method}"], ["--points", str(points)], part="points", model=model,
                              method=method)
                 if "few-masks" in args.parts:
-                    run_cell(f"semi_few_{model}_{method}", seed, args.data_root, work,
+                    run_cell(cell_name("few", model, method), seed, args.data_root, work,
                              [*base, f"method.name={method}"], ["--labeled", str(labeled), "--unlabeled", args.dubai],
                              part="few-masks", model=model, method=method)
             if "ablation" in args.parts and model == "unet-mobilenetv2":
                 for source, t in ABLATION:
                     sets = [*base, "method.name=pseudoseg", f"method.pseudo_source={source}", f"method.temperature={t}"]
-                    run_cell(f"semi_ablation_{source}_T{t:g}", seed, args.data_root, work, sets,
+                    run_cell(ablation_name(source, t), seed, args.data_root, work, sets,
                              ["--points", str(points)], part="ablation", source=source, temperature=t)
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+import semi_supervised as semi
+from semi_supervised import ablation_name, cell_name
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -154,9 +157,6 @@ def soft_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
 
 SEMI_PARTS = (("points", "20 points/image"), ("few", "dense masks on 2 images + 14 LoveDA and 63 Dubai unlabeled"))
-SEMI_MODELS = ("unet-mobilenetv2", "unet-small")
-SEMI_METHODS = ("supervised", "fixmatch", "pseudoseg")
-ABLATION = (("decoder", 0.5), ("sgc", 0.5), ("fused", 0.5), ("fused", 0.7), ("fused", 1.0))
 PSEUDO_SOURCES = ("decoder", "sgc", "fused", "target")
 
 
@@ -166,59 +166,56 @@ def last_log_mean(runs: list[dict], key: str) -> str:
     return f"{statistics.mean(values):.3f}" if values else "–"
 
 
+def semi_cells(cells: dict[str, list[dict]], part: str) -> list[tuple[str, str, list[dict]]]:
+    """``(model, method, runs)`` of one part's cells that have results."""
+    return [(model, method, cells[cell_name(part, model, method)]) for model in semi.MODELS for method in semi.METHODS
+            if cell_name(part, model, method) in cells]
+
+
 def semi_tables(cells: dict[str, list[dict]]) -> str:
     """Per part: mIoU and per-class IoU per model x method, paired gains over supervised, training diagnostics."""
     sections = []
     for part, title in SEMI_PARTS:
-        names = [(f"semi_{part}_{model}_{method}", f"{model}, {method}")
-                 for model in SEMI_MODELS for method in SEMI_METHODS]
-        present = [(key, label) for key, label in names if key in cells]
+        present = semi_cells(cells, part)
         if not present:
             continue
         lines = ["| cell | mIoU gain over supervised (wins/seeds) | model ECE | train s (median) | "
                  "last-interval loss_unsup | fixmatch mask_ratio | pseudo-label acc | pseudo-label ECE |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for key, label in present:
-            model, method = key.split("_")[2:4]
-            gain = "–" if method == "supervised" else format_gains(
-                paired_gains(cells, key, f"semi_{part}_{model}_supervised", lambda r: r["miou"]))
-            runs = cells[key]
+        for model, method, runs in present:
+            gain = "–" if method == "supervised" else format_gains(paired_gains(
+                cells, cell_name(part, model, method), cell_name(part, model, "supervised"), lambda r: r["miou"]))
             prefix = "pseudo_target" if method == "pseudoseg" else "pseudo"
-            lines.append(f"| {label} | {gain} | {statistics.mean(r['ece'] for r in runs):.3f} | "
+            lines.append(f"| {model}, {method} | {gain} | {statistics.mean(r['ece'] for r in runs):.3f} | "
                          f"{statistics.median(r['train_seconds'] for r in runs):.0f} | "
                          f"{last_log_mean(runs, 'loss_unsup')} | {last_log_mean(runs, 'mask_ratio')} | "
                          f"{last_log_mean(runs, prefix + '_acc')} | {last_log_mean(runs, prefix + '_ece')} |")
-        sections.append(f"### {title}\n\n" + table(cells, present) + "\n\n" + "\n".join(lines))
+        names = [(cell_name(part, model, method), f"{model}, {method}") for model, method, _ in present]
+        sections.append(f"### {title}\n\n" + table(cells, names) + "\n\n" + "\n".join(lines))
     return "\n\n".join(sections) or "(no semi-supervised results yet)"
 
 
 def semi_class_shares(cells: dict[str, list[dict]]) -> str:
     """Share of Val pixels predicted as each class (mean over seeds) beside the true share: shows collapse."""
-    keys = [k for part, _ in SEMI_PARTS for m in SEMI_MODELS for method in SEMI_METHODS
-            if (k := f"semi_{part}_{m}_{method}") in cells and all("confusion_matrix" in r for r in cells[k])]
-    if not keys:
+    rows = [(part, model, method, runs) for part, _ in SEMI_PARTS for model, method, runs in semi_cells(cells, part)
+            if all("confusion_matrix" in r for r in runs)]
+    if not rows:
         return "(no confusion matrices stored)"
-    classes = list(cells[keys[0]][0]["per_class_iou"])
-    truth = np.asarray(cells[keys[0]][0]["confusion_matrix"], dtype=float).sum(1)
+    first = rows[0][3][0]
+    classes = list(first["per_class_iou"])
+    truth = np.asarray(first["confusion_matrix"], dtype=float).sum(1)  # rows: true class, the same in every run
     lines = ["| cell | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes),
              "| true share | " + " | ".join(f"{v:.3f}" for v in truth / truth.sum()) + " |"]
-    for key in keys:
-        shares = np.mean([np.asarray(r["confusion_matrix"], dtype=float).sum(0) / truth.sum() for r in cells[key]], 0)
-        _, part, model, method = key.split("_")
+    for part, model, method, runs in rows:
+        shares = np.mean([np.asarray(r["confusion_matrix"], dtype=float).sum(0) / truth.sum() for r in runs], 0)
         lines.append(f"| {part}, {model}, {method} | " + " | ".join(f"{v:.3f}" for v in shares) + " |")
     return "\n".join(lines)
 
 
-def ablation_key(source: str, temperature: float) -> str:
-    """Fused at T 0.5 is the PseudoSeg cell of the points part (same recipe)."""
-    if (source, temperature) == ("fused", 0.5):
-        return "semi_points_unet-mobilenetv2_pseudoseg"
-    return f"semi_ablation_{source}_T{temperature:g}"
-
-
 def semi_ablation(cells: dict[str, list[dict]]) -> str:
     """PseudoSeg pseudo-label source and sharpening: mIoU and every source's accuracy / ECE in the last interval."""
-    rows = [(source, t, cells[ablation_key(source, t)]) for source, t in ABLATION if ablation_key(source, t) in cells]
+    settings = sorted([*semi.ABLATION, ("fused", 0.5)], key=lambda st: (PSEUDO_SOURCES.index(st[0]), st[1]))
+    rows = [(source, t, cells[ablation_name(source, t)]) for source, t in settings if ablation_name(source, t) in cells]
     if not rows:
         return "(no ablation results yet)"
     lines = ["| trained on | T | mIoU (mean ± std) | "
@@ -239,20 +236,18 @@ def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
     from pointseg.report import _save
 
-    models = [m for m in SEMI_MODELS if any(k.startswith(f"semi_points_{m}_") or k.startswith(f"semi_few_{m}_")
-                                            for k in cells)]
+    present = {model for part, _ in SEMI_PARTS for model, _, _ in semi_cells(cells, part)}
+    models = [m for m in semi.MODELS if m in present]
     fig, axes = plt.subplots(1, len(SEMI_PARTS), figsize=(5 * len(SEMI_PARTS), 3.6), sharey=True)
-    width = 0.8 / len(SEMI_METHODS)
+    width = 0.8 / len(semi.METHODS)
     for ax, (part, title) in zip(axes, SEMI_PARTS, strict=True):
-        for i, method in enumerate(SEMI_METHODS):
-            for x, model in enumerate(models):
-                values = [r["miou"] for r in cells.get(f"semi_{part}_{model}_{method}", [])]
-                if not values:
-                    continue
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                ax.bar(x + (i - 1) * width, statistics.mean(values), width, yerr=spread, capsize=3,
-                       color=f"C{i}", label=method if x == 0 else None)
-                ax.plot([x + (i - 1) * width] * len(values), values, "k.", ms=4)
+        for model, method, runs in semi_cells(cells, part):
+            i, x = semi.METHODS.index(method), models.index(model)
+            values = [r["miou"] for r in runs]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.bar(x + (i - 1) * width, statistics.mean(values), width, yerr=spread, capsize=3, color=f"C{i}",
+                   label=method if x == 0 else None)
+            ax.plot([x + (i - 1) * width] * len(values), values, "k.", ms=4)
         ax.set_xticks(range(len(models)), models)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -57,8 +57,9 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int, generator: tor
     A dataset smaller than a batch (e.g. 2 labeled images) is drawn with replacement to fill every batch: each
     draw is a new random crop, and the labeled signal per step does not shrink with the number of labeled images.
     """
-    if len(cast(Sized, dataset)) < batch_size:
-        sampler = RandomSampler(cast(Sized, dataset), replacement=True, num_samples=batch_size, generator=generator)
+    sized = cast(Sized, dataset)
+    if len(sized) < batch_size:
+        sampler = RandomSampler(sized, replacement=True, num_samples=batch_size, generator=generator)
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
