@@ -212,21 +212,31 @@ def semi_class_shares(cells: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def semi_ablation(cells: dict[str, list[dict]]) -> str:
-    """PseudoSeg pseudo-label source and sharpening: mIoU and every source's accuracy / ECE in the last interval."""
+def ablation_rows(cells: dict[str, list[dict]]) -> list[tuple[str, float, list[dict]]]:
+    """``(source, temperature, runs)`` of the PseudoSeg ablation settings that have results, fused T 0.5 included."""
     settings = sorted([*semi.ABLATION, ("fused", 0.5)], key=lambda st: (PSEUDO_SOURCES.index(st[0]), st[1]))
-    rows = [(source, t, cells[ablation_name(source, t)]) for source, t in settings if ablation_name(source, t) in cells]
+    return [(source, t, cells[ablation_name(source, t)]) for source, t in settings if ablation_name(source, t) in cells]
+
+
+def semi_ablation(cells: dict[str, list[dict]]) -> str:
+    """PseudoSeg pseudo-label source and sharpening: mIoU, paired gains over supervised and over the default
+    (fused, T 0.5), and every source's accuracy / ECE in the last training interval."""
+    rows = ablation_rows(cells)
     if not rows:
         return "(no ablation results yet)"
-    lines = ["| trained on | T | mIoU (mean ± std) | "
+    supervised, default = cell_name("points", "unet-mobilenetv2", "supervised"), ablation_name("fused", 0.5)
+    lines = ["| trained on | T | mIoU (mean ± std) | gain over supervised | gain over fused T 0.5 | "
              + " | ".join(f"{s} acc / ECE" for s in PSEUDO_SOURCES) + " | seeds |",
-             "|---|---:|---|" + "---:|" * len(PSEUDO_SOURCES) + "---|"]
+             "|---|---:|---|---:|---:|" + "---:|" * len(PSEUDO_SOURCES) + "---|"]
     for source, t, runs in rows:
+        name = ablation_name(source, t)
+        gains = [format_gains(paired_gains(cells, name, base, lambda r: r["miou"])) if base != name else "–"
+                 for base in (supervised, default)]
         scores = [f"{last_log_mean(runs, f'pseudo_{s}_acc')} / {last_log_mean(runs, f'pseudo_{s}_ece')}"
                   for s in PSEUDO_SOURCES]
         seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        lines.append(f"| {source} | {t:g} | {mean_std([r['miou'] for r in runs])} | " + " | ".join(scores)
-                     + f" | {seeds} |")
+        lines.append(f"| {source} | {t:g} | {mean_std([r['miou'] for r in runs])} | " + " | ".join(gains) + " | "
+                     + " | ".join(scores) + f" | {seeds} |")
     return "\n".join(lines)
 
 
@@ -238,9 +248,10 @@ def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
     present = {model for part, _ in SEMI_PARTS for model, _, _ in semi_cells(cells, part)}
     models = [m for m in semi.MODELS if m in present]
-    fig, axes = plt.subplots(1, len(SEMI_PARTS), figsize=(5 * len(SEMI_PARTS), 3.6), sharey=True)
+    ablation = ablation_rows(cells)
+    fig, axes = plt.subplots(1, len(SEMI_PARTS) + 2 * bool(ablation), figsize=(4.6 * (len(SEMI_PARTS) + 2), 3.6))
     width = 0.8 / len(semi.METHODS)
-    for ax, (part, title) in zip(axes, SEMI_PARTS, strict=True):
+    for ax, (part, title) in zip(axes, SEMI_PARTS, strict=False):
         for model, method, runs in semi_cells(cells, part):
             i, x = semi.METHODS.index(method), models.index(model)
             values = [r["miou"] for r in runs]
@@ -253,7 +264,40 @@ def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Val mIoU (mean ± std, dots: seeds)")
     axes[0].legend(fontsize=8)
+    if ablation:
+        supervised = [r["miou"] for r in cells.get(cell_name("points", "unet-mobilenetv2", "supervised"), [])]
+        ablation_plot(axes[-2], axes[-1], ablation, statistics.mean(supervised) if supervised else None)
+    for ax in axes[1:len(SEMI_PARTS) + 1]:
+        ax.sharey(axes[0])
     return _save(fig, path)
+
+
+def ablation_plot(miou_ax, ece_ax, rows: list[tuple[str, float, list[dict]]], supervised: float | None) -> None:
+    """PseudoSeg ablation: Val mIoU per (source, T) beside the supervised mean (dashed), and the accuracy and ECE
+    of each pseudo-label source (mean over all ablation runs, last training interval) and of the sharpened target
+    actually trained on."""
+    labels = [f"{source}\nT {t:g}" for source, t, _ in rows]
+    for x, (_, _, runs) in enumerate(rows):
+        values = [r["miou"] for r in runs]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        miou_ax.bar(x, statistics.mean(values), 0.6, yerr=spread, capsize=3, color="C2")
+        miou_ax.plot([x] * len(values), values, "k.", ms=4)
+    if supervised is not None:
+        miou_ax.axhline(supervised, color="C0", ls="--", lw=1, label="supervised")
+        miou_ax.legend(fontsize=8, loc="lower right")
+    miou_ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    miou_ax.set_title("PseudoSeg ablation, 20 points/image (Val mIoU)", fontsize=9)
+    miou_ax.grid(axis="y", alpha=0.3)
+    runs = [r for _, _, rs in rows for r in rs]
+    for i, metric in enumerate(("acc", "ece")):
+        values = [[r["last_log"][f"pseudo_{s}_{metric}"] for r in runs] for s in PSEUDO_SOURCES]
+        ece_ax.bar(np.arange(len(PSEUDO_SOURCES)) + (i - 0.5) * 0.4, [statistics.mean(v) for v in values], 0.4,
+                   yerr=[statistics.stdev(v) for v in values], capsize=3, color=f"C{i + 3}",
+                   label="accuracy" if metric == "acc" else "ECE")
+    ece_ax.set_xticks(range(len(PSEUDO_SOURCES)), PSEUDO_SOURCES)
+    ece_ax.set_title("pseudo labels on unlabeled pixels (all ablation runs)", fontsize=9)
+    ece_ax.legend(fontsize=8)
+    ece_ax.grid(axis="y", alpha=0.3)
 
 
 def main() -> None:
