@@ -246,12 +246,12 @@ def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
     from pointseg.report import _save
 
-    present = {model for part, _ in SEMI_PARTS for model, _, _ in semi_cells(cells, part)}
-    models = [m for m in semi.MODELS if m in present]
     ablation = ablation_rows(cells)
     fig, axes = plt.subplots(1, len(SEMI_PARTS) + 2 * bool(ablation), figsize=(4.6 * (len(SEMI_PARTS) + 2), 3.6))
     width = 0.8 / len(semi.METHODS)
     for ax, (part, title) in zip(axes, SEMI_PARTS, strict=False):
+        present = {model for model, _, _ in semi_cells(cells, part)}
+        models = [m for m in semi.MODELS if m in present]  # the models this part has results for
         for model, method, runs in semi_cells(cells, part):
             i, x = semi.METHODS.index(method), models.index(model)
             values = [r["miou"] for r in runs]
