@@ -157,6 +157,7 @@ def soft_plot(cells: dict[str, list[dict]], path: Path) -> Path:
 
 
 SEMI_PARTS = (("points", "20 points/image"), ("few", "dense masks on 2 images + 14 LoveDA and 63 Dubai unlabeled"))
+ABLATION_BASELINE = cell_name("points", "unet-mobilenetv2", "supervised")  # same points, seeds and model
 PSEUDO_SOURCES = ("decoder", "sgc", "fused", "target")
 
 
@@ -224,7 +225,7 @@ def semi_ablation(cells: dict[str, list[dict]]) -> str:
     rows = ablation_rows(cells)
     if not rows:
         return "(no ablation results yet)"
-    supervised, default = cell_name("points", "unet-mobilenetv2", "supervised"), ablation_name("fused", 0.5)
+    supervised, default = ABLATION_BASELINE, ablation_name("fused", 0.5)
     lines = ["| trained on | T | mIoU (mean ± std) | gain over supervised | gain over fused T 0.5 | "
              + " | ".join(f"{s} acc / ECE" for s in PSEUDO_SOURCES) + " | seeds |",
              "|---|---:|---|---:|---:|" + "---:|" * len(PSEUDO_SOURCES) + "---|"]
@@ -240,6 +241,13 @@ def semi_ablation(cells: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def seed_bar(ax, x: float, values: list[float], width: float, **bar_kwargs) -> None:
+    """One bar at ``x``: mean ± std of ``values`` (one per seed), with the seeds as dots."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    ax.bar(x, statistics.mean(values), width, yerr=spread, capsize=3, **bar_kwargs)
+    ax.plot([x] * len(values), values, "k.", ms=4)
+
+
 def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
     """Val mIoU per method (mean ± std over seeds, seeds as dots), one panel per part, one group per model."""
     import matplotlib.pyplot as plt
@@ -247,25 +255,23 @@ def semi_plot(cells: dict[str, list[dict]], path: Path) -> Path:
     from pointseg.report import _save
 
     ablation = ablation_rows(cells)
-    fig, axes = plt.subplots(1, len(SEMI_PARTS) + 2 * bool(ablation), figsize=(4.6 * (len(SEMI_PARTS) + 2), 3.6))
+    panels = len(SEMI_PARTS) + 2 * bool(ablation)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6))
     width = 0.8 / len(semi.METHODS)
     for ax, (part, title) in zip(axes, SEMI_PARTS, strict=False):
-        present = {model for model, _, _ in semi_cells(cells, part)}
-        models = [m for m in semi.MODELS if m in present]  # the models this part has results for
-        for model, method, runs in semi_cells(cells, part):
+        present = semi_cells(cells, part)
+        models = [m for m in semi.MODELS if any(model == m for model, _, _ in present)]  # models with results
+        for model, method, runs in present:
             i, x = semi.METHODS.index(method), models.index(model)
-            values = [r["miou"] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            ax.bar(x + (i - 1) * width, statistics.mean(values), width, yerr=spread, capsize=3, color=f"C{i}",
-                   label=method if x == 0 else None)
-            ax.plot([x + (i - 1) * width] * len(values), values, "k.", ms=4)
+            seed_bar(ax, x + (i - 1) * width, [r["miou"] for r in runs], width, color=f"C{i}",
+                     label=method if x == 0 else None)
         ax.set_xticks(range(len(models)), models)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Val mIoU (mean ± std, dots: seeds)")
     axes[0].legend(fontsize=8)
     if ablation:
-        supervised = [r["miou"] for r in cells.get(cell_name("points", "unet-mobilenetv2", "supervised"), [])]
+        supervised = [r["miou"] for r in cells.get(ABLATION_BASELINE, [])]
         ablation_plot(axes[-2], axes[-1], ablation, statistics.mean(supervised) if supervised else None)
     for ax in axes[1:len(SEMI_PARTS) + 1]:
         ax.sharey(axes[0])
@@ -278,10 +284,7 @@ def ablation_plot(miou_ax, ece_ax, rows: list[tuple[str, float, list[dict]]], su
     actually trained on."""
     labels = [f"{source}\nT {t:g}" for source, t, _ in rows]
     for x, (_, _, runs) in enumerate(rows):
-        values = [r["miou"] for r in runs]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        miou_ax.bar(x, statistics.mean(values), 0.6, yerr=spread, capsize=3, color="C2")
-        miou_ax.plot([x] * len(values), values, "k.", ms=4)
+        seed_bar(miou_ax, x, [r["miou"] for r in runs], 0.6, color="C2")
     if supervised is not None:
         miou_ax.axhline(supervised, color="C0", ls="--", lw=1, label="supervised")
         miou_ax.legend(fontsize=8, loc="lower right")
