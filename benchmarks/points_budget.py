@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from pointseg.build import build_source
-from pointseg.cli import run_evaluation, run_training
 from pointseg.config import load_config
 from pointseg.io import write_json
 from pointseg.points import save_points, simulate
+from pointseg.workflows import run_evaluation, run_training
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("unet-mobilenetv2", "unet-small")

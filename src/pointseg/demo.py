@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pointseg import build
-from pointseg.cli import run_evaluation, run_training
+from pointseg import build, runs
 from pointseg.config import load_config
 from pointseg.evaluate import write_predictions
 from pointseg.io import write_text
 from pointseg.metrics import format_table
 from pointseg.points import save_points, simulate
+from pointseg.workflows import run_evaluation, run_training
 
 
 def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -30,7 +30,7 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     print("[3/4] evaluating on Val at full resolution")
     metrics = run_evaluation(out / "run", data_root, "Val", out / "metrics.json")
     print("[4/4] predicting Val images")
-    model, cfg, classes = build.load_run(out / "run")
+    model, cfg, classes = runs.load_run(out / "run")
     val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"))
     write_predictions(model, val, classes, out / "predictions", amp=cfg["train"]["amp"], limit=predict_images)
     report = out / "REPORT.md"
