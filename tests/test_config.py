@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from pointseg.config import load_config, parse_set
+from pointseg.config import RANGES, default_config, flatten, load_config, load_settings, parse_set, validate
 
 
 def test_set_overrides_are_typed():
@@ -36,3 +38,33 @@ def test_section_cannot_be_replaced_by_a_value():
 def test_wrong_type_is_an_error():
     with pytest.raises(ValueError, match="'train.steps' expects int"):
         load_config(None, ["train.steps=many"])
+
+
+def test_settings_keep_only_the_keys_given():
+    assert load_settings(None, ["train.steps=7", "train.steps=9", "model.name=unet-small"]) == {
+        "train": {"steps": 9}, "model": {"name": "unet-small"}}
+    with pytest.raises(KeyError, match="did you mean 'train.steps'"):
+        load_settings(None, ["train.stepz=1"])
+
+
+def test_every_range_checked_key_exists_and_the_defaults_pass():
+    flat = flatten(default_config())
+    assert set(RANGES) <= set(flat)
+    assert validate(default_config()) == default_config()
+
+
+@pytest.mark.parametrize("item, message", [
+    ("seed=-1", "'seed' must be >= 0"),
+    ("method.threshold=1.5", "'method.threshold' must be >= 0 and <= 1"),
+    ("method.ema_decay=1", "'method.ema_decay' must be >= 0 and < 1"),
+    ("train.batch_size=0", "'train.batch_size' must be >= 1"),
+    ("method.temperature=0", "'method.temperature' must be > 0"),
+])
+def test_out_of_range_values_are_errors(item, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(None, [item])
+
+
+def test_malformed_yaml_in_set_is_an_error_naming_the_item():
+    with pytest.raises(ValueError, match=re.escape("--set 'data.rescale=[1,': the value is not valid YAML")):
+        parse_set("data.rescale=[1,")

@@ -69,15 +69,31 @@ def parse_set(item: str) -> dict:
     if "=" not in item:
         raise ValueError(f"--set expects key=value, got {item!r}")
     key, value = item.split("=", 1)
-    node: Any = yaml.safe_load(value) if value.strip() else None
+    try:
+        node: Any = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"--set {item!r}: the value is not valid YAML ({problem})") from e
     for part in reversed(key.strip().split(".")):
         node = {part: node}
     return node
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Defaults <- YAML file at ``path`` <- each ``key=value`` of ``overrides``, in that order."""
-    cfg = default_config()
+def _deep_update(base: dict, update: dict) -> dict:
+    """``update`` written over a copy of ``base``, section by section (no key checks)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """What the user asked for: the YAML file at ``path``, then each ``key=value`` of ``overrides``.
+
+    Only the keys given, as one nested dict; each key is checked against the defaults (a typo is an error).
+    ``load_config`` puts them over the defaults; a resumed run puts them over the run's saved config.
+    """
+    settings: dict = {}
     if path is not None:
         try:
             user = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -85,9 +101,89 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ValueError(f"{path}: cannot read config ({e})") from e
         if not isinstance(user, dict):
             raise ValueError(f"{path}: a config file must be a mapping of keys to values")
-        cfg = merge(cfg, user)
+        settings = user
     for item in overrides:
-        cfg = merge(cfg, parse_set(item))
+        settings = _deep_update(settings, parse_set(item))
+    merge(default_config(), settings)  # unknown keys and wrong types fail here, naming the key
+    return settings
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults <- YAML file at ``path`` <- each ``key=value`` of ``overrides``, in that order; validated."""
+    return validate(merge(default_config(), load_settings(path, overrides)))
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, prefix + k + "."))
+        else:
+            flat[prefix + k] = v
+    return flat
+
+
+# Allowed values of numeric keys: (low, high, low inclusive, high inclusive); None = unbounded.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "seed": (0, None, True, True),
+    "data.scale": (0, 1, False, True),
+    "data.crop": (1, None, True, True),
+    "data.ignore_index": (0, 255, True, True),
+    "data.cache_max_gb": (0, None, True, True),
+    "loss.gamma": (0, None, True, True),
+    "method.unlabeled_weight": (0, None, True, True),
+    "method.threshold": (0, 1, True, True),
+    "method.cutmix_p": (0, 1, True, True),
+    "method.ema_decay": (0, 1, True, False),
+    "method.feature_dropout": (0, 1, True, False),
+    "method.fp_weight": (0, None, True, True),
+    "method.attention_dim": (1, None, True, True),
+    "method.grid_stride": (1, None, True, True),
+    "method.gamma": (0, 1, True, True),
+    "method.temperature": (0, None, False, True),
+    "method.classifier_weight": (0, None, True, True),
+    "method.sgc_weight": (0, None, True, True),
+    "optim.lr": (0, None, False, True),
+    "optim.weight_decay": (0, None, True, True),
+    "optim.warmup_steps": (0, None, True, True),
+    "train.steps": (1, None, True, True),
+    "train.batch_size": (1, None, True, True),
+    "train.unlabeled_batch_size": (1, None, True, True),
+    "train.threads": (0, None, True, True),
+    "train.num_workers": (0, None, True, True),
+    "train.log_every": (1, None, True, True),
+    "train.checkpoint_every": (1, None, True, True),
+}
+
+
+def _bounds(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f">{'=' if low_in else ''} {low:g}")
+    if high is not None:
+        parts.append(f"<{'=' if high_in else ''} {high:g}")
+    return " and ".join(parts)
+
+
+def validate(cfg: dict) -> dict:
+    """Check every numeric key against ``RANGES`` and list-valued keys; returns ``cfg`` unchanged."""
+    flat = flatten(cfg)
+    for key, (low, high, low_in, high_in) in RANGES.items():
+        value = flat.get(key)
+        if value is None:
+            continue
+        too_low = low is not None and (value < low if low_in else value <= low)
+        too_high = high is not None and (value > high if high_in else value >= high)
+        if too_low or too_high:
+            raise ValueError(f"config key {key!r} must be {_bounds(low, high, low_in, high_in)}, got {value!r}")
+    rescale = flat["data.rescale"]
+    if not (isinstance(rescale, list) and len(rescale) == 2 and all(isinstance(v, int | float) for v in rescale)
+            and 0 < rescale[0] <= rescale[1]):
+        raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
+    domains = flat["data.domains"]
+    if not (isinstance(domains, list) and domains and all(isinstance(d, str) for d in domains)):
+        raise ValueError(f"config key 'data.domains' must be a list of domain names, e.g. [Rural], got {domains!r}")
     return cfg
 
 
