@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pointseg.data.sources import LoveDA
-from pointseg.points import PointSet, image_rng, load_points, sample_points, save_points, simulate
+from pointseg.points import PointSet, check_against, image_rng, load_points, sample_points, save_points, simulate
 
 IGNORE = 255
 
@@ -97,3 +97,39 @@ def test_simulate_on_dataset_reads_full_resolution_masks(tiny_loveda):
         pts = ps.images[ref.id]
         assert np.array_equal(mask[pts[:, 0], pts[:, 1]], pts[:, 2])
         assert ps.sizes[ref.id] == (64, 64)
+
+
+@pytest.mark.parametrize("images, message", [
+    ([], '"images" must be an object mapping image ids'),
+    ({"img": {"width": 10, "points": []}}, "image 'img': missing 'height' (each image needs height, width and points)"),
+    ({"img": [1, 2]}, "image 'img': expected an object with height, width and points"),
+    ({"img": {"height": 10.0, "width": 10, "points": []}}, "height and width must be positive integers"),
+    ({"img": {"height": 10, "width": 10, "points": [1, 2, 0, 3, 4, 1]}}, "point #0 is 1, not [row, col, class]"),
+    ({"img": {"height": 10, "width": 10, "points": [[1, 2, 0], [1.5, 2, 0]]}}, "point #1 is [1.5, 2, 0]"),
+    ({"img": {"height": 10, "width": 10, "points": [[1, 2, 2.6]]}}, "point #0 is [1, 2, 2.6]"),
+    ({"img": {"height": 10, "width": 10, "points": [[1, 2, True]]}}, "with integer values"),
+    ({"img": {"height": 10, "width": 10, "points": [[1, 2]]}}, "point #0 is [1, 2], not [row, col, class]"),
+    ({"img": {"height": 10, "width": 10, "points": [[1, 2, 0], [3, 3, 1], [1, 2, 1]]}},
+     "pixel (row 1, col 2) is given 2 times (points #0, #2)"),
+])
+def test_malformed_point_files_are_errors_naming_file_image_and_point(tmp_path, images, message):
+    path = write_doc(tmp_path, images)
+    with pytest.raises(ValueError) as e:
+        load_points(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_points_that_do_not_fit_the_dataset_name_the_file(tmp_path, tiny_loveda):
+    source = LoveDA(tiny_loveda, "Train", ("Rural",))
+    ids, sizes = [r.id for r in source.refs], {r.id: (64, 64) for r in source.refs}
+    names = list(source.classes.names)
+    for images, classes, message in [
+        ({"Rural/9": {"height": 64, "width": 64, "points": [[1, 1, 0]]}}, names, "names 1 images not in the dataset"),
+        ({"Rural/0": {"height": 64, "width": 32, "points": [[1, 1, 0]]}}, names, "the image is (64, 64)"),
+        ({"Rural/0": {"height": 64, "width": 64, "points": [[1, 1, 0]]}}, names[::-1], "names and order must match"),
+    ]:
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps({"format": "pointseg.points", "version": 1, "classes": classes, "images": images}))
+        with pytest.raises(ValueError) as e:
+            check_against(load_points(path), ids, sizes, names)
+        assert str(e.value).startswith(f"{path}: ") and message in str(e.value)

@@ -36,12 +36,16 @@ STRATEGIES = ("uniform", "class-balanced")
 
 @dataclass
 class PointSet:
-    """Points per image id: ``(N, 3)`` int arrays of ``(row, col, class)`` plus each image's full size."""
+    """Points per image id: ``(N, 3)`` int arrays of ``(row, col, class)`` plus each image's full size.
+
+    ``path``: the file the points were read from (named in errors), ``None`` for points made in memory.
+    """
 
     classes: list[str]
     images: dict[str, np.ndarray]
     sizes: dict[str, tuple[int, int]]
     meta: dict
+    path: Path | None = None
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.images.values())
@@ -104,27 +108,60 @@ def save_points(path: str | Path, points: PointSet) -> Path:
 
 
 def load_points(path: str | Path) -> PointSet:
-    """Read a point file, checking its format, version and per-point coordinates/classes."""
+    """Read a point file, checking its structure, the integer coordinates and classes of every point, and that
+    no pixel is given twice. Every error names the file (and the image and point)."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read point file ({e})") from e
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path}: not a pointseg point file (missing \"format\": \"{FORMAT}\")")
     if doc.get("version") != VERSION:
         raise ValueError(f"{path}: point file version {doc.get('version')} unsupported (expected {VERSION})")
-    classes = list(doc["classes"])
+    classes = doc.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{path}: \"classes\" must be a non-empty list of class names")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{path}: \"classes\" names a class twice: {classes}")
+    entries = doc.get("images")
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: \"images\" must be an object mapping image ids to "
+                         f"{{\"height\", \"width\", \"points\"}}, got {type(entries).__name__}")
     images, sizes = {}, {}
-    for image_id, entry in doc["images"].items():
-        h, w = int(entry["height"]), int(entry["width"])
-        pts = np.asarray(entry["points"], dtype=np.int64).reshape(-1, 3)
-        _check_points(pts, h, w, len(classes), f"{path}: image {image_id!r}")
-        images[image_id], sizes[image_id] = pts, (h, w)
-    result = PointSet(classes, images, sizes, doc.get("meta", {}))
+    for image_id, entry in entries.items():
+        where = f"{path}: image {image_id!r}"
+        images[image_id], sizes[image_id] = _read_entry(entry, len(classes), where)
+    meta = doc.get("meta", {})
+    result = PointSet(classes, images, sizes, meta if isinstance(meta, dict) else {}, path)
     if len(result) == 0:
         raise ValueError(f"{path}: the point file holds no points")
     return result
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_entry(entry: object, num_classes: int, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(N, 3)`` points and ``(height, width)`` of one image entry; raises ``ValueError`` at ``where``."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected an object with height, width and points, got {entry!r:.60}")
+    missing = [k for k in ("height", "width", "points") if k not in entry]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(repr(k) for k in missing)} (each image needs height, "
+                         "width and points)")
+    h, w, raw = entry["height"], entry["width"], entry["points"]
+    if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+        raise ValueError(f"{where}: height and width must be positive integers, got {h!r} and {w!r}")
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: points must be a list of [row, col, class], got {raw!r:.60}")
+    for i, point in enumerate(raw):
+        if not (isinstance(point, list) and len(point) == 3 and all(_is_int(v) for v in point)):
+            raise ValueError(f"{where}: point #{i} is {point!r:.60}, not [row, col, class] with integer values")
+    pts = np.asarray(raw, dtype=np.int64).reshape(-1, 3)
+    _check_points(pts, h, w, num_classes, where)
+    return pts, (h, w)
 
 
 def _check_points(pts: np.ndarray, height: int, width: int, num_classes: int, where: str) -> None:
@@ -135,17 +172,25 @@ def _check_points(pts: np.ndarray, height: int, width: int, num_classes: int, wh
     unknown = (pts[:, 2] < 0) | (pts[:, 2] >= num_classes)
     if unknown.any():
         raise ValueError(f"{where}: point class {pts[np.argmax(unknown), 2]} is not in 0..{num_classes - 1}")
+    _, first, counts = np.unique(pts[:, :2], axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        i = int(first[np.argmax(counts > 1)])
+        twice = np.flatnonzero((pts[:, :2] == pts[i, :2]).all(1))
+        raise ValueError(f"{where}: pixel (row {pts[i, 0]}, col {pts[i, 1]}) is given {len(twice)} times "
+                         f"(points #{', #'.join(map(str, twice))}); keep one point per pixel")
 
 
 def check_against(points: PointSet, ids: list[str], sizes: dict[str, tuple[int, int]],
                   class_names: list[str]) -> None:
     """Fail clearly if ``points`` do not fit a dataset: unknown image ids, other sizes or other classes."""
+    where = f"{points.path}: " if points.path else ""
     if points.classes != class_names:
-        raise ValueError(f"point classes {points.classes} differ from the dataset's classes {class_names}")
+        raise ValueError(f"{where}point classes {points.classes} differ from the dataset's classes {class_names} "
+                         "(names and order must match)")
     unknown = sorted(set(points.images) - set(ids))
     if unknown:
-        raise ValueError(f"point file names {len(unknown)} images not in the dataset, e.g. {unknown[:3]}")
+        raise ValueError(f"{where}names {len(unknown)} images not in the dataset, e.g. {unknown[:3]}")
     for image_id in points.images:
         if sizes[image_id] != points.sizes[image_id]:
-            raise ValueError(f"image {image_id!r}: point file says size {points.sizes[image_id]}, "
-                             f"image is {sizes[image_id]}")
+            raise ValueError(f"{where}image {image_id!r}: the point file says size {points.sizes[image_id]}, "
+                             f"the image is {sizes[image_id]} (height, width)")
