@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointseg.models.smp_unet import load_encoder_weights, smp_unet
+from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet
 from pointseg.models.unet_small import UNetSmall
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,8 +55,13 @@ class SegmentationModel(nn.Module):
 
 
 def _unet_small(num_classes: int, encoder_weights: str | None = None) -> SegmentationModel:
+    """The small U-Net, trained from scratch. A hub name in ``encoder_weights`` (the default ``imagenet``) is
+    ignored, since no hub has weights for it; a weights file is an error, since it cannot be loaded into it."""
+    if encoder_weights not in (None, "none", "") and is_weights_file(encoder_weights):
+        raise ValueError(f"{encoder_weights}: unet-small has no pretrained encoder to load these weights into; "
+                         "use --set model.encoder_weights=null, or a model with one (e.g. unet-mobilenetv2)")
     if encoder_weights not in (None, "none", ""):
-        raise ValueError("unet-small has no pretrained encoder; leave model.encoder_weights unset")
+        log.info("unet-small trains from scratch: model.encoder_weights=%s ignored", encoder_weights)
     net = UNetSmall(num_classes)
     return SegmentationModel(net, net.size_divisor, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

@@ -71,11 +71,14 @@ class SmpUnet(smp.Unet):
         return self.segmentation_head(self.decoder(features))
 
 
+def is_weights_file(encoder_weights: str) -> bool:
+    """Whether ``encoder_weights`` names a file (by suffix or because it exists) rather than a hub name."""
+    return Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
+
+
 def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None) -> SmpUnet:
     """An smp U-Net. ``encoder_weights``: ``None`` (random), a file path, or an smp hub name like ``imagenet``."""
-    is_file = encoder_weights is not None and (
-        Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
-    )
+    is_file = encoder_weights is not None and is_weights_file(encoder_weights)
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
     try:
         model = SmpUnet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes)
