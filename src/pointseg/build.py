@@ -47,7 +47,9 @@ def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = 
 
 
 def build_cache(cfg: dict, source: Source) -> SampleCache:
-    return SampleCache(source, cfg["data"]["scale"], cfg["data"]["cache_dir"], cfg["labels"]["mode"])
+    data = cfg["data"]
+    return SampleCache(source, data["scale"], data["cache_dir"], cfg["labels"]["mode"],
+                       max_bytes=int(data["cache_max_gb"] * 1e9))
 
 
 def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:

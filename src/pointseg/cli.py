@@ -1,4 +1,4 @@
-"""The ``pointseg`` command line: points simulate, train, evaluate, predict, demo, download."""
+"""The ``pointseg`` command line: points simulate, labels inspect, train, evaluate, predict, cache, download, demo."""
 
 from __future__ import annotations
 
@@ -61,6 +61,29 @@ def cmd_labels_inspect(args: argparse.Namespace) -> list[dict]:
     return reports
 
 
+def cmd_cache(args: argparse.Namespace) -> dict:
+    """Where the decoded-sample cache is and what it holds; ``clear`` empties it (or its older part) first."""
+    import datetime
+
+    from pointseg.data.cache import cache_info, clear_cache, default_cache_dir
+
+    data = load_config(args.config, args.set)["data"]
+    directory = Path(data["cache_dir"]) if data["cache_dir"] else default_cache_dir()
+    if args.cache_command == "clear":
+        samples, size = clear_cache(directory, args.older_than)
+        print(f"removed {samples} samples ({size / 1e9:.2f} GB) from {directory}")
+    info = cache_info(directory)
+
+    def day(t: float | None) -> str:
+        return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    cap = f"cap {data['cache_max_gb']:g} GB (data.cache_max_gb)" if data["cache_max_gb"] else "no cap"
+    print(f"cache: {directory}\n{info['samples']} samples in {info['files']} files, {info['bytes'] / 1e9:.2f} GB; "
+          f"{cap}\nlast used: oldest {day(info['oldest_use'])}, newest {day(info['newest_use'])}"
+          + (f"\n{info['temporary_files']} temporary files of interrupted writes" if info["temporary_files"] else ""))
+    return info
+
+
 def cmd_download(args: argparse.Namespace) -> Path:
     from pointseg.data.download import download_loveda
 
@@ -117,17 +140,27 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="metrics at full label resolution")
-    ev.add_argument("--run", required=True)
+    ev.add_argument("--run", required=True, help="run directory or its model.pt")
     ev.add_argument("--data-root", required=True)
     ev.add_argument("--split", default="Val")
     ev.add_argument("--out", required=True, help="metrics JSON (table and plots are written beside it)")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict masks for a folder of images")
-    pr.add_argument("--run", required=True)
+    pr = sub.add_parser("predict", help="predict masks for a folder of images (unreadable ones are skipped "
+                                        "and listed; exit code 2 if any)")
+    pr.add_argument("--run", required=True, help="run directory or its model.pt")
     pr.add_argument("--input", required=True)
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=cmd_predict)
+
+    cache = sub.add_parser("cache", help="the decoded-sample cache").add_subparsers(dest="cache_command", required=True)
+    info = cache.add_parser("info", help="where the cache is and how big it is")
+    with_config(info)
+    info.set_defaults(func=cmd_cache)
+    clear = cache.add_parser("clear", help="delete cached samples (they are decoded again when needed)")
+    clear.add_argument("--older-than", type=float, metavar="DAYS", help="only samples unused for this many days")
+    with_config(clear)
+    clear.set_defaults(func=cmd_cache)
 
     dl = sub.add_parser("download", help="download LoveDA (needs internet)")
     dl.add_argument("--root", required=True)

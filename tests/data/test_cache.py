@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pointseg.data.cache import SampleCache
+from pointseg.data.cache import SampleCache, cache_entries, cache_info, clear_cache
 from pointseg.data.dataset import TrainDataset, dihedral
 from pointseg.data.sources import LoveDA
+from pointseg.io import TMP_SUFFIX
 from pointseg.points import PointSet
 
 
@@ -124,3 +125,38 @@ def test_unlabeled_images_without_masks_get_ignored_monitoring_masks(tmp_path):
     assert set(UnlabeledDataset(cache, crop=16, with_mask=False)[0]) == {"image", "valid"}
     sample = UnlabeledDataset(cache, crop=16, with_mask=True)[0]  # batched with images that have masks
     assert torch.all(sample["mask"] == 255)
+
+
+def test_a_size_cap_evicts_the_least_recently_used_samples_of_other_runs(source, tmp_path):
+    old = SampleCache(source, 1.0, tmp_path)
+    for i, ref in enumerate(source.refs[:3]):
+        old.full(ref)
+        for f in tmp_path.glob(f"{old._key(ref)}.*"):
+            os.utime(f, (1000 + i, 1000 + i))  # used long ago, sample 0 first
+    per_sample = cache_entries(tmp_path)[0].bytes
+    capped = SampleCache(source, 1.0, tmp_path, max_bytes=3 * per_sample)
+    capped.full(source.refs[1])  # use marks sample 1 as recent
+    capped.full(source.refs[3])  # a fourth sample: over the cap, the least recently used one goes
+    left = {e.key for e in cache_entries(tmp_path)}
+    assert left == {capped._key(r) for r in (source.refs[1], source.refs[2], source.refs[3])}
+
+
+def test_a_cap_never_evicts_what_the_run_itself_uses(source, tmp_path, caplog):
+    cache = SampleCache(source, 1.0, tmp_path, max_bytes=1)
+    arrays = [cache.full(ref)["image"] for ref in source.refs]
+    assert len(cache_entries(tmp_path)) == 4 and all(a.shape == (64, 64, 3) for a in arrays)
+    assert "over its cap" in caplog.text
+
+
+def test_clear_removes_only_cache_entries_and_old_temporaries(source, tmp_path):
+    tmp_path = tmp_path / "cache"
+    SampleCache(source, 0.5, tmp_path).resized(source.refs[0])
+    key = cache_entries(tmp_path)[0].key
+    stale = tmp_path / f".{key}.image.npy.x1{TMP_SUFFIX}.npy"
+    stale.write_bytes(b"killed mid-write")
+    os.utime(stale, (1, 1))
+    (tmp_path / "mine.npy").write_bytes(b"")
+    info = cache_info(tmp_path)
+    assert (info["samples"], info["files"], info["temporary_files"]) == (1, 3, 1)
+    assert clear_cache(tmp_path)[0] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.npy"]

@@ -1,21 +1,32 @@
 """On-disk cache of decoded samples, so training never re-decodes full tiles.
 
 Full-resolution arrays are stored as ``.npy`` and memory-mapped (training cuts windows out of them); the
-whole image resized to the inference scale is stored beside them for evaluation and prediction.
+whole image resized to the inference scale is stored beside them for evaluation and prediction. Every file of
+a sample is named ``<key>.<kind>.npy`` with a 40-hex-digit key; only files named so are counted, evicted
+(least recently used first, beyond a size cap) or cleared (``pointseg cache info`` / ``cache clear``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pointseg.data.sources import SampleRef, Source
-from pointseg.io import atomic_path
+from pointseg.io import TMP_SUFFIX, atomic_path
 from pointseg.labels import MODES, resize_image
+
+log = logging.getLogger(__name__)
+ENTRY = re.compile(r"^(?P<key>[0-9a-f]{40})\.[A-Za-z0-9.+-]+\.npy$")  # <key>.image.npy, <key>.area-0.5.npy, ...
+TEMPORARY = re.compile(r"^\.[0-9a-f]{40}\..*" + re.escape(TMP_SUFFIX) + r"\.npy$")  # left by a killed writer
 
 
 def default_cache_dir() -> Path:
@@ -32,10 +43,12 @@ class SampleCache:
 
     Entries are keyed on file paths, modification times and sizes and on the class table, so a changed file
     or table is never served stale. ``mode`` is the image filter (``area`` = box, ``bilinear`` = triangle).
+    ``max_bytes``: after a new entry is stored, the least recently used samples of the cache directory are
+    evicted until it fits (samples this cache has served are kept; ``None`` or 0: no cap).
     """
 
     def __init__(self, source: Source, scale: float, cache_dir: str | Path | None = None,
-                 mode: str = "bilinear") -> None:
+                 mode: str = "bilinear", max_bytes: int | None = None) -> None:
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
         if mode not in MODES:
@@ -44,6 +57,8 @@ class SampleCache:
         self.scale = scale
         self.mode = mode
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.max_bytes = max_bytes or None
+        self._used: set[str] = set()  # keys served by this cache: recency marked once, never evicted by it
 
     def _key(self, ref: SampleRef) -> str:
         parts: list = [self.source.classes.to_dict()]
@@ -55,15 +70,22 @@ class SampleCache:
 
     def _load(self, path: Path) -> np.ndarray | None:
         try:
-            return np.load(path, mmap_mode="r")
+            array = np.load(path, mmap_mode="r")
         except (OSError, ValueError, EOFError):
             path.unlink(missing_ok=True)  # missing or corrupt: rebuilt by the caller
             return None
+        if path.name not in self._used:
+            self._used.add(path.name)
+            os.utime(path)  # recency for eviction (file systems mounted noatime keep no access times)
+        return array
 
     def _store(self, path: Path, array: np.ndarray) -> np.ndarray:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(array))
+        self._used.add(path.name)
+        if self.max_bytes:
+            evict(self.dir, self.max_bytes, keep={name.split(".", 1)[0] for name in self._used})
         return np.load(path, mmap_mode="r")
 
     def full(self, ref: SampleRef) -> dict[str, np.ndarray]:
@@ -88,3 +110,75 @@ class SampleCache:
         image = self.full(ref)["image"]
         size = scaled_size(image.shape[0], image.shape[1], self.scale)
         return self._store(path, resize_image(np.asarray(image), size, self.mode))
+
+
+@dataclass
+class CacheEntry:
+    """The files of one cached sample, their total size and when any of them was last used."""
+
+    key: str
+    files: list[Path]
+    bytes: int
+    last_used: float
+
+
+def cache_entries(directory: str | Path) -> list[CacheEntry]:
+    """The cached samples in ``directory``, least recently used first."""
+    groups: dict[str, list[Path]] = {}
+    directory = Path(directory)
+    for path in directory.iterdir() if directory.is_dir() else []:
+        match = ENTRY.match(path.name)
+        if match and path.is_file():
+            groups.setdefault(match["key"], []).append(path)
+    entries = []
+    for key, files in groups.items():
+        stats = [f.stat() for f in files]
+        entries.append(CacheEntry(key, files, sum(s.st_size for s in stats), max(s.st_mtime for s in stats)))
+    return sorted(entries, key=lambda e: e.last_used)
+
+
+def evict(directory: str | Path, max_bytes: int, keep: Collection[str] = ()) -> list[CacheEntry]:
+    """Delete least recently used samples (not those in ``keep``) until ``directory`` holds at most ``max_bytes``."""
+    entries = cache_entries(directory)
+    total = sum(e.bytes for e in entries)
+    evicted = []
+    for entry in entries:
+        if total <= max_bytes:
+            break
+        if entry.key in keep:
+            continue
+        for f in entry.files:
+            f.unlink(missing_ok=True)  # a memory map of it elsewhere stays valid until closed
+        total -= entry.bytes
+        evicted.append(entry)
+    if total > max_bytes:
+        log.warning("sample cache %s holds %.1f GB, over its cap of %.1f GB, all of it in use by this run; raise "
+                    "data.cache_max_gb", directory, total / 1e9, max_bytes / 1e9)
+    return evicted
+
+
+def cache_info(directory: str | Path) -> dict:
+    """Where the cache is and what it holds: samples, files, bytes, temporaries, oldest and newest use."""
+    entries = cache_entries(directory)
+    temporaries = [p for p in Path(directory).glob(".*") if TEMPORARY.match(p.name)] if Path(directory).is_dir() else []
+    return {"directory": str(directory), "samples": len(entries), "files": sum(len(e.files) for e in entries),
+            "bytes": sum(e.bytes for e in entries), "temporary_files": len(temporaries),
+            "oldest_use": min((e.last_used for e in entries), default=None),
+            "newest_use": max((e.last_used for e in entries), default=None)}
+
+
+def clear_cache(directory: str | Path, older_than_days: float | None = None) -> tuple[int, int]:
+    """Delete cached samples (only those unused for ``older_than_days``, if given) and stray temporaries.
+
+    Returns the number of samples and bytes deleted. Files not named like cache entries are never touched.
+    """
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else float("inf")
+    removed = [e for e in cache_entries(directory) if e.last_used < cutoff]
+    for entry in removed:
+        for f in entry.files:
+            f.unlink(missing_ok=True)
+    if Path(directory).is_dir():
+        for tmp in Path(directory).glob(".*"):
+            if TEMPORARY.match(tmp.name) and tmp.stat().st_mtime < min(cutoff, time.time() - 3600):
+                tmp.unlink(missing_ok=True)  # an hour old at least: not one being written now
+    return len(removed), sum(e.bytes for e in removed)
