@@ -58,11 +58,15 @@ def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, 
 
 
 def write_predictions(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out_dir: str | Path,
-                      amp: bool = True, limit: int | None = None, progress: bool = True) -> list[Path]:
-    """Write ``<id>.png`` (class indices) and ``<id>_color.png`` (class colours) for each image."""
+                      amp: bool = True, limit: int | None = None, progress: bool = True,
+                      unreadable: list[str] | None = None) -> list[Path]:
+    """Write ``<id>.png`` (class indices) and ``<id>_color.png`` (class colours) for each image.
+
+    ``unreadable``: collect the messages of unreadable images there and go on (default: stop at the first).
+    """
     out_dir = Path(out_dir)
     written = []
-    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress)):
+    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress, unreadable)):
         if limit is not None and i >= limit:
             break
         stem = out_dir / sample["id"]

@@ -40,19 +40,28 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
     return logits
 
 
-def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True
-                ) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(sample, logits)`` per image; logits are ``(C, H, W)`` float32 at full label resolution."""
+def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
+                unreadable: list[str] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(sample, logits)`` per image; logits are ``(C, H, W)`` float32 at full label resolution.
+
+    An unreadable image raises ``ValueError``; given a list ``unreadable``, its message is appended there
+    instead and the image skipped.
+    """
     model.eval()
     for i in tqdm(range(len(dataset)), desc="predict", disable=not progress, leave=False):
-        sample = dataset[i]
-        ref = dataset.refs[i]
-        full = sample["mask"].shape if "mask" in sample else dataset.cache.source.image_size(ref)
+        try:
+            sample = dataset[i]
+            full = sample["mask"].shape if "mask" in sample else dataset.cache.source.image_size(dataset.refs[i])
+        except ValueError as e:
+            if unreadable is None:
+                raise
+            unreadable.append(str(e))
+            continue
         yield sample, predict_logits(model, sample["image"][None], tuple(full), amp)[0].cpu()
 
 
-def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True
-                     ) -> Iterator[tuple[dict, np.ndarray]]:
+def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
+                     unreadable: list[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
     """Yield ``(sample, prediction)`` per image; predictions are ``(H, W)`` uint8 at full label resolution."""
-    for sample, logits in iter_logits(model, dataset, amp, progress):
+    for sample, logits in iter_logits(model, dataset, amp, progress, unreadable):
         yield sample, logits.argmax(0).to(torch.uint8).numpy()
