@@ -22,6 +22,7 @@ from pointseg.build import build_source
 from pointseg.config import load_config
 from pointseg.io import write_json
 from pointseg.points import save_points, simulate
+from pointseg.runs import TrainInputs
 from pointseg.workflows import run_evaluation, run_training
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,7 +56,7 @@ def run_cell(name: str, model: str, per_image: int | None, loss: str, seed: int,
         source = build_source(cfg, args.data_root, "Train")
         points = save_points(work / "points.json", simulate(source, per_image, seed, progress=False))
     t0 = time.perf_counter()
-    run_training(cfg, args.data_root, work / "run", points)
+    run_training(cfg, work / "run", TrainInputs(args.data_root, points))
     train_s = time.perf_counter() - t0
     metrics = run_evaluation(work / "run", args.data_root, "Val", work / "val.json")
     return {"cell": name, "model": model, "points_per_image": per_image, "loss": loss, "seed": seed,

@@ -1,4 +1,7 @@
+import errno
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -136,3 +139,127 @@ def test_points_train_without_masks_on_disk(tmp_path, tiny_loveda, tiny_override
                  *sets]) == 0
     assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "dense"), *sets]) == 2
     assert "no mask" in capsys.readouterr().err
+
+
+def test_the_readme_unet_small_example_runs_with_the_default_encoder_weights(tmp_path, tiny_loveda, tiny_overrides,
+                                                                             capsys):
+    overrides = [o for o in tiny_overrides if not o.startswith("model.")]  # encoder_weights stays 'imagenet'
+    args = ["train", "--data-root", str(tiny_loveda), *[a for o in overrides for a in ("--set", o)],
+            "--set", "model.name=unet-small"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    weights = tmp_path / "enc.pth"
+    weights.write_bytes(b"")
+    assert main([*args, "--out", str(tmp_path / "r2"), "--set", f"model.encoder_weights={weights}"]) == 2
+    assert "unet-small has no pretrained encoder to load these weights into" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.steps=0", "'train.steps' must be >= 1, got 0"),
+    ("train.steps=-3", "'train.steps' must be >= 1"),
+    ("train.log_every=0", "'train.log_every' must be >= 1"),
+    ("data.scale=1.5", "'data.scale' must be > 0 and <= 1"),
+    ("optim.lr=0", "'optim.lr' must be > 0"),
+    ("data.rescale=[1,", "not valid YAML"),
+    ("data.rescale=[2, 1]", "'data.rescale' must be [low, high]"),
+    ("data.domains=Rural", "'data.domains' must be a list"),
+])
+def test_settings_out_of_range_are_errors_before_any_work(tmp_path, tiny_loveda, capsys, setting, message):
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unwritable_out_is_an_error_before_any_work(tmp_path, tiny_loveda, tiny_overrides, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(blocker / "run"), *sets]) == 2
+    assert f"{blocker / 'run'}: cannot write here ({blocker} is not a directory)" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
+
+    import pointseg.workflows
+
+    monkeypatch.setattr(pointseg.workflows, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
+    monkeypatch.setattr(pointseg.workflows, "write_predictions", lambda *a, **k: pytest.fail("predicted first"))
+    for command in (["evaluate", "--data-root", str(tiny_loveda), "--out", str(blocker / "val.json")],
+                    ["predict", "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
+                     "--out", str(blocker / "preds")]):
+        assert main([command[0], "--run", str(run), *command[1:]]) == 2
+        assert "is not a directory" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere; a read-only folder stops everyone else
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["train", "--data-root", str(tiny_loveda), "--out", str(locked / "run"), *sets]) == 2
+        assert "cannot write here (Permission denied)" in capsys.readouterr().err
+
+
+def test_os_errors_are_reported_with_file_and_reason(tmp_path, tiny_loveda, tiny_overrides, capsys, monkeypatch):
+    import pointseg.runs
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pointseg.runs, "write_text", disk_full)
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"), *sets]) == 2
+    assert f"{tmp_path / 'r' / 'config.yaml'}: No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_and_predict_need_only_the_model_file(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
+    (run / "config.yaml").unlink()
+
+    def evaluate(model, name):
+        return main(["evaluate", "--run", str(model), "--data-root", str(tiny_loveda), "--out", str(tmp_path / name)])
+
+    assert evaluate(run, "v.json") == 0 and evaluate(run / "model.pt", "w.json") == 0
+    assert json.loads((tmp_path / "v.json").read_text()) == json.loads((tmp_path / "w.json").read_text())
+    (run / "model.pt").write_bytes(b"not a model")
+    assert evaluate(run, "x.json") == 2
+    assert "model.pt: not a readable pointseg model" in capsys.readouterr().err
+    assert evaluate(tmp_path, "x.json") == 2
+    assert "no trained model here" in capsys.readouterr().err
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "root.txt").write_text("")
+    assert main(["points", "simulate", "--data-root", str(tmp_path / "root.txt"), "--per-image", "3",
+                 "--out", str(tmp_path / "p.json")]) == 2
+    assert "root.txt: the data root is a file, not a directory" in capsys.readouterr().err
+
+
+def test_predict_skips_unreadable_images_and_lists_them(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
+    images = tmp_path / "images"
+    shutil.copytree(tiny_loveda / "Val" / "Rural" / "images_png", images)
+    (images / "0-broken.png").write_bytes(b"\x89PNG truncated")  # sorts first: the images after it still run
+    (images / "9-empty.jpg").write_bytes(b"")
+    out = tmp_path / "preds"
+    assert main(["predict", "--run", str(run), "--input", str(images), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 4 images could not be read and were skipped" in err and "0-broken.png: unreadable image" in err
+    assert sorted(p.name for p in out.glob("*.png")) == ["4.png", "4_color.png", "5.png", "5_color.png"]
+    listed = (out / "unreadable.txt").read_text().splitlines()
+    assert len(listed) == 2 and listed[1].startswith(str(images / "9-empty.jpg"))
+
+
+def test_cache_info_and_clear(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "run"), *sets]) == 0
+    capsys.readouterr()
+    cache = ["--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    (tmp_path / "cache" / "notes.npy").write_bytes(b"not ours")
+    assert main(["cache", "info", *cache]) == 0
+    out = capsys.readouterr().out
+    assert f"cache: {tmp_path / 'cache'}" in out and "4 samples in 8 files" in out
+    assert main(["cache", "clear", "--older-than", "1", *cache]) == 0
+    assert "removed 0 samples" in capsys.readouterr().out
+    assert main(["cache", "clear", *cache]) == 0
+    assert "removed 4 samples" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["notes.npy"], "only cache entries are removed"

@@ -1,31 +1,56 @@
 import json
 
+import numpy as np
+import pytest
 import torch
 
 from pointseg.data.cache import SampleCache
 from pointseg.data.dataset import TrainDataset
 from pointseg.data.sources import LoveDA
+from pointseg.io import TMP_SUFFIX
 from pointseg.losses import SoftCrossEntropy
 from pointseg.methods import Supervised
 from pointseg.models import build_model
-from pointseg.train import _batches, train, warmup_cosine
+from pointseg.train import StepBatches, load_checkpoint, seed_everything, step_batches, train, warmup_cosine
 
 
-def run(tmp_path, tiny_loveda, steps, resume=False, seed=0):
+class Stop(Exception):
+    """Raised from ``on_step`` to stop a run the way a crash would."""
+
+
+def dataset(tmp_path, tiny_loveda):
     source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    ds = TrainDataset(SampleCache(source, 1.0, tmp_path / "cache"), crop=32, num_classes=7)
-    torch.manual_seed(seed)
+    return TrainDataset(SampleCache(source, 1.0, tmp_path / "cache"), crop=32, num_classes=7)
+
+
+def run(run_dir, ds, steps, seed=0, stop_at=None, resume=False, log_every=1, checkpoint_every=2):
+    seed_everything(seed)
     model = build_model("unet-small", 7)
-    train(model, ds, Supervised(SoftCrossEntropy()), tmp_path / "run", steps=steps, batch_size=2, lr=1e-3,
-          warmup_steps=1, amp=False, log_every=1, checkpoint_every=2, resume=resume, progress=False, seed=seed)
+
+    def on_step(step):
+        if step == stop_at:
+            raise Stop
+
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
+    train(model, ds, Supervised(SoftCrossEntropy()), run_dir, steps=steps, batch_size=2, lr=1e-3, warmup_steps=1,
+          amp=False, log_every=log_every, checkpoint_every=checkpoint_every, checkpoint=checkpoint, progress=False,
+          seed=seed, on_step=on_step)
     return model
 
 
+def losses(run_dir):
+    return [(x["step"], x["loss"]) for x in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
 def test_training_logs_and_checkpoints(tmp_path, tiny_loveda):
-    run(tmp_path, tiny_loveda, steps=3)
+    run(tmp_path / "run", dataset(tmp_path, tiny_loveda), steps=3)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3] and all(x["loss"] > 0 for x in lines)
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 3
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 3
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*")), "no temporary files left behind"
 
 
@@ -43,30 +68,64 @@ class CountingMethod(Supervised):
 
 
 def test_logs_are_averaged_over_each_logging_interval(tmp_path, tiny_loveda):
-    ds = TrainDataset(SampleCache(LoveDA(tiny_loveda, "Train", ("Rural",)), 1.0, tmp_path / "cache"), crop=32,
-                      num_classes=7)
-    train(build_model("unet-small", 7), ds, CountingMethod(), tmp_path / "run", steps=5, batch_size=2, lr=1e-3,
-          amp=False, log_every=2, progress=False)
+    train(build_model("unet-small", 7), dataset(tmp_path, tiny_loveda), CountingMethod(), tmp_path / "run", steps=5,
+          batch_size=2, lr=1e-3, amp=False, log_every=2, progress=False)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["step"], x["calls"]) for x in lines] == [(2, 1.5), (4, 3.5), (5, 5.0)]
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_loveda):
-    run(tmp_path, tiny_loveda, steps=2)
-    first = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
-    model = run(tmp_path, tiny_loveda, steps=4, resume=True)
-    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4], "resumed run logs steps 3 and 4 only"
-    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
-    assert last["step"] == 4 and last["scheduler"]["last_epoch"] == 4
-    changed = any(not torch.equal(first["model"][k], v) for k, v in model.state_dict().items())
-    assert changed
+@pytest.mark.parametrize("log_every, checkpoint_every, stop_at", [
+    (1, 2, 3),  # step 3 was logged after the checkpoint at 2: dropped, then logged again
+    (3, 2, 5),  # the checkpoint at 4 holds step 4 of the interval logged at 6
+    (2, 5, 7),  # both: step 6 logged past the checkpoint at 5, which holds half an interval
+])
+def test_a_stopped_run_resumed_equals_the_run_never_stopped(tmp_path, tiny_loveda, log_every, checkpoint_every,
+                                                            stop_at):
+    ds = dataset(tmp_path, tiny_loveda)
+    whole = run(tmp_path / "whole", ds, steps=8, log_every=log_every, checkpoint_every=checkpoint_every)
+    with pytest.raises(Stop):
+        run(tmp_path / "cut", ds, steps=8, stop_at=stop_at, log_every=log_every, checkpoint_every=checkpoint_every)
+    resumed = run(tmp_path / "cut", ds, steps=8, resume=True, log_every=log_every, checkpoint_every=checkpoint_every)
+    assert same_weights(resumed, whole), "bit for bit the same weights"
+    assert losses(tmp_path / "cut") == losses(tmp_path / "whole"), "each step logged once, with the same loss"
 
 
-def test_same_seed_same_model(tmp_path, tiny_loveda):
-    a = run(tmp_path / "a", tiny_loveda, steps=2)
-    b = run(tmp_path / "b", tiny_loveda, steps=2)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+def test_a_checkpoint_holds_every_generator_and_the_partial_log_interval(tmp_path, tiny_loveda):
+    run(tmp_path / "run", dataset(tmp_path, tiny_loveda), steps=3, log_every=2, checkpoint_every=3)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert set(state) >= {"model", "method", "optimizer", "scheduler", "step", "interval"}
+    assert state["interval"]["images"] == 0 and state["scheduler"]["last_epoch"] == 3
+
+
+def test_a_stray_temporary_checkpoint_is_removed_on_resume(tmp_path, tiny_loveda):
+    ds = dataset(tmp_path, tiny_loveda)
+    run(tmp_path / "run", ds, steps=2)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    stray = ckpt.parent / f".{ckpt.name}.k9x2{TMP_SUFFIX}{ckpt.suffix}"  # as atomic_path names it
+    stray.write_bytes(b"half a checkpoint")  # a process killed while saving leaves its temporary
+    run(tmp_path / "run", ds, steps=3, resume=True)
+    assert not stray.exists() and not list(ckpt.parent.glob(".*"))
+
+
+def test_an_old_or_broken_checkpoint_is_an_error(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"step": 3, "rng": torch.get_rng_state()}, path)
+    with pytest.raises(ValueError, match="older pointseg"):
+        load_checkpoint(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, tiny_loveda):
+    ds = dataset(tmp_path, tiny_loveda)
+    a = run(tmp_path / "a", ds, steps=3)
+    torch.rand(100)  # whatever ran before in the process
+    b = run(tmp_path / "b", ds, steps=3)
+    c = run(tmp_path / "c", ds, steps=3, seed=1)
+    assert same_weights(a, b) and losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert not same_weights(a, c)
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -75,15 +134,31 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_a_dataset_smaller_than_a_batch_fills_every_batch():
-    dataset = [{"i": torch.tensor(i)} for i in range(2)]
-    batches = _batches(dataset, batch_size=8, num_workers=0, generator=torch.Generator().manual_seed(0))
-    drawn = [next(batches)["i"] for _ in range(3)]
+    batches = iter(StepBatches(2, batch_size=8, seed=0))
+    drawn = [[i for i, _ in next(batches)] for _ in range(3)]
     assert [len(b) for b in drawn] == [8, 8, 8]
-    assert set(torch.cat(drawn).tolist()) == {0, 1}
+    assert set(sum(drawn, [])) == {0, 1}
 
 
 def test_a_large_dataset_is_one_permutation_per_epoch():
-    dataset = [{"i": torch.tensor(i)} for i in range(10)]
-    batches = _batches(dataset, batch_size=5, num_workers=0, generator=torch.Generator().manual_seed(0))
-    epoch = torch.cat([next(batches)["i"] for _ in range(2)])
-    assert sorted(epoch.tolist()) == list(range(10))
+    sampler = StepBatches(10, batch_size=4, seed=0)  # 2 batches per epoch, the last 2 samples of each dropped
+    epochs = [np.concatenate([sampler.indices(2 * e), sampler.indices(2 * e + 1)]) for e in range(3)]
+    assert all(len(set(e.tolist())) == 8 for e in epochs)
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_the_batches_of_a_step_are_a_function_of_seed_and_step_alone():
+    from_start = iter(StepBatches(10, batch_size=3, seed=5))
+    batches = [next(from_start) for _ in range(7)]
+    assert next(iter(StepBatches(10, batch_size=3, seed=5, start=4))) == batches[4]
+    assert len({key for batch in batches for _, key in batch}) == 21, "each item has its own random key"
+    assert next(iter(StepBatches(10, batch_size=3, seed=6))) != batches[0]
+
+
+def test_loader_workers_give_the_batches_of_the_main_process(tmp_path, tiny_loveda):
+    ds = dataset(tmp_path, tiny_loveda)
+    main = step_batches(ds, 2, seed=3, start=1)
+    workers = step_batches(ds, 2, seed=3, start=1, num_workers=2)
+    for _ in range(2):
+        a, b = next(main), next(workers)
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset
 
 from pointseg.data.cache import SampleCache
 from pointseg.data.classes import ClassTable
-from pointseg.data.dataset import EvalDataset, TrainDataset, UnlabeledDataset
+from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
 from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
 from pointseg.losses import build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment
@@ -35,6 +34,8 @@ def build_classes(cfg: dict) -> ClassTable:
 def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = True) -> Source:
     """The samples of ``split`` under ``root`` (for ``folder`` data, ``split`` is a sub-folder if it exists)."""
     data, root = cfg["data"], Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root}: the data root is a file, not a directory (give the folder that holds {split}/)")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root not found")
     if data["format"] == "loveda":
@@ -95,12 +96,12 @@ def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Metho
 
 
 def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None
-                            ) -> ConcatDataset:
+                            ) -> ConcatSamples:
     """Unlabeled training windows from every source (masks, where present, only for monitoring; ``tags``:
     image-level labels per image id)."""
     data = cfg["data"]
     with_mask = any(r.mask is not None for s in sources for r in s.refs)  # same keys in every batch
-    return ConcatDataset([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
+    return ConcatSamples([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
                                            data["ignore_index"], tags) for s in sources])
 
 

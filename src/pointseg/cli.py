@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from pointseg import build
-from pointseg.config import load_config
+from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, save_points, simulate
+from pointseg.runs import TrainInputs
 from pointseg.workflows import run_evaluation, run_prediction, run_training
 
 log = logging.getLogger("pointseg")
@@ -25,9 +26,8 @@ def cmd_points_simulate(args: argparse.Namespace) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
-    cfg = load_config(args.config, args.set)
-    path = run_training(cfg, args.data_root, args.out, args.points, args.resume, sys.argv, args.labeled,
-                        args.unlabeled, args.tags)
+    inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags)
+    path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
     print(f"trained model saved to {path}")
     return path
 
@@ -39,8 +39,13 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
-    written = run_prediction(args.run, args.input, args.out)
+    written, unreadable = run_prediction(args.run, args.input, args.out)
     print(f"wrote {len(written) // 2} masks (index and colour PNGs) to {args.out}")
+    if unreadable:
+        for message in unreadable:
+            print(f"pointseg: skipped: {message}", file=sys.stderr)
+        raise ValueError(f"{len(unreadable)} of {len(written) // 2 + len(unreadable)} images could not be read and "
+                         f"were skipped (listed in {Path(args.out) / 'unreadable.txt'})")
     return written
 
 
@@ -128,10 +133,11 @@ def parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
-    tr.add_argument("--data-root", required=True)
+    tr.add_argument("--data-root", help="dataset root (required for a new run; a resumed run keeps its own)")
     tr.add_argument("--points", help="point-label file (default: train on dense masks)")
     tr.add_argument("--out", required=True, help="run directory")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint, on the inputs it was started with")
     tr.add_argument("--labeled", help="file of sample ids to take labels from; the rest of the split is unlabeled")
     tr.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                     help="folder of unlabeled images (repeatable); used by methods such as fixmatch and pseudoseg")
@@ -179,16 +185,27 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = ["pointseg", *argv] if argv is not None else sys.argv  # recorded with each training run
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        print("pointseg: interrupted (a training run that reached a checkpoint continues with --resume)",
+              file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError, RuntimeError, FloatingPointError) as e:
         if args.verbose:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"pointseg: error: {msg}", file=sys.stderr)
+        print(f"pointseg: error: {error_message(e)}", file=sys.stderr)
         return 2
     return 0
+
+
+def error_message(e: BaseException) -> str:
+    """``<file>: <reason>`` for OS errors (permission, disk full, ...), the message itself otherwise."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 if __name__ == "__main__":

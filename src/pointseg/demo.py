@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pointseg import build, runs
-from pointseg.config import load_config
+from pointseg.config import load_config, load_settings
 from pointseg.evaluate import write_predictions
 from pointseg.io import write_text
 from pointseg.metrics import format_table
 from pointseg.points import save_points, simulate
+from pointseg.runs import TrainInputs
 from pointseg.workflows import run_evaluation, run_training
 
 
@@ -26,7 +27,8 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     source = build.build_source(cfg, data_root, cfg["data"]["train_split"])
     points_path = save_points(out / "points.json", simulate(source, per_image, cfg["seed"]))
     print(f"[2/4] training {cfg['model']['name']} for {cfg['train']['steps']} steps")
-    run_training(cfg, data_root, out / "run", points_path, resume=(out / "run" / "config.yaml").exists())
+    run_training(load_settings(None, overrides), out / "run", TrainInputs(data_root, points_path),
+                 resume=(out / "run" / "config.yaml").exists())
     print("[3/4] evaluating on Val at full resolution")
     metrics = run_evaluation(out / "run", data_root, "Val", out / "metrics.json")
     print("[4/4] predicting Val images")

@@ -31,6 +31,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def check_writable(directory: str | os.PathLike) -> None:
+    """Fail early, before any work, if ``directory`` cannot be created or written (nothing is left behind).
+
+    Raises:
+        ValueError: naming the directory and the reason (read-only, not a directory, no permission, ...).
+    """
+    directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{directory}: cannot write here ({existing} is not a directory)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"{directory}: cannot write here ({e.strerror or e})") from e
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` and atomically rename the result to ``path``."""
     with atomic_path(path) as tmp:
@@ -52,3 +71,33 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files ``atomic_path(path)`` leaves when its process is killed mid-write."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*{TMP_SUFFIX}{path.suffix}")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def truncate_jsonl(path: str | os.PathLike, key: str, last: int) -> None:
+    """Keep the lines of a JSON-lines file whose ``key`` is at most ``last``; drop a torn (unparsable) line.
+
+    A run resumed from step ``last`` logs the steps after it again, so they must not stay twice.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get(key, last + 1) <= last:
+            kept.append(line)
+    if kept != lines:
+        write_text(path, "".join(line + "\n" for line in kept))

@@ -1,22 +1,148 @@
-"""The run store: what a run directory holds and how a finished run is loaded back.
+"""The run store: what a run directory holds, how a run starts and resumes, and how a finished run is loaded.
 
-A run directory holds ``config.yaml`` (resolved config), ``run.json`` (git commit, versions, command),
+A run directory holds ``config.yaml`` (the resolved config), ``run.json`` (the inputs the run trains on and
+one record per invocation: command, start time, step it started from, git commit, versions),
 ``metrics.jsonl``, ``checkpoints/last.pt`` and, once training has finished, ``model.pt``.
+
+A run is created only after its set-up has succeeded, and a new run that fails before its first checkpoint
+is removed, so a retry is never refused. A resumed run keeps its config (only ``RESUMABLE`` keys may change)
+and its inputs: the data root by path, point / id / tag files by path and SHA-256.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 from pointseg import __version__
 from pointseg.build import build_model_from_config
-from pointseg.config import default_config, dump_config, merge
+from pointseg.config import default_config, dump_config, flatten, merge, validate
 from pointseg.data.classes import ClassTable
-from pointseg.io import atomic_path, write_json, write_text
+from pointseg.io import atomic_path, check_writable, write_json, write_text
 from pointseg.models import SegmentationModel
+from pointseg.train import pick_device
+
+CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
+    "config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "model.pt", ".lock")
+# Keys a resumed run may change: how long it trains and where/how fast it runs, never what it learns per step.
+RESUMABLE = ("train.steps", "train.device", "train.threads", "train.num_workers", "train.log_every",
+             "train.checkpoint_every", "data.cache_dir", "data.cache_max_gb")
+FILE_INPUTS = {"points": "--points", "labeled": "--labeled", "tags": "--tags"}
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a run trains on, as given on the command line (paths). On ``--resume`` an input left out
+    (``None``, or no ``unlabeled`` folders) means "as the run recorded it"."""
+
+    data_root: str | Path | None = None
+    points: str | Path | None = None
+    labeled: str | Path | None = None
+    unlabeled: tuple[str | Path, ...] = field(default_factory=tuple)
+    tags: str | Path | None = None
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_inputs(inputs: TrainInputs) -> dict[str, Any]:
+    """The inputs as stored in ``run.json``: absolute paths, and a SHA-256 for each file."""
+    record: dict[str, Any] = {"data_root": str(Path(inputs.data_root).resolve()) if inputs.data_root else None,
+                              "unlabeled": [str(Path(d).resolve()) for d in inputs.unlabeled]}
+    for name in FILE_INPUTS:
+        path = getattr(inputs, name)
+        record[name] = {"path": str(Path(path).resolve()), "sha256": sha256(path)} if path else None
+    return record
+
+
+def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -> TrainInputs:
+    """The recorded inputs of a run; an input given again must be the same path, and files must be unchanged."""
+    def same(name: str, flag: str, recorded_path: str | None, given_path: str | Path | None) -> None:
+        if given_path is not None and (recorded_path is None or Path(given_path).resolve() != Path(recorded_path)):
+            raise ValueError(f"{run_dir}: the run was started with {flag} {recorded_path or '(none)'}; "
+                             f"{flag} {given_path} differs. A resumed run keeps its inputs: leave {flag} out, or "
+                             "start a new run in another --out")
+
+    same("data_root", "--data-root", recorded["data_root"], given.data_root)
+    if given.unlabeled and [str(Path(d).resolve()) for d in given.unlabeled] != recorded["unlabeled"]:
+        raise ValueError(f"{run_dir}: the run was started with --unlabeled {recorded['unlabeled'] or '(none)'}; "
+                         f"{list(map(str, given.unlabeled))} differs. A resumed run keeps its inputs")
+    files: dict[str, str | None] = {}
+    for name, flag in FILE_INPUTS.items():
+        entry = recorded[name]
+        same(name, flag, entry and entry["path"], getattr(given, name))
+        files[name] = entry and entry["path"]
+        if entry is None:
+            continue
+        if not Path(entry["path"]).is_file():
+            raise FileNotFoundError(f"{entry['path']}: not found; the run in {run_dir} was started with it ({flag})")
+        digest = sha256(entry["path"])
+        if digest != entry["sha256"]:
+            raise ValueError(f"{entry['path']}: changed since the run in {run_dir} started (SHA-256 "
+                             f"{entry['sha256'][:12]} -> {digest[:12]}); a resumed run trains on the same inputs. "
+                             "Restore the file or start a new run in another --out")
+    return TrainInputs(recorded["data_root"], files["points"], files["labeled"], tuple(recorded["unlabeled"]),
+                       files["tags"])
+
+
+def resume_config(run_dir: Path, settings: dict) -> dict:
+    """The saved config of the run in ``run_dir`` with ``settings`` over it; only ``RESUMABLE`` keys may differ."""
+    try:
+        saved = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{run_dir / CONFIG}: cannot read the run's config ({e})") from e
+    base = merge(default_config(), saved)  # keys added since the run started get their defaults
+    cfg = validate(merge(base, settings))
+    old, new = flatten(base), flatten(cfg)
+    refused = [k for k in new if new[k] != old[k] and k not in RESUMABLE]
+    if refused:
+        listed = ", ".join(f"{k}={new[k]!r} (the run has {old[k]!r})" for k in refused)
+        raise ValueError(f"{run_dir}: a resumed run keeps its config, but {listed} differ. Only "
+                         f"{', '.join(RESUMABLE)} may change on --resume; start a new run in another --out for others")
+    return cfg
+
+
+def read_info(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / INFO).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{run_dir / INFO}: cannot read the run's record ({e})") from e
+
+
+def prepare_resume(run_dir: Path, settings: dict, given: TrainInputs) -> tuple[dict, TrainInputs]:
+    """Config and inputs of the run to resume in ``run_dir``; an error if there is none or anything differs."""
+    if not (run_dir / CONFIG).exists():
+        raise FileNotFoundError(f"{run_dir}: no run to resume here (no {CONFIG}); check --out, or leave out "
+                                "--resume to start a new run")
+    info = read_info(run_dir)
+    if "inputs" not in info:
+        raise ValueError(f"{run_dir / INFO}: the run was started by an older pointseg that did not record its "
+                         "inputs, so it cannot be resumed exactly; start a new run in another --out")
+    return resume_config(run_dir, settings), resume_inputs(run_dir, info["inputs"], given)
+
+
+def prepare_new(run_dir: Path, settings: dict, given: TrainInputs) -> tuple[dict, TrainInputs]:
+    """Config and inputs of a new run in ``run_dir``; an error if it already holds a run or cannot be written."""
+    if (run_dir / CONFIG).exists():
+        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
+    check_writable(run_dir)
+    return validate(merge(default_config(), settings)), given
 
 
 def git_commit() -> str:
@@ -31,10 +157,66 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_run_info(run_dir: Path, cfg: dict, argv: list[str] | None = None) -> None:
-    write_text(run_dir / "config.yaml", dump_config(cfg))
-    write_json(run_dir / "run.json", {"git_commit": git_commit(), "pointseg_version": __version__,
-                                      "torch_version": torch.__version__, "argv": argv or []})
+def invocation(argv: list[str] | None, from_step: int) -> dict[str, Any]:
+    """One entry of ``run.json``'s ``invocations``: this command and the code that runs it."""
+    return {"argv": argv or [], "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "from_step": from_step, "git_commit": git_commit(), "pointseg_version": __version__,
+            "torch_version": torch.__version__}
+
+
+def start_run(run_dir: Path, cfg: dict, inputs: TrainInputs, argv: list[str] | None) -> bool:
+    """Create the run directory with ``config.yaml`` and ``run.json``; on failure nothing is left behind.
+
+    Returns whether the directory was made here (``discard_run`` then removes it whole).
+    """
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / CONFIG, dump_config(cfg))
+        write_json(run_dir / INFO, {"inputs": record_inputs(inputs), "invocations": [invocation(argv, 0)]})
+    except BaseException:
+        discard_run(run_dir, created)
+        raise
+    return created
+
+
+def record_resume(run_dir: Path, cfg: dict, argv: list[str] | None, from_step: int) -> None:
+    """Append this invocation to ``run.json`` (earlier ones are kept); ``config.yaml`` takes the changed
+    ``RESUMABLE`` keys (e.g. a longer ``train.steps``)."""
+    info = read_info(run_dir)
+    info["invocations"].append(invocation(argv, from_step))
+    write_text(run_dir / CONFIG, dump_config(cfg))
+    write_json(run_dir / INFO, info)
+
+
+def discard_run(run_dir: Path, created: bool) -> None:
+    """Remove a run that never reached a checkpoint: the directory if this process made it, else its files."""
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in (CONFIG, INFO, METRICS, LOCK):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / Path(CHECKPOINT).parent, ignore_errors=True)
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock: a second process training the same run directory is refused, not interleaved."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        yield
+        return
+    with open(run_dir / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"{run_dir}: another pointseg process is training this run; wait for it or stop it "
+                               "first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTable) -> None:
@@ -43,14 +225,30 @@ def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTa
         torch.save({"model": model.state_dict(), "config": cfg, "classes": classes.to_dict()}, tmp)
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[SegmentationModel, dict, ClassTable]:
-    """Model (in eval mode), config and class table of a finished run."""
-    path = Path(run_dir) / "model.pt"
+def model_file(run: str | Path) -> Path:
+    """``model.pt`` of a run directory, or ``run`` itself when it is a model file."""
+    run = Path(run)
+    return run if run.is_file() else run / MODEL
+
+
+def load_run(run: str | Path, device: torch.device | str = "auto") -> tuple[SegmentationModel, dict, ClassTable]:
+    """Model (in eval mode), config and class table of a finished run (its directory or its ``model.pt``).
+
+    Only the model file is read: it holds the config and class table. ``device="auto"``: CUDA when present.
+    """
+    path = model_file(run)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no trained model in this run directory (did training finish?)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+        raise FileNotFoundError(f"{path}: no trained model here (did training finish? --run takes a run directory "
+                                "or its model.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path}: not a readable pointseg model ({e})") from e
+    if not isinstance(state, dict) or not {"model", "config", "classes"} <= state.keys():
+        raise ValueError(f"{path}: not a pointseg model file (expected weights, config and class table)")
     cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
     classes = ClassTable.from_dict(state["classes"])
     model = build_model_from_config(cfg, classes.num_classes, pretrained=False)
     model.load_state_dict(state["model"])
+    device = pick_device(device) if isinstance(device, str) else device
     return model.to(device).eval(), cfg, classes

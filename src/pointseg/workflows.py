@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
+from torch.utils.data import Dataset
 
 from pointseg import build, runs
-from pointseg.config import merge
-from pointseg.data.dataset import EvalDataset
+from pointseg.data.dataset import EvalDataset, TrainDataset
 from pointseg.data.sources import ImageFolder, Source
 from pointseg.evaluate import evaluate, write_predictions
+from pointseg.io import check_writable, write_text
+from pointseg.methods import Method
+from pointseg.models import SegmentationModel
 from pointseg.points import load_points
 from pointseg.report import plot_loss
-from pointseg.train import pick_device, train
+from pointseg.train import load_checkpoint, pick_device, seed_everything, train
+
+log = logging.getLogger(__name__)
 
 
 def read_ids(path: str | Path) -> list[str]:
@@ -29,19 +35,8 @@ def read_ids(path: str | Path) -> list[str]:
     return ids
 
 
-def run_config(cfg: dict, run_dir: Path, resume: bool) -> dict:
-    """The config of a new run, or with ``resume`` the saved one (only ``train.steps`` may change)."""
-    if (run_dir / "config.yaml").exists() and not resume:
-        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --out")
-    if resume and (run_dir / "config.yaml").exists():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        cfg = merge(saved, {"train": {"steps": cfg["train"]["steps"]}})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return cfg
-
-
 def training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids: str | Path | None,
-                     unlabeled_dirs: list[str] | tuple[str, ...]) -> tuple[Source, list[Source]]:
+                     unlabeled_dirs: tuple[str | Path, ...]) -> tuple[Source, list[Source]]:
     """The labeled source and the unlabeled ones: the rest of the split (with ``labeled_ids``) and folders."""
     source = build.build_source(cfg, data_root, cfg["data"]["train_split"], require_masks=dense and not labeled_ids)
     unlabeled: list[Source] = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
@@ -56,57 +51,95 @@ def training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids:
     return source, unlabeled
 
 
-def run_training(cfg: dict, data_root: str | Path, out: str | Path, points_path: str | Path | None = None,
-                 resume: bool = False, argv: list[str] | None = None, labeled_ids: str | Path | None = None,
-                 unlabeled_dirs: list[str] | tuple[str, ...] = (), tags: str | Path | None = None) -> Path:
-    """Train per ``cfg`` into run directory ``out``; returns the path of the saved model.
-
-    ``labeled_ids``: a file of the sample ids whose masks (or points) are used; the other images of the
-    split become unlabeled data. ``unlabeled_dirs``: folders of further unlabeled images. A method that uses
-    unlabeled data and gets none of these learns from the unlabeled pixels of the labeled images. ``tags``:
-    image-level labels of the unlabeled images (CSV ``id,classes``), used by PseudoSeg's Grad-CAMs.
-    """
-    run_dir = Path(out)
-    cfg = run_config(cfg, run_dir, resume)
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
-    source, unlabeled_sources = training_sources(cfg, data_root, points_path is None, labeled_ids, unlabeled_dirs)
-    points = load_points(points_path) if points_path else None
+def build_training(cfg: dict, inputs: runs.TrainInputs
+                   ) -> tuple[Source, TrainDataset, SegmentationModel, Method, Dataset | None]:
+    """The labeled source and dataset, the model (initialised from the run's seed), the method and, for methods
+    that use them, the unlabeled data."""
+    if inputs.data_root is None:
+        raise ValueError("--data-root is required to start a run")
+    source, unlabeled_sources = training_sources(cfg, inputs.data_root, inputs.points is None, inputs.labeled,
+                                                 inputs.unlabeled)
+    points = load_points(inputs.points) if inputs.points else None
     dataset = build.build_train_dataset(cfg, source, points)
+    seed_everything(cfg["seed"])
     model = build.build_model_from_config(cfg, source.classes.num_classes)
     method = build.build_method(cfg, model, source.classes.num_classes)
     unlabeled = None
     if method.uses_unlabeled:
-        image_tags = build.read_tags(tags, list(source.classes.names)) if tags else None
+        image_tags = build.read_tags(inputs.tags, list(source.classes.names)) if inputs.tags else None
         unlabeled = build.build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags)
-    runs.write_run_info(run_dir, cfg, argv)
+    return source, dataset, model, method, unlabeled
+
+
+def run_training(settings: dict, out: str | Path, inputs: runs.TrainInputs, resume: bool = False,
+                 argv: list[str] | None = None, on_step: Callable[[int], None] | None = None) -> Path:
+    """Train into run directory ``out``; returns the path of the saved model.
+
+    ``settings``: the config keys asked for (a whole config, or only the keys to change), put over the defaults
+    for a new run and over the run's saved config with ``resume`` (where only ``runs.RESUMABLE`` keys may
+    differ). ``inputs``: what the run trains on. ``inputs.labeled``: a file of the sample ids whose masks (or
+    points) are used; the other images of the split become unlabeled data. ``inputs.unlabeled``: folders of
+    further unlabeled images. A method that uses unlabeled data and gets none of these learns from the unlabeled
+    pixels of the labeled images. ``inputs.tags``: image-level labels of the unlabeled images (CSV
+    ``id,classes``), used by PseudoSeg's Grad-CAMs. Everything is set up before the run directory is written;
+    a new run that fails before its first checkpoint is removed again.
+    """
+    run_dir = Path(out)
+    prepare = runs.prepare_resume if resume else runs.prepare_new
+    cfg, inputs = prepare(run_dir, settings, inputs)
     t, o = cfg["train"], cfg["optim"]
-    train(model, dataset, method, run_dir, unlabeled=unlabeled, unlabeled_batch_size=t["unlabeled_batch_size"],
-          steps=t["steps"], batch_size=t["batch_size"],
-          lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"],
-          device=pick_device(t["device"]), amp=t["amp"], channels_last=t["channels_last"], seed=cfg["seed"],
-          num_workers=t["num_workers"], log_every=t["log_every"], checkpoint_every=t["checkpoint_every"],
-          resume=resume)
-    runs.save_model(run_dir / "model.pt", model, cfg, source.classes)
-    plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    return run_dir / "model.pt"
+    if t["threads"]:
+        torch.set_num_threads(t["threads"])
+    device = pick_device(t["device"])
+    source, dataset, model, method, unlabeled = build_training(cfg, inputs)
+    checkpoint_path = run_dir / runs.CHECKPOINT
+    checkpoint = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
+    created = False
+    if resume:
+        start = checkpoint["step"] if checkpoint else 0
+        log.info("resuming %s from step %d of %d", run_dir, start, t["steps"])
+        runs.record_resume(run_dir, cfg, argv, start)
+    else:
+        created = runs.start_run(run_dir, cfg, inputs, argv)
+    try:
+        with runs.locked(run_dir):
+            train(model, dataset, method, run_dir, unlabeled=unlabeled,
+                  unlabeled_batch_size=t["unlabeled_batch_size"], steps=t["steps"], batch_size=t["batch_size"],
+                  lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"], device=device,
+                  amp=t["amp"], channels_last=t["channels_last"], seed=cfg["seed"], num_workers=t["num_workers"],
+                  log_every=t["log_every"], checkpoint_every=t["checkpoint_every"], checkpoint=checkpoint,
+                  deterministic=t["deterministic"], on_step=on_step)
+    except BaseException:
+        if not resume and not checkpoint_path.exists():
+            runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
+        raise
+    runs.save_model(run_dir / runs.MODEL, model, cfg, source.classes)
+    plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
+    return run_dir / runs.MODEL
 
 
-def run_evaluation(run_dir: str | Path, data_root: str | Path, split: str, out: str | Path) -> dict:
-    model, cfg, classes = runs.load_run(run_dir, pick_device(cfg_device(run_dir)))
+def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path) -> dict:
+    """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution."""
+    check_writable(Path(out).parent)
+    model, cfg, classes = runs.load_run(run)
     source = build.build_source(cfg, data_root, split)
-    metrics = evaluate(model, build.build_eval_dataset(cfg, source), classes, out, amp=cfg["train"]["amp"])
-    return metrics
+    return evaluate(model, build.build_eval_dataset(cfg, source), classes, out, amp=cfg["train"]["amp"])
 
 
-def cfg_device(run_dir: str | Path) -> str:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["train"]["device"]
+def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
+    """Index and colour PNG masks for every readable image in ``input_dir``.
 
-
-
-
-def run_prediction(run_dir: str | Path, input_dir: str | Path, out: str | Path) -> list[Path]:
-    """Index and colour PNG masks for every image in ``input_dir``; returns the written paths."""
-    model, cfg, classes = runs.load_run(run_dir, pick_device(cfg_device(run_dir)))
+    Unreadable images are skipped, not fatal: returns the written paths and one message per skipped image
+    (``<file>: <reason>``), which are also listed in ``<out>/unreadable.txt``.
+    """
+    check_writable(out)
+    model, cfg, classes = runs.load_run(run)
     dataset = EvalDataset(build.build_cache(cfg, ImageFolder(input_dir, classes)))
-    return write_predictions(model, dataset, classes, out, amp=cfg["train"]["amp"])
+    unreadable: list[str] = []
+    written = write_predictions(model, dataset, classes, out, amp=cfg["train"]["amp"], unreadable=unreadable)
+    listing = Path(out) / "unreadable.txt"
+    if unreadable:
+        write_text(listing, "".join(f"{m}\n" for m in unreadable))
+    else:
+        listing.unlink(missing_ok=True)  # from an earlier prediction into the same folder
+    return written, unreadable

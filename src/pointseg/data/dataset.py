@@ -8,12 +8,13 @@ per-cell proportions and counts. All three label kinds become ``soft_mask`` (C, 
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from pointseg.data.cache import SampleCache
 from pointseg.labels import hard_to_soft, points_to_soft, resize_image, soft_downsample
@@ -39,6 +40,16 @@ def pad_to(array: np.ndarray, side: int, value: int) -> np.ndarray:
         return array
     pad = [(0, max(ph, 0)), (0, max(pw, 0))] + [(0, 0)] * (array.ndim - 2)
     return np.pad(array, pad, constant_values=value)
+
+
+def item_rng(item: int | tuple[int, tuple[int, ...]]) -> tuple[int, np.random.Generator]:
+    """``index`` or ``(index, key)`` -> the index and the generator of that item's crop and flips.
+
+    Training draws ``(index, key)`` items (``train.StepBatches``: ``key`` = (seed, step, slot)), so every random
+    choice of a sample is a function of the run's seed and step; a plain index seeds with the index alone.
+    """
+    index, key = item if isinstance(item, tuple) else (item, (item,))
+    return index, np.random.default_rng(key)
 
 
 def dihedral(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
@@ -106,8 +117,8 @@ class TrainDataset(Dataset):
         window = pad_to(np.array(image[top:top + side, left:left + side]), side, 0)  # copy: memmaps are read-only
         return resize_image(window, (self.crop, self.crop), self.cache.mode), top, left, side
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # follows torch's seeding
+    def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        index, rng = item_rng(item)
         full = self.cache.full(self.refs[index])  # memory-mapped once per sample
         image, top, left, side = self.window(full["image"], rng)
         soft, weight = self.labels(index, full, top, left, side)
@@ -135,8 +146,8 @@ class UnlabeledDataset(TrainDataset):
                 raise ValueError(f"image-level tags missing for {len(missing)} unlabeled images, e.g. {missing[:3]}")
         self.tags = tags
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+    def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        index, rng = item_rng(item)
         full = self.cache.full(self.refs[index])  # memory-mapped once per sample
         image, top, left, side = self.window(full["image"], rng)
         inside = np.zeros((side, side), dtype=np.uint8)
@@ -153,6 +164,18 @@ class UnlabeledDataset(TrainDataset):
         if self.tags is not None:
             sample["tags"] = torch.from_numpy(self.tags[self.refs[index].id]).float()  # (C,) multi-hot
         return sample
+
+
+class ConcatSamples(ConcatDataset):
+    """Datasets one after another, like ``ConcatDataset``; an ``(index, key)`` item keeps its key (``item_rng``)."""
+
+    def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        index, key = item if isinstance(item, tuple) else (item, None)
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        local = index - (self.cumulative_sizes[part - 1] if part else 0)
+        return self.datasets[part][local if key is None else (local, key)]
 
 
 class EvalDataset(Dataset):
