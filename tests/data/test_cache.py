@@ -160,3 +160,35 @@ def test_clear_removes_only_cache_entries_and_old_temporaries(source, tmp_path):
     assert (info["samples"], info["files"], info["temporary_files"]) == (1, 3, 1)
     assert clear_cache(tmp_path)[0] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["mine.npy"]
+
+
+def test_a_miss_never_deletes_the_entry_another_process_stores_meanwhile(source, tmp_path, monkeypatch):
+    writer, reader = SampleCache(source, 1.0, tmp_path), SampleCache(source, 1.0, tmp_path)
+    ref = source.refs[0]
+    real_load = np.load
+
+    def load_then_other_process_stores(path, *args, **kwargs):
+        try:
+            return real_load(path, *args, **kwargs)
+        finally:  # between the reader's failed look-up and what it does next, the writer finishes the entry
+            if str(path).endswith(".image.npy") and not os.path.exists(path):
+                monkeypatch.setattr("pointseg.data.cache.np.load", real_load)
+                writer.full(ref)
+
+    monkeypatch.setattr("pointseg.data.cache.np.load", load_then_other_process_stores)
+    assert reader._load(tmp_path / f"{reader._key(ref)}.image.npy") is None
+    assert (tmp_path / f"{reader._key(ref)}.image.npy").exists(), "the writer's entry survives the reader's miss"
+
+
+def test_a_stored_array_stays_readable_when_another_process_evicts_it_at_once(source, tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def replace_then_evicted(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".image.npy"):
+            os.unlink(dst)  # another process's eviction (or cache clear) right after the rename
+
+    monkeypatch.setattr("pointseg.io.os.replace", replace_then_evicted)
+    image = SampleCache(source, 1.0, tmp_path).full(source.refs[0])["image"]
+    monkeypatch.undo()
+    assert np.array_equal(image, source.read(source.refs[0])["image"])

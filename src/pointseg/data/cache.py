@@ -8,6 +8,7 @@ a sample is named ``<key>.<kind>.npy`` with a 40-hex-digit key; only files named
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -69,24 +70,32 @@ class SampleCache:
         return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def _load(self, path: Path) -> np.ndarray | None:
+        """The memory-mapped array at ``path``; ``None`` if it is missing or corrupt (the caller rebuilds it).
+
+        Nothing is deleted here: another process may store the same entry at any moment, and a corrupt file is
+        replaced atomically by the rebuild.
+        """
         try:
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError, EOFError):
-            path.unlink(missing_ok=True)  # missing or corrupt: rebuilt by the caller
             return None
         if path.name not in self._used:
             self._used.add(path.name)
-            os.utime(path)  # recency for eviction (file systems mounted noatime keep no access times)
+            with contextlib.suppress(FileNotFoundError):  # evicted by another process: the map stays valid
+                os.utime(path)  # recency for eviction (file systems mounted noatime keep no access times)
         return array
 
     def _store(self, path: Path, array: np.ndarray) -> np.ndarray:
+        """Write ``array`` to ``path`` atomically; returns it memory-mapped from the written file itself, so it
+        stays valid whatever other processes later do to ``path``."""
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(array))
+            stored = np.load(tmp, mmap_mode="r")
         self._used.add(path.name)
         if self.max_bytes:
             evict(self.dir, self.max_bytes, keep={name.split(".", 1)[0] for name in self._used})
-        return np.load(path, mmap_mode="r")
+        return stored
 
     def full(self, ref: SampleRef) -> dict[str, np.ndarray]:
         """``image`` (H, W, 3) uint8 and, if the sample has one, ``mask`` (H, W) uint8, memory-mapped."""
@@ -131,9 +140,14 @@ def cache_entries(directory: str | Path) -> list[CacheEntry]:
         if match and path.is_file():
             groups.setdefault(match["key"], []).append(path)
     entries = []
-    for key, files in groups.items():
-        stats = [f.stat() for f in files]
-        entries.append(CacheEntry(key, files, sum(s.st_size for s in stats), max(s.st_mtime for s in stats)))
+    for key, found in groups.items():
+        files, stats = [], []
+        for f in found:
+            with contextlib.suppress(FileNotFoundError):  # removed by another process meanwhile
+                stats.append(f.stat())
+                files.append(f)
+        if files:
+            entries.append(CacheEntry(key, files, sum(s.st_size for s in stats), max(s.st_mtime for s in stats)))
     return sorted(entries, key=lambda e: e.last_used)
 
 
@@ -179,6 +193,7 @@ def clear_cache(directory: str | Path, older_than_days: float | None = None) -> 
             f.unlink(missing_ok=True)
     if Path(directory).is_dir():
         for tmp in Path(directory).glob(".*"):
-            if TEMPORARY.match(tmp.name) and tmp.stat().st_mtime < min(cutoff, time.time() - 3600):
-                tmp.unlink(missing_ok=True)  # an hour old at least: not one being written now
+            with contextlib.suppress(FileNotFoundError):  # finished (renamed) by its writer meanwhile
+                if TEMPORARY.match(tmp.name) and tmp.stat().st_mtime < min(cutoff, time.time() - 3600):
+                    tmp.unlink()  # an hour old at least: not one being written now
     return len(removed), sum(e.bytes for e in removed)
