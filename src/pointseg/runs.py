@@ -73,20 +73,20 @@ def record_inputs(inputs: TrainInputs) -> dict[str, Any]:
 
 def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -> TrainInputs:
     """The recorded inputs of a run; an input given again must be the same path, and files must be unchanged."""
-    def same(name: str, flag: str, recorded_path: str | None, given_path: str | Path | None) -> None:
+    def same(flag: str, recorded_path: str | None, given_path: str | Path | None) -> None:
         if given_path is not None and (recorded_path is None or Path(given_path).resolve() != Path(recorded_path)):
             raise ValueError(f"{run_dir}: the run was started with {flag} {recorded_path or '(none)'}; "
                              f"{flag} {given_path} differs. A resumed run keeps its inputs: leave {flag} out, or "
                              "start a new run in another --out")
 
-    same("data_root", "--data-root", recorded["data_root"], given.data_root)
+    same("--data-root", recorded["data_root"], given.data_root)
     if given.unlabeled and [str(Path(d).resolve()) for d in given.unlabeled] != recorded["unlabeled"]:
         raise ValueError(f"{run_dir}: the run was started with --unlabeled {recorded['unlabeled'] or '(none)'}; "
                          f"{list(map(str, given.unlabeled))} differs. A resumed run keeps its inputs")
     files: dict[str, str | None] = {}
     for name, flag in FILE_INPUTS.items():
         entry = recorded[name]
-        same(name, flag, entry and entry["path"], getattr(given, name))
+        same(flag, entry and entry["path"], getattr(given, name))
         files[name] = entry and entry["path"]
         if entry is None:
             continue

@@ -1,11 +1,12 @@
 """The training loop: explicit, seeded, exactly resumable, with atomic checkpoints and JSON-lines metrics.
 
 A run is a function of its model, data and seed. Each random stream derives from the run's seed
-(``stream_seed``): the method's draws (dropout, strong augmentation, CutMix boxes) from the global torch
-generator seeded at step 0, and the data from ``StepBatches``, where the batch of step ``s`` and every crop
-and flip in it are a pure function of (seed, step). A checkpoint therefore holds the step, the model, method,
-optimiser and schedule, the generators' states and the partial logging interval; resuming from it gives the
-same weights and logged losses, bit for bit on the CPU, as the run that was never stopped.
+(``stream_seed``): the model's initial weights (drawn by the caller, see ``workflows``), the method's draws
+(dropout, strong augmentation, CutMix boxes) from the global torch generator seeded at step 0, and the data from
+``StepBatches``, where the batch of step ``s`` and every crop and flip in it are a pure function of (seed, step).
+A checkpoint therefore holds the step, the model, method, optimiser and schedule, the generators' states and the
+partial logging interval; resuming from it gives the same weights and logged losses, bit for bit on the CPU, as
+the run that was never stopped.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pointseg.methods import Method
 from pointseg.models import SegmentationModel
 from pointseg.points import load_points
 from pointseg.report import plot_loss
-from pointseg.train import load_checkpoint, pick_device, seed_everything, train
+from pointseg.train import load_checkpoint, pick_device, seed_everything, stream_seed, train
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_training(cfg: dict, inputs: runs.TrainInputs
                                                  inputs.unlabeled)
     points = load_points(inputs.points) if inputs.points else None
     dataset = build.build_train_dataset(cfg, source, points)
-    seed_everything(cfg["seed"])
+    seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
     model = build.build_model_from_config(cfg, source.classes.num_classes)
     method = build.build_method(cfg, model, source.classes.num_classes)
     unlabeled = None
