@@ -1,7 +1,9 @@
+import pytest
 import torch
 from torch import nn
 
-from pointseg.inference import predict_logits
+from pointseg.config import load_config
+from pointseg.inference import native_bf16, predict_logits, use_amp
 
 
 class PointwiseModel(nn.Module):
@@ -29,3 +31,17 @@ def test_logits_are_upsampled_to_label_size():
     model = PointwiseModel(8)
     out = predict_logits(model, torch.rand(2, 3, 16, 24), out_size=(32, 48), amp=False)
     assert out.shape == (2, 4, 32, 48) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_auto_amp_uses_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) is native and use_amp("auto", cpu) is native
+    assert use_amp(True, cpu) is True and use_amp(False, cpu) is False
+
+
+def test_amp_setting_is_checked():
+    with pytest.raises(ValueError, match="'train.amp' must be auto, true or false"):
+        load_config(None, ["train.amp=sometimes"])

@@ -112,6 +112,7 @@ def test_resume_without_inputs_keeps_the_points_and_continues_exactly(tmp_path, 
     info = json.loads((tmp_path / "cut" / "run.json").read_text())
     assert [i["from_step"] for i in info["invocations"]] == [0, 4], "each invocation recorded, none overwritten"
     assert info["invocations"][1]["argv"][-1] == "--resume"
+    assert info["invocations"][1]["device"] == "cpu" and info["invocations"][1]["amp"] is False  # tiny runs: fp32
     assert info["inputs"]["points"]["path"] == str(points.resolve())
 
 

@@ -181,6 +181,8 @@ def validate(cfg: dict) -> dict:
     if not (isinstance(rescale, list) and len(rescale) == 2 and all(isinstance(v, int | float) for v in rescale)
             and 0 < rescale[0] <= rescale[1]):
         raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
+    if flat["train.amp"] not in ("auto", True, False):
+        raise ValueError(f"config key 'train.amp' must be auto, true or false, got {flat['train.amp']!r}")
     domains = flat["data.domains"]
     if not (isinstance(domains, list) and domains and all(isinstance(d, str) for d in domains)):
         raise ValueError(f"config key 'data.domains' must be a list of domain names, e.g. [Rural], got {domains!r}")

@@ -11,7 +11,7 @@ from pointseg.io import write_text
 from pointseg.metrics import format_table
 from pointseg.points import save_points, simulate
 from pointseg.runs import TrainInputs
-from pointseg.workflows import run_evaluation, run_training
+from pointseg.workflows import inference_amp, run_evaluation, run_training
 
 
 def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -34,7 +34,8 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     print("[4/4] predicting Val images")
     model, cfg, classes = runs.load_run(out / "run")
     val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"))
-    write_predictions(model, val, classes, out / "predictions", amp=cfg["train"]["amp"], limit=predict_images)
+    write_predictions(model, val, classes, out / "predictions", amp=inference_amp(model, cfg),
+                      limit=predict_images)
     report = out / "REPORT.md"
     write_text(report, "\n".join([
         "# pointseg demo", "",

@@ -18,6 +18,21 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere bf16 is emulated, and autocast is many times slower than float32 (measured on an AVX2-only
+    AMD EPYC: a 3x3 convolution 11x slower, MobileNetV2 U-Net training 12x slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def use_amp(setting: bool | str, device: torch.device) -> bool:
+    """``train.amp``: ``auto`` (bf16 where it is native, see ``native_bf16``), ``true`` or ``false``."""
+    return native_bf16(device) if setting == "auto" else bool(setting)
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[int, int] | None = None,
                    amp: bool = True) -> torch.Tensor:

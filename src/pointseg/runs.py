@@ -157,14 +157,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def invocation(argv: list[str] | None, from_step: int) -> dict[str, Any]:
-    """One entry of ``run.json``'s ``invocations``: this command and the code that runs it."""
+def invocation(argv: list[str] | None, from_step: int, **facts: Any) -> dict[str, Any]:
+    """One entry of ``run.json``'s ``invocations``: this command, the code that runs it and ``facts`` of the
+    machine (e.g. the device and whether bf16 autocast was used)."""
     return {"argv": argv or [], "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "from_step": from_step, "git_commit": git_commit(), "pointseg_version": __version__,
-            "torch_version": torch.__version__}
+            "torch_version": torch.__version__, "threads": torch.get_num_threads(), **facts}
 
 
-def start_run(run_dir: Path, cfg: dict, inputs: TrainInputs, argv: list[str] | None) -> bool:
+def start_run(run_dir: Path, cfg: dict, inputs: TrainInputs, argv: list[str] | None, **facts: Any) -> bool:
     """Create the run directory with ``config.yaml`` and ``run.json``; on failure nothing is left behind.
 
     Returns whether the directory was made here (``discard_run`` then removes it whole).
@@ -173,18 +174,18 @@ def start_run(run_dir: Path, cfg: dict, inputs: TrainInputs, argv: list[str] | N
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / CONFIG, dump_config(cfg))
-        write_json(run_dir / INFO, {"inputs": record_inputs(inputs), "invocations": [invocation(argv, 0)]})
+        write_json(run_dir / INFO, {"inputs": record_inputs(inputs), "invocations": [invocation(argv, 0, **facts)]})
     except BaseException:
         discard_run(run_dir, created)
         raise
     return created
 
 
-def record_resume(run_dir: Path, cfg: dict, argv: list[str] | None, from_step: int) -> None:
+def record_resume(run_dir: Path, cfg: dict, argv: list[str] | None, from_step: int, **facts: Any) -> None:
     """Append this invocation to ``run.json`` (earlier ones are kept); ``config.yaml`` takes the changed
     ``RESUMABLE`` keys (e.g. a longer ``train.steps``)."""
     info = read_info(run_dir)
-    info["invocations"].append(invocation(argv, from_step))
+    info["invocations"].append(invocation(argv, from_step, **facts))
     write_text(run_dir / CONFIG, dump_config(cfg))
     write_json(run_dir / INFO, info)
 

@@ -13,6 +13,7 @@ from pointseg import build, runs
 from pointseg.data.dataset import EvalDataset, TrainDataset
 from pointseg.data.sources import ImageFolder, Source
 from pointseg.evaluate import evaluate, write_predictions
+from pointseg.inference import use_amp
 from pointseg.io import check_writable, write_text
 from pointseg.methods import Method
 from pointseg.models import SegmentationModel
@@ -91,6 +92,7 @@ def run_training(settings: dict, out: str | Path, inputs: runs.TrainInputs, resu
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     device = pick_device(t["device"])
+    amp = use_amp(t["amp"], device)
     source, dataset, model, method, unlabeled = build_training(cfg, inputs)
     checkpoint_path = run_dir / runs.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
@@ -98,15 +100,15 @@ def run_training(settings: dict, out: str | Path, inputs: runs.TrainInputs, resu
     if resume:
         start = checkpoint["step"] if checkpoint else 0
         log.info("resuming %s from step %d of %d", run_dir, start, t["steps"])
-        runs.record_resume(run_dir, cfg, argv, start)
+        runs.record_resume(run_dir, cfg, argv, start, device=str(device), amp=amp)
     else:
-        created = runs.start_run(run_dir, cfg, inputs, argv)
+        created = runs.start_run(run_dir, cfg, inputs, argv, device=str(device), amp=amp)
     try:
         with runs.locked(run_dir):
             train(model, dataset, method, run_dir, unlabeled=unlabeled,
                   unlabeled_batch_size=t["unlabeled_batch_size"], steps=t["steps"], batch_size=t["batch_size"],
                   lr=o["lr"], weight_decay=o["weight_decay"], warmup_steps=o["warmup_steps"], device=device,
-                  amp=t["amp"], channels_last=t["channels_last"], seed=cfg["seed"], num_workers=t["num_workers"],
+                  amp=amp, channels_last=t["channels_last"], seed=cfg["seed"], num_workers=t["num_workers"],
                   log_every=t["log_every"], checkpoint_every=t["checkpoint_every"], checkpoint=checkpoint,
                   deterministic=t["deterministic"], on_step=on_step)
     except BaseException:
@@ -123,7 +125,12 @@ def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str 
     check_writable(Path(out).parent)
     model, cfg, classes = runs.load_run(run)
     source = build.build_source(cfg, data_root, split)
-    return evaluate(model, build.build_eval_dataset(cfg, source), classes, out, amp=cfg["train"]["amp"])
+    return evaluate(model, build.build_eval_dataset(cfg, source), classes, out, amp=inference_amp(model, cfg))
+
+
+def inference_amp(model: SegmentationModel, cfg: dict) -> bool:
+    """bf16 autocast for inference: the run's ``train.amp`` on the device the model is on now."""
+    return use_amp(cfg["train"]["amp"], next(model.parameters()).device)
 
 
 def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
@@ -136,7 +143,7 @@ def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> t
     model, cfg, classes = runs.load_run(run)
     dataset = EvalDataset(build.build_cache(cfg, ImageFolder(input_dir, classes)))
     unreadable: list[str] = []
-    written = write_predictions(model, dataset, classes, out, amp=cfg["train"]["amp"], unreadable=unreadable)
+    written = write_predictions(model, dataset, classes, out, amp=inference_amp(model, cfg), unreadable=unreadable)
     listing = Path(out) / "unreadable.txt"
     if unreadable:
         write_text(listing, "".join(f"{m}\n" for m in unreadable))
