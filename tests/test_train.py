@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointseg.data.cache import SampleCache
+from pointseg.data.cache import CachedSource
 from pointseg.data.dataset import TrainDataset
 from pointseg.data.sources import LoveDA
 from pointseg.io import TMP_SUFFIX
@@ -20,7 +20,7 @@ class Stop(Exception):
 
 def dataset(tmp_path, tiny_loveda):
     source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    return TrainDataset(SampleCache(source, 1.0, tmp_path / "cache"), crop=32, num_classes=7)
+    return TrainDataset(CachedSource(source, tmp_path / "cache"), crop=32, num_classes=7)
 
 
 def run(run_dir, ds, steps, seed=0, stop_at=None, resume=False, log_every=1, checkpoint_every=2):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointseg.data.cache import SampleCache
+from pointseg.data.cache import CachedSource
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
 from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
@@ -47,14 +47,13 @@ def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = 
     return ImageMaskFolder(sub, build_classes(cfg), data["images"], data["masks"], require_masks=require_masks)
 
 
-def build_cache(cfg: dict, source: Source) -> SampleCache:
+def build_cached(cfg: dict, source: Source) -> CachedSource:
+    """``source`` with its decoded samples cached in ``data.cache_dir`` (capped at ``data.cache_max_gb``)."""
     data = cfg["data"]
-    return SampleCache(source, data["scale"], data["cache_dir"], cfg["labels"]["mode"],
-                       max_bytes=int(data["cache_max_gb"] * 1e9))
+    return CachedSource(source, data["cache_dir"], max_bytes=int(data["cache_max_gb"] * 1e9))
 
 
 def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:
-    cache = build_cache(cfg, source)
     if points is None:
         missing = [r.image for r in source.refs if r.mask is None]
         if missing:
@@ -62,15 +61,16 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> T
                              "pass --points, or --labeled with the ids of images that have masks")
     else:
         refs = [r for r in source.refs if r.id in points.images]
-        check_against(points, [r.id for r in source.refs], {r.id: source.image_size(r) for r in refs},
+        check_against(points, [r.id for r in source.refs], {r.id: source.size(r) for r in refs},
                       list(source.classes.names))
-    data = cfg["data"]
-    return TrainDataset(cache, data["crop"], source.classes.num_classes, points, cfg["labels"]["downsample"],
-                        tuple(data["rescale"]), data["ignore_index"])
+    data, labels = cfg["data"], cfg["labels"]
+    return TrainDataset(build_cached(cfg, source), data["crop"], source.classes.num_classes, data["scale"],
+                        labels["mode"], points, labels["downsample"], tuple(data["rescale"]), data["ignore_index"])
 
 
 def build_eval_dataset(cfg: dict, source: Source) -> EvalDataset:
-    return EvalDataset(build_cache(cfg, source))
+    """Whole images at the training resolution (``data.scale``, ``labels.mode`` filter), masks at full resolution."""
+    return EvalDataset(build_cached(cfg, source), cfg["data"]["scale"], cfg["labels"]["mode"])
 
 
 def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True) -> SegmentationModel:
@@ -101,8 +101,9 @@ def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np
     image-level labels per image id)."""
     data = cfg["data"]
     with_mask = any(r.mask is not None for s in sources for r in s.refs)  # same keys in every batch
-    return ConcatSamples([UnlabeledDataset(build_cache(cfg, s), data["crop"], tuple(data["rescale"]), with_mask,
-                                           data["ignore_index"], tags) for s in sources])
+    return ConcatSamples([UnlabeledDataset(build_cached(cfg, s), data["crop"], data["scale"], cfg["labels"]["mode"],
+                                           tuple(data["rescale"]), with_mask, data["ignore_index"], tags)
+                          for s in sources])
 
 
 def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]:

@@ -66,7 +66,7 @@ def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, 
     for i in tqdm(range(len(dataset)), desc="predict", disable=not progress, leave=False):
         try:
             sample = dataset[i]
-            full = sample["mask"].shape if "mask" in sample else dataset.cache.source.image_size(dataset.refs[i])
+            full = sample["mask"].shape if "mask" in sample else dataset.source.size(dataset.refs[i])
         except ValueError as e:
             if unreadable is None:
                 raise

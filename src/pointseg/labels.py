@@ -115,6 +115,11 @@ def points_to_soft(points: np.ndarray, full_size: tuple[int, int], size: tuple[i
     return soft.transpose(2, 0, 1), weight
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Size of a ``height x width`` image resized by ``scale`` (at least 1 pixel each side)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
     """Resize an ``(H, W, 3)`` uint8 image to ``size = (h, w)`` with the filter of ``mode`` (antialiased)."""
     if image.shape[:2] == tuple(size):

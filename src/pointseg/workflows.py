@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pointseg import build, runs
-from pointseg.data.dataset import EvalDataset, TrainDataset
+from pointseg.data.dataset import TrainDataset
 from pointseg.data.sources import ImageFolder, Source
 from pointseg.evaluate import evaluate, write_predictions
 from pointseg.inference import use_amp
@@ -141,7 +141,7 @@ def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> t
     """
     check_writable(out)
     model, cfg, classes = runs.load_run(run)
-    dataset = EvalDataset(build.build_cache(cfg, ImageFolder(input_dir, classes)))
+    dataset = build.build_eval_dataset(cfg, ImageFolder(input_dir, classes))
     unreadable: list[str] = []
     written = write_predictions(model, dataset, classes, out, amp=inference_amp(model, cfg), unreadable=unreadable)
     listing = Path(out) / "unreadable.txt"

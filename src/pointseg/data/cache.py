@@ -1,9 +1,10 @@
 """On-disk cache of decoded samples, so training never re-decodes full tiles.
 
-Full-resolution arrays are stored as ``.npy`` and memory-mapped (training cuts windows out of them); the
-whole image resized to the inference scale is stored beside them for evaluation and prediction. Every file of
-a sample is named ``<key>.<kind>.npy`` with a 40-hex-digit key; only files named so are counted, evicted
-(least recently used first, beyond a size cap) or cleared (``pointseg cache info`` / ``cache clear``).
+``CachedSource`` wraps any source: each array of a decoded sample is stored at full resolution as ``.npy`` and
+memory-mapped, so reading a window costs a slice. Resolution and filters are not the cache's business (the
+datasets resample). Every file of a sample is named ``<key>.<array>.npy`` with a 40-hex-digit key; only files
+named so are counted, evicted (least recently used first, beyond a size cap) or cleared (``pointseg cache info``
+/ ``cache clear``).
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pointseg.data.sources import SampleRef, Source
+from pointseg.data.sources import GeoRef, SampleRef, Source, Window, window_of
 from pointseg.io import TMP_SUFFIX, atomic_path
-from pointseg.labels import MODES, resize_image
 
 log = logging.getLogger(__name__)
-ENTRY = re.compile(r"^(?P<key>[0-9a-f]{40})\.[A-Za-z0-9.+-]+\.npy$")  # <key>.image.npy, <key>.area-0.5.npy, ...
+ENTRY = re.compile(r"^(?P<key>[0-9a-f]{40})\.[A-Za-z0-9.+-]+\.npy$")  # <key>.image.npy, <key>.mask.npy, ...
 TEMPORARY = re.compile(r"^\.[0-9a-f]{40}\..*" + re.escape(TMP_SUFFIX) + r"\.npy$")  # left by a killed writer
 
 
@@ -34,32 +35,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pointseg"
 
 
-def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """Size of a ``height x width`` image resized by ``scale`` (at least 1 pixel each side)."""
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-class SampleCache:
-    """Decoded samples of ``source``: ``full(ref)`` at full resolution, ``resized(ref)`` at ``scale``.
+class CachedSource(Source):
+    """``source`` with its decoded samples kept on disk; reads, sizes and georeferencing as ``source`` gives them.
 
     Entries are keyed on file paths, modification times and sizes and on the class table, so a changed file
-    or table is never served stale. ``mode`` is the image filter (``area`` = box, ``bilinear`` = triangle).
-    ``max_bytes``: after a new entry is stored, the least recently used samples of the cache directory are
-    evicted until it fits (samples this cache has served are kept; ``None`` or 0: no cap).
+    or table is never served stale. ``max_bytes``: after a new entry is stored, the least recently used samples
+    of the cache directory are evicted until it fits (samples this cache has served are kept; ``None`` or 0: no
+    cap). The memory maps of the last ``open_samples`` samples stay open.
     """
 
-    def __init__(self, source: Source, scale: float, cache_dir: str | Path | None = None,
-                 mode: str = "bilinear", max_bytes: int | None = None) -> None:
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale}")
-        if mode not in MODES:
-            raise KeyError(f"unknown resize mode {mode!r}; valid: {list(MODES)}")
+    def __init__(self, source: Source, cache_dir: str | Path | None = None, max_bytes: int | None = None,
+                 open_samples: int = 64) -> None:
+        super().__init__(source.refs, source.classes, source.description)
         self.source = source
-        self.scale = scale
-        self.mode = mode
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.max_bytes = max_bytes or None
-        self._used: set[str] = set()  # keys served by this cache: recency marked once, never evicted by it
+        self.open_samples = open_samples
+        self._open: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._used: set[str] = set()  # file names served by this cache: recency marked once, never evicted by it
 
     def _key(self, ref: SampleRef) -> str:
         parts: list = [self.source.classes.to_dict()]
@@ -98,27 +91,36 @@ class SampleCache:
         return stored
 
     def full(self, ref: SampleRef) -> dict[str, np.ndarray]:
-        """``image`` (H, W, 3) uint8 and, if the sample has one, ``mask`` (H, W) uint8, memory-mapped."""
+        """The whole sample, each array memory-mapped (decoded and stored on first use)."""
         key = self._key(ref)
-        image, mask = self._load(self.dir / f"{key}.image.npy"), None
-        if ref.mask is not None:
-            mask = self._load(self.dir / f"{key}.mask.npy")
-        if image is None or (ref.mask is not None and mask is None):
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
+        names = self.source.sample_keys(ref)
+        arrays = {name: self._load(self.dir / f"{key}.{name}.npy") for name in names}
+        if any(a is None for a in arrays.values()):
             sample = self.source.read(ref)
-            image = self._store(self.dir / f"{key}.image.npy", sample["image"])
-            if ref.mask is not None:
-                mask = self._store(self.dir / f"{key}.mask.npy", sample["mask"])
-        return {"image": image} if mask is None else {"image": image, "mask": mask}
+            arrays = {name: self._store(self.dir / f"{key}.{name}.npy", sample[name]) for name in names}
+        self._open[key] = arrays  # type: ignore[assignment]
+        if len(self._open) > self.open_samples:
+            self._open.popitem(last=False)
+        return self._open[key]
 
-    def resized(self, ref: SampleRef) -> np.ndarray:
-        """The whole image at ``scale``, ``(h, w, 3)`` uint8, resized with the ``mode`` filter."""
-        path = self.dir / f"{self._key(ref)}.{self.mode}-{self.scale:g}.npy"
-        cached = self._load(path)
-        if cached is not None:
-            return cached
-        image = self.full(ref)["image"]
-        size = scaled_size(image.shape[0], image.shape[1], self.scale)
-        return self._store(path, resize_image(np.asarray(image), size, self.mode))
+    def read(self, ref: SampleRef, window: Window | None = None) -> dict[str, np.ndarray]:
+        """The sample or a window of it: memory-mapped slices (copy them before writing)."""
+        return {name: window_of(array, window) for name, array in self.full(ref).items()}
+
+    def read_mask(self, ref: SampleRef, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.full(ref)["mask"] if ref.mask is not None else self.source.read_mask(ref, image_size)
+
+    def size(self, ref: SampleRef) -> tuple[int, int]:
+        return self.source.size(ref)
+
+    def georef(self, ref: SampleRef) -> GeoRef | None:
+        return self.source.georef(ref)
+
+    def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
+        return self.source.sample_keys(ref)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Torch datasets over a :class:`SampleCache`.
+"""Torch datasets over a source (typically a ``CachedSource``), at a training or inference resolution.
 
 Training samples are windows cut from the full-resolution sample and resized to ``crop x crop``: the image
 smoothly, the labels as soft labels with the same footprint (or by nearest neighbour, the baseline), points as
@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-from pointseg.data.cache import SampleCache
-from pointseg.labels import hard_to_soft, points_to_soft, resize_image, soft_downsample
+from pointseg.data.sources import Source
+from pointseg.labels import MODES, hard_to_soft, points_to_soft, resize_image, scaled_size, soft_downsample
 from pointseg.points import PointSet
 
 DOWNSAMPLE = ("soft", "nearest")
@@ -62,37 +62,43 @@ class TrainDataset(Dataset):
     """Training samples: ``image`` (3, crop, crop), ``soft_mask`` (C, crop, crop), ``weight`` (crop, crop).
 
     Args:
-        cache: decoded samples; ``cache.scale`` is the training scale and ``cache.mode`` the image filter.
+        source: the samples (typically a ``CachedSource``, so a window read is a slice).
         crop: output side in pixels.
         num_classes: number of classes ``C``.
+        scale: training resolution relative to the source's full resolution.
+        mode: the resampling filter of images and soft labels (``area`` = box, ``bilinear`` = triangle).
         points: point labels; without them, dense masks are used.
         downsample: ``soft`` (labels resampled with the image's filter) or ``nearest``.
         rescale: range of a random extra scale factor (log-uniform), e.g. ``(0.75, 1.5)``; ``(1, 1)`` = none.
         ignore_index: the mask value of unlabeled pixels.
     """
 
-    def __init__(self, cache: SampleCache, crop: int, num_classes: int, points: PointSet | None = None,
-                 downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
+    def __init__(self, source: Source, crop: int, num_classes: int, scale: float = 1.0, mode: str = "bilinear",
+                 points: PointSet | None = None, downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
                  ignore_index: int = 255) -> None:
         if downsample not in DOWNSAMPLE:
             raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
+        if mode not in MODES:
+            raise KeyError(f"unknown resize mode {mode!r}; valid: {list(MODES)}")
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
         if not 0 < rescale[0] <= rescale[1]:
             raise ValueError(f"rescale must be a range (low, high) with 0 < low <= high, got {rescale}")
-        self.cache = cache
-        self.refs = cache.source.refs
+        self.source = source
+        self.refs = source.refs
         if points is not None:
             self.refs = [r for r in self.refs if r.id in points.images]
             if not self.refs:
                 raise ValueError("no image of the dataset has points")
-        self.crop, self.num_classes, self.points = crop, num_classes, points
+        self.crop, self.num_classes, self.scale, self.mode, self.points = crop, num_classes, scale, mode, points
         self.downsample, self.rescale, self.ignore_index = downsample, rescale, ignore_index
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def labels(self, index: int, full: dict[str, np.ndarray], top: int, left: int, side: int
+    def labels(self, index: int, window: dict[str, np.ndarray], top: int, left: int, side: int
                ) -> tuple[np.ndarray, np.ndarray]:
-        """``soft`` (C, crop, crop) and ``weight`` (crop, crop) of the full-resolution window at (top, left)."""
+        """``soft`` (C, crop, crop) and ``weight`` (crop, crop) of the window at (top, left), read as ``window``."""
         ref, size = self.refs[index], (self.crop, self.crop)
         if self.points is not None:
             pts = self.points.images[ref.id]
@@ -100,28 +106,34 @@ class TrainDataset(Dataset):
             inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
             return points_to_soft(local[inside], (side, side), size, self.num_classes)
         if self.downsample == "nearest":
-            return hard_to_soft(self.nearest_mask(full["mask"], top, left, side), self.num_classes, self.ignore_index)
-        mask = pad_to(full["mask"][top:top + side, left:left + side], side, self.ignore_index)
-        return soft_downsample(mask, self.num_classes, size, self.cache.mode, self.ignore_index)
+            return hard_to_soft(self.nearest_mask(window["mask"], side), self.num_classes, self.ignore_index)
+        mask = pad_to(window["mask"], side, self.ignore_index)
+        return soft_downsample(mask, self.num_classes, size, self.mode, self.ignore_index)
 
-    def nearest_mask(self, mask: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
-        """The window at (top, left) of a full-resolution mask, nearest-neighbour resized to the crop: (crop, crop)."""
-        padded = Image.fromarray(pad_to(mask[top:top + side, left:left + side], side, self.ignore_index))
+    def nearest_mask(self, mask: np.ndarray, side: int) -> np.ndarray:
+        """A window of a full-resolution mask, padded to ``side`` and nearest-neighbour resized: (crop, crop)."""
+        padded = Image.fromarray(pad_to(mask, side, self.ignore_index))
         return np.asarray(padded.resize((self.crop, self.crop), Image.Resampling.NEAREST))
 
-    def window(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int, int, int]:
-        """A random window of a full-resolution image, resized: ``(crop (crop, crop, 3), top, left, side)``."""
+    def draw_window(self, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+        """A random square window ``(top, left, side)`` in full-resolution pixels of an image of ``size``."""
         factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
-        side = max(1, round(self.crop / (self.cache.scale * factor)))  # window side at full resolution
-        top, left = random_window(image.shape[0], image.shape[1], side, rng)
-        window = pad_to(np.array(image[top:top + side, left:left + side]), side, 0)  # copy: memmaps are read-only
-        return resize_image(window, (self.crop, self.crop), self.cache.mode), top, left, side
+        side = max(1, round(self.crop / (self.scale * factor)))  # window side at full resolution
+        top, left = random_window(size[0], size[1], side, rng)
+        return top, left, side
+
+    def read_window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, dict, int, int, int]:
+        """A random window of sample ``index``: its image resized to the crop, the window as read, and where."""
+        ref = self.refs[index]
+        top, left, side = self.draw_window(self.source.size(ref), rng)
+        window = self.source.read(ref, (top, left, side, side))
+        image = pad_to(np.array(window["image"]), side, 0)  # a copy: cached windows are read-only memory maps
+        return resize_image(image, (self.crop, self.crop), self.mode), window, top, left, side
 
     def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, rng = item_rng(item)
-        full = self.cache.full(self.refs[index])  # memory-mapped once per sample
-        image, top, left, side = self.window(full["image"], rng)
-        soft, weight = self.labels(index, full, top, left, side)
+        image, window, top, left, side = self.read_window(index, rng)
+        soft, weight = self.labels(index, window, top, left, side)
         image, soft, weight = dihedral([image.transpose(2, 0, 1), soft, weight], int(rng.integers(4)),
                                        bool(rng.random() < 0.5))
         return {"image": torch.from_numpy(image).float().div_(255), "soft_mask": torch.from_numpy(soft),
@@ -136,9 +148,10 @@ class UnlabeledDataset(TrainDataset):
     train on it.
     """
 
-    def __init__(self, cache: SampleCache, crop: int, rescale: tuple[float, float] = (1.0, 1.0),
-                 with_mask: bool = True, ignore_index: int = 255, tags: dict[str, np.ndarray] | None = None) -> None:
-        super().__init__(cache, crop, cache.source.classes.num_classes, None, "nearest", rescale, ignore_index)
+    def __init__(self, source: Source, crop: int, scale: float = 1.0, mode: str = "bilinear",
+                 rescale: tuple[float, float] = (1.0, 1.0), with_mask: bool = True, ignore_index: int = 255,
+                 tags: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(source, crop, source.classes.num_classes, scale, mode, None, "nearest", rescale, ignore_index)
         self.with_mask = with_mask
         if tags is not None:
             missing = [r.id for r in self.refs if r.id not in tags]
@@ -148,14 +161,13 @@ class UnlabeledDataset(TrainDataset):
 
     def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, rng = item_rng(item)
-        full = self.cache.full(self.refs[index])  # memory-mapped once per sample
-        image, top, left, side = self.window(full["image"], rng)
+        image, window, top, left, side = self.read_window(index, rng)
         inside = np.zeros((side, side), dtype=np.uint8)
-        inside[: full["image"].shape[0] - top, : full["image"].shape[1] - left] = 1
+        inside[: window["image"].shape[0], : window["image"].shape[1]] = 1
         size = (self.crop, self.crop)
         arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
-            arrays.append(self.nearest_mask(full["mask"], top, left, side) if "mask" in full
+            arrays.append(self.nearest_mask(window["mask"], side) if "mask" in window
                           else np.full(size, self.ignore_index, np.uint8))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
         sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
@@ -179,18 +191,22 @@ class ConcatSamples(ConcatDataset):
 
 
 class EvalDataset(Dataset):
-    """Whole images at the cache's scale with their masks at full resolution (``mask`` may be absent)."""
+    """Whole images at ``scale`` (resampled with the ``mode`` filter) with their masks at full resolution
+    (``mask`` absent for images without one)."""
 
-    def __init__(self, cache: SampleCache) -> None:
-        self.cache = cache
-        self.refs = cache.source.refs
+    def __init__(self, source: Source, scale: float = 1.0, mode: str = "bilinear") -> None:
+        self.source, self.scale, self.mode = source, scale, mode
+        self.refs = source.refs
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getitem__(self, index: int) -> dict:
         ref = self.refs[index]
-        sample = {"id": ref.id, "image": to_tensor(self.cache.resized(ref))}
-        if ref.mask is not None:
-            sample["mask"] = torch.from_numpy(np.array(self.cache.full(ref)["mask"])).long()
+        full = self.source.read(ref)
+        height, width = full["image"].shape[:2]
+        image = resize_image(np.asarray(full["image"]), scaled_size(height, width, self.scale), self.mode)
+        sample = {"id": ref.id, "image": to_tensor(image)}
+        if "mask" in full:
+            sample["mask"] = torch.from_numpy(np.array(full["mask"])).long()
         return sample

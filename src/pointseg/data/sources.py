@@ -1,6 +1,8 @@
-"""Where samples live on disk. A source lists :class:`SampleRef` records and reads them as arrays.
+"""Where samples live on disk. A source lists :class:`SampleRef` records and reads them, or windows of them, as arrays.
 
-A new kind of source (e.g. georeferenced raster windows) is one more class with ``refs`` and ``read``.
+Every source has the same four verbs: ``read(ref, window)`` (a source sample, see ``pointseg.data.schema``),
+``read_mask(ref)``, and from the file header alone ``size(ref)`` and ``georef(ref)``. A new kind of source (e.g.
+georeferenced rasters) is one more class; caching wraps any source (``pointseg.data.cache.CachedSource``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,27 @@ from PIL import Image, UnidentifiedImageError
 from pointseg.data.classes import LOVEDA_CLASSES, ClassTable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+Window = tuple[int, int, int, int]  # (row, col, height, width) in full-resolution pixels
+
+
+def window_of(array: np.ndarray, window: Window | None) -> np.ndarray:
+    """The part of ``window`` inside ``array`` (first two axes; clipped at the bottom and right, like slicing)."""
+    if window is None:
+        return array
+    row, col, height, width = window
+    return array[row:row + height, col:col + width]
+
+
+@dataclass(frozen=True)
+class GeoRef:
+    """Where a sample lies on Earth: ``crs`` (WKT), the affine ``transform`` (a, b, c, d, e, f) from pixel
+    (col, row) to map coordinates, and the ``nodata`` value of its bands (``None``: none declared)."""
+
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    nodata: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,11 +88,13 @@ class Source:
     def __len__(self) -> int:
         return len(self.refs)
 
-    def read(self, ref: SampleRef) -> dict[str, np.ndarray]:
-        """Read one sample: ``image`` (H, W, 3) uint8 and, when there is one, ``mask`` (H, W) uint8."""
-        sample = {"image": read_image(ref.image)}
+    def read(self, ref: SampleRef, window: Window | None = None) -> dict[str, np.ndarray]:
+        """One sample, or the part of ``window`` inside it: ``image`` (h, w, 3) uint8 and, when there is one,
+        ``mask`` (h, w) uint8. Image files are decoded whole, then cut."""
+        image = read_image(ref.image)
+        sample = {"image": window_of(image, window)}
         if ref.mask is not None:
-            sample["mask"] = self.read_mask(ref, sample["image"].shape[:2])
+            sample["mask"] = window_of(self.read_mask(ref, image.shape[:2]), window)
         return sample
 
     def read_mask(self, ref: SampleRef, image_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -77,7 +102,7 @@ class Source:
         if ref.mask is None:
             raise ValueError(f"{ref.image}: this sample has no mask")
         raw = read_raw_mask(ref.mask, self.classes.color_coded)
-        h, w = image_size or self.image_size(ref)
+        h, w = image_size or self.size(ref)
         if raw.shape[:2] != (h, w):
             raise ValueError(
                 f"{ref.mask}: mask size {raw.shape[1]}x{raw.shape[0]} does not match image {ref.image} size {w}x{h}"
@@ -92,13 +117,21 @@ class Source:
             raise ValueError(f"{description}: {len(unknown)} ids not in {self.description}, e.g. {unknown[:3]}")
         return Source([by_id[i] for i in ids], self.classes, f"{self.description} [{description}]")
 
-    def image_size(self, ref: SampleRef) -> tuple[int, int]:
+    def size(self, ref: SampleRef) -> tuple[int, int]:
         """``(height, width)`` of an image without decoding its pixels."""
         try:
             with Image.open(ref.image) as im:
                 return im.height, im.width
         except (OSError, UnidentifiedImageError) as e:
             raise ValueError(f"{ref.image}: unreadable image ({e})") from e
+
+    def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
+        """The arrays ``read(ref)`` returns."""
+        return ("image", "mask") if ref.mask is not None else ("image",)
+
+    def georef(self, ref: SampleRef) -> GeoRef | None:
+        """Where the sample lies on Earth; ``None`` for plain images (PNG/JPEG tiles carry no georeferencing)."""
+        return None
 
 
 def _natural_key(p: Path) -> tuple:
