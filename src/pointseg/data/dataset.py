@@ -3,7 +3,8 @@
 Training samples are windows cut from the full-resolution sample and resized to ``crop x crop``: the image
 smoothly, the labels as soft labels with the same footprint (or by nearest neighbour, the baseline), points as
 per-cell proportions and counts. All three label kinds become ``soft_mask`` (C, crop, crop) and ``weight``
-(crop, crop), so the losses see one kind of target.
+(crop, crop), so the losses see one kind of target. The keys, dtypes and shapes of every sample are declared in
+``pointseg.data.schema`` (``TRAIN``, ``UNLABELED``, ``EVAL``).
 """
 
 from __future__ import annotations
