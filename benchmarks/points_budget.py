@@ -18,11 +18,10 @@ import shutil
 import time
 from pathlib import Path
 
-from pointseg.build import build_source
+from pointseg.build import TrainInputs, build_source
 from pointseg.config import load_config
 from pointseg.io import write_json
 from pointseg.points import save_points, simulate
-from pointseg.runs import TrainInputs
 from pointseg.workflows import run_evaluation, run_training
 
 RESULTS = Path(__file__).parent / "results"

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from pointseg import runs
+from pointseg.build import TrainInputs
 from pointseg.cli import main
 from pointseg.config import load_settings
 from pointseg.workflows import run_training
@@ -101,7 +101,7 @@ def stop_at(step):
 def test_resume_without_inputs_keeps_the_points_and_continues_exactly(tmp_path, tiny_loveda, tiny_overrides, points,
                                                                       method):
     overrides = [*tiny_overrides, "train.steps=6", f"method.name={method}", "method.ema_decay=0.9"]
-    inputs = runs.TrainInputs(tiny_loveda, points)
+    inputs = TrainInputs(tiny_loveda, points)
     with pytest.raises(Stop):
         run_training(load_settings(None, overrides), tmp_path / "cut", inputs, on_step=stop_at(5))
     # the README's resume command: no --data-root, no --points

@@ -1,20 +1,38 @@
-"""The one place where a config becomes objects. Components themselves never read the config."""
+"""The one place where a config becomes objects, and the only reader of the config: components never read it,
+and the workflows, the CLI and the demo ask this module for what they need."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from pointseg.data.cache import CachedSource
+from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
-from pointseg.data.sources import ImageMaskFolder, LoveDA, Source
+from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
+from pointseg.inference import use_amp
 from pointseg.losses import build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment
 from pointseg.models import SegmentationModel, build_model
-from pointseg.points import PointSet, check_against
+from pointseg.points import PointSet, check_against, load_points, simulate
+from pointseg.train import pick_device, seed_everything, stream_seed
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a run trains on, as given on the command line (paths). On ``--resume`` an input left out
+    (``None``, or no ``unlabeled`` folders) means "as the run recorded it"."""
+
+    data_root: str | Path | None = None
+    points: str | Path | None = None
+    labeled: str | Path | None = None
+    unlabeled: tuple[str | Path, ...] = field(default_factory=tuple)
+    tags: str | Path | None = None
 
 
 def build_classes(cfg: dict) -> ClassTable:
@@ -31,9 +49,11 @@ def build_classes(cfg: dict) -> ClassTable:
     raise KeyError(f"unknown data.format {data['format']!r}; valid: ['folder', 'loveda']")
 
 
-def build_source(cfg: dict, root: str | Path, split: str, require_masks: bool = True) -> Source:
-    """The samples of ``split`` under ``root`` (for ``folder`` data, ``split`` is a sub-folder if it exists)."""
+def build_source(cfg: dict, root: str | Path, split: str | None = None, require_masks: bool = True) -> Source:
+    """The samples of ``split`` (default ``data.train_split``) under ``root`` (for ``folder`` data, ``split`` is a
+    sub-folder if it exists)."""
     data, root = cfg["data"], Path(root)
+    split = split or data["train_split"]
     if root.exists() and not root.is_dir():
         raise ValueError(f"{root}: the data root is a file, not a directory (give the folder that holds {split}/)")
     if not root.is_dir():
@@ -130,3 +150,108 @@ def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]
 
 def build_loss_from_config(cfg: dict) -> torch.nn.Module:
     return build_loss(cfg["loss"]["name"], cfg["loss"]["gamma"], cfg["labels"]["multi_class"])
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """Sample ids, one per line (blank lines and ``#`` comments skipped)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read id list ({e})") from e
+    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise ValueError(f"{path}: the id list is empty")
+    return ids
+
+
+def build_training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids: str | Path | None,
+                           unlabeled_dirs: tuple[str | Path, ...]) -> tuple[Source, list[Source]]:
+    """The labeled source and the unlabeled ones: the rest of the split (with ``labeled_ids``) and folders."""
+    source = build_source(cfg, data_root, require_masks=dense and not labeled_ids)
+    unlabeled: list[Source] = [ImageFolder(d, source.classes, recursive=True, images=cfg["data"]["images"])
+                               for d in unlabeled_dirs]
+    if labeled_ids is not None:
+        ids = read_ids(labeled_ids)
+        chosen = set(ids)
+        rest = [r.id for r in source.refs if r.id not in chosen]
+        if rest:
+            unlabeled.insert(0, source.subset(rest, "unlabeled"))
+        source = source.subset(ids, f"labeled ids of {labeled_ids}")
+    return source, unlabeled
+
+
+@dataclass
+class Training:
+    """What ``train`` needs besides its options: the labeled source and dataset, the model, the method and, for
+    methods that use them, the unlabeled data."""
+
+    source: Source
+    dataset: TrainDataset
+    model: SegmentationModel
+    method: Method
+    unlabeled: Dataset | None
+
+
+def build_training(cfg: dict, inputs: TrainInputs) -> Training:
+    """The objects of a run; the model is initialised from the run's ``model`` seed stream."""
+    if inputs.data_root is None:
+        raise ValueError("--data-root is required to start a run")
+    source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
+                                                       inputs.labeled, inputs.unlabeled)
+    points = load_points(inputs.points) if inputs.points else None
+    dataset = build_train_dataset(cfg, source, points)
+    seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
+    model = build_model_from_config(cfg, source.classes.num_classes)
+    method = build_method(cfg, model, source.classes.num_classes)
+    unlabeled = None
+    if method.uses_unlabeled:
+        image_tags = read_tags(inputs.tags, list(source.classes.names)) if inputs.tags else None
+        unlabeled = build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags)
+    return Training(source, dataset, model, method, unlabeled)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run computes: ``device``, bf16 autocast (``train.amp`` resolved there) and CPU ``threads``
+    (0: torch's default)."""
+
+    device: torch.device
+    amp: bool
+    threads: int
+
+
+def build_runtime(cfg: dict) -> Runtime:
+    device = pick_device(cfg["train"]["device"])
+    return Runtime(device, use_amp(cfg["train"]["amp"], device), cfg["train"]["threads"])
+
+
+def build_inference_amp(cfg: dict, device: torch.device) -> bool:
+    """bf16 autocast for inference with a run's config on ``device`` (``train.amp`` resolved there)."""
+    return use_amp(cfg["train"]["amp"], device)
+
+
+def build_train_options(cfg: dict) -> dict[str, Any]:
+    """The keyword arguments of ``train`` that come from the config (schedule, batches, seed, logging)."""
+    t, o = cfg["train"], cfg["optim"]
+    return {"steps": t["steps"], "batch_size": t["batch_size"], "unlabeled_batch_size": t["unlabeled_batch_size"],
+            "lr": o["lr"], "weight_decay": o["weight_decay"], "warmup_steps": o["warmup_steps"],
+            "channels_last": t["channels_last"], "seed": cfg["seed"], "num_workers": t["num_workers"],
+            "log_every": t["log_every"], "checkpoint_every": t["checkpoint_every"],
+            "deterministic": t["deterministic"]}
+
+
+def build_simulated_points(cfg: dict, data_root: str | Path, per_image: int, strategy: str = "uniform") -> PointSet:
+    """``per_image`` clicks per training image from its dense mask, seeded with the run's seed."""
+    return simulate(build_source(cfg, data_root), per_image, cfg["seed"], strategy)
+
+
+def describe(cfg: dict) -> str:
+    """The recipe in a few words: model, loss, method and schedule."""
+    return (f"model `{cfg['model']['name']}`, loss `{cfg['loss']['name']}`, method `{cfg['method']['name']}`, "
+            f"{cfg['train']['steps']} steps")
+
+
+def cache_location(cfg: dict) -> tuple[Path, float]:
+    """The decoded-sample cache directory and its size cap in GB (0: none)."""
+    data = cfg["data"]
+    return (Path(data["cache_dir"]) if data["cache_dir"] else default_cache_dir()), data["cache_max_gb"]

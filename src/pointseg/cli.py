@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from pointseg import build
+from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, save_points, simulate
-from pointseg.runs import TrainInputs
 from pointseg.workflows import run_evaluation, run_prediction, run_training
 
 log = logging.getLogger("pointseg")
@@ -70,10 +70,9 @@ def cmd_cache(args: argparse.Namespace) -> dict:
     """Where the decoded-sample cache is and what it holds; ``clear`` empties it (or its older part) first."""
     import datetime
 
-    from pointseg.data.cache import cache_info, clear_cache, default_cache_dir
+    from pointseg.data.cache import cache_info, clear_cache
 
-    data = load_config(args.config, args.set)["data"]
-    directory = Path(data["cache_dir"]) if data["cache_dir"] else default_cache_dir()
+    directory, cap_gb = build.cache_location(load_config(args.config, args.set))
     if args.cache_command == "clear":
         samples, size = clear_cache(directory, args.older_than)
         print(f"removed {samples} samples ({size / 1e9:.2f} GB) from {directory}")
@@ -82,7 +81,7 @@ def cmd_cache(args: argparse.Namespace) -> dict:
     def day(t: float | None) -> str:
         return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "-"
 
-    cap = f"cap {data['cache_max_gb']:g} GB (data.cache_max_gb)" if data["cache_max_gb"] else "no cap"
+    cap = f"cap {cap_gb:g} GB (data.cache_max_gb)" if cap_gb else "no cap"
     print(f"cache: {directory}\n{info['samples']} samples in {info['files']} files, {info['bytes'] / 1e9:.2f} GB; "
           f"{cap}\nlast used: oldest {day(info['oldest_use'])}, newest {day(info['newest_use'])}"
           + (f"\n{info['temporary_files']} temporary files of interrupted writes" if info["temporary_files"] else ""))

@@ -9,9 +9,8 @@ from pointseg.config import load_config, load_settings
 from pointseg.evaluate import write_predictions
 from pointseg.io import write_text
 from pointseg.metrics import format_table
-from pointseg.points import save_points, simulate
-from pointseg.runs import TrainInputs
-from pointseg.workflows import inference_amp, run_evaluation, run_training
+from pointseg.points import save_points
+from pointseg.workflows import model_device, run_evaluation, run_training
 
 
 def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -24,24 +23,22 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
         download_loveda(data_root)
     cfg = load_config(None, overrides)
     print(f"[1/4] simulating {per_image} points per image")
-    source = build.build_source(cfg, data_root, cfg["data"]["train_split"])
-    points_path = save_points(out / "points.json", simulate(source, per_image, cfg["seed"]))
-    print(f"[2/4] training {cfg['model']['name']} for {cfg['train']['steps']} steps")
-    run_training(load_settings(None, overrides), out / "run", TrainInputs(data_root, points_path),
+    points_path = save_points(out / "points.json", build.build_simulated_points(cfg, data_root, per_image))
+    print(f"[2/4] training: {build.describe(cfg)}")
+    run_training(load_settings(None, overrides), out / "run", build.TrainInputs(data_root, points_path),
                  resume=(out / "run" / "config.yaml").exists())
     print("[3/4] evaluating on Val at full resolution")
     metrics = run_evaluation(out / "run", data_root, "Val", out / "metrics.json")
     print("[4/4] predicting Val images")
     model, cfg, classes = runs.load_run(out / "run")
     val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"))
-    write_predictions(model, val, classes, out / "predictions", amp=inference_amp(model, cfg),
-                      limit=predict_images)
+    amp = build.build_inference_amp(cfg, model_device(model))
+    write_predictions(model, val, classes, out / "predictions", amp=amp, limit=predict_images)
     report = out / "REPORT.md"
     write_text(report, "\n".join([
         "# pointseg demo", "",
         f"Data: `{data_root}`; {per_image} simulated points per Train image (`points.json`); "
-        f"model `{cfg['model']['name']}`, loss `{cfg['loss']['name']}`, {cfg['train']['steps']} steps "
-        f"(run directory `run/`).", "",
+        f"{build.describe(cfg)} (run directory `run/`).", "",
         "## Val metrics (full resolution)", "", "```", format_table(metrics), "```", "",
         "![confusion](metrics_confusion.png)", "", "![overlays](metrics_overlays.png)", "",
         "![loss](run/loss.png)", "", f"Predicted masks for {predict_images} Val images: `predictions/`.", ""]))

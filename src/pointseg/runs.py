@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 import yaml
 
 from pointseg import __version__
-from pointseg.build import build_model_from_config
+from pointseg.build import TrainInputs, build_model_from_config
 from pointseg.config import default_config, dump_config, flatten, merge, validate
 from pointseg.data.classes import ClassTable
 from pointseg.io import atomic_path, check_writable, write_json, write_text
@@ -39,18 +38,6 @@ CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
 RESUMABLE = ("train.steps", "train.device", "train.threads", "train.num_workers", "train.log_every",
              "train.checkpoint_every", "data.cache_dir", "data.cache_max_gb")
 FILE_INPUTS = {"points": "--points", "labeled": "--labeled", "tags": "--tags"}
-
-
-@dataclass(frozen=True)
-class TrainInputs:
-    """What a run trains on, as given on the command line (paths). On ``--resume`` an input left out
-    (``None``, or no ``unlabeled`` folders) means "as the run recorded it"."""
-
-    data_root: str | Path | None = None
-    points: str | Path | None = None
-    labeled: str | Path | None = None
-    unlabeled: tuple[str | Path, ...] = field(default_factory=tuple)
-    tags: str | Path | None = None
 
 
 def sha256(path: str | Path) -> str:
