@@ -67,8 +67,11 @@ def build_source(cfg: dict, root: str | Path, split: str | None = None, require_
     return ImageMaskFolder(sub, build_classes(cfg), data["images"], data["masks"], require_masks=require_masks)
 
 
-def build_cached(cfg: dict, source: Source) -> CachedSource:
-    """``source`` with its decoded samples cached in ``data.cache_dir`` (capped at ``data.cache_max_gb``)."""
+def build_cached(cfg: dict, source: Source) -> Source:
+    """``source`` with its decoded samples cached in ``data.cache_dir`` (capped at ``data.cache_max_gb``); a
+    source read by window from its own files (rasters) as it is."""
+    if not source.cacheable:
+        return source
     data = cfg["data"]
     return CachedSource(source, data["cache_dir"], max_bytes=int(data["cache_max_gb"] * 1e9))
 

@@ -118,7 +118,11 @@ class ClassTable:
 
     @classmethod
     def from_csv(cls, path: str | Path, color_coded: bool = True, ignore_index: int = IGNORE_INDEX) -> ClassTable:
-        """Read a ``value,name,r,g,b`` table; rows whose value is ``ignore_index`` mark unlabeled pixels."""
+        """Read a ``value,name,r,g,b`` table; rows whose value is ``ignore_index`` mark unlabeled pixels.
+
+        Colour-coded tables number their classes 0..C-1 in ``value``; otherwise ``value`` is the class's raw mask
+        value (e.g. 1..10 in a mask raster whose 0 is nodata), and classes are indexed in the order of values.
+        """
         path = Path(path)
         try:
             with open(path, newline="", encoding="utf-8") as f:
@@ -130,8 +134,11 @@ class ClassTable:
             raise ValueError(f"{path}: class table needs columns value,name,r,g,b; missing {sorted(missing)}")
         classes = sorted((r for r in rows if int(r["value"]) != ignore_index), key=lambda r: int(r["value"]))
         ignored = [r for r in rows if int(r["value"]) == ignore_index]
-        if [int(r["value"]) for r in classes] != list(range(len(classes))):
+        values = [int(r["value"]) for r in classes]
+        if color_coded and values != list(range(len(classes))):
             raise ValueError(f"{path}: class values must be 0..C-1 (and {ignore_index} for ignore)")
+        if len(set(values)) != len(values) or not all(0 <= v < 256 for v in values):
+            raise ValueError(f"{path}: class values must be distinct mask values in 0..255, got {values}")
         color = lambda r: (int(r["r"]), int(r["g"]), int(r["b"]))  # noqa: E731
         return cls(
             names=tuple(r["name"] for r in classes),

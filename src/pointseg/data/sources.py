@@ -74,6 +74,7 @@ class Source:
     """Base class: a list of samples plus the class table that decodes their masks."""
 
     classes: ClassTable
+    cacheable = True  # whether a decoded copy in the sample cache pays off (False for rasters read by window)
 
     def __init__(self, refs: list[SampleRef], classes: ClassTable, description: str) -> None:
         if not refs:

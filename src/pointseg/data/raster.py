@@ -1,0 +1,139 @@
+"""Georeferenced rasters (GeoTIFF or any GDAL format) as a source, read window by window through rasterio.
+
+A raster is never read whole: ``read(ref, window)`` reads the window's blocks. Samples hold ``image`` (h, w, B) in
+the raster's own dtype (uint8, uint16, float...), ``valid`` (h, w) bool, False where GDAL's mask says no data
+(a nodata value, an alpha band or a per-dataset mask, on any selected band), and, with a reference mask raster on
+the same grid, ``mask`` (h, w) uint8 class indices (the mask's nodata and unlisted pixels of invalid images are
+``ignore_index``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window as RioWindow
+
+from pointseg.data.classes import ClassTable
+from pointseg.data.sources import GeoRef, SampleRef, Source, Window
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc")
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading; an unreadable file is a ``ValueError`` naming it."""
+    try:
+        return rasterio.open(path)
+    except (RasterioError, OSError) as e:
+        raise ValueError(f"{path}: unreadable raster ({e})") from e
+
+
+def select_bands(path: str | Path, count: int, alpha: int | None, bands: Sequence[int] | None) -> tuple[int, ...]:
+    """The 1-based bands to read: ``bands`` if given (checked against ``count``), else every band but alpha."""
+    if bands is None:
+        return tuple(b for b in range(1, count + 1) if b != alpha)
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad or not bands:
+        raise ValueError(f"{path}: bands {list(bands)} out of range; the raster has bands 1..{count}")
+    return tuple(bands)
+
+
+def alpha_band(dataset: rasterio.DatasetReader) -> int | None:
+    """The 1-based index of the alpha band, if the raster has one."""
+    interp = [ci.name for ci in dataset.colorinterp]
+    return interp.index("alpha") + 1 if "alpha" in interp else None
+
+
+class RasterSource(Source):
+    """One sample per raster file; ids are the file names without suffix.
+
+    Args:
+        paths: the rasters.
+        classes: the class table (for rasters, ``values`` are the mask rasters' class values).
+        bands: 1-based bands to read from every raster (default: all bands but an alpha band).
+        masks: a reference mask raster per raster (or ``None`` entries), on the same grid.
+    """
+
+    cacheable = False  # windows are read from the file's own blocks; a decoded copy would be a whole raster
+
+    def __init__(self, paths: Sequence[str | Path], classes: ClassTable, bands: Sequence[int] | None = None,
+                 masks: Sequence[str | Path | None] | None = None) -> None:
+        files = [Path(p) for p in paths]
+        mask_files = [Path(m) if m else None for m in (masks or [None] * len(files))]
+        if len(mask_files) != len(files):
+            raise ValueError(f"{len(mask_files)} mask rasters for {len(files)} rasters: give one --mask per --raster")
+        refs, self.bands = [], {}
+        for path, mask in zip(files, mask_files, strict=True):
+            with open_raster(path) as ds:
+                self.bands[path] = select_bands(path, ds.count, alpha_band(ds), bands)
+                grid = (ds.width, ds.height, ds.transform, ds.crs)
+            if mask is not None:
+                with open_raster(mask) as ms:
+                    if (ms.width, ms.height, ms.transform, ms.crs) != grid:
+                        raise ValueError(f"{mask}: the mask raster is on another grid than {path} "
+                                         f"({ms.width}x{ms.height} {ms.crs} vs {grid[0]}x{grid[1]} {grid[3]}); "
+                                         "reproject it onto the image's grid first")
+            refs.append(SampleRef(path.stem, path, mask))
+        super().__init__(refs, classes, f"rasters {', '.join(p.name for p in files[:3])}"
+                                        + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
+
+    def band_count(self, ref: SampleRef) -> int:
+        return len(self.bands[ref.image])
+
+    def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
+        return ("image", "valid", "mask") if ref.mask is not None else ("image", "valid")
+
+    def size(self, ref: SampleRef) -> tuple[int, int]:
+        with open_raster(ref.image) as ds:
+            return ds.height, ds.width
+
+    def georef(self, ref: SampleRef) -> GeoRef:
+        with open_raster(ref.image) as ds:
+            return GeoRef(ds.crs.to_wkt() if ds.crs else None, tuple(ds.transform)[:6], ds.nodata)
+
+    def read(self, ref: SampleRef, window: Window | None = None) -> dict[str, np.ndarray]:
+        bands = self.bands[ref.image]
+        with open_raster(ref.image) as ds:
+            win = self._window(ds, window)
+            try:
+                image = ds.read(bands, window=win)  # (B, h, w)
+                valid = ds.read_masks(bands, window=win).min(0) > 0  # GDAL's mask: nodata, alpha, dataset mask
+            except RasterioError as e:
+                raise ValueError(f"{ref.image}: unreadable raster ({e})") from e
+        sample = {"image": np.moveaxis(image, 0, -1), "valid": valid}
+        if ref.mask is not None:
+            sample["mask"] = self._read_mask(ref.mask, win)
+        return sample
+
+    def read_mask(self, ref: SampleRef, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        if ref.mask is None:
+            raise ValueError(f"{ref.image}: this raster has no mask raster")
+        return self._read_mask(ref.mask, None)
+
+    def _read_mask(self, path: Path, window: RioWindow | None) -> np.ndarray:
+        """Class indices of a mask raster's window: its nodata is ``ignore_index``, values outside the table fail."""
+        with open_raster(path) as ms:
+            try:
+                raw = ms.read(1, window=window)
+                labeled = ms.read_masks(1, window=window) > 0
+            except RasterioError as e:
+                raise ValueError(f"{path}: unreadable raster ({e})") from e
+        values = raw[labeled]
+        if values.size and (np.any(values != np.round(values)) or values.min() < 0 or values.max() > 255):
+            raise ValueError(f"{path}: mask values must be whole numbers in 0..255, e.g. "
+                             f"{values[(values != np.round(values)) | (values < 0) | (values > 255)][:3].tolist()}")
+        out = np.full(raw.shape, self.classes.ignore_index, dtype=np.uint8)
+        out[labeled] = self.classes.decode(values.astype(np.uint8)[None], source=str(path))[0]
+        return out
+
+    @staticmethod
+    def _window(ds: rasterio.DatasetReader, window: Window | None) -> RioWindow | None:
+        """A pointseg window clipped to the raster, as rasterio's ``Window``."""
+        if window is None:
+            return None
+        row, col, height, width = window
+        height, width = max(0, min(height, ds.height - row)), max(0, min(width, ds.width - col))
+        return RioWindow(col, row, width, height)
