@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
@@ -76,7 +77,14 @@ def build_cached(cfg: dict, source: Source) -> Source:
     return CachedSource(source, data["cache_dir"], max_bytes=int(data["cache_max_gb"] * 1e9))
 
 
-def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> TrainDataset:
+def build_scaling(cfg: dict, source: Source) -> BandScaling:
+    """How the bands of ``source`` map to [0, 1]: the dtype's range for uint8, else percentiles of sampled windows
+    (drawn from the run's ``bands`` seed stream)."""
+    return band_statistics(source, seed=stream_seed(cfg["seed"], "bands"))
+
+
+def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,
+                        scaling: BandScaling | None = None) -> TrainDataset:
     if points is None:
         missing = [r.image for r in source.refs if r.mask is None]
         if missing:
@@ -88,17 +96,22 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None) -> T
                       list(source.classes.names))
     data, labels = cfg["data"], cfg["labels"]
     return TrainDataset(build_cached(cfg, source), data["crop"], source.classes.num_classes, data["scale"],
-                        labels["mode"], points, labels["downsample"], tuple(data["rescale"]), data["ignore_index"])
+                        labels["mode"], points, labels["downsample"], tuple(data["rescale"]), data["ignore_index"],
+                        scaling)
 
 
-def build_eval_dataset(cfg: dict, source: Source) -> EvalDataset:
-    """Whole images at the training resolution (``data.scale``, ``labels.mode`` filter), masks at full resolution."""
-    return EvalDataset(build_cached(cfg, source), cfg["data"]["scale"], cfg["labels"]["mode"])
+def build_eval_dataset(cfg: dict, source: Source, scaling: BandScaling | None = None) -> EvalDataset:
+    """Whole images at the training resolution (``data.scale``, ``labels.mode`` filter, bands scaled by
+    ``scaling``), masks at full resolution."""
+    return EvalDataset(build_cached(cfg, source), cfg["data"]["scale"], cfg["labels"]["mode"], scaling,
+                       cfg["data"]["ignore_index"])
 
 
-def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True) -> SegmentationModel:
+def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True,
+                            in_channels: int = 3) -> SegmentationModel:
     m = cfg["model"]
-    return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None)
+    return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None,
+                       in_channels)
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
@@ -118,15 +131,15 @@ def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Metho
     return METHODS[m["name"]](loss)
 
 
-def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None
-                            ) -> ConcatSamples:
+def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None,
+                            scaling: BandScaling | None = None) -> ConcatSamples:
     """Unlabeled training windows from every source (masks, where present, only for monitoring; ``tags``:
     image-level labels per image id)."""
     data = cfg["data"]
     with_mask = any(r.mask is not None for s in sources for r in s.refs)  # same keys in every batch
     return ConcatSamples([UnlabeledDataset(build_cached(cfg, s), data["crop"], data["scale"], cfg["labels"]["mode"],
-                                           tuple(data["rescale"]), with_mask, data["ignore_index"], tags)
-                          for s in sources])
+                                           tuple(data["rescale"]), with_mask, data["ignore_index"], tags,
+                                           scaling) for s in sources])
 
 
 def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]:
@@ -193,6 +206,7 @@ class Training:
     model: SegmentationModel
     method: Method
     unlabeled: Dataset | None
+    scaling: BandScaling
 
 
 def build_training(cfg: dict, inputs: TrainInputs) -> Training:
@@ -202,15 +216,16 @@ def build_training(cfg: dict, inputs: TrainInputs) -> Training:
     source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
                                                        inputs.labeled, inputs.unlabeled)
     points = load_points(inputs.points) if inputs.points else None
-    dataset = build_train_dataset(cfg, source, points)
+    scaling = build_scaling(cfg, source)
+    dataset = build_train_dataset(cfg, source, points, scaling)
     seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
-    model = build_model_from_config(cfg, source.classes.num_classes)
+    model = build_model_from_config(cfg, source.classes.num_classes, in_channels=scaling.bands)
     method = build_method(cfg, model, source.classes.num_classes)
     unlabeled = None
     if method.uses_unlabeled:
         image_tags = read_tags(inputs.tags, list(source.classes.names)) if inputs.tags else None
-        unlabeled = build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags)
-    return Training(source, dataset, model, method, unlabeled)
+        unlabeled = build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags, scaling)
+    return Training(source, dataset, model, method, unlabeled, scaling)
 
 
 @dataclass(frozen=True)

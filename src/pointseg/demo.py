@@ -30,10 +30,11 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     print("[3/4] evaluating on Val at full resolution")
     metrics = run_evaluation(out / "run", data_root, "Val", out / "metrics.json")
     print("[4/4] predicting Val images")
-    model, cfg, classes = runs.load_run(out / "run")
-    val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"))
-    amp = build.build_inference_amp(cfg, model_device(model))
-    write_predictions(model, val, classes, out / "predictions", amp=amp, limit=predict_images)
+    trained = runs.load_run(out / "run")
+    cfg = trained.cfg
+    val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"), trained.scaling)
+    amp = build.build_inference_amp(cfg, model_device(trained.model))
+    write_predictions(trained.model, val, trained.classes, out / "predictions", amp=amp, limit=predict_images)
     report = out / "REPORT.md"
     write_text(report, "\n".join([
         "# pointseg demo", "",

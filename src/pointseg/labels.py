@@ -121,7 +121,15 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    """Resize an ``(H, W, 3)`` uint8 image to ``size = (h, w)`` with the filter of ``mode`` (antialiased)."""
+    """Resize an ``(H, W, B)`` image to ``size = (h, w)`` with the filter of ``mode`` (antialiased, as PIL does).
+
+    Three-band uint8 images are resized as RGB in uint8 (PIL rounds); any other band count or dtype band by band
+    in float32, and returned as float32.
+    """
     if image.shape[:2] == tuple(size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), PIL_FILTERS[mode]))
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return np.asarray(Image.fromarray(image).resize((size[1], size[0]), PIL_FILTERS[mode]))
+    bands = [Image.fromarray(np.ascontiguousarray(image[..., b], dtype=np.float32), mode="F")
+             for b in range(image.shape[2])]
+    return np.stack([np.asarray(b.resize((size[1], size[0]), PIL_FILTERS[mode])) for b in bands], axis=-1)

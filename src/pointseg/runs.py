@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import yaml
 from pointseg import __version__
 from pointseg.build import TrainInputs, build_model_from_config
 from pointseg.config import default_config, dump_config, flatten, merge, validate
+from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.io import atomic_path, check_writable, write_json, write_text
 from pointseg.models import SegmentationModel
@@ -207,10 +209,21 @@ def locked(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTable) -> None:
-    """The trained model for ``evaluate``/``predict``: weights, resolved config and class table."""
+@dataclass
+class TrainedModel:
+    """A finished run's model (in eval mode), config, class table and input band scaling."""
+
+    model: SegmentationModel
+    cfg: dict
+    classes: ClassTable
+    scaling: BandScaling
+
+
+def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTable, scaling: BandScaling) -> None:
+    """The trained model for ``evaluate``/``predict``: weights, resolved config, class table and band scaling."""
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "config": cfg, "classes": classes.to_dict()}, tmp)
+        torch.save({"model": model.state_dict(), "config": cfg, "classes": classes.to_dict(),
+                    "scaling": scaling.to_dict()}, tmp)
 
 
 def model_file(run: str | Path) -> Path:
@@ -219,10 +232,11 @@ def model_file(run: str | Path) -> Path:
     return run if run.is_file() else run / MODEL
 
 
-def load_run(run: str | Path, device: torch.device | str = "auto") -> tuple[SegmentationModel, dict, ClassTable]:
-    """Model (in eval mode), config and class table of a finished run (its directory or its ``model.pt``).
+def load_run(run: str | Path, device: torch.device | str = "auto") -> TrainedModel:
+    """The model of a finished run (its directory or its ``model.pt``), with its config, classes and scaling.
 
-    Only the model file is read: it holds the config and class table. ``device="auto"``: CUDA when present.
+    Only the model file is read: it holds the config, class table and band scaling (models saved before band
+    scaling existed took RGB images in 0..255). ``device="auto"``: CUDA when present.
     """
     path = model_file(run)
     if not path.exists():
@@ -236,7 +250,8 @@ def load_run(run: str | Path, device: torch.device | str = "auto") -> tuple[Segm
         raise ValueError(f"{path}: not a pointseg model file (expected weights, config and class table)")
     cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
     classes = ClassTable.from_dict(state["classes"])
-    model = build_model_from_config(cfg, classes.num_classes, pretrained=False)
+    scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
+    model = build_model_from_config(cfg, classes.num_classes, pretrained=False, in_channels=scaling.bands)
     model.load_state_dict(state["model"])
     device = pick_device(device) if isinstance(device, str) else device
-    return model.to(device).eval(), cfg, classes
+    return TrainedModel(model.to(device).eval(), cfg, classes, scaling)

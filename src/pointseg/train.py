@@ -31,7 +31,7 @@ from pointseg.io import append_jsonl, atomic_path, remove_temporaries, truncate_
 from pointseg.methods import Method
 from pointseg.models import SegmentationModel
 
-STREAMS = ("model", "method", "labeled", "unlabeled")  # the independent random streams of a run
+STREAMS = ("model", "method", "labeled", "unlabeled", "bands")  # the independent random streams of a run
 CHECKPOINT_FORMAT = 2
 
 

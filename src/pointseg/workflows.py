@@ -56,7 +56,7 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
         if not resume and not checkpoint_path.exists():
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
         raise
-    runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.source.classes)
+    runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.source.classes, run.scaling)
     plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
     return run_dir / runs.MODEL
 
@@ -64,10 +64,11 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
 def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path) -> dict:
     """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution."""
     check_writable(Path(out).parent)
-    model, cfg, classes = runs.load_run(run)
-    source = build.build_source(cfg, data_root, split)
-    amp = build.build_inference_amp(cfg, model_device(model))
-    return evaluate(model, build.build_eval_dataset(cfg, source), classes, out, amp=amp)
+    trained = runs.load_run(run)
+    source = build.build_source(trained.cfg, data_root, split)
+    dataset = build.build_eval_dataset(trained.cfg, source, trained.scaling)
+    amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
+    return evaluate(trained.model, dataset, trained.classes, out, amp=amp)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -81,11 +82,11 @@ def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> t
     (``<file>: <reason>``), which are also listed in ``<out>/unreadable.txt``.
     """
     check_writable(out)
-    model, cfg, classes = runs.load_run(run)
-    dataset = build.build_eval_dataset(cfg, ImageFolder(input_dir, classes))
+    trained = runs.load_run(run)
+    dataset = build.build_eval_dataset(trained.cfg, ImageFolder(input_dir, trained.classes), trained.scaling)
     unreadable: list[str] = []
-    amp = build.build_inference_amp(cfg, model_device(model))
-    written = write_predictions(model, dataset, classes, out, amp=amp, unreadable=unreadable)
+    amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
+    written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable)
     listing = Path(out) / "unreadable.txt"
     if unreadable:
         write_text(listing, "".join(f"{m}\n" for m in unreadable))

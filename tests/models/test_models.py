@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from pointseg.models import MODELS, build_model, load_encoder_weights
-from pointseg.models.smp_unet import smp_unet
+from pointseg.models.smp_unet import adapt_input_channels, smp_unet
 from tests.conftest import shared_path
 
 
@@ -75,3 +75,35 @@ def test_encode_then_decode_is_forward(name):
     features = model.encode(x)
     assert [f.shape[1] for f in features] == list(model.feature_channels)
     assert torch.allclose(model.decode(features), model(x))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("bands", [1, 10])
+def test_every_model_takes_any_number_of_bands(name, bands):
+    model = build_model(name, num_classes=3, in_channels=bands)
+    assert model.in_channels == bands and model.mean.shape == (1, bands, 1, 1)
+    assert model.eval()(torch.rand(1, bands, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_a_pretrained_rgb_input_layer_is_adapted_so_repeated_rgb_bands_act_as_rgb():
+    rgb = torch.randn(8, 3, 3, 3)
+    six = adapt_input_channels(rgb, torch.Size([8, 6, 3, 3]))
+    assert torch.equal(six[:, 3:], six[:, :3]) and torch.allclose(six[:, :3], rgb / 2)
+    x = torch.rand(1, 3, 9, 9)
+    same = torch.nn.functional.conv2d(x.repeat(1, 2, 1, 1), six)  # bands R, G, B, R, G, B
+    assert torch.allclose(same, torch.nn.functional.conv2d(x, rgb), atol=1e-5)
+    assert torch.allclose(adapt_input_channels(rgb, torch.Size([8, 1, 3, 3])), rgb.sum(1, keepdim=True))
+    other = torch.randn(8, 1, 3, 3)  # a depthwise layer: not an RGB input layer
+    assert adapt_input_channels(other, torch.Size([8, 4, 3, 3])) is other
+
+
+@pytest.mark.parametrize("name, file", [("unet-mobilenetv2", "mobilenet_v2-b0353104.pth"),
+                                        ("unet-efficientnet-lite0", "efficientnet-lite0-57934424.pth")])
+def test_imagenet_files_load_into_ten_band_encoders(name, file):
+    path = shared_path("weights", file)
+    model = build_model(name, 7, encoder_weights=str(path), in_channels=10)
+    rgb = build_model(name, 7, encoder_weights=str(path))
+    first, first_rgb = (next(iter(m.net.encoder.state_dict().values())) for m in (model, rgb))
+    assert first.shape[1] == 10 and torch.allclose(first[:, 3:6], first_rgb * 3 / 10)
+    later = [k for k in rgb.net.encoder.state_dict() if "weight" in k][5]
+    assert torch.equal(model.net.encoder.state_dict()[later], rgb.net.encoder.state_dict()[later])

@@ -122,6 +122,12 @@ class CachedSource(Source):
     def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
         return self.source.sample_keys(ref)
 
+    def band_count(self, ref: SampleRef) -> int:
+        return self.source.band_count(ref)
+
+    def band_dtype(self, ref: SampleRef) -> str:
+        return self.source.band_dtype(ref)
+
 
 @dataclass
 class CacheEntry:

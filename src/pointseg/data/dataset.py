@@ -17,16 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
+from pointseg.data.bands import BandScaling
 from pointseg.data.sources import Source
 from pointseg.labels import MODES, hard_to_soft, points_to_soft, resize_image, scaled_size, soft_downsample
 from pointseg.points import PointSet
 
 DOWNSAMPLE = ("soft", "nearest")
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)  # copies read-only memmaps
 
 
 def random_window(height: int, width: int, side: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -72,11 +68,14 @@ class TrainDataset(Dataset):
         downsample: ``soft`` (labels resampled with the image's filter) or ``nearest``.
         rescale: range of a random extra scale factor (log-uniform), e.g. ``(0.75, 1.5)``; ``(1, 1)`` = none.
         ignore_index: the mask value of unlabeled pixels.
+        scaling: raw band values -> [0, 1] (default: the full range of the source's dtype, 0..255 for uint8).
+
+    Pixels a source marks invalid (``valid`` False: nodata, alpha) are unlabeled and get the value ``low``.
     """
 
     def __init__(self, source: Source, crop: int, num_classes: int, scale: float = 1.0, mode: str = "bilinear",
                  points: PointSet | None = None, downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, scaling: BandScaling | None = None) -> None:
         if downsample not in DOWNSAMPLE:
             raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
         if mode not in MODES:
@@ -93,6 +92,7 @@ class TrainDataset(Dataset):
                 raise ValueError("no image of the dataset has points")
         self.crop, self.num_classes, self.scale, self.mode, self.points = crop, num_classes, scale, mode, points
         self.downsample, self.rescale, self.ignore_index = downsample, rescale, ignore_index
+        self.scaling = scaling or default_scaling(source)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -106,10 +106,13 @@ class TrainDataset(Dataset):
             local = pts - np.array([top, left, 0])
             inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
             return points_to_soft(local[inside], (side, side), size, self.num_classes)
+        mask = window["mask"]
+        if "valid" in window:
+            mask = np.where(window["valid"], mask, self.ignore_index).astype(mask.dtype)
         if self.downsample == "nearest":
-            return hard_to_soft(self.nearest_mask(window["mask"], side), self.num_classes, self.ignore_index)
-        mask = pad_to(window["mask"], side, self.ignore_index)
-        return soft_downsample(mask, self.num_classes, size, self.mode, self.ignore_index)
+            return hard_to_soft(self.nearest_mask(mask, side), self.num_classes, self.ignore_index)
+        return soft_downsample(pad_to(mask, side, self.ignore_index), self.num_classes, size, self.mode,
+                               self.ignore_index)
 
     def nearest_mask(self, mask: np.ndarray, side: int) -> np.ndarray:
         """A window of a full-resolution mask, padded to ``side`` and nearest-neighbour resized: (crop, crop)."""
@@ -124,20 +127,23 @@ class TrainDataset(Dataset):
         return top, left, side
 
     def read_window(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, dict, int, int, int]:
-        """A random window of sample ``index``: its image resized to the crop, the window as read, and where."""
+        """A random window of sample ``index``: its image resized to the crop and scaled, ``(B, crop, crop)``
+        float32, the window as read, and where it is."""
         ref = self.refs[index]
         top, left, side = self.draw_window(self.source.size(ref), rng)
         window = self.source.read(ref, (top, left, side, side))
-        image = pad_to(np.array(window["image"]), side, 0)  # a copy: cached windows are read-only memory maps
-        return resize_image(image, (self.crop, self.crop), self.mode), window, top, left, side
+        image = np.array(window["image"])  # a copy: cached windows are read-only memory maps
+        if "valid" in window:
+            image[~window["valid"]] = np.asarray(self.scaling.low).astype(image.dtype)
+        image = resize_image(pad_to(image, side, 0), (self.crop, self.crop), self.mode)
+        return self.scaling(image), window, top, left, side
 
     def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, rng = item_rng(item)
         image, window, top, left, side = self.read_window(index, rng)
         soft, weight = self.labels(index, window, top, left, side)
-        image, soft, weight = dihedral([image.transpose(2, 0, 1), soft, weight], int(rng.integers(4)),
-                                       bool(rng.random() < 0.5))
-        return {"image": torch.from_numpy(image).float().div_(255), "soft_mask": torch.from_numpy(soft),
+        image, soft, weight = dihedral([image, soft, weight], int(rng.integers(4)), bool(rng.random() < 0.5))
+        return {"image": torch.from_numpy(image), "soft_mask": torch.from_numpy(soft),
                 "weight": torch.from_numpy(weight)}
 
 
@@ -151,8 +157,9 @@ class UnlabeledDataset(TrainDataset):
 
     def __init__(self, source: Source, crop: int, scale: float = 1.0, mode: str = "bilinear",
                  rescale: tuple[float, float] = (1.0, 1.0), with_mask: bool = True, ignore_index: int = 255,
-                 tags: dict[str, np.ndarray] | None = None) -> None:
-        super().__init__(source, crop, source.classes.num_classes, scale, mode, None, "nearest", rescale, ignore_index)
+                 tags: dict[str, np.ndarray] | None = None, scaling: BandScaling | None = None) -> None:
+        super().__init__(source, crop, source.classes.num_classes, scale, mode, None, "nearest", rescale, ignore_index,
+                         scaling)
         self.with_mask = with_mask
         if tags is not None:
             missing = [r.id for r in self.refs if r.id not in tags]
@@ -164,14 +171,14 @@ class UnlabeledDataset(TrainDataset):
         index, rng = item_rng(item)
         image, window, top, left, side = self.read_window(index, rng)
         inside = np.zeros((side, side), dtype=np.uint8)
-        inside[: window["image"].shape[0], : window["image"].shape[1]] = 1
+        inside[: window["image"].shape[0], : window["image"].shape[1]] = window.get("valid", 1)
         size = (self.crop, self.crop)
-        arrays = [image.transpose(2, 0, 1), np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
+        arrays = [image, np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
         if self.with_mask:
             arrays.append(self.nearest_mask(window["mask"], side) if "mask" in window
                           else np.full(size, self.ignore_index, np.uint8))
         arrays = dihedral(arrays, int(rng.integers(4)), bool(rng.random() < 0.5))
-        sample = {"image": torch.from_numpy(arrays[0]).float().div_(255), "valid": torch.from_numpy(arrays[1]).float()}
+        sample = {"image": torch.from_numpy(arrays[0]), "valid": torch.from_numpy(arrays[1]).float()}
         if self.with_mask:
             sample["mask"] = torch.from_numpy(arrays[2]).long()
         if self.tags is not None:
@@ -192,12 +199,15 @@ class ConcatSamples(ConcatDataset):
 
 
 class EvalDataset(Dataset):
-    """Whole images at ``scale`` (resampled with the ``mode`` filter) with their masks at full resolution
-    (``mask`` absent for images without one)."""
+    """Whole images at ``scale`` (resampled with the ``mode`` filter, then scaled by ``scaling``) with their masks
+    and validity at full resolution (``mask`` absent for images without one; ``valid`` for sources that mark
+    invalid pixels, whose mask is then ``ignore_index`` there)."""
 
-    def __init__(self, source: Source, scale: float = 1.0, mode: str = "bilinear") -> None:
-        self.source, self.scale, self.mode = source, scale, mode
+    def __init__(self, source: Source, scale: float = 1.0, mode: str = "bilinear",
+                 scaling: BandScaling | None = None, ignore_index: int = 255) -> None:
+        self.source, self.scale, self.mode, self.ignore_index = source, scale, mode, ignore_index
         self.refs = source.refs
+        self.scaling = scaling or default_scaling(source)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -207,7 +217,16 @@ class EvalDataset(Dataset):
         full = self.source.read(ref)
         height, width = full["image"].shape[:2]
         image = resize_image(np.asarray(full["image"]), scaled_size(height, width, self.scale), self.mode)
-        sample = {"id": ref.id, "image": to_tensor(image)}
+        sample = {"id": ref.id, "image": torch.from_numpy(self.scaling(image))}
+        if "valid" in full:
+            sample["valid"] = torch.from_numpy(np.array(full["valid"]))
         if "mask" in full:
-            sample["mask"] = torch.from_numpy(np.array(full["mask"])).long()
+            mask = full["mask"] if "valid" not in full else np.where(full["valid"], full["mask"], self.ignore_index)
+            sample["mask"] = torch.from_numpy(np.array(mask)).long()
         return sample
+
+
+def default_scaling(source: Source) -> BandScaling:
+    """The full range of the source's band dtype (0..255 for images)."""
+    ref = source.refs[0]
+    return BandScaling.full_range(source.band_count(ref), source.band_dtype(ref))

@@ -65,11 +65,16 @@ class RasterSource(Source):
         mask_files = [Path(m) if m else None for m in (masks or [None] * len(files))]
         if len(mask_files) != len(files):
             raise ValueError(f"{len(mask_files)} mask rasters for {len(files)} rasters: give one --mask per --raster")
-        refs, self.bands = [], {}
+        refs, self.bands, self.dtypes = [], {}, {}
         for path, mask in zip(files, mask_files, strict=True):
             with open_raster(path) as ds:
                 self.bands[path] = select_bands(path, ds.count, alpha_band(ds), bands)
+                self.dtypes[path] = str(np.result_type(*[ds.dtypes[b - 1] for b in self.bands[path]]))
                 grid = (ds.width, ds.height, ds.transform, ds.crs)
+            first = files[0]
+            if (len(self.bands[path]), self.dtypes[path]) != (len(self.bands[first]), self.dtypes[first]):
+                raise ValueError(f"{path}: {len(self.bands[path])} {self.dtypes[path]} bands, but {first} has "
+                                 f"{len(self.bands[first])} {self.dtypes[first]} bands; one model takes one kind")
             if mask is not None:
                 with open_raster(mask) as ms:
                     if (ms.width, ms.height, ms.transform, ms.crs) != grid:
@@ -82,6 +87,9 @@ class RasterSource(Source):
 
     def band_count(self, ref: SampleRef) -> int:
         return len(self.bands[ref.image])
+
+    def band_dtype(self, ref: SampleRef) -> str:
+        return self.dtypes[ref.image]
 
     def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
         return ("image", "valid", "mask") if ref.mask is not None else ("image", "valid")

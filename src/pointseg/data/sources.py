@@ -126,6 +126,13 @@ class Source:
         except (OSError, UnidentifiedImageError) as e:
             raise ValueError(f"{ref.image}: unreadable image ({e})") from e
 
+    def band_count(self, ref: SampleRef) -> int:
+        """Bands of ``read(ref)["image"]`` (image files are read as RGB)."""
+        return 3
+
+    def band_dtype(self, ref: SampleRef) -> str:
+        return "uint8"
+
     def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
         """The arrays ``read(ref)`` returns."""
         return ("image", "mask") if ref.mask is not None else ("image",)

@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentationModel(nn.Module):
-    """Normalises ``(B, 3, H, W)`` images in [0, 1] and returns ``(B, C, H, W)`` logits from ``net``.
+    """Normalises ``(N, B, H, W)`` images in [0, 1] (B bands) and returns ``(N, C, H, W)`` logits from ``net``.
 
     ``size_divisor``: height and width the network needs to divide (inference pads to it).
     """
@@ -34,6 +34,7 @@ class SegmentationModel(nn.Module):
         super().__init__()
         self.net = net
         self.size_divisor = size_divisor
+        self.in_channels = len(mean)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -54,7 +55,7 @@ class SegmentationModel(nn.Module):
         return self.decode(self.encode(image))
 
 
-def _unet_small(num_classes: int, encoder_weights: str | None = None) -> SegmentationModel:
+def _unet_small(num_classes: int, encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
     """The small U-Net, trained from scratch. A hub name in ``encoder_weights`` (the default ``imagenet``) is
     ignored, since no hub has weights for it; a weights file is an error, since it cannot be loaded into it."""
     if encoder_weights not in (None, "none", "") and is_weights_file(encoder_weights):
@@ -62,13 +63,21 @@ def _unet_small(num_classes: int, encoder_weights: str | None = None) -> Segment
                          "use --set model.encoder_weights=null, or a model with one (e.g. unet-mobilenetv2)")
     if encoder_weights not in (None, "none", ""):
         log.info("unet-small trains from scratch: model.encoder_weights=%s ignored", encoder_weights)
-    net = UNetSmall(num_classes)
-    return SegmentationModel(net, net.size_divisor, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    net = UNetSmall(num_classes, in_channels)
+    return SegmentationModel(net, net.size_divisor, mean=(0.5,) * in_channels, std=(0.25,) * in_channels)
+
+
+def cycle(values: tuple[float, ...], n: int) -> tuple[float, ...]:
+    """``values`` repeated to length ``n`` (an RGB statistic for each of ``n`` bands, as the first convolution's
+    RGB filters are repeated: see ``smp_unet.adapt_input_channels``)."""
+    return tuple(values[i % len(values)] for i in range(n))
 
 
 def _unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
-          mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> SegmentationModel:
-    return SegmentationModel(smp_unet(num_classes, encoder, encoder_weights), 32, mean, std)
+          mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+          in_channels: int = 3) -> SegmentationModel:
+    return SegmentationModel(smp_unet(num_classes, encoder, encoder_weights, in_channels), 32,
+                             cycle(mean, in_channels), cycle(std, in_channels))
 
 
 MODELS: dict[str, Callable[..., SegmentationModel]] = {
@@ -80,11 +89,12 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
 
 
 def build_model(name: str, num_classes: int, encoder: str | None = None,
-                encoder_weights: str | None = None) -> SegmentationModel:
-    """Build ``MODELS[name]``; ``encoder`` picks any smp/timm encoder for the generic ``unet``."""
+                encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
+    """Build ``MODELS[name]`` for images of ``in_channels`` bands; ``encoder`` picks any smp/timm encoder for the
+    generic ``unet``."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
-    kwargs = {"encoder_weights": encoder_weights}
+    kwargs: dict = {"encoder_weights": encoder_weights, "in_channels": in_channels}
     if encoder is not None:
         if name != "unet":
             raise ValueError(f"model.encoder is for model 'unet' only; {name!r} has a fixed encoder")

@@ -20,11 +20,24 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
+def adapt_input_channels(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A pretrained RGB first-convolution ``weight`` (O, 3, k, k) for ``shape`` (O, B, k, k): one band sums the
+    three filters; more bands repeat them (R, G, B, R, G, ...) scaled by 3 / B, so an image whose bands all equal
+    its RGB mean gives the same activations. Any other tensor is returned as it is."""
+    if weight.ndim != 4 or weight.shape[1] != 3 or shape[1] == 3 or (weight.shape[0], *weight.shape[2:]) != (
+            shape[0], *shape[2:]):
+        return weight
+    if shape[1] == 1:
+        return weight.sum(1, keepdim=True)
+    return weight[:, [i % 3 for i in range(shape[1])]] * (3 / shape[1])
+
+
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load an ImageNet checkpoint file into ``encoder``; classifier tensors in the file are dropped.
 
     Keys are matched by name; if the file uses other names (e.g. an EfficientNet-Lite0 export for timm's
-    ``tf_efficientnet_lite0``), tensors are matched in order, and every shape must agree.
+    ``tf_efficientnet_lite0``), tensors are matched in order, and every shape must agree. An encoder for other
+    than 3 input bands gets the RGB first convolution adapted (``adapt_input_channels``).
 
     Raises:
         ValueError: if the file is unreadable or does not cover every encoder tensor.
@@ -39,6 +52,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
             state = state[key]
     own = _tensors(encoder.state_dict())
     given = _tensors(state)
+    if own and given:  # the input layer comes first in both
+        first_own, first_given = next(iter(own)), next(iter(given))
+        given[first_given] = adapt_input_channels(given[first_given], own[first_own].shape)
     by_name = {k: given[k] for k in own if k in given and given[k].shape == own[k].shape}
     if len(by_name) == len(own):
         mapped = by_name
@@ -76,12 +92,14 @@ def is_weights_file(encoder_weights: str) -> bool:
     return Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
 
 
-def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None) -> SmpUnet:
-    """An smp U-Net. ``encoder_weights``: ``None`` (random), a file path, or an smp hub name like ``imagenet``."""
+def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
+             in_channels: int = 3) -> SmpUnet:
+    """An smp U-Net for ``in_channels`` bands. ``encoder_weights``: ``None`` (random), a file path, or an smp hub
+    name like ``imagenet`` (smp adapts the input layer of hub weights itself, by the same rule)."""
     is_file = encoder_weights is not None and is_weights_file(encoder_weights)
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
     try:
-        model = SmpUnet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes)
+        model = SmpUnet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes, in_channels=in_channels)
     except KeyError as e:
         raise KeyError(f"unknown encoder {encoder!r}: use an smp encoder name or 'tu-<timm model name>'") from e
     except Exception as e:
