@@ -25,6 +25,17 @@ def cmd_points_simulate(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
+def cmd_points_import(args: argparse.Namespace) -> Path:
+    from pointseg.workflows import import_point_layer
+
+    points, report = import_point_layer(args.vector, args.raster, args.class_field, args.out, args.layer, args.crs,
+                                        args.classes, args.x_field, args.y_field)
+    print(report.summary())
+    print(f"wrote {len(points)} points on {len(points.images)} rasters to {args.out} (classes: "
+          f"{', '.join(points.classes)}; table {Path(args.out).with_suffix('.classes.csv')})")
+    return Path(args.out)
+
+
 def cmd_train(args: argparse.Namespace) -> Path:
     inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags)
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
@@ -120,6 +131,19 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", required=True)
     with_config(sim)
     sim.set_defaults(func=cmd_points_simulate)
+
+    imp = pts.add_parser("import", help="clicks from a GIS point layer (GeoPackage, Shapefile, GeoJSON, CSV) onto "
+                                        "rasters, reprojected to each raster's CRS")
+    imp.add_argument("--vector", required=True, help="point layer file")
+    imp.add_argument("--layer", help="layer name (files with several layers, e.g. GeoPackages)")
+    imp.add_argument("--raster", required=True, action="append", help="raster the points are clicked on (repeatable)")
+    imp.add_argument("--class-field", required=True, help="field holding class names or integer class values")
+    imp.add_argument("--classes", help="class table CSV value,name,r,g,b (default: the field's distinct values)")
+    imp.add_argument("--crs", help="CRS of the points (required for a CSV, e.g. EPSG:4326)")
+    imp.add_argument("--x-field", default="x", help="CSV column of x / longitude")
+    imp.add_argument("--y-field", default="y", help="CSV column of y / latitude")
+    imp.add_argument("--out", required=True, help="point file to write (its class table goes beside it)")
+    imp.set_defaults(func=cmd_points_import)
 
     lab = sub.add_parser("labels", help="label diagnostics").add_subparsers(dest="labels_command", required=True)
     ins = lab.add_parser("inspect", help="label area kept per class by nearest vs soft down-sampling")

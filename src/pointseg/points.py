@@ -13,14 +13,16 @@ File format (JSON, ``"format": "pointseg.points"``, ``"version": 1``)::
     }
 
 Rows and columns are 0-based pixel indices at the image's full resolution; ``class`` is a class index.
-Real clicked points (GeoJSON/GPKG/CSV from a GIS) are converted into this same file.
+Real clicked points (GeoPackage/Shapefile/GeoJSON/CSV from a GIS, ``pointseg.point_import``) are converted into this
+same file; their image ids are raster names, and each image entry also keeps ``fid`` and ``map_xy`` (the original
+map coordinates, in ``meta["map_crs"]``) lists parallel to ``points``.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,8 @@ class PointSet:
     """Points per image id: ``(N, 3)`` int arrays of ``(row, col, class)`` plus each image's full size.
 
     ``path``: the file the points were read from (named in errors), ``None`` for points made in memory.
+    ``extra``: per image, lists parallel to its points kept in the file (imported clicks: ``fid``, the feature
+    ids, and ``map_xy``, the original map coordinates in ``meta["map_crs"]``).
     """
 
     classes: list[str]
@@ -46,6 +50,7 @@ class PointSet:
     sizes: dict[str, tuple[int, int]]
     meta: dict
     path: Path | None = None
+    extra: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.images.values())
@@ -101,7 +106,7 @@ def save_points(path: str | Path, points: PointSet) -> Path:
     lines = [json.dumps(head)[:-1] + ', "images": {']
     entries = [
         f"  {json.dumps(k)}: " + json.dumps({"height": points.sizes[k][0], "width": points.sizes[k][1],
-                                              "points": v.tolist()})
+                                              "points": v.tolist(), **points.extra.get(k, {})})
         for k, v in points.images.items()
     ]
     return write_text(path, "\n".join(lines + [",\n".join(entries), "}}\n"]))
@@ -128,12 +133,15 @@ def load_points(path: str | Path) -> PointSet:
     if not isinstance(entries, dict):
         raise ValueError(f"{path}: \"images\" must be an object mapping image ids to "
                          f"{{\"height\", \"width\", \"points\"}}, got {type(entries).__name__}")
-    images, sizes = {}, {}
+    images, sizes, extra = {}, {}, {}
     for image_id, entry in entries.items():
         where = f"{path}: image {image_id!r}"
         images[image_id], sizes[image_id] = _read_entry(entry, len(classes), where)
+        kept = {k: v for k, v in entry.items() if k not in ("height", "width", "points")}
+        if kept:
+            extra[image_id] = kept
     meta = doc.get("meta", {})
-    result = PointSet(classes, images, sizes, meta if isinstance(meta, dict) else {}, path)
+    result = PointSet(classes, images, sizes, meta if isinstance(meta, dict) else {}, path, extra)
     if len(result) == 0:
         raise ValueError(f"{path}: the point file holds no points")
     return result

@@ -1,4 +1,5 @@
-"""Workflows: train, evaluate and predict as plain functions that the CLI, the demo and the benchmarks share."""
+"""Workflows: train, evaluate, predict and import clicks, as plain functions the CLI, the demo and the benchmarks
+share."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 import torch
 
 from pointseg import build, runs
+from pointseg.data.classes import ClassTable
 from pointseg.data.sources import ImageFolder
 from pointseg.evaluate import evaluate, write_predictions
 from pointseg.io import check_writable, write_text
+from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
+from pointseg.points import PointSet, save_points
 from pointseg.report import plot_loss
 from pointseg.train import load_checkpoint, train
 
@@ -93,3 +97,24 @@ def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> t
     else:
         listing.unlink(missing_ok=True)  # from an earlier prediction into the same folder
     return written, unreadable
+
+
+def import_point_layer(vector: str | Path, rasters: list[str | Path], class_field: str, out: str | Path,
+                       layer: str | None = None, crs: str | None = None, classes: str | Path | None = None,
+                       x_field: str = "x", y_field: str = "y") -> tuple[PointSet, ImportReport]:
+    """Clicks of a vector layer onto ``rasters`` as the point file ``out``; see ``pointseg.point_import``.
+
+    The classes come from the class table ``classes`` (``value,name,r,g,b``: names or raster values in the field)
+    or else from the field's distinct values; the table used is written beside ``out`` as ``<stem>.classes.csv``.
+    """
+    out = Path(out)
+    check_writable(out.parent)
+    points_layer = read_point_layer(vector, class_field, layer, crs, x_field, y_field)
+    table = (ClassTable.from_csv(classes, color_coded=False) if classes
+             else class_table_from_values(points_layer.values))
+    points, report = import_points(points_layer, rasters, table)
+    if report.imported == 0:
+        raise ValueError(f"{vector}: no point could be placed on the rasters\n{report.summary()}")
+    save_points(out, points)
+    table.to_csv(out.with_suffix(".classes.csv"))
+    return points, report

@@ -9,12 +9,13 @@ the same grid, ``mask`` (h, w) uint8 class indices (the mask's nodata and unlist
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from pointseg.data.classes import ClassTable
@@ -24,9 +25,12 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc")
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
-    """Open a raster for reading; an unreadable file is a ``ValueError`` naming it."""
+    """Open a raster for reading; an unreadable file is a ``ValueError`` naming it. A raster without
+    georeferencing opens quietly: the commands that need a CRS say so themselves."""
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
     except (RasterioError, OSError) as e:
         raise ValueError(f"{path}: unreadable raster ({e})") from e
 
