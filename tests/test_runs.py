@@ -158,7 +158,7 @@ def test_resume_needs_a_run_and_a_new_run_needs_data(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "typo"), "--resume"]) == 2
     assert "no run to resume here" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "new")]) == 2
-    assert "--data-root is required to start a run" in capsys.readouterr().err
+    assert "--data-root (or --raster) is required to start a run" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists() and not (tmp_path / "new").exists()
 
 

@@ -13,8 +13,9 @@ from torch.utils.data import Dataset
 
 from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
-from pointseg.data.classes import ClassTable
+from pointseg.data.classes import ClassTable, default_colors
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
+from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.inference import use_amp
 from pointseg.losses import build_loss
@@ -34,6 +35,8 @@ class TrainInputs:
     labeled: str | Path | None = None
     unlabeled: tuple[str | Path, ...] = field(default_factory=tuple)
     tags: str | Path | None = None
+    rasters: tuple[str | Path, ...] = field(default_factory=tuple)  # instead of a data root
+    masks: tuple[str | Path, ...] = field(default_factory=tuple)  # a reference mask raster per raster
 
 
 def build_classes(cfg: dict) -> ClassTable:
@@ -95,9 +98,12 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,
         check_against(points, [r.id for r in source.refs], {r.id: source.size(r) for r in refs},
                       list(source.classes.names))
     data, labels = cfg["data"], cfg["labels"]
+    bias = data["point_bias"]
+    if bias == "auto":
+        bias = 0.9 if isinstance(source, RasterSource) else 0.0
     return TrainDataset(build_cached(cfg, source), data["crop"], source.classes.num_classes, data["scale"],
                         labels["mode"], points, labels["downsample"], tuple(data["rescale"]), data["ignore_index"],
-                        scaling)
+                        scaling, bias)
 
 
 def build_eval_dataset(cfg: dict, source: Source, scaling: BandScaling | None = None) -> EvalDataset:
@@ -209,13 +215,46 @@ class Training:
     scaling: BandScaling
 
 
+def build_raster_classes(cfg: dict, points: PointSet | None) -> ClassTable:
+    """The class table of raster training: ``data.classes`` (``value,name,r,g,b`` with the mask rasters' values),
+    else the table ``points import`` wrote beside the point file, else the point file's class names."""
+    data = cfg["data"]
+    if data["classes"]:
+        return ClassTable.from_csv(data["classes"], color_coded=False, ignore_index=data["ignore_index"])
+    if points is not None and points.path is not None and points.path.with_suffix(".classes.csv").exists():
+        table = ClassTable.from_csv(points.path.with_suffix(".classes.csv"), color_coded=False)
+        if list(table.names) == points.classes:
+            return table
+    if points is not None:
+        return ClassTable(tuple(points.classes), tuple(default_colors(len(points.classes))))
+    raise ValueError("training on --mask rasters needs their class table: --set data.classes=TABLE.csv "
+                     "(value,name,r,g,b with the masks' class values)")
+
+
+def build_raster_source(cfg: dict, rasters: tuple[str | Path, ...], classes: ClassTable,
+                        masks: tuple[str | Path, ...] = ()) -> RasterSource:
+    """The rasters (bands ``data.bands``), with their reference mask rasters if given."""
+    return RasterSource(rasters, classes, cfg["data"]["bands"], list(masks) or None)
+
+
 def build_training(cfg: dict, inputs: TrainInputs) -> Training:
     """The objects of a run; the model is initialised from the run's ``model`` seed stream."""
-    if inputs.data_root is None:
-        raise ValueError("--data-root is required to start a run")
-    source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
-                                                       inputs.labeled, inputs.unlabeled)
     points = load_points(inputs.points) if inputs.points else None
+    source: Source
+    if inputs.rasters:
+        if inputs.data_root is not None or inputs.labeled is not None:
+            raise ValueError("--raster trains on rasters: leave out --data-root and --labeled")
+        if points is None and not inputs.masks:
+            raise ValueError("training on rasters needs --points, or a --mask raster per --raster")
+        source = build_raster_source(cfg, inputs.rasters, build_raster_classes(cfg, points), inputs.masks)
+        unlabeled_sources: list[Source] = []
+    elif inputs.data_root is None:
+        raise ValueError("--data-root (or --raster) is required to start a run")
+    else:
+        if inputs.masks:
+            raise ValueError("--mask pairs with --raster")
+        source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
+                                                           inputs.labeled, inputs.unlabeled)
     scaling = build_scaling(cfg, source)
     dataset = build_train_dataset(cfg, source, points, scaling)
     seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights

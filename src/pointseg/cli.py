@@ -37,7 +37,8 @@ def cmd_points_import(args: argparse.Namespace) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
-    inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags)
+    inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
+                         tuple(args.raster), tuple(args.mask))
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
     print(f"trained model saved to {path}")
     return path
@@ -156,7 +157,12 @@ def parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
-    tr.add_argument("--data-root", help="dataset root (required for a new run; a resumed run keeps its own)")
+    tr.add_argument("--data-root", help="dataset root (a new run needs it or --raster; a resumed run keeps its own)")
+    tr.add_argument("--raster", action="append", default=[], metavar="FILE",
+                    help="train on this georeferenced raster instead of a data root (repeatable; with --points)")
+    tr.add_argument("--mask", action="append", default=[], metavar="FILE",
+                    help="reference mask raster on the grid of each --raster (dense labels; classes from "
+                         "data.classes)")
     tr.add_argument("--points", help="point-label file (default: train on dense masks)")
     tr.add_argument("--out", required=True, help="run directory")
     tr.add_argument("--resume", action="store_true",

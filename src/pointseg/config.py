@@ -183,6 +183,13 @@ def validate(cfg: dict) -> dict:
         raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
     if flat["train.amp"] not in ("auto", True, False):
         raise ValueError(f"config key 'train.amp' must be auto, true or false, got {flat['train.amp']!r}")
+    bias = flat["data.point_bias"]
+    if not (bias == "auto" or (isinstance(bias, int | float) and not isinstance(bias, bool) and 0 <= bias <= 1)):
+        raise ValueError(f"config key 'data.point_bias' must be auto or a share in [0, 1], got {bias!r}")
+    bands = flat["data.bands"]
+    if bands is not None and not (isinstance(bands, list) and bands and all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands)):
+        raise ValueError(f"config key 'data.bands' must be null or a list of 1-based band numbers, got {bands!r}")
     domains = flat["data.domains"]
     if not (isinstance(domains, list) and domains and all(isinstance(d, str) for d in domains)):
         raise ValueError(f"config key 'data.domains' must be a list of domain names, e.g. [Rural], got {domains!r}")

@@ -21,7 +21,7 @@ import shapely
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from pointseg.data.classes import ClassTable
+from pointseg.data.classes import ClassTable, default_colors
 from pointseg.data.raster import RasterSource, open_raster
 from pointseg.points import PointSet
 
@@ -127,16 +127,7 @@ def class_table_from_values(values: np.ndarray, palette: Sequence[tuple[int, int
     numeric = all(isinstance(v, int | np.integer) or (isinstance(v, float) and float(v).is_integer())
                   for v in present)
     names = [str(int(v)) for v in sorted(present)] if numeric else sorted(str(v) for v in present)
-    return ClassTable(tuple(names), tuple(class_colors(len(names), palette)))
-
-
-def class_colors(n: int, palette: Sequence[tuple[int, int, int]] | None = None) -> list[tuple[int, int, int]]:
-    """``n`` distinct display colours (matplotlib's tab20, then repeated)."""
-    if palette is None:
-        from matplotlib import colormaps
-
-        palette = [tuple(int(255 * c) for c in colormaps["tab20"](i)[:3]) for i in range(20)]  # type: ignore
-    return [tuple(palette[i % len(palette)]) for i in range(n)]  # type: ignore[misc]
+    return ClassTable(tuple(names), tuple(default_colors(len(names), palette)))
 
 
 def _empty(value: object) -> bool:

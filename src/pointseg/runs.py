@@ -40,6 +40,7 @@ CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
 RESUMABLE = ("train.steps", "train.device", "train.threads", "train.num_workers", "train.log_every",
              "train.checkpoint_every", "data.cache_dir", "data.cache_max_gb")
 FILE_INPUTS = {"points": "--points", "labeled": "--labeled", "tags": "--tags"}
+PATH_LISTS = {"unlabeled": "--unlabeled", "rasters": "--raster", "masks": "--mask"}  # recorded by path
 
 
 def sha256(path: str | Path) -> str:
@@ -52,8 +53,9 @@ def sha256(path: str | Path) -> str:
 
 def record_inputs(inputs: TrainInputs) -> dict[str, Any]:
     """The inputs as stored in ``run.json``: absolute paths, and a SHA-256 for each file."""
-    record: dict[str, Any] = {"data_root": str(Path(inputs.data_root).resolve()) if inputs.data_root else None,
-                              "unlabeled": [str(Path(d).resolve()) for d in inputs.unlabeled]}
+    record: dict[str, Any] = {"data_root": str(Path(inputs.data_root).resolve()) if inputs.data_root else None}
+    for name in PATH_LISTS:
+        record[name] = [str(Path(d).resolve()) for d in getattr(inputs, name)]
     for name in FILE_INPUTS:
         path = getattr(inputs, name)
         record[name] = {"path": str(Path(path).resolve()), "sha256": sha256(path)} if path else None
@@ -69,9 +71,11 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              "start a new run in another --out")
 
     same("--data-root", recorded["data_root"], given.data_root)
-    if given.unlabeled and [str(Path(d).resolve()) for d in given.unlabeled] != recorded["unlabeled"]:
-        raise ValueError(f"{run_dir}: the run was started with --unlabeled {recorded['unlabeled'] or '(none)'}; "
-                         f"{list(map(str, given.unlabeled))} differs. A resumed run keeps its inputs")
+    for name, flag in PATH_LISTS.items():
+        paths = getattr(given, name)
+        if paths and [str(Path(d).resolve()) for d in paths] != recorded.get(name, []):
+            raise ValueError(f"{run_dir}: the run was started with {flag} {recorded.get(name) or '(none)'}; "
+                             f"{list(map(str, paths))} differs. A resumed run keeps its inputs")
     files: dict[str, str | None] = {}
     for name, flag in FILE_INPUTS.items():
         entry = recorded[name]
@@ -87,7 +91,7 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              f"{entry['sha256'][:12]} -> {digest[:12]}); a resumed run trains on the same inputs. "
                              "Restore the file or start a new run in another --out")
     return TrainInputs(recorded["data_root"], files["points"], files["labeled"], tuple(recorded["unlabeled"]),
-                       files["tags"])
+                       files["tags"], tuple(recorded.get("rasters", ())), tuple(recorded.get("masks", ())))
 
 
 def resume_config(run_dir: Path, settings: dict) -> dict:

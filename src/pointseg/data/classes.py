@@ -7,6 +7,7 @@ ignore index; anything not in the table is an error, reported with the file it c
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +158,16 @@ class ClassTable:
             color_coded=color_coded,
             ignore_index=ignore_index,
         )
+
+
+def default_colors(n: int, palette: Sequence[tuple[int, int, int]] | None = None) -> list[tuple[int, int, int]]:
+    """``n`` distinct display colours for classes without their own (matplotlib's tab20, then repeated)."""
+    if palette is None:
+        from matplotlib import colormaps
+
+        tab20 = colormaps["tab20"]
+        palette = [(int(255 * r), int(255 * g), int(255 * b)) for r, g, b, _ in (tab20(i) for i in range(20))]
+    return [tuple(palette[i % len(palette)]) for i in range(n)]  # type: ignore[misc]
 
 
 def _pack(c: tuple[int, int, int]) -> int:

@@ -30,6 +30,13 @@ def random_window(height: int, width: int, side: int, rng: np.random.Generator) 
     return int(rng.integers(0, max(height - side, 0) + 1)), int(rng.integers(0, max(width - side, 0) + 1))
 
 
+def window_around(position: int, length: int, side: int, rng: np.random.Generator) -> int:
+    """The start of a random ``side``-long window on an axis of ``length`` that contains ``position`` (at 0 when
+    the axis is shorter than the window)."""
+    low, high = max(0, position - side + 1), min(position, length - side)
+    return int(rng.integers(low, high + 1)) if high >= low else 0
+
+
 def pad_to(array: np.ndarray, side: int, value: int) -> np.ndarray:
     """Pad the first two axes of ``array`` at the bottom/right up to ``side``."""
     ph, pw = side - array.shape[0], side - array.shape[1]
@@ -69,13 +76,15 @@ class TrainDataset(Dataset):
         rescale: range of a random extra scale factor (log-uniform), e.g. ``(0.75, 1.5)``; ``(1, 1)`` = none.
         ignore_index: the mask value of unlabeled pixels.
         scaling: raw band values -> [0, 1] (default: the full range of the source's dtype, 0..255 for uint8).
+        point_bias: with points, the share of windows drawn around a click of the sample (so sparse clicks on
+            large rasters are seen); the rest are uniform. With 0 no extra random number is drawn.
 
     Pixels a source marks invalid (``valid`` False: nodata, alpha) are unlabeled and get the value ``low``.
     """
 
     def __init__(self, source: Source, crop: int, num_classes: int, scale: float = 1.0, mode: str = "bilinear",
                  points: PointSet | None = None, downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
-                 ignore_index: int = 255, scaling: BandScaling | None = None) -> None:
+                 ignore_index: int = 255, scaling: BandScaling | None = None, point_bias: float = 0.0) -> None:
         if downsample not in DOWNSAMPLE:
             raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
         if mode not in MODES:
@@ -93,6 +102,7 @@ class TrainDataset(Dataset):
         self.crop, self.num_classes, self.scale, self.mode, self.points = crop, num_classes, scale, mode, points
         self.downsample, self.rescale, self.ignore_index = downsample, rescale, ignore_index
         self.scaling = scaling or default_scaling(source)
+        self.point_bias = point_bias if points is not None else 0.0
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -119,10 +129,16 @@ class TrainDataset(Dataset):
         padded = Image.fromarray(pad_to(mask, side, self.ignore_index))
         return np.asarray(padded.resize((self.crop, self.crop), Image.Resampling.NEAREST))
 
-    def draw_window(self, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int]:
-        """A random square window ``(top, left, side)`` in full-resolution pixels of an image of ``size``."""
+    def draw_window(self, index: int, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+        """A random square window ``(top, left, side)`` in full-resolution pixels of sample ``index`` of ``size``:
+        around one of its clicks with probability ``point_bias``, else anywhere."""
         factor = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
         side = max(1, round(self.crop / (self.scale * factor)))  # window side at full resolution
+        if self.point_bias > 0 and self.points is not None and rng.random() < self.point_bias:
+            pts = self.points.images[self.refs[index].id]
+            if len(pts):
+                row, col, _ = pts[rng.integers(len(pts))]
+                return window_around(int(row), size[0], side, rng), window_around(int(col), size[1], side, rng), side
         top, left = random_window(size[0], size[1], side, rng)
         return top, left, side
 
@@ -130,7 +146,7 @@ class TrainDataset(Dataset):
         """A random window of sample ``index``: its image resized to the crop and scaled, ``(B, crop, crop)``
         float32, the window as read, and where it is."""
         ref = self.refs[index]
-        top, left, side = self.draw_window(self.source.size(ref), rng)
+        top, left, side = self.draw_window(index, self.source.size(ref), rng)
         window = self.source.read(ref, (top, left, side, side))
         image = np.array(window["image"])  # a copy: cached windows are read-only memory maps
         if "valid" in window:
