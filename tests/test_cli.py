@@ -243,7 +243,7 @@ def test_predict_skips_unreadable_images_and_lists_them(tmp_path, tiny_loveda, t
     out = tmp_path / "preds"
     assert main(["predict", "--run", str(run), "--input", str(images), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "2 of 4 images could not be read and were skipped" in err and "0-broken.png: unreadable image" in err
+    assert "2 of 4 inputs could not be read and were skipped" in err and "0-broken.png: unreadable image" in err
     assert sorted(p.name for p in out.glob("*.png")) == ["4.png", "4_color.png", "5.png", "5_color.png"]
     listed = (out / "unreadable.txt").read_text().splitlines()
     assert len(listed) == 2 and listed[1].startswith(str(images / "9-empty.jpg"))

@@ -302,6 +302,11 @@ def build_simulated_points(cfg: dict, data_root: str | Path, per_image: int, str
     return simulate(build_source(cfg, data_root), per_image, cfg["seed"], strategy)
 
 
+def build_map_options(cfg: dict) -> dict[str, Any]:
+    """How a run's model sees a raster: the training ``scale`` and resampling ``mode``."""
+    return {"scale": cfg["data"]["scale"], "mode": cfg["labels"]["mode"]}
+
+
 def describe(cfg: dict) -> str:
     """The recipe in a few words: model, loss, method and schedule."""
     return (f"model `{cfg['model']['name']}`, loss `{cfg['loss']['name']}`, method `{cfg['method']['name']}`, "

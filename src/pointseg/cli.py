@@ -11,7 +11,7 @@ from pointseg import build
 from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, save_points, simulate
-from pointseg.workflows import run_evaluation, run_prediction, run_training
+from pointseg.workflows import Tiling, run_evaluation, run_prediction, run_training
 
 log = logging.getLogger("pointseg")
 
@@ -51,13 +51,16 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
-    written, unreadable = run_prediction(args.run, args.input, args.out)
-    print(f"wrote {len(written) // 2} masks (index and colour PNGs) to {args.out}")
+    tiling = Tiling(args.tile, args.overlap, args.batch_size)
+    written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence)
+    maps = [p for p in written if p.suffix == ".tif" and not p.stem.endswith("_confidence")]
+    done = len(maps) if maps else len(written) // 2
+    print(f"wrote {len(maps)} GeoTIFF maps" if maps else f"wrote {done} masks (index and colour PNGs)", "to", args.out)
     if unreadable:
         for message in unreadable:
             print(f"pointseg: skipped: {message}", file=sys.stderr)
-        raise ValueError(f"{len(unreadable)} of {len(written) // 2 + len(unreadable)} images could not be read and "
-                         f"were skipped (listed in {Path(args.out) / 'unreadable.txt'})")
+        raise ValueError(f"{len(unreadable)} of {done + len(unreadable)} inputs could not be read and were skipped "
+                         f"(listed in {Path(args.out) / 'unreadable.txt'})")
     return written
 
 
@@ -181,11 +184,17 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="metrics JSON (table and plots are written beside it)")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="predict masks for a folder of images (unreadable ones are skipped "
-                                        "and listed; exit code 2 if any)")
+    pr = sub.add_parser("predict", help="GeoTIFF maps of rasters, or PNG masks of a folder of images "
+                                        "(unreadable inputs are skipped and listed; exit code 2 if any)")
     pr.add_argument("--run", required=True, help="run directory or its model.pt")
-    pr.add_argument("--input", required=True)
-    pr.add_argument("--out", required=True)
+    pr.add_argument("--input", required=True, help="a raster, a folder of rasters or images, or a .txt list of "
+                                                   "rasters")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
+    pr.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
+    pr.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
+    pr.add_argument("--confidence", action="store_true",
+                    help="also write <name>_confidence.tif: max-softmax probability in percent")
     pr.set_defaults(func=cmd_predict)
 
     cache = sub.add_parser("cache", help="the decoded-sample cache").add_subparsers(dest="cache_command", required=True)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pointseg import build, runs
 from pointseg.data.classes import ClassTable
+from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
 from pointseg.evaluate import evaluate, write_predictions
 from pointseg.io import check_writable, write_text
+from pointseg.maps import predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 from pointseg.points import PointSet, save_points
 from pointseg.report import plot_loss
@@ -79,18 +82,66 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def run_prediction(run: str | Path, input_dir: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
-    """Index and colour PNG masks for every readable image in ``input_dir``.
+@dataclass(frozen=True)
+class Tiling:
+    """How rasters are cut for prediction: ``tile`` model pixels a side, neighbours overlapping by ``overlap``,
+    ``batch_size`` windows per forward pass."""
 
-    Unreadable images are skipped, not fatal: returns the written paths and one message per skipped image
+    tile: int = 512
+    overlap: float = 0.5
+    batch_size: int = 4
+
+
+def raster_inputs(path: str | Path) -> list[Path] | None:
+    """The rasters to map: a raster file, a text file listing rasters (one per line, relative to the list), or a
+    folder holding rasters; ``None`` for a folder of image files (PNG/JPEG tiles, predicted as PNG masks)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        rasters = [path.parent / line for line in lines if line and not line.startswith("#")]
+        if not rasters:
+            raise ValueError(f"{path}: the list of rasters is empty")
+        return rasters
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such raster, list or folder")
+    rasters = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+    return rasters or None
+
+
+def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling: Tiling = Tiling(),
+                   confidence: bool = False) -> tuple[list[Path], list[str]]:
+    """Predict every readable input: GeoTIFF maps ``<out>/<name>.tif`` for rasters (see ``pointseg.maps``; with
+    ``confidence`` also ``<name>_confidence.tif``), index and colour PNG masks for a folder of image files.
+
+    Unreadable inputs are skipped, not fatal: returns the written paths and one message per skipped input
     (``<file>: <reason>``), which are also listed in ``<out>/unreadable.txt``.
     """
     check_writable(out)
     trained = runs.load_run(run)
-    dataset = build.build_eval_dataset(trained.cfg, ImageFolder(input_dir, trained.classes), trained.scaling)
-    unreadable: list[str] = []
     amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
-    written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable)
+    unreadable: list[str] = []
+    rasters = raster_inputs(inputs)
+    if rasters is None:
+        dataset = build.build_eval_dataset(trained.cfg, ImageFolder(inputs, trained.classes), trained.scaling)
+        written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable)
+    else:
+        written = []
+        for raster in rasters:
+            try:
+                source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+                ref = source.refs[0]
+                target = Path(out) / f"{ref.id}.tif"
+                result = predict_raster(trained.model, source, ref, target, classes=trained.classes,
+                                        scaling=trained.scaling, amp=amp, tile=tiling.tile, overlap=tiling.overlap,
+                                        batch_size=tiling.batch_size,
+                                        confidence=Path(out) / f"{ref.id}_confidence.tif" if confidence else None,
+                                        **build.build_map_options(trained.cfg))
+            except ValueError as e:
+                unreadable.append(str(e))
+                continue
+            written += [result.map] + ([result.confidence] if result.confidence else [])
     listing = Path(out) / "unreadable.txt"
     if unreadable:
         write_text(listing, "".join(f"{m}\n" for m in unreadable))

@@ -1,0 +1,218 @@
+"""Maps from rasters: tiled, blended inference over a whole raster, written as a GeoTIFF that QGIS opens in the
+right place with the class colours and names.
+
+Windows of ``tile`` model pixels overlap by ``overlap`` and reach every edge (the last window of a row or column is
+aligned to the raster's edge, so any size works). Each window's class probabilities are weighted by a 2-D Hann
+window and summed; a pixel's map class is the argmax of its weighted sum over its weight sum, so window borders leave
+no seams. Sums are kept for one band of rows (one window high, the raster's width) and written as soon as no later
+window reaches them: memory is bounded by the width, never by the height. The map is a tiled, compressed
+single-band uint8 GeoTIFF on the input's grid (CRS, transform, size), nodata 255 where the input has none, with an
+embedded colour table, class names in a ``.aux.xml`` beside it (GDAL's category names) and a ``.qml`` style that
+QGIS loads with the layer. It is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window as RioWindow
+from tqdm import tqdm
+
+from pointseg.data.bands import BandScaling
+from pointseg.data.classes import ClassTable
+from pointseg.data.raster import RasterSource
+from pointseg.data.sources import SampleRef
+from pointseg.inference import predict_logits
+from pointseg.io import atomic_path, write_text
+from pointseg.labels import resize_image
+
+NODATA = 255  # map value of pixels without input data
+CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
+
+
+def window_starts(length: int, side: int, stride: int) -> list[int]:
+    """Starts of ``side``-long windows every ``stride`` along ``length``, the last one aligned to the end."""
+    if length <= side:
+        return [0]
+    starts = list(range(0, length - side, stride))
+    return starts + [length - side]
+
+
+def hann(side: int) -> np.ndarray:
+    """A 1-D Hann window of ``side`` samples, positive everywhere (so a pixel seen by one window keeps its value)."""
+    return (np.sin(np.pi * (np.arange(side) + 0.5) / side) ** 2).astype(np.float32)
+
+
+@dataclass
+class MapResult:
+    """A written map: its paths, size and the time spent."""
+
+    map: Path
+    confidence: Path | None
+    height: int
+    width: int
+    seconds: float
+
+    @property
+    def megapixels_per_s(self) -> float:
+        return self.height * self.width / 1e6 / max(self.seconds, 1e-9)
+
+
+class RowBand:
+    """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide."""
+
+    def __init__(self, classes: int, height: int, width: int) -> None:
+        self.top = 0
+        self.sums = np.zeros((classes, height, width), dtype=np.float32)
+        self.weights = np.zeros((height, width), dtype=np.float32)
+        self.valid = np.zeros((height, width), dtype=bool)
+
+    def add(self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
+        """Add one window's ``probs`` (C, h, w), weighted, at raster ``row``, ``col``."""
+        r, (h, w) = row - self.top, weight.shape
+        self.sums[:, r:r + h, col:col + w] += probs * weight
+        self.weights[r:r + h, col:col + w] += weight
+        self.valid[r:r + h, col:col + w] |= valid
+
+    def finish(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class, confidence (percent) and validity of the first ``rows`` rows; the band then moves down by them."""
+        probs = self.sums[:, :rows] / np.maximum(self.weights[:rows], 1e-12)
+        classes, confidence = probs.argmax(0).astype(np.uint8), np.rint(probs.max(0) * 100).astype(np.uint8)
+        valid = self.valid[:rows].copy()
+        for array in (self.sums, self.weights[None], self.valid[None]):  # (C or 1, height, width) views
+            array[:, :-rows] = array[:, rows:]  # numpy copies overlapping slices safely
+            array[:, -rows:] = 0
+        self.top += rows
+        return classes, confidence, valid
+
+
+def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef, out: str | Path, *,
+                   classes: ClassTable, scaling: BandScaling, scale: float = 1.0, mode: str = "area",
+                   tile: int = 512, overlap: float = 0.5, batch_size: int = 4, amp: bool = False,
+                   confidence: str | Path | None = None, progress: bool = True) -> MapResult:
+    """Predict the class map of raster ``ref`` of ``source`` into the GeoTIFF ``out`` (see the module doc).
+
+    ``tile``: window side in model pixels (the model sees the raster at ``scale`` of its resolution, resampled
+    with ``mode``); ``overlap``: the share of a window its neighbour covers; ``confidence``: also write the
+    max-softmax probability, in percent, to this GeoTIFF.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if source.band_count(ref) != scaling.bands:
+        raise ValueError(f"{ref.image}: {source.band_count(ref)} bands, but the model takes {scaling.bands} bands "
+                         "(choose them with data.bands)")
+    height, width = source.size(ref)
+    side = max(1, round(tile / scale))  # window side at full resolution
+    stride = max(1, round(side * (1 - overlap)))
+    rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
+    band = RowBand(classes.num_classes, min(side, height), width)
+    weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
+    t0, out = time.perf_counter(), Path(out)
+    bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
+               leave=False)
+    with map_writer(source, ref, out, classes, confidence) as (dst, conf):
+        for i, row in enumerate(rows):
+            for batch in _batches([(row, col) for col in cols], batch_size):
+                windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
+                for (r, c), window, probs in zip(batch, windows, _probabilities(model, windows, scaling, scale,
+                                                                                mode, amp), strict=True):
+                    h, w = window["valid"].shape
+                    band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
+            done = (rows[i + 1] if i + 1 < len(rows) else height) - row
+            _write_rows(dst, conf, band, done, width)
+            bar.update(done * width)
+            bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
+    bar.close()
+    return MapResult(out, Path(confidence) if confidence else None, height, width, time.perf_counter() - t0)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.no_grad()
+def _probabilities(model: torch.nn.Module, windows: list[dict[str, np.ndarray]], scaling: BandScaling,
+                   scale: float, mode: str, amp: bool) -> list[np.ndarray]:
+    """Class probabilities (C, h, w) at full resolution of each window (invalid pixels read as the band's low)."""
+    sizes = {w["valid"].shape for w in windows}
+    images = []
+    for window in windows:
+        image = np.array(window["image"])
+        image[~window["valid"]] = np.asarray(scaling.low).astype(image.dtype)
+        h, w = image.shape[:2]
+        image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))), mode)
+        images.append(torch.from_numpy(scaling(image)))
+    if len(sizes) == 1:  # one batch (the usual case: only rasters smaller than a window differ)
+        logits = predict_logits(model, torch.stack(images), out_size=next(iter(sizes)), amp=amp)
+        return list(logits.softmax(1).cpu().numpy())
+    return [predict_logits(model, image[None], out_size=w["valid"].shape, amp=amp)[0].softmax(0).cpu().numpy()
+            for image, w in zip(images, windows, strict=True)]
+
+
+def _write_rows(dst: rasterio.io.DatasetWriter, conf: rasterio.io.DatasetWriter | None, band: RowBand, rows: int,
+                width: int) -> None:
+    top = band.top
+    classes, confidence, valid = band.finish(rows)
+    window = RioWindow(0, top, width, rows)
+    dst.write(np.where(valid, classes, NODATA)[None], window=window)
+    if conf is not None:
+        conf.write(np.where(valid, confidence, CONFIDENCE_NODATA)[None], window=window)
+
+
+@contextmanager
+def map_writer(source: RasterSource, ref: SampleRef, out: Path, classes: ClassTable,
+               confidence: str | Path | None = None
+               ) -> Iterator[tuple[rasterio.io.DatasetWriter, rasterio.io.DatasetWriter | None]]:
+    """The map (and confidence) GeoTIFFs open for writing under temporary names; when the block succeeds they are
+    renamed into place and the class names (``.aux.xml``) and the QGIS style (``.qml``) are written beside the map."""
+    height, width = source.size(ref)
+    geo = source.georef(ref)
+    transform = rasterio.Affine(*geo.transform) if geo.transform else rasterio.Affine.identity()
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8", "nodata": NODATA,
+               "crs": geo.crs, "transform": transform, "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER"}
+    with ExitStack() as stack:  # closes each dataset before renaming it
+        dst = stack.enter_context(rasterio.open(stack.enter_context(atomic_path(out)), "w", **profile))
+        dst.write_colormap(1, colormap(classes))
+        conf = None
+        if confidence is not None:
+            conf = stack.enter_context(rasterio.open(stack.enter_context(atomic_path(confidence)), "w",
+                                                     **{**profile, "nodata": CONFIDENCE_NODATA}))
+        yield dst, conf
+    write_text(out.with_name(out.name + ".aux.xml"), aux_xml(classes))
+    write_text(out.with_suffix(".qml"), qml(classes))
+
+
+def colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:
+    """The map's colour table: each class's colour, nodata transparent."""
+    table = {i: (*c, 255) for i, c in enumerate(classes.colors)}
+    return {**table, NODATA: (0, 0, 0, 0)}
+
+
+def aux_xml(classes: ClassTable) -> str:
+    """GDAL's sidecar (PAM) for the map's band: the class names as category names (what GDAL itself writes for a
+    GeoTIFF, which cannot hold them; the colour table is in the GeoTIFF)."""
+    names = "".join(f"      <Category>{escape(n)}</Category>\n" for n in classes.names)
+    return (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n{names}    </CategoryNames>\n'
+            f"  </PAMRasterBand>\n</PAMDataset>\n")
+
+
+def qml(classes: ClassTable) -> str:
+    """A QGIS layer style: a paletted renderer with each class's colour and name (QGIS loads ``<map>.qml``)."""
+    entries = "".join(f'        <paletteEntry value="{i}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" '
+                      f'label="{escape(n, {chr(34): "&quot;"})}"/>\n'
+                      for i, (n, (r, g, b)) in enumerate(zip(classes.names, classes.colors, strict=True)))
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.28" styleCategories="Symbology">\n  <pipe>\n'
+            '    <rasterrenderer type="paletted" band="1" opacity="1" nodataColor="">\n'
+            f"      <colorPalette>\n{entries}      </colorPalette>\n"
+            "    </rasterrenderer>\n  </pipe>\n</qgis>\n")

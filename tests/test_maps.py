@@ -1,0 +1,173 @@
+"""Raster maps: tiled, blended inference written as GeoTIFFs that GDAL and QGIS read with colours and names."""
+
+import ctypes
+import glob
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from torch import nn
+
+from pointseg.cli import main
+from pointseg.data.bands import BandScaling
+from pointseg.data.classes import ClassTable
+from pointseg.data.raster import RasterSource
+from pointseg.inference import predict_logits
+from pointseg.maps import hann, predict_raster, window_starts
+from tests.conftest import shared_path
+
+CLASSES = ClassTable(("water", "forest", "urban \"core\""), ((0, 0, 255), (0, 255, 0), (255, 0, 0)))
+
+
+class PixelModel(nn.Module):
+    """A 1x1 convolution: each pixel's logits depend on that pixel only, so tiling must not change the map."""
+
+    size_divisor = 8
+
+    def __init__(self, bands: int = 3, classes: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(bands, classes, 1)
+        self.conv.weight.data *= 8
+
+    def forward(self, x):
+        assert x.shape[-1] % self.size_divisor == 0 and x.shape[-2] % self.size_divisor == 0
+        return self.conv(x)
+
+
+def write_raster(path, height, width, bands=3, dtype="uint8", nodata=None, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 255, (bands, height, width)).astype(dtype)
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype,
+               "crs": "EPSG:32633", "transform": Affine(10, 0, 500000, 0, -10, 5600000), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def untiled_map(model, image, scaling):
+    """The per-pixel model on the whole image at once: the reference the tiled map must equal."""
+    probs = predict_logits(model, torch.from_numpy(scaling(image))[None], amp=False).softmax(1)[0]
+    return probs.argmax(0).numpy(), probs.max(0).values.numpy()
+
+
+@pytest.mark.parametrize("height, width, tile, overlap", [(101, 77, 32, 0.5), (64, 64, 32, 0.25), (50, 203, 16, 0.0),
+                                                          (20, 30, 64, 0.5)])
+def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, height, width, tile, overlap):
+    raster = write_raster(tmp_path / "scene.tif", height, width)
+    source = RasterSource([raster], CLASSES)
+    model, scaling = PixelModel().eval(), BandScaling.full_range(3)
+    result = predict_raster(model, source, source.refs[0], tmp_path / "map.tif", classes=CLASSES, scaling=scaling,
+                            tile=tile, overlap=overlap, batch_size=3, confidence=tmp_path / "conf.tif",
+                            progress=False)
+    expected, confidence = untiled_map(model, source.read(source.refs[0])["image"], scaling)
+    with rasterio.open(result.map) as ds, rasterio.open(tmp_path / "conf.tif") as cs:
+        assert np.array_equal(ds.read(1), expected)
+        assert np.abs(cs.read(1).astype(int) - np.rint(confidence * 100)).max() <= 1
+
+
+def test_the_map_has_the_input_grid_colours_names_and_nodata_where_the_input_has_none(tmp_path):
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    source = RasterSource([landsat], CLASSES)
+    out = tmp_path / "maps" / "landsat.tif"
+    predict_raster(PixelModel().eval(), source, source.refs[0], out, classes=CLASSES,
+                   scaling=BandScaling.full_range(3), tile=256, progress=False)
+    with rasterio.open(landsat) as src, rasterio.open(out) as ds:
+        assert (ds.crs, ds.transform, ds.width, ds.height) == (src.crs, src.transform, src.width, src.height)
+        assert ds.count == 1 and ds.dtypes == ("uint8",) and ds.nodata == 255 and ds.block_shapes == [(256, 256)]
+        assert ds.compression.name.lower() == "deflate"
+        assert ds.colormap(1)[1] == (0, 255, 0, 255) and ds.colormap(1)[255][3] == 0
+        classes, collar = ds.read(1), src.read_masks().min(0) == 0  # no data in any band
+    assert np.all(classes[collar] == 255) and np.all(classes[~collar] < 3), "nodata stays nodata, nothing else"
+    assert gdal_category_names(out) == list(CLASSES.names)
+    qml = out.with_suffix(".qml").read_text()
+    assert 'value="2" color="#ff0000" alpha="255" label="urban &quot;core&quot;"' in qml
+    assert not list(out.parent.glob(".*")), "no temporary files left"
+
+
+def test_alpha_is_nodata_in_the_map(tmp_path):
+    path = tmp_path / "rgba.tif"
+    rgba = np.full((4, 40, 40), 200, dtype=np.uint8)
+    rgba[3, :20] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=4, dtype="uint8", crs="EPSG:32633",
+                       transform=Affine(0.02, 0, 0, 0, -0.02, 0), photometric="RGB", alpha="YES") as dst:
+        dst.write(rgba)
+    source = RasterSource([path], CLASSES)
+    predict_raster(PixelModel().eval(), source, source.refs[0], tmp_path / "m.tif", classes=CLASSES,
+                   scaling=BandScaling.full_range(3), tile=16, progress=False)
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        m = ds.read(1)
+    assert np.all(m[:20] == 255) and np.all(m[20:] < 3)
+
+
+def test_a_failed_map_leaves_nothing(tmp_path):
+    raster = write_raster(tmp_path / "scene.tif", 64, 64)
+    source = RasterSource([raster], CLASSES)
+
+    class Broken(PixelModel):
+        calls = 0
+
+        def forward(self, x):
+            Broken.calls += 1
+            if Broken.calls == 3:
+                raise RuntimeError("out of memory")
+            return super().forward(x)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_raster(Broken().eval(), source, source.refs[0], tmp_path / "out" / "m.tif", classes=CLASSES,
+                       scaling=BandScaling.full_range(3), tile=16, batch_size=1, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_window_starts_reach_every_edge_and_the_hann_window_is_positive():
+    assert window_starts(100, 32, 16) == [0, 16, 32, 48, 64, 68]
+    assert window_starts(20, 32, 16) == [0] and window_starts(32, 32, 16) == [0]
+    w = hann(8)
+    assert np.all(w > 0) and np.allclose(w, w[::-1]) and w.max() < 1
+
+
+def test_predict_maps_rasters_from_a_list_and_skips_those_it_cannot_map(tmp_path, capsys):
+    run = tmp_path / "run"
+    points = tmp_path / "clicks.json"
+    enmap = shared_path("data", "geo", "enmap-berlin")
+    assert main(["points", "import", "--vector", str(enmap / "landcover_point_singlepart_3035.gpkg"), "--raster",
+                 str(enmap / "landcover_map_l2.tif"), "--class-field", "level_2", "--out", str(points)]) == 0
+    assert main(["train", "--raster", str(enmap / "landcover_map_l2.tif"), "--points", str(points), "--out", str(run),
+                 *[a for s in ["model.name=unet-small", "data.crop=32", "train.batch_size=2", "train.steps=2",
+                               "train.amp=false"] for a in ("--set", s)]]) == 0
+    three_band = write_raster(tmp_path / "rgb.tif", 30, 30)
+    listing = tmp_path / "rasters.txt"
+    listing.write_text(f"{enmap / 'landcover_map_l2.tif'}\n{three_band.name}\n")
+    out = tmp_path / "maps"
+    assert main(["predict", "--run", str(run), "--input", str(listing), "--out", str(out), "--tile", "64",
+                 "--confidence"]) == 2
+    err = capsys.readouterr().err
+    assert "rgb.tif: 3 bands, but the model takes 1 bands" in err and "1 of 2 inputs could not be read" in err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["landcover_map_l2.tif", "landcover_map_l2_confidence.tif"]
+    first_class = (tmp_path / "clicks.classes.csv").read_text().splitlines()[1].split(",")
+    with rasterio.open(out / "landcover_map_l2.tif") as ds:
+        assert ds.colormap(1)[0][:3] == tuple(int(c) for c in first_class[2:]), "the class table's colours"
+
+
+def gdal_category_names(path):
+    """The class names GDAL itself reads for band 1 (what QGIS and gdalinfo show), through rasterio's libgdal."""
+    import rasterio as rio
+
+    gdal = ctypes.CDLL(glob.glob(rio.__path__[0] + ".libs/libgdal*")[0])
+    gdal.GDALAllRegister()
+    gdal.GDALOpen.restype, gdal.GDALOpen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+    gdal.GDALGetRasterBand.restype, gdal.GDALGetRasterBand.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int]
+    gdal.GDALGetProjectionRef.restype, gdal.GDALGetProjectionRef.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    gdal.GDALGetRasterCategoryNames.restype = ctypes.POINTER(ctypes.c_char_p)
+    gdal.GDALGetRasterCategoryNames.argtypes = [ctypes.c_void_p]
+    gdal.GDALClose.argtypes = [ctypes.c_void_p]
+    dataset = gdal.GDALOpen(str(path).encode(), 0)
+    gdal.GDALGetProjectionRef(dataset)  # GeoTIFFs load their .aux.xml lazily
+    names = gdal.GDALGetRasterCategoryNames(gdal.GDALGetRasterBand(dataset, 1))
+    out = []
+    while names and names[len(out)]:
+        out.append(names[len(out)].decode())
+    gdal.GDALClose(dataset)
+    return out
