@@ -21,7 +21,13 @@ def calibration_bins(probs: torch.Tensor, target: torch.Tensor, n_bins: int = 15
     """
     confidence, prediction = probs.float().max(1)  # (B, ...)
     valid = target != ignore_index
-    confidence, correct = confidence[valid], (prediction[valid] == target[valid]).double()
+    return confidence_bins(confidence[valid], prediction[valid] == target[valid], n_bins)
+
+
+def confidence_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    """``(3, n_bins)`` bins (see ``calibration_bins``) of given ``confidence`` values and whether each was right
+    (e.g. from a map's confidence raster)."""
+    correct = correct.double()
     edges = torch.linspace(0, 1, n_bins + 1, device=confidence.device)
     index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, n_bins - 1)  # (N,)
     bins = torch.zeros(3, n_bins, dtype=torch.float64, device=confidence.device)

@@ -11,7 +11,7 @@ from pointseg import build
 from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, save_points, simulate
-from pointseg.workflows import Tiling, run_evaluation, run_prediction, run_training
+from pointseg.workflows import Tiling, run_evaluation, run_map_evaluation, run_prediction, run_training
 
 log = logging.getLogger("pointseg")
 
@@ -45,7 +45,13 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    metrics = run_evaluation(args.run, args.data_root, args.split, args.out)
+    if args.mask:
+        tiling = Tiling(args.tile, args.overlap, args.batch_size)
+        metrics = run_map_evaluation(args.mask, args.out, args.run, args.raster, args.map, args.classes, tiling)
+    elif args.run and args.data_root:
+        metrics = run_evaluation(args.run, args.data_root, args.split, args.out)
+    else:
+        raise ValueError("evaluate needs --run with --data-root, or --mask with --run and --raster, or with --map")
     print(Path(args.out).with_suffix(".txt").read_text(), end="")
     return metrics
 
@@ -177,10 +183,18 @@ def parser() -> argparse.ArgumentParser:
     with_config(tr)
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="metrics at full label resolution")
-    ev.add_argument("--run", required=True, help="run directory or its model.pt")
-    ev.add_argument("--data-root", required=True)
+    ev = sub.add_parser("evaluate", help="metrics at full label resolution, on a dataset split or against a "
+                                         "reference mask raster")
+    ev.add_argument("--run", help="run directory or its model.pt")
+    ev.add_argument("--data-root", help="dataset root (with --split)")
     ev.add_argument("--split", default="Val")
+    ev.add_argument("--raster", help="raster the run maps, scored against --mask")
+    ev.add_argument("--mask", help="reference mask raster on the grid of --raster or --map")
+    ev.add_argument("--map", help="an existing map (GeoTIFF) to score against --mask")
+    ev.add_argument("--classes", help="class table value,name,r,g,b with the mask's values (for --map without --run)")
+    ev.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
+    ev.add_argument("--overlap", type=float, default=Tiling.overlap)
+    ev.add_argument("--batch-size", type=int, default=Tiling.batch_size)
     ev.add_argument("--out", required=True, help="metrics JSON (table and plots are written beside it)")
     ev.set_defaults(func=cmd_evaluate)
 

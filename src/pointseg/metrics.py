@@ -52,5 +52,6 @@ def format_table(metrics: dict) -> str:
     lines += ["-" * (width + 6), f"{'mIoU':<{width}} {metrics['miou']:.3f}",
               f"{'pixel acc':<{width}} {metrics['pixel_accuracy']:.3f}"]
     if "ece" in metrics:
-        lines.append(f"{'ECE':<{width}} {metrics['ece']:.3f}")
+        ece = metrics["ece"]
+        lines.append(f"{'ECE':<{width}} {'  n/a' if ece is None else f'{ece:.3f}'}")
     return "\n".join(lines)

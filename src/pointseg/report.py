@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -41,9 +42,9 @@ def plot_confusion(metrics: dict, path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
-def plot_overlays(items: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], classes: ClassTable,
+def plot_overlays(items: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]], classes: ClassTable,
                   path: str | Path) -> Path:
-    """One row per ``(id, image, truth or None, prediction)``: image | truth | prediction, with a legend."""
+    """One row per ``(id, image or None, truth or None, prediction)``: image | truth | prediction, with a legend."""
     fig, axes = plt.subplots(len(items), 3, figsize=(10, 3.4 * len(items)), squeeze=False)
     for row, (name, image, truth, pred) in zip(axes, items, strict=True):
         panels = [(image, name), (None if truth is None else classes.colorize(truth), "truth"),

@@ -4,6 +4,7 @@ share."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pointseg import build, runs
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
-from pointseg.evaluate import evaluate, write_predictions
+from pointseg.evaluate import evaluate, evaluate_map, write_predictions
 from pointseg.io import check_writable, write_text
 from pointseg.maps import predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
@@ -90,6 +91,41 @@ class Tiling:
     tile: int = 512
     overlap: float = 0.5
     batch_size: int = 4
+
+
+def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None = None,
+                       raster: str | Path | None = None, map_path: str | Path | None = None,
+                       classes: str | Path | None = None, tiling: Tiling | None = None) -> dict:
+    """Metrics against a reference mask raster: of the map a run makes of ``raster`` (written with its confidence
+    to a temporary folder beside ``out``), or of an existing ``map_path``. ``classes``: a class table
+    (``value,name,r,g,b`` with the mask's values) for a map without a run, or to read the mask's values for a run
+    trained with names only; its names must be the run's."""
+    out = Path(out)
+    check_writable(out.parent)
+    trained = runs.load_run(run) if run is not None else None
+    table = ClassTable.from_csv(classes, color_coded=False) if classes else None
+    if trained is not None and table is not None and table.names != trained.classes.names:
+        raise ValueError(f"{classes}: classes {list(table.names)} are not the run's {list(trained.classes.names)}")
+    table = table or (trained.classes if trained is not None else None)
+    if table is None:
+        raise ValueError("scoring a --map needs its class table: --classes TABLE.csv (or --run)")
+    if map_path is not None:
+        return evaluate_map(map_path, mask, table, out)
+    if trained is None or raster is None:
+        raise ValueError("evaluating a run against a --mask needs --run and --raster (or --map)")
+    tiling = tiling or Tiling()
+    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ref = source.refs[0]
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".map-") as tmp:
+        result = predict_raster(trained.model, source, ref, Path(tmp) / "map.tif", classes=trained.classes,
+                                scaling=trained.scaling, tile=tiling.tile, overlap=tiling.overlap,
+                                batch_size=tiling.batch_size, confidence=Path(tmp) / "confidence.tif",
+                                amp=build.build_inference_amp(trained.cfg, model_device(trained.model)),
+                                **build.build_map_options(trained.cfg))
+        bands = tuple(source.bands[ref.image][:3])
+        return evaluate_map(result.map, mask, table, out, confidence=result.confidence, image=raster,
+                            image_bands=bands)
 
 
 def raster_inputs(path: str | Path) -> list[Path] | None:

@@ -76,7 +76,7 @@ def test_alpha_marks_invalid_pixels_and_is_not_a_band(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("bands", "bands [4] out of range; the raster has bands 1..3"),
-    ("grid", "the mask raster is on another grid"),
+    ("grid", "on another grid than"),
     ("truncated", "unreadable raster"),
     ("not a raster", "unreadable raster"),
     ("masks", "2 mask rasters for 1 rasters"),

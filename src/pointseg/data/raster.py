@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
@@ -51,6 +52,65 @@ def alpha_band(dataset: rasterio.DatasetReader) -> int | None:
     return interp.index("alpha") + 1 if "alpha" in interp else None
 
 
+def read_mask_raster(path: str | Path, classes: ClassTable, window: RioWindow | None = None,
+                     out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Class indices (uint8) of a reference mask raster's ``window`` (decimated to ``out_shape`` if given): its
+    nodata is ``ignore_index``, and values must be whole numbers the class table lists (else a ``ValueError``
+    naming the file)."""
+    with open_raster(path) as ms:
+        try:
+            raw = ms.read(1, window=window, out_shape=out_shape, resampling=Resampling.nearest)
+            labeled = ms.read_masks(1, window=window, out_shape=out_shape, resampling=Resampling.nearest) > 0
+        except RasterioError as e:
+            raise ValueError(f"{path}: unreadable raster ({e})") from e
+    values = raw[labeled]
+    bad = (values != np.round(values)) | (values < 0) | (values > 255)
+    if bad.any():
+        raise ValueError(f"{path}: mask values must be whole numbers in 0..255, e.g. {values[bad][:3].tolist()}")
+    out = np.full(raw.shape, classes.ignore_index, dtype=np.uint8)
+    out[labeled] = classes.decode(values.astype(np.uint8)[None], source=str(path))[0]
+    return out
+
+
+def same_grid(a: str | Path, b: str | Path) -> None:
+    """Fail unless rasters ``a`` and ``b`` share size, transform and CRS."""
+    with open_raster(a) as x, open_raster(b) as y:
+        if (x.width, x.height, x.transform, x.crs) != (y.width, y.height, y.transform, y.crs):
+            raise ValueError(f"{b}: on another grid than {a} ({y.width}x{y.height} {y.crs} vs {x.width}x{x.height} "
+                             f"{x.crs}); reproject it onto the same grid first")
+
+
+def thumbnail_shape(path: str | Path, max_side: int = 512) -> tuple[int, int]:
+    """``(h, w)`` of a raster decimated to at most ``max_side`` pixels a side."""
+    with open_raster(path) as ds:
+        step = max(1, -(-max(ds.height, ds.width) // max_side))
+        return max(1, ds.height // step), max(1, ds.width // step)
+
+
+def read_thumbnail(path: str | Path, max_side: int = 512, bands: Sequence[int] | None = None) -> np.ndarray:
+    """A decimated read of a raster, at most ``max_side`` pixels a side, ``(h, w, B)`` (nearest: class maps keep
+    their values); never the whole raster in memory."""
+    shape = thumbnail_shape(path, max_side)
+    with open_raster(path) as ds:
+        indexes = list(bands) if bands else list(range(1, ds.count + 1))
+        return np.moveaxis(ds.read(indexes, out_shape=(len(indexes), *shape), resampling=Resampling.nearest), 0, -1)
+
+
+def display_thumbnail(path: str | Path, bands: Sequence[int], max_side: int = 512) -> np.ndarray:
+    """An ``(h, w, 3)`` uint8 picture of a raster: its first three ``bands`` (one: grey), each stretched between
+    its 2nd and 98th percentile, no-data black."""
+    pixels = read_thumbnail(path, max_side, list(bands)[:3]).astype(np.float64)
+    with open_raster(path) as ds:
+        valid = ds.read_masks(list(bands)[:3], out_shape=(len(list(bands)[:3]), *pixels.shape[:2]),
+                              resampling=Resampling.nearest).min(0) > 0
+    if pixels.shape[-1] < 3:
+        pixels = np.repeat(pixels[..., :1], 3, axis=-1)
+    if valid.any():
+        low, high = np.percentile(pixels[valid], [2, 98], axis=0)
+        pixels = (pixels - low) / np.maximum(high - low, 1e-9)
+    return np.where(valid[..., None], np.clip(pixels, 0, 1) * 255, 0).astype(np.uint8)
+
+
 class RasterSource(Source):
     """One sample per raster file; ids are the file names without suffix.
 
@@ -74,17 +134,12 @@ class RasterSource(Source):
             with open_raster(path) as ds:
                 self.bands[path] = select_bands(path, ds.count, alpha_band(ds), bands)
                 self.dtypes[path] = str(np.result_type(*[ds.dtypes[b - 1] for b in self.bands[path]]))
-                grid = (ds.width, ds.height, ds.transform, ds.crs)
             first = files[0]
             if (len(self.bands[path]), self.dtypes[path]) != (len(self.bands[first]), self.dtypes[first]):
                 raise ValueError(f"{path}: {len(self.bands[path])} {self.dtypes[path]} bands, but {first} has "
                                  f"{len(self.bands[first])} {self.dtypes[first]} bands; one model takes one kind")
             if mask is not None:
-                with open_raster(mask) as ms:
-                    if (ms.width, ms.height, ms.transform, ms.crs) != grid:
-                        raise ValueError(f"{mask}: the mask raster is on another grid than {path} "
-                                         f"({ms.width}x{ms.height} {ms.crs} vs {grid[0]}x{grid[1]} {grid[3]}); "
-                                         "reproject it onto the image's grid first")
+                same_grid(path, mask)
             refs.append(SampleRef(path.stem, path, mask))
         super().__init__(refs, classes, f"rasters {', '.join(p.name for p in files[:3])}"
                                         + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
@@ -126,20 +181,7 @@ class RasterSource(Source):
         return self._read_mask(ref.mask, None)
 
     def _read_mask(self, path: Path, window: RioWindow | None) -> np.ndarray:
-        """Class indices of a mask raster's window: its nodata is ``ignore_index``, values outside the table fail."""
-        with open_raster(path) as ms:
-            try:
-                raw = ms.read(1, window=window)
-                labeled = ms.read_masks(1, window=window) > 0
-            except RasterioError as e:
-                raise ValueError(f"{path}: unreadable raster ({e})") from e
-        values = raw[labeled]
-        if values.size and (np.any(values != np.round(values)) or values.min() < 0 or values.max() > 255):
-            raise ValueError(f"{path}: mask values must be whole numbers in 0..255, e.g. "
-                             f"{values[(values != np.round(values)) | (values < 0) | (values > 255)][:3].tolist()}")
-        out = np.full(raw.shape, self.classes.ignore_index, dtype=np.uint8)
-        out[labeled] = self.classes.decode(values.astype(np.uint8)[None], source=str(path))[0]
-        return out
+        return read_mask_raster(path, self.classes, window)
 
     @staticmethod
     def _window(ds: rasterio.DatasetReader, window: Window | None) -> RioWindow | None:
