@@ -1,4 +1,5 @@
-"""The ``pointseg`` command line: points simulate, labels inspect, train, evaluate, predict, cache, download, demo."""
+"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, map, cache,
+download, demo."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     if args.mask:
-        tiling = Tiling(args.tile, args.overlap, args.batch_size)
+        tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog)
         metrics = run_map_evaluation(args.mask, args.out, args.run, args.raster, args.map, args.classes, tiling)
     elif args.run and args.data_root:
         metrics = run_evaluation(args.run, args.data_root, args.split, args.out)
@@ -57,7 +58,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
-    tiling = Tiling(args.tile, args.overlap, args.batch_size)
+    tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog)
     written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence)
     maps = [p for p in written if p.suffix == ".tif" and not p.stem.endswith("_confidence")]
     done = len(maps) if maps else len(written) // 2
@@ -68,6 +69,16 @@ def cmd_predict(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"{len(unreadable)} of {done + len(unreadable)} inputs could not be read and were skipped "
                          f"(listed in {Path(args.out) / 'unreadable.txt'})")
     return written
+
+
+def cmd_map(args: argparse.Namespace) -> Path:
+    """Import clicks -> train on the raster -> GeoTIFF map -> REPORT.md."""
+    from pointseg.mapping import MapRequest, run_map
+
+    return run_map(MapRequest(Path(args.raster), Path(args.points), args.class_field, Path(args.out), args.layer,
+                              args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
+                              Path(args.config) if args.config else None, args.set,
+                              Tiling(args.tile, args.overlap, args.batch_size, args.cog), args.confidence))
 
 
 def cmd_labels_inspect(args: argparse.Namespace) -> list[dict]:
@@ -131,6 +142,12 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="YAML file overriding the default config")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
 
+    def with_tiling(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
+        sp.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
+        sp.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
+        sp.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+
     pts = sub.add_parser("points", help="point labels").add_subparsers(dest="points_command", required=True)
     sim = pts.add_parser("simulate", help="simulate N clicks per image from dense masks")
     sim.add_argument("--data-root", required=True)
@@ -192,9 +209,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--mask", help="reference mask raster on the grid of --raster or --map")
     ev.add_argument("--map", help="an existing map (GeoTIFF) to score against --mask")
     ev.add_argument("--classes", help="class table value,name,r,g,b with the mask's values (for --map without --run)")
-    ev.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
-    ev.add_argument("--overlap", type=float, default=Tiling.overlap)
-    ev.add_argument("--batch-size", type=int, default=Tiling.batch_size)
+    with_tiling(ev)
     ev.add_argument("--out", required=True, help="metrics JSON (table and plots are written beside it)")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -204,12 +219,26 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--input", required=True, help="a raster, a folder of rasters or images, or a .txt list of "
                                                    "rasters")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
-    pr.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
-    pr.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
+    with_tiling(pr)
     pr.add_argument("--confidence", action="store_true",
                     help="also write <name>_confidence.tif: max-softmax probability in percent")
     pr.set_defaults(func=cmd_predict)
+
+    mp = sub.add_parser("map", help="a raster and a GIS point layer in: a trained model, a GeoTIFF map and a report "
+                                    "out (points import -> train -> predict)")
+    mp.add_argument("--raster", required=True, help="the image to map (GeoTIFF or any GDAL raster)")
+    mp.add_argument("--points", required=True, help="point layer of clicks (GeoPackage, Shapefile, GeoJSON, CSV)")
+    mp.add_argument("--class-field", required=True, help="the layer's field with class names or values")
+    mp.add_argument("--out", required=True, help="output folder: map.tif, REPORT.md, run/ ...")
+    mp.add_argument("--layer", help="layer of a multi-layer file (GeoPackage)")
+    mp.add_argument("--crs", help="CRS of CSV coordinates, e.g. EPSG:4326")
+    mp.add_argument("--x-field", default="x", help="CSV column of x (easting/longitude)")
+    mp.add_argument("--y-field", default="y", help="CSV column of y (northing/latitude)")
+    mp.add_argument("--classes", help="class table value,name,r,g,b (names and colours; default: the field's values)")
+    mp.add_argument("--confidence", action="store_true", help="also write confidence.tif (max-softmax, percent)")
+    with_tiling(mp)
+    with_config(mp)
+    mp.set_defaults(func=cmd_map)
 
     cache = sub.add_parser("cache", help="the decoded-sample cache").add_subparsers(dest="cache_command", required=True)
     info = cache.add_parser("info", help="where the cache is and how big it is")

@@ -79,11 +79,11 @@ def parse_set(item: str) -> dict:
     return node
 
 
-def _deep_update(base: dict, update: dict) -> dict:
+def deep_update(base: dict, update: dict) -> dict:
     """``update`` written over a copy of ``base``, section by section (no key checks)."""
     out = copy.deepcopy(base)
     for k, v in update.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -103,7 +103,7 @@ def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[s
             raise ValueError(f"{path}: a config file must be a mapping of keys to values")
         settings = user
     for item in overrides:
-        settings = _deep_update(settings, parse_set(item))
+        settings = deep_update(settings, parse_set(item))
     merge(default_config(), settings)  # unknown keys and wrong types fail here, naming the key
     return settings
 

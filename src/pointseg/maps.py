@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import torch
 from rasterio.windows import Window as RioWindow
 from tqdm import tqdm
@@ -36,6 +37,7 @@ from pointseg.labels import resize_image
 
 NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
+COG_BLOCK = 512  # tile side of Cloud-Optimised GeoTIFFs
 
 
 def window_starts(length: int, side: int, stride: int) -> list[int]:
@@ -57,6 +59,7 @@ class MapResult:
 
     map: Path
     confidence: Path | None
+    bands: tuple[int, ...]  # of the raster, as the model read them
     height: int
     width: int
     seconds: float
@@ -97,12 +100,13 @@ class RowBand:
 def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef, out: str | Path, *,
                    classes: ClassTable, scaling: BandScaling, scale: float = 1.0, mode: str = "area",
                    tile: int = 512, overlap: float = 0.5, batch_size: int = 4, amp: bool = False,
-                   confidence: str | Path | None = None, progress: bool = True) -> MapResult:
+                   confidence: str | Path | None = None, cog: bool = False, progress: bool = True) -> MapResult:
     """Predict the class map of raster ``ref`` of ``source`` into the GeoTIFF ``out`` (see the module doc).
 
     ``tile``: window side in model pixels (the model sees the raster at ``scale`` of its resolution, resampled
     with ``mode``); ``overlap``: the share of a window its neighbour covers; ``confidence``: also write the
-    max-softmax probability, in percent, to this GeoTIFF.
+    max-softmax probability, in percent, to this GeoTIFF; ``cog``: write Cloud-Optimised GeoTIFFs with overviews
+    (the map's by the mode of its classes, the confidence's by the mean).
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -118,7 +122,7 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
     t0, out = time.perf_counter(), Path(out)
     bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
                leave=False)
-    with map_writer(source, ref, out, classes, confidence) as (dst, conf):
+    with map_writer(source, ref, out, classes, confidence, cog) as (dst, conf):
         for i, row in enumerate(rows):
             for batch in _batches([(row, col) for col in cols], batch_size):
                 windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
@@ -131,7 +135,8 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
             bar.update(done * width)
             bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
     bar.close()
-    return MapResult(out, Path(confidence) if confidence else None, height, width, time.perf_counter() - t0)
+    return MapResult(out, Path(confidence) if confidence else None, tuple(source.bands[ref.image]), height,
+                     width, time.perf_counter() - t0)
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -170,7 +175,7 @@ def _write_rows(dst: rasterio.io.DatasetWriter, conf: rasterio.io.DatasetWriter 
 
 @contextmanager
 def map_writer(source: RasterSource, ref: SampleRef, out: Path, classes: ClassTable,
-               confidence: str | Path | None = None
+               confidence: str | Path | None = None, cog: bool = False
                ) -> Iterator[tuple[rasterio.io.DatasetWriter, rasterio.io.DatasetWriter | None]]:
     """The map (and confidence) GeoTIFFs open for writing under temporary names; when the block succeeds they are
     renamed into place and the class names (``.aux.xml``) and the QGIS style (``.qml``) are written beside the map."""
@@ -181,15 +186,36 @@ def map_writer(source: RasterSource, ref: SampleRef, out: Path, classes: ClassTa
                "crs": geo.crs, "transform": transform, "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate", "bigtiff": "IF_SAFER"}
     with ExitStack() as stack:  # closes each dataset before renaming it
-        dst = stack.enter_context(rasterio.open(stack.enter_context(atomic_path(out)), "w", **profile))
+        dst = stack.enter_context(_geotiff(stack.enter_context(atomic_path(out)), profile, "mode" if cog else None))
         dst.write_colormap(1, colormap(classes))
         conf = None
         if confidence is not None:
-            conf = stack.enter_context(rasterio.open(stack.enter_context(atomic_path(confidence)), "w",
-                                                     **{**profile, "nodata": CONFIDENCE_NODATA}))
+            conf = stack.enter_context(_geotiff(stack.enter_context(atomic_path(confidence)),
+                                                {**profile, "nodata": CONFIDENCE_NODATA},
+                                                "average" if cog else None))
         yield dst, conf
     write_text(out.with_name(out.name + ".aux.xml"), aux_xml(classes))
     write_text(out.with_suffix(".qml"), qml(classes))
+
+
+@contextmanager
+def _geotiff(path: Path, profile: dict, cog_resampling: str | None = None
+             ) -> Iterator[rasterio.io.DatasetWriter]:
+    """A GeoTIFF open for writing at ``path``. With ``cog_resampling`` it is written to a scratch file beside
+    ``path`` and, on success, copied to ``path`` as a Cloud-Optimised GeoTIFF whose overviews are resampled so
+    (GDAL's COG driver: tiles and overviews in the order HTTP range readers expect)."""
+    if not cog_resampling:
+        with rasterio.open(path, "w", **profile) as dst:
+            yield dst
+        return
+    scratch = path.with_name(path.name + ".strips.tif")
+    try:
+        with rasterio.open(scratch, "w", **profile) as dst:
+            yield dst
+        rasterio.shutil.copy(scratch, path, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+                             overview_resampling=cog_resampling, bigtiff="IF_SAFER")
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:

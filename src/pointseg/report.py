@@ -44,12 +44,14 @@ def plot_confusion(metrics: dict, path: str | Path) -> Path:
 
 def plot_overlays(items: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]], classes: ClassTable,
                   path: str | Path) -> Path:
-    """One row per ``(id, image or None, truth or None, prediction)``: image | truth | prediction, with a legend."""
-    fig, axes = plt.subplots(len(items), 3, figsize=(10, 3.4 * len(items)), squeeze=False)
+    """One row per ``(id, image or None, truth or None, prediction)``: image | truth | prediction, with a legend;
+    a column no row has (no truth at all, say) is left out."""
+    shown = [any(item[k] is not None for item in items) for k in (1, 2)] + [True]
+    fig, axes = plt.subplots(len(items), sum(shown), figsize=(3.4 * sum(shown), 3.4 * len(items)), squeeze=False)
     for row, (name, image, truth, pred) in zip(axes, items, strict=True):
         panels = [(image, name), (None if truth is None else classes.colorize(truth), "truth"),
                   (classes.colorize(pred), "prediction")]
-        for ax, (picture, title) in zip(row, panels, strict=True):
+        for ax, (picture, title) in zip(row, [p for p, keep in zip(panels, shown, strict=True) if keep], strict=True):
             ax.axis("off")
             if picture is not None:
                 ax.imshow(picture, interpolation="nearest")

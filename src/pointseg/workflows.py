@@ -17,7 +17,7 @@ from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
 from pointseg.evaluate import evaluate, evaluate_map, write_predictions
 from pointseg.io import check_writable, write_text
-from pointseg.maps import predict_raster
+from pointseg.maps import MapResult, predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 from pointseg.points import PointSet, save_points
 from pointseg.report import plot_loss
@@ -91,6 +91,18 @@ class Tiling:
     tile: int = 512
     overlap: float = 0.5
     batch_size: int = 4
+    cog: bool = False  # write Cloud-Optimised GeoTIFFs (with overviews)
+
+
+def map_raster(trained: runs.TrainedModel, raster: str | Path, target: str | Path, tiling: Tiling = Tiling(),
+               confidence: str | Path | None = None) -> MapResult:
+    """The GeoTIFF map (and ``confidence``) of one raster by a trained model; see ``pointseg.maps``."""
+    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+    return predict_raster(trained.model, source, source.refs[0], target, classes=trained.classes,
+                          scaling=trained.scaling, tile=tiling.tile, overlap=tiling.overlap,
+                          batch_size=tiling.batch_size, confidence=confidence, cog=tiling.cog,
+                          amp=build.build_inference_amp(trained.cfg, model_device(trained.model)),
+                          **build.build_map_options(trained.cfg))
 
 
 def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None = None,
@@ -113,19 +125,11 @@ def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None
         return evaluate_map(map_path, mask, table, out)
     if trained is None or raster is None:
         raise ValueError("evaluating a run against a --mask needs --run and --raster (or --map)")
-    tiling = tiling or Tiling()
-    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ref = source.refs[0]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".map-") as tmp:
-        result = predict_raster(trained.model, source, ref, Path(tmp) / "map.tif", classes=trained.classes,
-                                scaling=trained.scaling, tile=tiling.tile, overlap=tiling.overlap,
-                                batch_size=tiling.batch_size, confidence=Path(tmp) / "confidence.tif",
-                                amp=build.build_inference_amp(trained.cfg, model_device(trained.model)),
-                                **build.build_map_options(trained.cfg))
-        bands = tuple(source.bands[ref.image][:3])
+        result = map_raster(trained, raster, Path(tmp) / "map.tif", tiling or Tiling(), Path(tmp) / "confidence.tif")
         return evaluate_map(result.map, mask, table, out, confidence=result.confidence, image=raster,
-                            image_bands=bands)
+                            image_bands=result.bands[:3])
 
 
 def raster_inputs(path: str | Path) -> list[Path] | None:
@@ -165,15 +169,10 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling:
     else:
         written = []
         for raster in rasters:
+            name = Path(raster).stem
             try:
-                source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
-                ref = source.refs[0]
-                target = Path(out) / f"{ref.id}.tif"
-                result = predict_raster(trained.model, source, ref, target, classes=trained.classes,
-                                        scaling=trained.scaling, amp=amp, tile=tiling.tile, overlap=tiling.overlap,
-                                        batch_size=tiling.batch_size,
-                                        confidence=Path(out) / f"{ref.id}_confidence.tif" if confidence else None,
-                                        **build.build_map_options(trained.cfg))
+                result = map_raster(trained, raster, Path(out) / f"{name}.tif", tiling,
+                                    Path(out) / f"{name}_confidence.tif" if confidence else None)
             except ValueError as e:
                 unreadable.append(str(e))
                 continue

@@ -9,13 +9,15 @@ the same grid, ``mask`` (h, w) uint8 class indices (the mask's nodata and unlist
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyproj
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
@@ -23,6 +25,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.sources import GeoRef, SampleRef, Source, Window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc")
+METRES_PER_DEGREE = 111_320.0  # of latitude, and of longitude at the equator (WGS 84, rounded)
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -109,6 +112,38 @@ def display_thumbnail(path: str | Path, bands: Sequence[int], max_side: int = 51
         low, high = np.percentile(pixels[valid], [2, 98], axis=0)
         pixels = (pixels - low) / np.maximum(high - low, 1e-9)
     return np.where(valid[..., None], np.clip(pixels, 0, 1) * 255, 0).astype(np.uint8)
+
+
+TRUE_COLOUR_NAMES = (("red", "b04", "b4"), ("green", "b03", "b3"), ("blue", "b02", "b2"))  # band descriptions
+
+
+def picture_bands(path: str | Path, bands: Sequence[int]) -> tuple[int, ...]:
+    """Which of ``bands`` to show as red, green and blue: by GDAL's colour interpretation, else by band
+    descriptions (``red``, Sentinel-2/Landsat 8 ``B04``...), else the first three."""
+    with open_raster(path) as ds:
+        interp = {ds.colorinterp[b - 1]: b for b in bands}
+        names = {(ds.descriptions[b - 1] or "").strip().lower(): b for b in bands}
+    rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if all(c in interp for c in rgb):
+        return tuple(interp[c] for c in rgb)
+    by_name = [next((names[n] for n in options if n in names), None) for options in TRUE_COLOUR_NAMES]
+    if all(b is not None for b in by_name):
+        return tuple(b for b in by_name if b is not None)
+    return tuple(bands[:3])
+
+
+def ground_sample_distance(path: str | Path) -> float | None:
+    """A raster's pixel size in metres (the larger side; geographic CRSs converted at the raster's centre
+    latitude), ``None`` without a CRS."""
+    with open_raster(path) as ds:
+        if ds.crs is None:
+            return None
+        crs = pyproj.CRS.from_user_input(ds.crs.to_wkt())
+        width, height = abs(ds.transform.a), abs(ds.transform.e)
+        if crs.is_geographic:
+            latitude = (ds.bounds.bottom + ds.bounds.top) / 2
+            return max(width * math.cos(math.radians(latitude)), height) * METRES_PER_DEGREE
+        return max(width, height) * crs.axis_info[0].unit_conversion_factor
 
 
 class RasterSource(Source):

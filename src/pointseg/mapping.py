@@ -1,0 +1,134 @@
+"""``pointseg map``: the analyst's one command. A raster and a GIS point layer in, a trained model, a GeoTIFF map
+and a short report out: import the clicks -> train on the raster -> map it -> ``REPORT.md``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window as RioWindow
+
+from pointseg import build, runs
+from pointseg.config import deep_update, default_config, load_config, load_settings, merge
+from pointseg.data.classes import ClassTable
+from pointseg.data.raster import display_thumbnail, ground_sample_distance, open_raster, picture_bands, read_thumbnail
+from pointseg.io import check_writable, write_text
+from pointseg.maps import NODATA
+from pointseg.report import plot_overlays
+from pointseg.workflows import Tiling, import_point_layer, map_raster, run_training
+
+COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped at their own resolution
+
+
+@dataclass
+class MapRequest:
+    """What ``pointseg map`` is asked: the raster, the point layer and its class field, and the output folder;
+    ``layer``/``crs``/``x_field``/``y_field`` as for ``points import``; ``classes`` a class table with colours;
+    ``config``/``overrides`` the recipe (over ``raster_defaults``)."""
+
+    raster: Path
+    vector: Path
+    class_field: str
+    out: Path
+    layer: str | None = None
+    crs: str | None = None
+    x_field: str = "x"
+    y_field: str = "y"
+    classes: Path | None = None
+    config: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    tiling: Tiling = Tiling()
+    confidence: bool = False
+
+
+def raster_defaults(raster: str | Path) -> tuple[dict, str]:
+    """Settings that suit ``raster``, with the reason: imagery with pixels of ``COARSE_GSD_M`` or more (Sentinel-2,
+    Landsat, most satellite data) is used at full resolution (``data.scale: 1``), since halving 10 m pixels
+    erases fields and roads; finer aerial or drone imagery keeps the default scale."""
+    gsd = ground_sample_distance(raster)
+    if gsd is not None and gsd >= COARSE_GSD_M:
+        return {"data": {"scale": 1.0}}, f"pixels of {gsd:.3g} m: trained and mapped at full resolution"
+    default = load_config()["data"]["scale"]
+    where = f"pixels of {gsd:.3g} m" if gsd is not None else "no CRS"
+    return {}, f"{where}: trained and mapped at {default:g} of the raster's resolution"
+
+
+def run_map(request: MapRequest) -> Path:
+    """Import the clicks, train, map the raster; returns ``<out>/REPORT.md``. Re-running into the same folder
+    resumes the run if it was interrupted (the same inputs are required)."""
+    out = request.out
+    check_writable(out)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    print(f"[1/3] importing clicks of {request.vector} (field {request.class_field!r}) onto {request.raster}")
+    points, report = import_point_layer(request.vector, [request.raster], request.class_field, out / "points.json",
+                                        request.layer, request.crs, request.classes, request.x_field,
+                                        request.y_field)
+    print(report.summary())
+    times["import"] = time.perf_counter() - t0
+    defaults, why = raster_defaults(request.raster)
+    settings = deep_update(defaults, load_settings(request.config, request.overrides))
+    run_dir = out / "run"
+    cfg = merge(default_config(), settings)
+    print(f"[2/3] training on {len(points)} clicks: {build.describe(cfg)} ({why})")
+    t0 = time.perf_counter()
+    run_training(settings, run_dir, build.TrainInputs(points=out / "points.json", rasters=(request.raster,)),
+                 resume=(run_dir / runs.CONFIG).exists())
+    times["train"] = time.perf_counter() - t0
+    print(f"[3/3] mapping {request.raster}")
+    trained = runs.load_run(run_dir)
+    result = map_raster(trained, request.raster, out / "map.tif", request.tiling,
+                        out / "confidence.tif" if request.confidence else None)
+    times["map"] = result.seconds
+    picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))
+    plot_overlays([(request.raster.stem, picture, None, read_thumbnail(result.map)[..., 0])], trained.classes,
+                  out / "map.png")
+    text = report_text(request, trained, report.summary(), why, class_areas(result.map, trained.classes), times)
+    path = write_text(out / "REPORT.md", text)
+    print(f"done: {path}")
+    return path
+
+
+def class_areas(map_path: str | Path, classes: ClassTable, rows: int = 512) -> list[dict]:
+    """Pixels and area of each class of a map (read in bands of ``rows`` rows); area in the CRS's square units."""
+    counts = np.zeros(classes.num_classes, dtype=np.int64)
+    with open_raster(map_path) as ds:
+        pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
+        for top in range(0, ds.height, rows):
+            values = ds.read(1, window=RioWindow(0, top, ds.width, min(rows, ds.height - top)))
+            counts += np.bincount(values[values != NODATA].ravel(), minlength=classes.num_classes)[:classes.num_classes]
+    total = max(int(counts.sum()), 1)
+    return [{"class": name, "pixels": int(c), "share": int(c) / total, "area": int(c) * pixel_area}
+            for name, c in zip(classes.names, counts, strict=True)]
+
+
+def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary: str, why: str, areas: list[dict],
+                times: dict[str, float]) -> str:
+    """``REPORT.md`` of a ``pointseg map`` run."""
+    with rasterio.open(request.out / "map.tif") as ds:
+        crs = ds.crs.to_string() if ds.crs else "no CRS"
+        units = ds.crs.linear_units if ds.crs and ds.crs.is_projected else "CRS unit"
+        size = f"{ds.width} x {ds.height} pixels, {crs}"
+    area_unit = "ha" if units in ("metre", "meter") else f"{units}²"
+    divide = 1e4 if area_unit == "ha" else 1.0
+    rows = [f"| {a['class']} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
+    files = ["`map.tif` (classes; colours and names open in QGIS: `map.qml`, `map.tif.aux.xml`)"]
+    if request.confidence:
+        files.append("`confidence.tif` (max-softmax probability, percent)")
+    files += ["`points.json` (the clicks on the raster's pixels) and `points.classes.csv` (class table)",
+              "`run/` (the trained model: `pointseg predict --run run --input OTHER.tif --out maps/`)"]
+    return "\n".join([
+        "# pointseg map", "",
+        f"Raster `{request.raster}` ({size}); clicks from `{request.vector}`, field `{request.class_field}`.", "",
+        "```", import_summary, "```", "",
+        f"Recipe: {build.describe(trained.cfg)}; {why}. Time: import {times['import']:.0f} s, training "
+        f"{times['train']:.0f} s, mapping {times['map']:.0f} s.", "",
+        "![image and map](map.png)", "",
+        f"| class | pixels | share | area ({area_unit}) |", "|---|---:|---:|---:|", *rows, "",
+        "The map is not scored here: no reference is known for it. Score it against a reference mask raster on its "
+        "grid with `pointseg evaluate --map map.tif --mask MASK.tif --classes TABLE.csv --out metrics.json` (the "
+        "table's names as in `points.classes.csv`, its values those of the mask).", "",
+        "Files: " + "; ".join(files) + ".", ""])

@@ -1,0 +1,139 @@
+"""``pointseg map``: a raster and a GIS point layer in another CRS -> a trained model, a GeoTIFF map, a report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pyproj
+import pytest
+import rasterio
+import shapely
+import yaml
+
+from pointseg.cli import main
+from pointseg.data.raster import ground_sample_distance, picture_bands
+from pointseg.mapping import raster_defaults
+
+GEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "geo"
+S2 = GEO / "sentinel2-strzegom"
+S2_DATE, S2_OTHER = "strzegom_20210619_33u.tif", "strzegom_20220619_33u.tif"
+LANDSAT = GEO / "landsat-rgb" / "RGB.byte.tif"
+DRONE = GEO / "drone-rgba" / "dummy_fotomap_small.tif"
+S2_NAMES = ["conifer forest", "mixed forest", "urban", "crops", "bare soil", "grassland", "roads", "water",
+            "crops in vegetation", "quarries"]
+TINY = ["--set", "model.name=unet-small", "--set", "train.steps=3", "--set", "train.batch_size=2",
+        "--set", "data.crop=64", "--tile", "128"]
+
+pytestmark = pytest.mark.skipif(not GEO.is_dir(), reason="needs ../shared/data/geo")
+
+
+def pixel_clicks(mask: np.ndarray, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of up to ``per_class`` pixels of every nonzero value of ``mask``."""
+    rng = np.random.default_rng(seed)
+    rows, cols, values = [], [], []
+    for value in np.unique(mask[mask > 0]):
+        r, c = np.nonzero(mask == value)
+        pick = rng.choice(len(r), min(per_class, len(r)), replace=False)
+        rows += list(r[pick])
+        cols += list(c[pick])
+        values += [int(value)] * len(pick)
+    return np.array(rows), np.array(cols), np.array(values)
+
+
+def map_coordinates(raster: Path, rows, cols, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres of ``raster`` in ``crs``."""
+    with rasterio.open(raster) as ds:
+        x, y = ds.transform @ (np.asarray(cols) + 0.5, np.asarray(rows) + 0.5)
+        return pyproj.Transformer.from_crs(ds.crs.to_wkt(), crs, always_xy=True).transform(x, y)
+
+
+@pytest.fixture
+def s2_clicks(tmp_path) -> Path:
+    """Clicks on the Sentinel-2 mask's classes as a GeoPackage in EPSG:3035 (the raster is EPSG:32633)."""
+    with rasterio.open(S2 / "masks" / S2_DATE) as ds:
+        rows, cols, values = pixel_clicks(ds.read(1).astype(int), 6)
+    x, y = map_coordinates(S2 / "images" / S2_DATE, rows, cols, "EPSG:3035")
+    path = tmp_path / "clicks.gpkg"
+    pyogrio.raw.write(path, geometry=np.array(shapely.to_wkb(shapely.points(x, y)), dtype=object),
+                      field_data=[np.array([S2_NAMES[v - 1] for v in values], dtype=object)], fields=["landcover"],
+                      crs="EPSG:3035", geometry_type="Point", driver="GPKG")
+    return path
+
+
+def test_sentinel2_and_a_point_layer_in_another_crs_give_a_map_a_model_and_a_report(tmp_path, s2_clicks, capsys):
+    out = tmp_path / "out"
+    raster = S2 / "images" / S2_DATE
+    assert main(["map", "--raster", str(raster), "--points", str(s2_clicks), "--class-field", "landcover",
+                 "--out", str(out), "--confidence", *TINY]) == 0
+    assert "imported 54 of 54 points" in capsys.readouterr().out  # 9 classes present, 6 clicks each
+    with rasterio.open(raster) as image, rasterio.open(out / "map.tif") as result:
+        assert (result.crs, result.transform, result.shape) == (image.crs, image.transform, image.shape)
+        classes = json.loads((out / "points.json").read_text())["classes"]
+        assert set(np.unique(result.read(1))) <= set(range(len(classes)))
+    assert (out / "confidence.tif").exists() and (out / "map.qml").exists() and (out / "map.png").exists()
+    cfg = yaml.safe_load((out / "run" / "config.yaml").read_text())
+    assert cfg["data"]["scale"] == 1.0  # 10 m pixels are used at their own resolution
+    report = (out / "REPORT.md").read_text()
+    assert "pixels of 10 m: trained and mapped at full resolution" in report and "![image and map](map.png)" in report
+    assert all(f"| {name} |" in report for name in classes)
+    # the run maps another date of the same area
+    assert main(["predict", "--run", str(out / "run"), "--input", str(S2 / "images" / S2_OTHER),
+                 "--out", str(tmp_path / "other"), "--tile", "128"]) == 0
+    with rasterio.open(tmp_path / "other" / S2_OTHER) as other:
+        assert other.crs == image.crs
+
+
+def test_rgb_uint8_with_csv_clicks_gives_a_cloud_optimised_map_with_nodata_kept(tmp_path, capsys):
+    with rasterio.open(LANDSAT) as ds:
+        valid = ds.read_masks().min(0) > 0  # a pixel with no data in any band has none
+        bright = ds.read().mean(0) > np.median(ds.read().mean(0)[valid])
+    label = np.where(valid, np.where(bright, 1, 2), 0)
+    rows, cols, values = pixel_clicks(label, 10)
+    lon, lat = map_coordinates(LANDSAT, rows, cols, "EPSG:4326")
+    csv = tmp_path / "clicks.csv"
+    csv.write_text("lon,lat,kind\n" + "".join(f"{float(x)!r},{float(y)!r},{'bright' if v == 1 else 'dark'}\n"
+                                              for x, y, v in zip(lon, lat, values, strict=True)))
+    out = tmp_path / "out"
+    assert main(["map", "--raster", str(LANDSAT), "--points", str(csv), "--class-field", "kind", "--crs", "EPSG:4326",
+                 "--x-field", "lon", "--y-field", "lat", "--out", str(out), "--cog", "--confidence", *TINY]) == 0
+    for name in ("map.tif", "confidence.tif"):
+        with rasterio.open(out / name) as result:
+            assert result.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert result.overviews(1)  # 791 x 718 pixels: at least one overview level
+            assert result.crs.to_epsg() == 32618 and result.nodata == 255
+            values = result.read(1)
+            assert (values[~valid] == 255).all() and (values[valid] != 255).all()
+    with rasterio.open(out / "map.tif") as result:
+        assert result.colormap(1)[255][3] == 0  # nodata transparent
+    assert "pixels of 300 m" in (out / "REPORT.md").read_text()
+
+
+def test_a_layer_without_the_class_field_is_an_error_and_nothing_is_written(tmp_path, s2_clicks, capsys):
+    out = tmp_path / "out"
+    assert main(["map", "--raster", str(S2 / "images" / S2_DATE), "--points", str(s2_clicks), "--class-field",
+                 "label", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(s2_clicks) in err and "landcover" in err  # names the file and lists the fields it has
+    assert not (out / "run").exists() and not (out / "map.tif").exists()
+
+
+def test_defaults_follow_the_pixel_size():
+    assert raster_defaults(S2 / "images" / S2_DATE)[0] == {"data": {"scale": 1.0}}
+    assert raster_defaults(DRONE)[0] == {}  # 2 cm pixels keep the default scale
+    assert ground_sample_distance(S2 / "images" / S2_DATE) == pytest.approx(10.0)
+
+
+def test_ground_sample_distance_of_a_geographic_raster(tmp_path):
+    path = tmp_path / "wgs84.tif"
+    transform = rasterio.transform.from_origin(10.0, 60.5, 0.0002, 0.0001)  # 0.0002 deg wide, 0.0001 deg high
+    with rasterio.open(path, "w", driver="GTiff", width=10, height=10000, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=transform) as dst:
+        dst.write(np.zeros((1, 10000, 10), dtype=np.uint8))
+    # centre latitude 60 deg: 0.0002 * 111320 * cos(60 deg) = 11.132 m wide, 0.0001 * 111320 = 11.132 m high
+    assert ground_sample_distance(path) == pytest.approx(11.132, rel=1e-3)
+
+
+def test_pictures_show_true_colour_bands():
+    assert picture_bands(S2 / "images" / S2_DATE, list(range(1, 11))) == (3, 2, 1)  # B04, B03, B02 by name
+    assert picture_bands(DRONE, [1, 2, 3]) == (1, 2, 3)  # by colour interpretation
