@@ -14,8 +14,9 @@ import yaml
 from pointseg.cli import main
 from pointseg.data.raster import ground_sample_distance, picture_bands
 from pointseg.mapping import raster_defaults
+from tests.conftest import shared_path
 
-GEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "geo"
+GEO = shared_path("data", "geo")
 S2 = GEO / "sentinel2-strzegom"
 S2_DATE, S2_OTHER = "strzegom_20210619_33u.tif", "strzegom_20220619_33u.tif"
 LANDSAT = GEO / "landsat-rgb" / "RGB.byte.tif"
@@ -24,8 +25,6 @@ S2_NAMES = ["conifer forest", "mixed forest", "urban", "crops", "bare soil", "gr
             "crops in vegetation", "quarries"]
 TINY = ["--set", "model.name=unet-small", "--set", "train.steps=3", "--set", "train.batch_size=2",
         "--set", "data.crop=64", "--tile", "128"]
-
-pytestmark = pytest.mark.skipif(not GEO.is_dir(), reason="needs ../shared/data/geo")
 
 
 def pixel_clicks(mask: np.ndarray, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
-"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, map, cache,
-download, demo."""
+"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, map, export,
+cache, download, demo."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def cmd_map(args: argparse.Namespace) -> Path:
                               args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
                               Path(args.config) if args.config else None, args.set,
                               Tiling(args.tile, args.overlap, args.batch_size, args.cog), args.confidence))
+
+
+def cmd_export(args: argparse.Namespace) -> Path:
+    from pointseg.export import export_onnx
+
+    result = export_onnx(args.run, args.out, args.tile, args.overlap, args.output, args.resolution)
+    print(f"wrote {result.path}: {args.output} of {args.tile} x {args.tile} windows; onnxruntime matches torch to "
+          f"{result.max_abs_difference:.1g} (max abs difference)")
+    return result.path
 
 
 def cmd_labels_inspect(args: argparse.Namespace) -> list[dict]:
@@ -239,6 +248,16 @@ def parser() -> argparse.ArgumentParser:
     with_tiling(mp)
     with_config(mp)
     mp.set_defaults(func=cmd_map)
+
+    ex = sub.add_parser("export", help="the run's model as ONNX (onnxruntime, the QGIS plugin Deepness)")
+    ex.add_argument("--run", required=True, help="run directory or its model.pt")
+    ex.add_argument("--out", required=True, help="ONNX file to write")
+    ex.add_argument("--tile", type=int, default=Tiling.tile, help="window side of the graph's input, in pixels")
+    ex.add_argument("--overlap", type=float, default=Tiling.overlap, help="window overlap Deepness should use")
+    ex.add_argument("--output", choices=("probabilities", "logits"), default="probabilities",
+                    help="softmax probabilities (Deepness) or logits")
+    ex.add_argument("--resolution", type=float, help="cm per model pixel (default: from the run's training raster)")
+    ex.set_defaults(func=cmd_export)
 
     cache = sub.add_parser("cache", help="the decoded-sample cache").add_subparsers(dest="cache_command", required=True)
     info = cache.add_parser("info", help="where the cache is and how big it is")
