@@ -59,3 +59,14 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     return ["model.name=unet-small", "model.encoder_weights=null", "data.scale=1.0", "data.crop=32",
             "train.steps=4", "train.batch_size=2", "train.log_every=2", "train.checkpoint_every=2",
             "train.amp=false", "optim.warmup_steps=1", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, tiny_loveda: Path, tiny_overrides: list[str]) -> Path:
+    """A finished seconds-long run on ``tiny_loveda`` (3 uint8 bands, 7 classes)."""
+    from pointseg.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run),
+                 *[a for o in tiny_overrides for a in ("--set", o)]]) == 0
+    return run

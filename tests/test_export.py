@@ -14,14 +14,6 @@ from pointseg.io import write_json
 from tests.conftest import shared_path
 
 
-@pytest.fixture
-def tiny_run(tmp_path, tiny_loveda, tiny_overrides):
-    run = tmp_path / "run"
-    sets = [a for o in tiny_overrides for a in ("--set", o)]
-    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
-    return run
-
-
 @pytest.mark.parametrize("output", ["probabilities", "logits"])
 def test_onnxruntime_matches_torch_on_new_windows(tmp_path, tiny_run, output):
     path = tmp_path / "model.onnx"

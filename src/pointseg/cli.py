@@ -59,7 +59,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
     tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog)
-    written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence)
+    written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence, args.ray,
+                                         args.ray_address)
     maps = [p for p in written if p.suffix == ".tif" and not p.stem.endswith("_confidence")]
     done = len(maps) if maps else len(written) // 2
     print(f"wrote {len(maps)} GeoTIFF maps" if maps else f"wrote {done} masks (index and colour PNGs)", "to", args.out)
@@ -231,6 +232,9 @@ def parser() -> argparse.ArgumentParser:
     with_tiling(pr)
     pr.add_argument("--confidence", action="store_true",
                     help="also write <name>_confidence.tif: max-softmax probability in percent")
+    pr.add_argument("--ray", type=int, nargs="?", const=0, metavar="WORKERS",
+                    help="map rasters in parallel on Ray actors (WORKERS: how many; default one per CPU)")
+    pr.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     pr.set_defaults(func=cmd_predict)
 
     mp = sub.add_parser("map", help="a raster and a GIS point layer in: a trained model, a GeoTIFF map and a report "

@@ -151,32 +151,44 @@ def raster_inputs(path: str | Path) -> list[Path] | None:
 
 
 def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling: Tiling = Tiling(),
-                   confidence: bool = False) -> tuple[list[Path], list[str]]:
+                   confidence: bool = False, ray_workers: int | None = None,
+                   ray_address: str | None = None) -> tuple[list[Path], list[str]]:
     """Predict every readable input: GeoTIFF maps ``<out>/<name>.tif`` for rasters (see ``pointseg.maps``; with
     ``confidence`` also ``<name>_confidence.tif``), index and colour PNG masks for a folder of image files.
+    ``ray_workers``: map the rasters on that many Ray actors (0: one per CPU; see ``pointseg.ray_maps``), on the
+    cluster at ``ray_address`` or a local one.
 
     Unreadable inputs are skipped, not fatal: returns the written paths and one message per skipped input
     (``<file>: <reason>``), which are also listed in ``<out>/unreadable.txt``.
     """
     check_writable(out)
-    trained = runs.load_run(run)
-    amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
-    unreadable: list[str] = []
     rasters = raster_inputs(inputs)
+    unreadable: list[str] = []
     if rasters is None:
+        if ray_workers is not None:
+            raise ValueError("--ray maps rasters; a folder of image files is predicted without it")
+        trained = runs.load_run(run)
+        amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
         dataset = build.build_eval_dataset(trained.cfg, ImageFolder(inputs, trained.classes), trained.scaling)
         written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable)
     else:
-        written = []
-        for raster in rasters:
-            name = Path(raster).stem
-            try:
-                result = map_raster(trained, raster, Path(out) / f"{name}.tif", tiling,
-                                    Path(out) / f"{name}_confidence.tif" if confidence else None)
-            except ValueError as e:
-                unreadable.append(str(e))
-                continue
-            written += [result.map] + ([result.confidence] if result.confidence else [])
+        jobs = [(Path(r), Path(out) / f"{Path(r).stem}.tif",
+                 Path(out) / f"{Path(r).stem}_confidence.tif" if confidence else None) for r in rasters]
+        if ray_workers is not None:
+            from pointseg.ray_maps import map_rasters_ray
+
+            runs.load_run(run)  # a missing or broken model fails here, not in every actor
+            written, unreadable = map_rasters_ray(run, jobs, tiling, ray_workers or None, ray_address)
+        else:
+            trained = runs.load_run(run)
+            written = []
+            for raster, target, conf in jobs:
+                try:
+                    result = map_raster(trained, raster, target, tiling, conf)
+                except ValueError as e:
+                    unreadable.append(str(e))
+                    continue
+                written += [result.map] + ([result.confidence] if result.confidence else [])
     listing = Path(out) / "unreadable.txt"
     if unreadable:
         write_text(listing, "".join(f"{m}\n" for m in unreadable))
