@@ -53,15 +53,20 @@ def untiled_map(model, image, scaling):
     return probs.argmax(0).numpy(), probs.max(0).values.numpy()
 
 
-@pytest.mark.parametrize("height, width, tile, overlap", [(101, 77, 32, 0.5), (64, 64, 32, 0.25), (50, 203, 16, 0.0),
-                                                          (20, 30, 64, 0.5)])
-def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, height, width, tile, overlap):
+@pytest.mark.parametrize("height, width, tile, overlap, spill_bytes", [
+    (101, 77, 32, 0.5, 2**30), (64, 64, 32, 0.25, 2**30), (50, 203, 16, 0.0, 2**30), (20, 30, 64, 0.5, 2**30),
+    (101, 77, 32, 0.5, 0), (50, 203, 16, 0.25, 0)])  # spill_bytes 0: the band of sums is kept in a file
+def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, height, width, tile, overlap, spill_bytes,
+                                                                   monkeypatch):
+    monkeypatch.setattr("pointseg.maps.SPILL_CHUNK", 40)  # several column chunks per band
     raster = write_raster(tmp_path / "scene.tif", height, width)
     source = RasterSource([raster], CLASSES)
     model, scaling = PixelModel().eval(), BandScaling.full_range(3)
     result = predict_raster(model, source, source.refs[0], tmp_path / "map.tif", classes=CLASSES, scaling=scaling,
                             tile=tile, overlap=overlap, batch_size=3, confidence=tmp_path / "conf.tif",
-                            progress=False)
+                            progress=False, spill_bytes=spill_bytes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.tif", "map.qml", "map.tif", "map.tif.aux.xml",
+                                                          "scene.tif"]  # no band file left behind
     expected, confidence = untiled_map(model, source.read(source.refs[0])["image"], scaling)
     with rasterio.open(result.map) as ds, rasterio.open(tmp_path / "conf.tif") as cs:
         assert np.array_equal(ds.read(1), expected)

@@ -48,6 +48,7 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
     x = image.to(device)
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions (CPU: about 1.5x for MobileNetV2)
     with autocast(device, amp):
         logits = model(x)[..., :h, :w].float()  # (B, C, h, w)
     if out_size is not None and tuple(out_size) != (h, w):

@@ -5,7 +5,8 @@ Windows of ``tile`` model pixels overlap by ``overlap`` and reach every edge (th
 aligned to the raster's edge, so any size works). Each window's class probabilities are weighted by a 2-D Hann
 window and summed; a pixel's map class is the argmax of its weighted sum over its weight sum, so window borders leave
 no seams. Sums are kept for one band of rows (one window high, the raster's width) and written as soon as no later
-window reaches them: memory is bounded by the width, never by the height. The map is a tiled, compressed
+window reaches them; a wide band is kept in a file and only the pages in use are held in memory, so memory does not
+grow with the raster's height or width. The map is a tiled, compressed
 single-band uint8 GeoTIFF on the input's grid (CRS, transform, size), nodata 255 where the input has none, with an
 embedded colour table, class names in a ``.aux.xml`` beside it (GDAL's category names) and a ``.qml`` style that
 QGIS loads with the layer. It is written under a temporary name and renamed when complete.
@@ -13,6 +14,8 @@ QGIS loads with the layer. It is written under a temporary name and renamed when
 
 from __future__ import annotations
 
+import mmap
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,6 +41,9 @@ from pointseg.labels import resize_image
 NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
 COG_BLOCK = 512  # tile side of Cloud-Optimised GeoTIFFs
+SPILL_BYTES = 256 * 2**20  # row bands larger than this are kept in a file (see RowBand)
+SPILL_CHUNK = 2048  # columns finished at a time
+GDAL_CACHE_MB = 128  # GDAL's block cache while mapping (its default grows with the machine's RAM)
 
 
 def window_starts(length: int, side: int, stride: int) -> list[int]:
@@ -70,43 +76,77 @@ class MapResult:
 
 
 class RowBand:
-    """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide."""
+    """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide.
 
-    def __init__(self, classes: int, height: int, width: int) -> None:
-        self.top = 0
-        self.sums = np.zeros((classes, height, width), dtype=np.float32)
-        self.weights = np.zeros((height, width), dtype=np.float32)
-        self.valid = np.zeros((height, width), dtype=bool)
+    With ``spill`` (a folder), the sums live in a file there, mapped into memory, and the pages a step touched are
+    handed back to the page cache after it (``release``): the process holds about one batch of windows and one
+    column chunk, whatever the width, and the kernel may write the rest to disk. The file is unlinked at once, so
+    nothing is left behind, even after a kill.
+    """
+
+    def __init__(self, classes: int, height: int, width: int, spill: str | Path | None = None,
+                 chunk: int | None = None) -> None:
+        self.top, self.chunk, self._mmap = 0, chunk or SPILL_CHUNK, None
+        shape = (classes + 2, height, width)  # class sums, weight sum, validity (0/1)
+        self._data: np.ndarray
+        if spill is None:
+            self._data = np.zeros(shape, dtype=np.float32)
+        else:
+            with tempfile.TemporaryFile(dir=spill, prefix=".pointseg-band-") as f:
+                f.truncate(int(np.prod(shape)) * 4)
+                self._mmap = mmap.mmap(f.fileno(), 0)
+            self._data = np.frombuffer(self._mmap, dtype=np.float32).reshape(shape)
+        self.sums, self.weights, self.valid = self._data[:classes], self._data[classes], self._data[classes + 1]
 
     def add(self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
         """Add one window's ``probs`` (C, h, w), weighted, at raster ``row``, ``col``."""
         r, (h, w) = row - self.top, weight.shape
         self.sums[:, r:r + h, col:col + w] += probs * weight
         self.weights[r:r + h, col:col + w] += weight
-        self.valid[r:r + h, col:col + w] |= valid
+        np.maximum(self.valid[r:r + h, col:col + w], valid, out=self.valid[r:r + h, col:col + w])
 
     def finish(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Class, confidence (percent) and validity of the first ``rows`` rows; the band then moves down by them."""
-        probs = self.sums[:, :rows] / np.maximum(self.weights[:rows], 1e-12)
-        classes, confidence = probs.argmax(0).astype(np.uint8), np.rint(probs.max(0) * 100).astype(np.uint8)
-        valid = self.valid[:rows].copy()
-        for array in (self.sums, self.weights[None], self.valid[None]):  # (C or 1, height, width) views
-            array[:, :-rows] = array[:, rows:]  # numpy copies overlapping slices safely
-            array[:, -rows:] = 0
+        """Class, confidence (percent) and validity of the first ``rows`` rows; the band then moves down by them
+        (column chunk by column chunk)."""
+        width = self._data.shape[-1]
+        classes, confidence = np.empty((rows, width), np.uint8), np.empty((rows, width), np.uint8)
+        valid = np.empty((rows, width), bool)
+        for c in range(0, width, self.chunk):
+            cols = slice(c, c + self.chunk)
+            probs = self.sums[:, :rows, cols] / np.maximum(self.weights[:rows, cols], 1e-12)
+            classes[:, cols], confidence[:, cols] = probs.argmax(0), np.rint(probs.max(0) * 100)
+            valid[:, cols] = self.valid[:rows, cols] > 0
+            block = self._data[:, :, cols]
+            block[:, :-rows] = block[:, rows:]  # numpy copies overlapping slices safely
+            block[:, -rows:] = 0
+            self.release()
         self.top += rows
         return classes, confidence, valid
+
+    def release(self) -> None:
+        """Hand the pages touched so far back to the page cache (a spilled band only; its contents stay)."""
+        if self._mmap is not None:
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            del self.sums, self.weights, self.valid, self._data
+            self._mmap.close()
+            self._mmap = None
 
 
 def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef, out: str | Path, *,
                    classes: ClassTable, scaling: BandScaling, scale: float = 1.0, mode: str = "area",
                    tile: int = 512, overlap: float = 0.5, batch_size: int = 4, amp: bool = False,
-                   confidence: str | Path | None = None, cog: bool = False, progress: bool = True) -> MapResult:
+                   confidence: str | Path | None = None, cog: bool = False, progress: bool = True,
+                   spill_bytes: int = SPILL_BYTES) -> MapResult:
     """Predict the class map of raster ``ref`` of ``source`` into the GeoTIFF ``out`` (see the module doc).
 
     ``tile``: window side in model pixels (the model sees the raster at ``scale`` of its resolution, resampled
     with ``mode``); ``overlap``: the share of a window its neighbour covers; ``confidence``: also write the
     max-softmax probability, in percent, to this GeoTIFF; ``cog``: write Cloud-Optimised GeoTIFFs with overviews
-    (the map's by the mode of its classes, the confidence's by the mean).
+    (the map's by the mode of its classes, the confidence's by the mean); ``spill_bytes``: a band of sums larger
+    than this is kept in a file beside ``out`` (see ``RowBand``).
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -117,23 +157,30 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
     side = max(1, round(tile / scale))  # window side at full resolution
     stride = max(1, round(side * (1 - overlap)))
     rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
-    band = RowBand(classes.num_classes, min(side, height), width)
-    weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
     t0, out = time.perf_counter(), Path(out)
+    band_bytes = (classes.num_classes + 2) * min(side, height) * width * 4
+    spill = out.parent if band_bytes > spill_bytes else None
+    band = RowBand(classes.num_classes, min(side, height), width, spill)
+    weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
     bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
                leave=False)
-    with map_writer(source, ref, out, classes, confidence, cog) as (dst, conf):
-        for i, row in enumerate(rows):
-            for batch in _batches([(row, col) for col in cols], batch_size):
-                windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
-                for (r, c), window, probs in zip(batch, windows, _probabilities(model, windows, scaling, scale,
-                                                                                mode, amp), strict=True):
-                    h, w = window["valid"].shape
-                    band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
-            done = (rows[i + 1] if i + 1 < len(rows) else height) - row
-            _write_rows(dst, conf, band, done, width)
-            bar.update(done * width)
-            bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), map_writer(source, ref, out, classes, confidence,
+                                                                cog) as (dst, conf):
+        try:
+            for i, row in enumerate(rows):
+                for batch in _batches([(row, col) for col in cols], batch_size):
+                    windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
+                    for (r, c), window, probs in zip(batch, windows, _probabilities(model, windows, scaling, scale,
+                                                                                    mode, amp), strict=True):
+                        h, w = window["valid"].shape
+                        band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
+                    band.release()
+                done = (rows[i + 1] if i + 1 < len(rows) else height) - row
+                _write_rows(dst, conf, band, done, width)
+                bar.update(done * width)
+                bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
+        finally:
+            band.close()
     bar.close()
     return MapResult(out, Path(confidence) if confidence else None, tuple(source.bands[ref.image]), height,
                      width, time.perf_counter() - t0)
