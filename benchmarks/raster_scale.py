@@ -1,0 +1,282 @@
+"""Maps of large rasters, seams, Ray over many rasters and ONNX (BENCHMARKS.md section 5).
+
+    python benchmarks/raster_scale.py --run runs/demo/run --data-root ../shared/data/loveda-mini --work /tmp/rs
+
+The large rasters are mosaics of the real LoveDA tiles (1024 x 1024, 0.3 m) written into GeoTIFFs with a real CRS
+(EPSG:32650, UTM 50N, where LoveDA was imaged; the tiles' placement is made up): 3 bands uint8, tiled 512,
+deflate. Each map is made by ``pointseg predict`` in its own process, whose wall time and peak RSS
+(``getrusage``) are recorded; the pure forward time of the same windows is measured in another process on the
+same number of batches of the same shape. Results: ``benchmarks/results/raster_scale.json`` and ``seams.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.windows import Window
+
+from pointseg.io import write_json
+from pointseg.maps import window_starts
+
+RESULTS = Path(__file__).parent / "results"
+TILE_SIDE = 1024
+CRS, GSD, ORIGIN = "EPSG:32650", 0.3, (650000.0, 3550000.0)
+
+
+def pointseg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pointseg.cli", *args]
+
+
+def measured(cmd: list[str]) -> dict:
+    """Run ``cmd``; its wall time and peak RSS (MB)."""
+    print("+", shlex.join(cmd), flush=True)
+    t0 = time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - t0
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) not in (0,):
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{stderr[-2000:]}")
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "command": shlex.join(cmd)}
+
+
+def loveda_tiles(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*/images_png/*.png"))
+
+
+def build_mosaic(path: Path, side: int, tiles: list[Path], seed: int = 0, offset: int = 0) -> Path:
+    """A ``side`` x ``side`` GeoTIFF of LoveDA tiles in a shuffled order, written tile by tile; the tiles' grid
+    starts ``offset`` pixels before the raster's corner."""
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "crs": CRS,
+               "transform": rasterio.Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "bigtiff": "IF_SAFER",
+               "photometric": "RGB"}
+    tmp = path.with_suffix(".part.tif")
+    print(f"building {path} ({side} x {side})", flush=True)
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(-offset, side, TILE_SIDE):
+            for col in range(-offset, side, TILE_SIDE):
+                image = np.asarray(Image.open(tiles[rng.integers(len(tiles))]).convert("RGB"))
+                top, left = max(row, 0), max(col, 0)
+                h, w = min(row + TILE_SIDE, side) - top, min(col + TILE_SIDE, side) - left
+                part = image[top - row:top - row + h, left - col:left - col + w]
+                dst.write(part.transpose(2, 0, 1), window=Window(left, top, w, h))
+    tmp.rename(path)
+    return path
+
+
+def window_count(side: int, tile: int, overlap: float, scale: float) -> int:
+    full = max(1, round(tile / scale))
+    stride = max(1, round(full * (1 - overlap)))
+    return len(window_starts(side, full, stride)) ** 2
+
+
+def forward_only(run: str, windows: int, tile: int, batch_size: int, sample_batches: int) -> dict:
+    """Seconds the model alone needs for ``windows`` windows: ``sample_batches`` timed batches (after a warm-up)
+    of random input of the windows' shape, in channels_last as prediction feeds them, scaled to the batch count."""
+    code = f"""
+import json, time, torch
+from pointseg import runs
+model = runs.load_run({run!r}).model
+x = torch.rand({batch_size}, model.in_channels, {tile}, {tile}).contiguous(memory_format=torch.channels_last)
+with torch.no_grad():
+    model(x)
+    t0 = time.perf_counter()
+    for _ in range({sample_batches}):
+        model(x)
+print(json.dumps({{"per_batch_s": (time.perf_counter() - t0) / {sample_batches}}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    per_batch = json.loads(out.splitlines()[-1])["per_batch_s"]
+    batches = -(-windows // batch_size)
+    return {"per_batch_s": round(per_batch, 3), "batches": batches, "forward_s": round(per_batch * batches, 1)}
+
+
+def large_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    for side in args.sides:
+        key = f"{side // 1000}k"
+        if key in results.get("large", {}):
+            continue
+        raster = build_mosaic(args.work / f"mosaic_{key}.tif", side, tiles)
+        out = args.work / f"maps_{key}"
+        run = measured(pointseg("predict", "--run", args.run, "--input", str(raster), "--out", str(out)))
+        windows = window_count(side, 512, 0.5, args.scale)
+        forward = forward_only(args.run, windows, 512, 4, args.sample_batches)
+        startup = measured([sys.executable, "-c", f"from pointseg import runs; runs.load_run({args.run!r})"])
+        map_s = run["wall_s"] - startup["wall_s"]
+        results.setdefault("large", {})[key] = {
+            "side": side, "megapixels": side * side / 1e6, "windows": windows, **run, **forward,
+            "startup_s": startup["wall_s"], "map_s": round(map_s, 1), "mpix_s": round(side * side / 1e6 / map_s, 3),
+            "overhead": round(map_s / forward["forward_s"], 3),
+            "overhead_with_startup": round(run["wall_s"] / forward["forward_s"], 3)}
+        print(key, results["large"][key], flush=True)
+        save(results)
+
+
+def seams(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    """Label changes between neighbouring pixels across window borders vs elsewhere, without blending (windows
+    side by side, overlap 0) and with it (the default overlap 0.5, Hann-weighted)."""
+    if "seams" in results:
+        return
+    side = 4096
+    border = round(512 / args.scale)  # window side at full resolution: the borders of the overlap-0 windows
+    # the LoveDA tiles' own edges (other scenes side by side) lie half a tile away from those borders, at
+    # multiples of 512 + 1024, so a scene change is never counted as a seam
+    raster = build_mosaic(args.work / "mosaic_seams.tif", side, tiles, seed=1, offset=TILE_SIDE // 2)
+    maps = {}
+    for name, overlap in (("no blending (overlap 0)", "0"), ("blended (overlap 0.5)", "0.5")):
+        out = args.work / f"seams_{overlap}"
+        measured(pointseg("predict", "--run", args.run, "--input", str(raster), "--out", str(out),
+                          "--overlap", overlap))
+        with rasterio.open(out / raster.name) as ds:
+            maps[name] = ds.read(1)
+    at = np.arange(border, side, border)
+    report = {}
+    for name, labels in maps.items():
+        across_cols = labels[:, 1:] != labels[:, :-1]  # change between column j-1 and j at index j-1
+        across_rows = labels[1:, :] != labels[:-1, :]
+        on_border = np.concatenate([across_cols[:, at - 1].ravel(), across_rows[at - 1, :].ravel()])
+        off = np.ones(side - 1, bool)
+        off[at - 1] = False
+        elsewhere = np.concatenate([across_cols[:, off].ravel(), across_rows[off, :].ravel()])
+        report[name] = {"change_rate_on_borders": round(float(on_border.mean()), 4),
+                        "change_rate_elsewhere": round(float(elsewhere.mean()), 4),
+                        "ratio": round(float(on_border.mean() / max(elsewhere.mean(), 1e-12)), 2)}
+    results["seams"] = {"side": side, "border_every": border, **report}
+    picture(raster, maps, border, RESULTS / "seams.png", args.run)
+    save(results)
+
+
+def picture(raster: Path, maps: dict[str, np.ndarray], border: int, path: Path, run: str) -> None:
+    """A 512-pixel crop centred on a corner of four overlap-0 windows: image, unblended and blended map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pointseg import runs
+
+    classes = runs.load_run(run).classes
+    r0 = c0 = border - 256
+    with rasterio.open(raster) as ds:
+        image = ds.read(window=Window(c0, r0, 512, 512)).transpose(1, 2, 0)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    panels = [(image, "image")] + [(classes.colorize(m[r0:r0 + 512, c0:c0 + 512]), n) for n, m in maps.items()]
+    for ax, (shown, title) in zip(axes, panels, strict=True):
+        ax.imshow(shown, interpolation="nearest")
+        ax.axhline(256 - 0.5, color="white", lw=0.6, ls="--")
+        ax.axvline(256 - 0.5, color="white", lw=0.6, ls="--")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.suptitle("a corner of four windows (dashed: their borders)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ray_many(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    if "ray" in results:
+        return
+    folder = args.work / "many"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(8):
+        build_mosaic(folder / f"scene{i}.tif", 2048, tiles, seed=10 + i)
+    plain = measured(pointseg("predict", "--run", args.run, "--input", str(folder), "--out",
+                              str(args.work / "many_plain")))
+    ray = measured(pointseg("predict", "--run", args.run, "--input", str(folder), "--out",
+                            str(args.work / "many_ray"), "--ray", "2"))
+    same, total = 0, 0
+    for i in range(8):
+        with rasterio.open(args.work / "many_plain" / f"scene{i}.tif") as a, \
+                rasterio.open(args.work / "many_ray" / f"scene{i}.tif") as b:
+            x, y = a.read(1), b.read(1)
+            same, total = same + int((x == y).sum()), total + x.size
+    results["ray"] = {"rasters": 8, "side": 2048, "plain": plain, "ray_2_actors": ray,
+                      "throughput_ratio": round(plain["wall_s"] / ray["wall_s"], 3),
+                      "identical_pixels": same / total}
+    save(results)
+
+
+def onnx_speed(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    if "onnx" in results:
+        return
+    path = args.work / "demo.onnx"
+    measured(pointseg("export", "--run", args.run, "--out", str(path), "--output", "logits", "--tile", "512"))
+    code = f"""
+import json, time, numpy as np, torch, onnxruntime as ort
+from PIL import Image
+from pointseg import runs
+model = runs.load_run({args.run!r}).model
+tiles = {[str(t) for t in tiles[:4]]!r}
+x = np.stack([np.asarray(Image.open(t).convert("RGB").resize((512, 512), Image.BOX)) for t in tiles])
+x = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+options = ort.SessionOptions()
+options.intra_op_num_threads = torch.get_num_threads()
+session = ort.InferenceSession({str(path)!r}, options, providers=["CPUExecutionProvider"])
+timing = {{}}
+with torch.no_grad():
+    want = model(x.contiguous(memory_format=torch.channels_last)).numpy()
+    for name, f in (("torch", lambda: model(x.contiguous(memory_format=torch.channels_last))),
+                    ("onnxruntime", lambda: session.run(None, {{"image": x.numpy()}}))):
+        f()
+        t0 = time.perf_counter()
+        for _ in range({args.sample_batches}):
+            f()
+        timing[name] = (time.perf_counter() - t0) / {args.sample_batches}
+got = session.run(None, {{"image": x.numpy()}})[0]
+print(json.dumps({{"per_batch_s": timing, "max_abs_logit_difference": float(np.abs(got - want).max()),
+                  "logit_range": [float(want.min()), float(want.max())],
+                  "argmax_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+                  "threads": torch.get_num_threads()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    report = json.loads(out.splitlines()[-1])
+    report["speed_ratio_ort_over_torch"] = round(report["per_batch_s"]["torch"] / report["per_batch_s"]["onnxruntime"],
+                                                 3)
+    results["onnx"] = {"batch": "4 x 3 x 512 x 512 (real LoveDA tiles, area-resized)", **report}
+    save(results)
+
+
+def save(results: dict) -> None:
+    write_json(RESULTS / "raster_scale.json", results)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a trained LoveDA run (e.g. the demo's runs/demo/run)")
+    p.add_argument("--data-root", required=True, help="LoveDA root whose tiles are mosaicked")
+    p.add_argument("--work", type=Path, required=True, help="scratch folder for mosaics and maps")
+    p.add_argument("--sides", type=int, nargs="+", default=[10000, 20000])
+    p.add_argument("--scale", type=float, default=0.5, help="the run's data.scale")
+    p.add_argument("--sample-batches", type=int, default=12)
+    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx"],
+                   default=["large", "seams", "ray", "onnx"])
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    existing = RESULTS / "raster_scale.json"
+    results = json.loads(existing.read_text()) if existing.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "rss_limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
+    tiles = loveda_tiles(Path(args.data_root))
+    steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed}
+    for name in args.only:
+        steps[name](args, tiles, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
