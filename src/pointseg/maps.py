@@ -160,6 +160,7 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
     rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
     t0, out = time.perf_counter(), Path(out)
     band_bytes = (classes.num_classes + 2) * min(side, height) * width * 4
+    out.parent.mkdir(parents=True, exist_ok=True)
     spill = out.parent if band_bytes > spill_bytes else None
     band = RowBand(classes.num_classes, min(side, height), width, spill)
     weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
