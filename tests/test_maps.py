@@ -58,7 +58,7 @@ def untiled_map(model, image, scaling):
     (101, 77, 32, 0.5, 0), (50, 203, 16, 0.25, 0)])  # spill_bytes 0: the band of sums is kept in a file
 def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, height, width, tile, overlap, spill_bytes,
                                                                    monkeypatch):
-    monkeypatch.setattr("pointseg.maps.SPILL_CHUNK", 40)  # several column chunks per band
+    monkeypatch.setattr("pointseg.maps.BAND_BLOCK", 40)  # windows across several column blocks
     raster = write_raster(tmp_path / "scene.tif", height, width)
     source = RasterSource([raster], CLASSES)
     model, scaling = PixelModel().eval(), BandScaling.full_range(3)

@@ -43,8 +43,8 @@ NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
 COG_BLOCK = 512  # tile side of Cloud-Optimised GeoTIFFs
 SPILL_BYTES = 256 * 2**20  # row bands larger than this are kept in a file (see RowBand)
-SPILL_CHUNK = 2048  # columns finished at a time
-GDAL_CACHE_MB = 128  # GDAL's block cache while mapping (its default grows with the machine's RAM)
+BAND_BLOCK = 512  # columns per contiguous block of a band of sums
+GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while mapping (its default grows with the machine's RAM)
 
 
 def window_starts(length: int, side: int, stride: int) -> list[int]:
@@ -79,16 +79,18 @@ class MapResult:
 class RowBand:
     """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide.
 
-    With ``spill`` (a folder), the sums live in a file there, mapped into memory, and the pages a step touched are
-    handed back to the page cache after it (``release``): the process holds about one batch of windows and one
-    column chunk, whatever the width, and the kernel may write the rest to disk. The file is unlinked at once, so
-    nothing is left behind, even after a kill.
+    The band is stored in blocks of ``block`` columns, each block contiguous (class sums, weight sum, validity for
+    all its rows), so a window touches the memory of the few blocks it overlaps and nothing beside them. With
+    ``spill`` (a folder), the blocks live in a file there, mapped into memory, and the pages a step touched are
+    handed back to the page cache after it (``release``): the process holds about one batch of windows, whatever
+    the width, and the kernel may write the rest to disk. The file is unlinked at once, so nothing is left behind,
+    even after a kill.
     """
 
     def __init__(self, classes: int, height: int, width: int, spill: str | Path | None = None,
-                 chunk: int | None = None) -> None:
-        self.top, self.chunk, self._mmap = 0, chunk or SPILL_CHUNK, None
-        shape = (classes + 2, height, width)  # class sums, weight sum, validity (0/1)
+                 block: int | None = None) -> None:
+        self.top, self.width, self.block, self.classes, self._mmap = 0, width, block or BAND_BLOCK, classes, None
+        shape = (-(-width // self.block), classes + 2, height, self.block)  # planes: sums, weight sum, validity
         self._data: np.ndarray
         if spill is None:
             self._data = np.zeros(shape, dtype=np.float32)
@@ -97,29 +99,35 @@ class RowBand:
                 f.truncate(int(np.prod(shape)) * 4)
                 self._mmap = mmap.mmap(f.fileno(), 0)
             self._data = np.frombuffer(self._mmap, dtype=np.float32).reshape(shape)
-        self.sums, self.weights, self.valid = self._data[:classes], self._data[classes], self._data[classes + 1]
+
+    def _pieces(self, col: int, width: int) -> Iterator[tuple[int, slice, slice]]:
+        """``(block, columns in the block, columns of the piece)`` of the columns ``[col, col + width)``."""
+        for b in range(col // self.block, (col + width - 1) // self.block + 1):
+            start, stop = max(col, b * self.block), min(col + width, (b + 1) * self.block)
+            yield b, slice(start - b * self.block, stop - b * self.block), slice(start - col, stop - col)
 
     def add(self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
         """Add one window's ``probs`` (C, h, w), weighted, at raster ``row``, ``col``."""
-        r, (h, w) = row - self.top, weight.shape
-        self.sums[:, r:r + h, col:col + w] += probs * weight
-        self.weights[r:r + h, col:col + w] += weight
-        np.maximum(self.valid[r:r + h, col:col + w], valid, out=self.valid[r:r + h, col:col + w])
+        r, (h, w), c = row - self.top, weight.shape, self.classes
+        for b, inside, piece in self._pieces(col, w):
+            data = self._data[b, :, r:r + h, inside]
+            data[:c] += probs[:, :, piece] * weight[:, piece]
+            data[c] += weight[:, piece]
+            np.maximum(data[c + 1], valid[:, piece], out=data[c + 1])
 
     def finish(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Class, confidence (percent) and validity of the first ``rows`` rows; the band then moves down by them
-        (column chunk by column chunk)."""
-        width = self._data.shape[-1]
-        classes, confidence = np.empty((rows, width), np.uint8), np.empty((rows, width), np.uint8)
-        valid = np.empty((rows, width), bool)
-        for c in range(0, width, self.chunk):
-            cols = slice(c, c + self.chunk)
-            probs = self.sums[:, :rows, cols] / np.maximum(self.weights[:rows, cols], 1e-12)
-            classes[:, cols], confidence[:, cols] = probs.argmax(0), np.rint(probs.max(0) * 100)
-            valid[:, cols] = self.valid[:rows, cols] > 0
-            block = self._data[:, :, cols]
-            block[:, :-rows] = block[:, rows:]  # numpy copies overlapping slices safely
-            block[:, -rows:] = 0
+        (block by block)."""
+        classes = np.empty((rows, self.width), np.uint8)
+        confidence, valid = np.empty_like(classes), np.empty((rows, self.width), bool)
+        c = self.classes
+        for b, inside, piece in self._pieces(0, self.width):
+            data = self._data[b]
+            probs = data[:c, :rows, inside] / np.maximum(data[c, :rows, inside], 1e-12)
+            classes[:, piece], confidence[:, piece] = probs.argmax(0), np.rint(probs.max(0) * 100)
+            valid[:, piece] = data[c + 1, :rows, inside] > 0
+            data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely
+            data[:, -rows:] = 0
             self.release()
         self.top += rows
         return classes, confidence, valid
@@ -131,7 +139,7 @@ class RowBand:
 
     def close(self) -> None:
         if self._mmap is not None:
-            del self.sums, self.weights, self.valid, self._data
+            del self._data
             self._mmap.close()
             self._mmap = None
 
@@ -166,7 +174,7 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
     weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
     bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
                leave=False)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), map_writer(source, ref, out, classes, confidence,
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), map_writer(source, ref, out, classes, confidence,
                                                                 cog) as (dst, conf):
         try:
             for i, row in enumerate(rows):
