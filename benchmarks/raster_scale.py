@@ -5,8 +5,8 @@
 The large rasters are mosaics of the real LoveDA tiles (1024 x 1024, 0.3 m) written into GeoTIFFs with a real CRS
 (EPSG:32650, UTM 50N, where LoveDA was imaged; the tiles' placement is made up): 3 bands uint8, tiled 512,
 deflate. Each map is made by ``pointseg predict`` in its own process, whose wall time and peak RSS
-(``getrusage``) are recorded; the pure forward time of the same windows is measured in another process on the
-same number of batches of the same shape. Results: ``benchmarks/results/raster_scale.json`` and ``seams.png``.
+(``getrusage``) are recorded, with the map's own time and the time the model's forward passes took in it (logged by
+``predict -v``). Results: ``benchmarks/results/raster_scale.json`` and ``seams.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shlex
 import subprocess
@@ -27,7 +28,6 @@ from PIL import Image
 from rasterio.windows import Window
 
 from pointseg.io import write_json
-from pointseg.maps import window_starts
 
 RESULTS = Path(__file__).parent / "results"
 TILE_SIDE = 1024
@@ -48,7 +48,8 @@ def measured(cmd: list[str]) -> dict:
     stderr = process.stderr.read().decode() if process.stderr else ""
     if os.waitstatus_to_exitcode(status) not in (0,):
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{stderr[-2000:]}")
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "command": shlex.join(cmd)}
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "command": shlex.join(cmd),
+            "stderr": stderr}
 
 
 def loveda_tiles(root: Path) -> list[Path]:
@@ -79,33 +80,6 @@ def build_mosaic(path: Path, side: int, tiles: list[Path], seed: int = 0, offset
     return path
 
 
-def window_count(side: int, tile: int, overlap: float, scale: float) -> int:
-    full = max(1, round(tile / scale))
-    stride = max(1, round(full * (1 - overlap)))
-    return len(window_starts(side, full, stride)) ** 2
-
-
-def forward_only(run: str, windows: int, tile: int, batch_size: int, sample_batches: int) -> dict:
-    """Seconds the model alone needs for ``windows`` windows: ``sample_batches`` timed batches (after a warm-up)
-    of random input of the windows' shape, in channels_last as prediction feeds them, scaled to the batch count."""
-    code = f"""
-import json, time, torch
-from pointseg import runs
-model = runs.load_run({run!r}).model
-x = torch.rand({batch_size}, model.in_channels, {tile}, {tile}).contiguous(memory_format=torch.channels_last)
-with torch.no_grad():
-    model(x)
-    t0 = time.perf_counter()
-    for _ in range({sample_batches}):
-        model(x)
-print(json.dumps({{"per_batch_s": (time.perf_counter() - t0) / {sample_batches}}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    per_batch = json.loads(out.splitlines()[-1])["per_batch_s"]
-    batches = -(-windows // batch_size)
-    return {"per_batch_s": round(per_batch, 3), "batches": batches, "forward_s": round(per_batch * batches, 1)}
-
-
 def large_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
     for side in args.sides:
         key = f"{side // 1000}k"
@@ -113,16 +87,16 @@ def large_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> No
             continue
         raster = build_mosaic(args.work / f"mosaic_{key}.tif", side, tiles)
         out = args.work / f"maps_{key}"
-        run = measured(pointseg("predict", "--run", args.run, "--input", str(raster), "--out", str(out)))
-        windows = window_count(side, 512, 0.5, args.scale)
-        forward = forward_only(args.run, windows, 512, 4, args.sample_batches)
-        startup = measured([sys.executable, "-c", f"from pointseg import runs; runs.load_run({args.run!r})"])
-        map_s = run["wall_s"] - startup["wall_s"]
+        run = measured(pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--out", str(out)))
+        logged = re.search(r"(\d+) windows in ([\d.]+) s \(([\d.]+) MPix/s\), of which the model ([\d.]+) s",
+                           run.pop("stderr"))
+        if logged is None:
+            raise RuntimeError("predict did not log its times")
+        windows, map_s, mpix_s, forward_s = int(logged[1]), float(logged[2]), float(logged[3]), float(logged[4])
         results.setdefault("large", {})[key] = {
-            "side": side, "megapixels": side * side / 1e6, "windows": windows, **run, **forward,
-            "startup_s": startup["wall_s"], "map_s": round(map_s, 1), "mpix_s": round(side * side / 1e6 / map_s, 3),
-            "overhead": round(map_s / forward["forward_s"], 3),
-            "overhead_with_startup": round(run["wall_s"] / forward["forward_s"], 3)}
+            "side": side, "megapixels": side * side / 1e6, "windows": windows, **run, "map_s": map_s,
+            "mpix_s": mpix_s, "forward_s": forward_s, "overhead": round(map_s / forward_s, 3),
+            "overhead_with_startup": round(run["wall_s"] / forward_s, 3)}
         print(key, results["large"][key], flush=True)
         save(results)
 
@@ -205,6 +179,7 @@ def ray_many(args: argparse.Namespace, tiles: list[Path], results: dict) -> None
                 rasterio.open(args.work / "many_ray" / f"scene{i}.tif") as b:
             x, y = a.read(1), b.read(1)
             same, total = same + int((x == y).sum()), total + x.size
+    plain.pop("stderr"), ray.pop("stderr")
     results["ray"] = {"rasters": 8, "side": 2048, "plain": plain, "ray_2_actors": ray,
                       "throughput_ratio": round(plain["wall_s"] / ray["wall_s"], 3),
                       "identical_pixels": same / total}

@@ -14,6 +14,7 @@ QGIS loads with the layer. It is written under a temporary name and renamed when
 
 from __future__ import annotations
 
+import logging
 import mmap
 import tempfile
 import time
@@ -38,6 +39,8 @@ from pointseg.data.sources import SampleRef
 from pointseg.inference import predict_logits
 from pointseg.io import atomic_path, write_text
 from pointseg.labels import resize_image
+
+log = logging.getLogger(__name__)
 
 NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
@@ -70,6 +73,8 @@ class MapResult:
     height: int
     width: int
     seconds: float
+    forward_seconds: float = 0.0  # of the model alone
+    windows: int = 0
 
     @property
     def megapixels_per_s(self) -> float:
@@ -166,7 +171,7 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
     side = max(1, round(tile / scale))  # window side at full resolution
     stride = max(1, round(side * (1 - overlap)))
     rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
-    t0, out = time.perf_counter(), Path(out)
+    t0, forward, out = time.perf_counter(), 0.0, Path(out)
     band_bytes = (classes.num_classes + 2) * min(side, height) * width * 4
     out.parent.mkdir(parents=True, exist_ok=True)
     spill = out.parent if band_bytes > spill_bytes else None
@@ -180,8 +185,9 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
             for i, row in enumerate(rows):
                 for batch in _batches([(row, col) for col in cols], batch_size):
                     windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
-                    for (r, c), window, probs in zip(batch, windows, _probabilities(model, windows, scaling, scale,
-                                                                                    mode, amp), strict=True):
+                    probabilities, seconds = _probabilities(model, windows, scaling, scale, mode, amp)
+                    forward += seconds
+                    for (r, c), window, probs in zip(batch, windows, probabilities, strict=True):
                         h, w = window["valid"].shape
                         band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
                     band.release()
@@ -192,8 +198,11 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
         finally:
             band.close()
     bar.close()
-    return MapResult(out, Path(confidence) if confidence else None, tuple(source.bands[ref.image]), height,
-                     width, time.perf_counter() - t0)
+    result = MapResult(out, Path(confidence) if confidence else None, tuple(source.bands[ref.image]), height, width,
+                       time.perf_counter() - t0, forward, len(rows) * len(cols))
+    log.info("%s: %d x %d pixels, %d windows in %.1f s (%.2f MPix/s), of which the model %.1f s", ref.image, height,
+             width, result.windows, result.seconds, result.megapixels_per_s, forward)
+    return result
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -203,21 +212,36 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def _probabilities(model: torch.nn.Module, windows: list[dict[str, np.ndarray]], scaling: BandScaling,
-                   scale: float, mode: str, amp: bool) -> list[np.ndarray]:
-    """Class probabilities (C, h, w) at full resolution of each window (invalid pixels read as the band's low)."""
+                   scale: float, mode: str, amp: bool) -> tuple[list[np.ndarray], float]:
+    """Class probabilities (C, h, w) at full resolution of each window (invalid pixels read as the band's low),
+    and the seconds the model itself took."""
     sizes = {w["valid"].shape for w in windows}
     images = []
     for window in windows:
-        image = np.array(window["image"])
-        image[~window["valid"]] = np.asarray(scaling.low).astype(image.dtype)
-        h, w = image.shape[:2]
-        image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))), mode)
-        images.append(torch.from_numpy(scaling(image)))
+        pixels = np.array(window["image"])
+        pixels[~window["valid"]] = np.asarray(scaling.low).astype(pixels.dtype)
+        h, w = pixels.shape[:2]
+        pixels = resize_image(pixels, (max(1, round(h * scale)), max(1, round(w * scale))), mode)
+        images.append(torch.from_numpy(scaling(pixels)))
     if len(sizes) == 1:  # one batch (the usual case: only rasters smaller than a window differ)
-        probs = predict_logits(model, torch.stack(images), amp=amp).softmax(1)
-        return list(_at_size(probs, next(iter(sizes))))
-    return [_at_size(predict_logits(model, image[None], amp=amp).softmax(1), w["valid"].shape)[0]
-            for image, w in zip(images, windows, strict=True)]
+        logits, seconds = _timed_logits(model, torch.stack(images), amp)
+        return list(_at_size(logits.softmax(1), next(iter(sizes)))), seconds
+    probs, total = [], 0.0
+    for image, w in zip(images, windows, strict=True):
+        logits, seconds = _timed_logits(model, image[None], amp)
+        probs.append(_at_size(logits.softmax(1), w["valid"].shape)[0])
+        total += seconds
+    return probs, total
+
+
+def _timed_logits(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> tuple[torch.Tensor, float]:
+    """``predict_logits`` and its wall time (CUDA synchronised)."""
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    logits = predict_logits(model, images, amp=amp)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return logits, time.perf_counter() - t0
 
 
 def _at_size(probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
