@@ -10,6 +10,7 @@ from affine import Affine
 from pointseg.cli import main
 from pointseg.data.classes import ClassTable
 from pointseg.evaluate import evaluate_map
+from pointseg.maps import aux_xml as aux_xml_text
 from tests.conftest import shared_path
 
 TABLE = ClassTable(("a", "b", "c"), ((255, 0, 0), (0, 255, 0), (0, 0, 255)), values=(1, 2, 3))
@@ -99,3 +100,19 @@ def test_evaluate_a_run_or_a_map_against_a_mask_raster_from_the_command_line(tmp
     assert main(args) == 2 and "needs its class table" in capsys.readouterr().err
     assert main([*args, "--classes", str(table)]) == 0
     assert json.loads(again.read_text())["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_a_class_table_in_another_order_than_the_map_is_matched_by_name(tmp_path, scene):
+    mask, truth = scene
+    order = ("c", "a", "b")  # the map's classes, as a run trained on clicks named c, a, b numbers them
+    perfect = np.array([255, 1, 2, 0])[truth]  # mask values 1, 2, 3 (a, b, c) -> map values 1, 2, 0
+    map_path = write(tmp_path / "map.tif", perfect.astype(np.uint8), nodata=255)
+    (tmp_path / "table.csv").write_text("value,name,r,g,b\n1,a,0,0,0\n2,b,0,0,0\n3,c,0,0,0\n")
+    args = ["evaluate", "--map", str(map_path), "--mask", str(mask), "--classes", str(tmp_path / "table.csv")]
+    assert main([*args, "--out", str(tmp_path / "unordered.json")]) == 0  # no names beside the map: table order
+    assert json.loads((tmp_path / "unordered.json").read_text())["miou"] == 0.0
+    (tmp_path / "map.tif.aux.xml").write_text(aux_xml_text(ClassTable(order, ((0, 0, 0),) * 3)))
+    assert main([*args, "--out", str(tmp_path / "ordered.json")]) == 0  # names in map.tif.aux.xml: matched
+    assert json.loads((tmp_path / "ordered.json").read_text())["miou"] == 1.0
+    (tmp_path / "table.csv").write_text("value,name,r,g,b\n1,a,0,0,0\n2,b,0,0,0\n3,d,0,0,0\n")
+    assert main([*args, "--out", str(tmp_path / "bad.json")]) == 2

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -116,8 +117,9 @@ class RowBand:
         r, (h, w), c = row - self.top, weight.shape, self.classes
         for b, inside, piece in self._pieces(col, w):
             data = self._data[b, :, r:r + h, inside]
-            data[:c] += probs[:, :, piece] * weight[:, piece]
-            data[c] += weight[:, piece]
+            part = torch.from_numpy(weight[:, piece])
+            torch.from_numpy(data[:c]).addcmul_(torch.from_numpy(probs[:, :, piece]), part)  # in place, threaded
+            torch.from_numpy(data[c]).add_(part)
             np.maximum(data[c + 1], valid[:, piece], out=data[c + 1])
 
     def finish(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,8 +130,9 @@ class RowBand:
         c = self.classes
         for b, inside, piece in self._pieces(0, self.width):
             data = self._data[b]
-            probs = data[:c, :rows, inside] / np.maximum(data[c, :rows, inside], 1e-12)
-            classes[:, piece], confidence[:, piece] = probs.argmax(0), np.rint(probs.max(0) * 100)
+            probs = torch.from_numpy(data[:c, :rows, inside]) / torch.from_numpy(data[c, :rows, inside]).clamp(1e-12)
+            top = probs.max(0)
+            classes[:, piece], confidence[:, piece] = top.indices.numpy(), (top.values * 100).round().numpy()
             valid[:, piece] = data[c + 1, :rows, inside] > 0
             data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely
             data[:, -rows:] = 0
@@ -319,6 +322,19 @@ def aux_xml(classes: ClassTable) -> str:
     names = "".join(f"      <Category>{escape(n)}</Category>\n" for n in classes.names)
     return (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n{names}    </CategoryNames>\n'
             f"  </PAMRasterBand>\n</PAMDataset>\n")
+
+
+def map_class_names(map_path: str | Path) -> tuple[str, ...] | None:
+    """The class names of a map, in the order of its values, from the ``.aux.xml`` written beside it (``None``
+    without one)."""
+    sidecar = Path(f"{map_path}.aux.xml")
+    if not sidecar.exists():
+        return None
+    try:
+        names = ElementTree.parse(sidecar).getroot().findall("./PAMRasterBand/CategoryNames/Category")
+    except ElementTree.ParseError as e:
+        raise ValueError(f"{sidecar}: unreadable ({e})") from e
+    return tuple(n.text or "" for n in names) or None
 
 
 def qml(classes: ClassTable) -> str:

@@ -17,7 +17,7 @@ from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
 from pointseg.evaluate import evaluate, evaluate_map, write_predictions
 from pointseg.io import check_writable, write_text
-from pointseg.maps import MapResult, predict_raster
+from pointseg.maps import MapResult, map_class_names, predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 from pointseg.points import PointSet, save_points
 from pointseg.report import plot_loss
@@ -111,13 +111,14 @@ def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None
     """Metrics against a reference mask raster: of the map a run makes of ``raster`` (written with its confidence
     to a temporary folder beside ``out``), or of an existing ``map_path``. ``classes``: a class table
     (``value,name,r,g,b`` with the mask's values) for a map without a run, or to read the mask's values for a run
-    trained with names only; its names must be the run's."""
+    trained with names only; its names must be the run's (or the map's, from its ``.aux.xml``), in any order."""
     out = Path(out)
     check_writable(out.parent)
     trained = runs.load_run(run) if run is not None else None
     table = ClassTable.from_csv(classes, color_coded=False) if classes else None
-    if trained is not None and table is not None and table.names != trained.classes.names:
-        raise ValueError(f"{classes}: classes {list(table.names)} are not the run's {list(trained.classes.names)}")
+    if table is not None:  # index the table's classes as the map does: the run's order, or the map's own names
+        order = trained.classes.names if trained is not None else map_class_names(map_path) if map_path else None
+        table = table.in_order(order, f"{classes}: the map's classes") if order else table
     table = table or (trained.classes if trained is not None else None)
     if table is None:
         raise ValueError("scoring a --map needs its class table: --classes TABLE.csv (or --run)")

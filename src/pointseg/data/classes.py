@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,14 @@ class ClassTable:
             color_coded=d.get("color_coded", False),
             ignore_index=d.get("ignore_index", IGNORE_INDEX),
         )
+
+    def in_order(self, names: Sequence[str], source: str = "class table") -> ClassTable:
+        """The same classes (values, colours) indexed in the order of ``names``, which must be the same set."""
+        if sorted(names) != sorted(self.names):
+            raise ValueError(f"{source}: classes {list(self.names)} are not {list(names)}")
+        order = [self.names.index(n) for n in names]
+        return replace(self, names=tuple(names), colors=tuple(self.colors[i] for i in order),
+                       values=None if self.values is None else tuple(self.values[i] for i in order))
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the table as ``value,name,r,g,b`` (values: the raw mask values, or 0..C-1), as ``from_csv`` reads."""
