@@ -85,8 +85,8 @@ def main() -> None:
                      "landcover", "--out", str(work / "map"), "--set", f"model.encoder_weights={args.weights}",
                      "--set", f"seed={seed}"])
         names = [line.split(",")[1] for line in (work / "map" / "points.classes.csv").read_text().splitlines()[1:]]
-        table = work / "mask_classes.csv"
-        table.write_text("value,name,r,g,b\n" + "".join(f"{NAMES.index(n) + 1},{n},0,0,0\n" for n in names))
+        table = work / "mask_classes.csv"  # every class of the masks: those the run never saw count as errors
+        table.write_text("value,name,r,g,b\n" + "".join(f"{v},{n},0,0,0\n" for v, n in enumerate(NAMES, 1)))
         scores = {}
         for date in [args.train_date, *args.test_dates]:
             out = work / f"eval_{date}.json"

@@ -116,3 +116,17 @@ def test_a_class_table_in_another_order_than_the_map_is_matched_by_name(tmp_path
     assert json.loads((tmp_path / "ordered.json").read_text())["miou"] == 1.0
     (tmp_path / "table.csv").write_text("value,name,r,g,b\n1,a,0,0,0\n2,b,0,0,0\n3,d,0,0,0\n")
     assert main([*args, "--out", str(tmp_path / "bad.json")]) == 2
+
+
+def test_mask_classes_the_map_cannot_predict_are_scored_as_errors(tmp_path, scene):
+    mask, truth = scene
+    map_path = write(tmp_path / "map.tif", np.where(truth > 0, np.minimum(truth, 2) - 1, 255).astype(np.uint8),
+                     nodata=255)  # predicts a, b only; every c (value 3) becomes b
+    (tmp_path / "map.tif.aux.xml").write_text(aux_xml_text(ClassTable(("a", "b"), ((0, 0, 0),) * 2)))
+    (tmp_path / "table.csv").write_text("value,name,r,g,b\n1,a,0,0,0\n2,b,0,0,0\n3,c,0,0,0\n")
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--map", str(map_path), "--mask", str(mask), "--classes", str(tmp_path / "table.csv"),
+                 "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    a, b, c = ((truth == v).sum() for v in (1, 2, 3))
+    assert metrics["per_class_iou"] == {"a": 1.0, "b": pytest.approx(b / (b + c)), "c": 0.0}

@@ -111,14 +111,17 @@ def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None
     """Metrics against a reference mask raster: of the map a run makes of ``raster`` (written with its confidence
     to a temporary folder beside ``out``), or of an existing ``map_path``. ``classes``: a class table
     (``value,name,r,g,b`` with the mask's values) for a map without a run, or to read the mask's values for a run
-    trained with names only; its names must be the run's (or the map's, from its ``.aux.xml``), in any order."""
+    trained with names only; it holds the run's classes (or the map's, from its ``.aux.xml``), in any order, and
+    may hold more (classes of the mask the map cannot predict: scored as errors)."""
     out = Path(out)
     check_writable(out.parent)
     trained = runs.load_run(run) if run is not None else None
     table = ClassTable.from_csv(classes, color_coded=False) if classes else None
     if table is not None:  # index the table's classes as the map does: the run's order, or the map's own names
         order = trained.classes.names if trained is not None else map_class_names(map_path) if map_path else None
-        table = table.in_order(order, f"{classes}: the map's classes") if order else table
+        if order:  # classes of the mask the map never predicts come last: scored, never right
+            order = tuple(order) + tuple(n for n in table.names if n not in order)
+            table = table.in_order(order, f"{classes}: the map's classes")
     table = table or (trained.classes if trained is not None else None)
     if table is None:
         raise ValueError("scoring a --map needs its class table: --classes TABLE.csv (or --run)")
