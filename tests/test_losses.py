@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from pointseg.losses import (
     LOSSES,
+    GatedCRFLoss,
     build_loss,
+    gated_crf_loss,
     kl_divergence,
     one_hot_target,
     partial_cross_entropy,
@@ -147,3 +149,79 @@ def test_single_class_only_drops_mixed_pixels():
     pure_only = build_loss("ce", multi_class=False)(logits, soft, weight)
     assert torch.allclose(pure_only, -F.log_softmax(logits, 1)[0, 0, 0, 0])
     assert not torch.allclose(build_loss("ce", multi_class=True)(logits, soft, weight), pure_only)
+
+
+# --- Gated CRF -----------------------------------------------------------------------------------------------
+
+def slow_gated_crf(probs, image, valid, sigma_xy, sigma_rgb, radius):
+    """The Gated CRF loss by its definition, pixel pair by pixel pair (full resolution)."""
+    b, _, h, w = probs.shape
+    total = 0.0
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                for di in range(-radius, radius + 1):
+                    for dj in range(-radius, radius + 1):
+                        u, v = i + di, j + dj
+                        if (di, dj) == (0, 0) or not (0 <= u < h and 0 <= v < w):
+                            continue
+                        k = math.exp(-(di * di + dj * dj) / (2 * sigma_xy**2)
+                                     - float(((image[n, :, i, j] - image[n, :, u, v]) ** 2).sum()) / (2 * sigma_rgb**2))
+                        gate = float(valid[n, i, j] * valid[n, u, v])
+                        total += gate * k * (1 - float((probs[n, :, i, j] * probs[n, :, u, v]).sum()))
+    return total / float(valid.sum())
+
+
+def test_gated_crf_matches_the_pairwise_definition():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(2, 3, 6, 7, generator=g).softmax(1).double()
+    image = torch.rand(2, 3, 6, 7, generator=g).double()
+    valid = (torch.rand(2, 6, 7, generator=g) > 0.2).double()
+    fast = gated_crf_loss(probs, image, valid, sigma_xy=2.0, sigma_rgb=0.3, radius=2, downsample=1)
+    assert float(fast) == pytest.approx(slow_gated_crf(probs, image, valid, 2.0, 0.3, 2), rel=1e-9)
+
+
+def test_gated_crf_downsampled_is_the_definition_on_block_means():
+    g = torch.Generator().manual_seed(1)
+    probs = torch.rand(1, 3, 8, 8, generator=g).softmax(1).double()
+    image = torch.rand(1, 3, 8, 8, generator=g).double()
+    valid = torch.ones(1, 8, 8, dtype=torch.float64)
+    valid[0, 0, 0] = 0  # gates its whole 2x2 block
+    fast = gated_crf_loss(probs, image, valid, sigma_xy=4.0, sigma_rgb=0.3, radius=1, downsample=2)
+    low_valid = torch.ones(1, 4, 4, dtype=torch.float64)
+    low_valid[0, 0, 0] = 0
+    # sigma_xy is in full-resolution pixels: one low-resolution step is 2 of them
+    slow = slow_gated_crf(F.avg_pool2d(probs, 2), F.avg_pool2d(image, 2), low_valid, 2.0, 0.3, 1)
+    assert float(fast) == pytest.approx(slow, rel=1e-9)
+
+
+def test_gated_crf_is_zero_for_a_prediction_constant_in_each_colour_region():
+    image = torch.zeros(1, 3, 12, 12)
+    image[..., 6:] = 1.0  # two colour regions, left and right
+    probs = torch.zeros(1, 4, 12, 12)
+    probs[0, 1, :, :6] = 1.0
+    probs[0, 3, :, 6:] = 1.0
+    valid = torch.ones(1, 12, 12)
+    assert float(gated_crf_loss(probs, image, valid, sigma_xy=6, sigma_rgb=0.05, radius=3, downsample=1)) == 0.0
+    # the same split across a uniform colour costs: the kernel links the two halves
+    flat = torch.zeros_like(image)
+    assert float(gated_crf_loss(probs, flat, valid, sigma_xy=6, sigma_rgb=0.05, radius=3, downsample=1)) > 0.1
+
+
+def test_gated_crf_gradient_only_where_the_kernel_reaches():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 3, 16, 16, generator=g, requires_grad=True)
+    image = torch.rand(1, 3, 16, 16, generator=g)
+    valid = torch.zeros(1, 16, 16)
+    valid[0, 4:8, 4:8] = 1  # a gated island
+    GatedCRFLoss(sigma_xy=3, sigma_rgb=0.5, radius=2, downsample=1)(logits, image, valid).backward()
+    grad = logits.grad.abs().sum(1)[0]
+    assert (grad[4:8, 4:8] > 0).all()
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[4:8, 4:8] = False
+    assert (grad[outside] == 0).all()
+
+
+def test_gated_crf_rejects_a_bad_kernel():
+    with pytest.raises(ValueError, match="radius"):
+        GatedCRFLoss(radius=0)

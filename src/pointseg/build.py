@@ -14,14 +14,15 @@ from torch.utils.data import Dataset
 from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable, default_colors
-from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset
+from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset, default_scaling
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.inference import use_amp
-from pointseg.losses import build_loss
+from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment
 from pointseg.models import SegmentationModel, build_model
 from pointseg.points import PointSet, check_against, load_points, simulate
+from pointseg.propagation import Propagation, propagated_labels
 from pointseg.train import pick_device, seed_everything, stream_seed
 
 
@@ -101,9 +102,22 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,
     bias = data["point_bias"]
     if bias == "auto":
         bias = 0.9 if isinstance(source, RasterSource) else 0.0
-    return TrainDataset(build_cached(cfg, source), data["crop"], source.classes.num_classes, data["scale"],
-                        labels["mode"], points, labels["downsample"], tuple(data["rescale"]), data["ignore_index"],
-                        scaling, bias)
+    cached = build_cached(cfg, source)
+    scaling = scaling or default_scaling(source)
+    propagated = None
+    if points is not None and labels["propagate"] != "none":
+        propagated = propagated_labels(cached, points, build_propagation(cfg), scaling, cache_location(cfg)[0],
+                                       data["ignore_index"])
+    return TrainDataset(cached, data["crop"], source.classes.num_classes, data["scale"], labels["mode"], points,
+                        labels["downsample"], tuple(data["rescale"]), data["ignore_index"], scaling, bias,
+                        propagated, labels["propagate_weight"])
+
+
+def build_propagation(cfg: dict) -> Propagation:
+    """How clicks spread (``labels.propagate*``, ``labels.superpixel_*``) at the training scale."""
+    labels = cfg["labels"]
+    return Propagation(cfg["data"]["scale"], labels["superpixel_size"], labels["superpixel_compactness"],
+                       labels["propagate_max_pixels"], labels["propagate_patch"], labels["propagate"])
 
 
 def build_eval_dataset(cfg: dict, source: Source, scaling: BandScaling | None = None) -> EvalDataset:
@@ -121,11 +135,22 @@ def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
-    """The training method of ``cfg["method"]`` with the supervised loss of ``cfg["loss"]``."""
+    """The training method of ``cfg["method"]`` with the supervised loss of ``cfg["loss"]`` (and its Gated CRF term
+    when ``loss.pairwise_weight`` > 0)."""
     m, loss = cfg["method"], build_loss_from_config(cfg)
     ignore = cfg["data"]["ignore_index"]
     if m["name"] not in METHODS:
         raise KeyError(f"unknown method {m['name']!r}; valid: {sorted(METHODS)}")
+    method = _build_method(cfg, m, loss, model, num_classes, ignore)
+    lc = cfg["loss"]
+    if lc["pairwise_weight"] > 0:
+        method.add_pairwise(GatedCRFLoss(lc["crf_sigma_xy"], lc["crf_sigma_rgb"], lc["crf_radius"],
+                                         lc["crf_downsample"]), lc["pairwise_weight"], lc["pairwise_warmup"])
+    return method
+
+
+def _build_method(cfg: dict, m: dict, loss: torch.nn.Module, model: SegmentationModel, num_classes: int,
+                  ignore: int) -> Method:
     if m["name"] == "fixmatch":
         return FixMatch(loss, m["threshold"], m["unlabeled_weight"], StrongAugment(), m["cutmix_p"], m["ema_decay"],
                         model, m["feature_dropout"], m["fp_weight"], m["dual_strong"], ignore)

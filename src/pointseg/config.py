@@ -132,6 +132,17 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "data.ignore_index": (0, 255, True, True),
     "data.cache_max_gb": (0, None, True, True),
     "loss.gamma": (0, None, True, True),
+    "loss.pairwise_weight": (0, None, True, True),
+    "loss.pairwise_warmup": (0, None, True, True),
+    "loss.crf_sigma_xy": (0, None, False, True),
+    "loss.crf_sigma_rgb": (0, None, False, True),
+    "loss.crf_radius": (1, None, True, True),
+    "loss.crf_downsample": (1, None, True, True),
+    "labels.propagate_weight": (0, None, False, True),
+    "labels.superpixel_size": (2, None, True, True),
+    "labels.superpixel_compactness": (0, None, False, True),
+    "labels.propagate_max_pixels": (1, None, True, True),
+    "labels.propagate_patch": (8, None, True, True),
     "method.unlabeled_weight": (0, None, True, True),
     "method.threshold": (0, 1, True, True),
     "method.cutmix_p": (0, 1, True, True),
@@ -155,6 +166,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.log_every": (1, None, True, True),
     "train.checkpoint_every": (1, None, True, True),
 }
+
+
+PROPAGATION = ("none", "superpixel")
 
 
 def _bounds(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
@@ -183,6 +197,9 @@ def validate(cfg: dict) -> dict:
         raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
     if flat["train.amp"] not in ("auto", True, False):
         raise ValueError(f"config key 'train.amp' must be auto, true or false, got {flat['train.amp']!r}")
+    if flat["labels.propagate"] not in PROPAGATION:
+        raise ValueError(f"config key 'labels.propagate' must be one of {list(PROPAGATION)}, "
+                         f"got {flat['labels.propagate']!r}")
     bias = flat["data.point_bias"]
     if not (bias == "auto" or (isinstance(bias, int | float) and not isinstance(bias, bool) and 0 <= bias <= 1)):
         raise ValueError(f"config key 'data.point_bias' must be auto or a share in [0, 1], got {bias!r}")

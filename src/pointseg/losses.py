@@ -102,3 +102,54 @@ def build_loss(name: str, gamma: float = 2.0, multi_class: bool = True) -> nn.Mo
     if name == "focal":
         return SoftFocalLoss(gamma=gamma, multi_class=multi_class)
     return LOSSES[name](multi_class=multi_class)
+
+
+def gated_crf_loss(probs: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, *, sigma_xy: float = 6.0,
+                   sigma_rgb: float = 0.1, radius: int = 5, downsample: int = 2) -> torch.Tensor:
+    """Gated CRF loss (Obukhov et al. 2019): neighbours that look alike should not be given different classes.
+
+    ``probs`` (B, C, H, W) class probabilities, ``image`` (B, K, H, W) the input bands (scaled to [0, 1]),
+    ``valid`` (B, H, W) the gate (1 where a pixel may take part, 0 on padding or nodata). At ``1/downsample`` of the
+    resolution (area-averaged probabilities and bands, a pixel valid only if its whole block is), for every pixel
+    ``i`` and neighbour ``j != i`` within ``radius`` (a square window, unfolded)::
+
+        k_ij = exp(-|p_i - p_j|^2 / (2 sigma_xy^2) - |I_i - I_j|^2 / (2 sigma_rgb^2))  (p in full-res pixels)
+        loss = sum_ij g_i g_j k_ij (1 - sum_c y_ic y_jc) / sum_i g_i
+
+    ``1 - y_i . y_j`` is the probability that ``i`` and ``j`` get different classes (the Potts compatibility). A
+    prediction that is constant where the kernel is non-zero costs 0; gated-off pixels get no gradient.
+    """
+    b = probs.shape[0]
+    image, valid = image.to(probs.dtype), valid.to(probs.dtype)
+    if downsample > 1:
+        probs = F.avg_pool2d(probs, downsample, ceil_mode=True)
+        image = F.avg_pool2d(image, downsample, ceil_mode=True)
+        valid = -F.max_pool2d(-valid[:, None], downsample, ceil_mode=True)[:, 0]  # min over the block
+    diameter = 2 * radius + 1
+    hh, ww = probs.shape[-2:]
+
+    def neighbours(x: torch.Tensor) -> torch.Tensor:  # (B, K, h, w) -> (B, K, diameter^2, h, w)
+        return F.unfold(x, diameter, padding=radius).view(b, x.shape[1], diameter * diameter, hh, ww)
+
+    offsets = torch.arange(-radius, radius + 1, device=probs.device, dtype=probs.dtype) * downsample
+    distance2 = (offsets[:, None] ** 2 + offsets[None, :] ** 2).reshape(-1, 1, 1)  # (diameter^2, 1, 1)
+    colour2 = ((neighbours(image) - image[:, :, None]) ** 2).sum(1)  # (B, diameter^2, h, w)
+    gate = valid[:, None] * neighbours(valid[:, None])[:, 0]  # (B, diameter^2, h, w); 0 beyond the border
+    kernel = gate * torch.exp(-distance2 / (2 * sigma_xy**2) - colour2 / (2 * sigma_rgb**2))
+    kernel[:, diameter * diameter // 2] = 0  # no pair of a pixel with itself
+    agreement = (neighbours(probs) * probs[:, :, None]).sum(1)  # (B, diameter^2, h, w): sum_c y_ic y_jc
+    return (kernel * (1 - agreement)).sum() / valid.sum().clamp_min(1)
+
+
+class GatedCRFLoss(nn.Module):
+    """``gated_crf_loss`` of logits' softmax, with its kernel fixed at construction (see there for the terms)."""
+
+    def __init__(self, sigma_xy: float = 6.0, sigma_rgb: float = 0.1, radius: int = 5, downsample: int = 2) -> None:
+        super().__init__()
+        if radius < 1 or downsample < 1 or sigma_xy <= 0 or sigma_rgb <= 0:
+            raise ValueError("the Gated CRF needs radius >= 1, downsample >= 1 and positive sigmas")
+        self.sigma_xy, self.sigma_rgb, self.radius, self.downsample = sigma_xy, sigma_rgb, radius, downsample
+
+    def forward(self, logits: torch.Tensor, image: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return gated_crf_loss(logits.float().softmax(1), image, valid, sigma_xy=self.sigma_xy,
+                              sigma_rgb=self.sigma_rgb, radius=self.radius, downsample=self.downsample)

@@ -35,15 +35,15 @@ def test_every_sample_a_dataset_makes_follows_its_schema(source, tiny_loveda):
 
 
 @pytest.mark.parametrize("sample, message", [
-    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(7, 4, 4)}, "missing ['weight']"),
+    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(7, 4, 4)}, "missing ['weight', 'valid']"),
     ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(7, 4, 4), "weight": torch.zeros(4, 4),
-      "extra": torch.zeros(1)}, "unknown ['extra']"),
+      "valid": torch.zeros(4, 4), "extra": torch.zeros(1)}, "unknown ['extra']"),
     ({"image": torch.zeros(3, 4, 4, dtype=torch.float64), "soft_mask": torch.zeros(7, 4, 4),
-      "weight": torch.zeros(4, 4)}, "image: dtype float64"),
-    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(7, 4, 4), "weight": torch.zeros(4, 5)},
-     "weight: shape (4, 5)"),
-    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(6, 4, 4), "weight": torch.zeros(4, 4)},
-     "soft_mask: shape (6, 4, 4)"),
+      "weight": torch.zeros(4, 4), "valid": torch.zeros(4, 4)}, "image: dtype float64"),
+    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(7, 4, 4), "weight": torch.zeros(4, 5),
+      "valid": torch.zeros(4, 4)}, "weight: shape (4, 5)"),
+    ({"image": torch.zeros(3, 4, 4), "soft_mask": torch.zeros(6, 4, 4), "weight": torch.zeros(4, 4),
+      "valid": torch.zeros(4, 4)}, "soft_mask: shape (6, 4, 4)"),
 ])
 def test_check_finds_what_does_not_fit(sample, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -56,6 +56,15 @@ def item_rng(item: int | tuple[int, tuple[int, ...]]) -> tuple[int, np.random.Ge
     return index, np.random.default_rng(key)
 
 
+def combine_targets(soft_a: np.ndarray, weight_a: np.ndarray, soft_b: np.ndarray, weight_b: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Two soft targets (C, h, w) with weights (h, w) as one: proportions averaged by weight, weights summed."""
+    weight = weight_a + weight_b
+    mixed = soft_a * weight_a + soft_b * weight_b
+    soft = np.divide(mixed, weight, out=np.zeros_like(mixed), where=weight > 0)
+    return soft.astype(np.float32), weight.astype(np.float32)
+
+
 def dihedral(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
     """Rotate by ``k`` quarter turns and optionally flip the last two axes of each array (C, H, W) or (H, W)."""
     out = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
@@ -63,7 +72,8 @@ def dihedral(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
 
 
 class TrainDataset(Dataset):
-    """Training samples: ``image`` (3, crop, crop), ``soft_mask`` (C, crop, crop), ``weight`` (crop, crop).
+    """Training samples: ``image`` (B, crop, crop), ``soft_mask`` (C, crop, crop), ``weight`` (crop, crop) and
+    ``valid`` (crop, crop), 1 where the crop shows valid pixels of the sample (0 on padding and nodata).
 
     Args:
         source: the samples (typically a ``CachedSource``, so a window read is a slice).
@@ -78,13 +88,17 @@ class TrainDataset(Dataset):
         scaling: raw band values -> [0, 1] (default: the full range of the source's dtype, 0..255 for uint8).
         point_bias: with points, the share of windows drawn around a click of the sample (so sparse clicks on
             large rasters are seen); the rest are uniform. With 0 no extra random number is drawn.
+        propagated: with points, full-resolution label masks per sample id of the clicks spread to their
+            surroundings (``pointseg.propagation``), resampled like dense masks and added to the clicks' targets
+            at ``propagate_weight`` per pixel (a click weighs 1).
 
     Pixels a source marks invalid (``valid`` False: nodata, alpha) are unlabeled and get the value ``low``.
     """
 
     def __init__(self, source: Source, crop: int, num_classes: int, scale: float = 1.0, mode: str = "bilinear",
                  points: PointSet | None = None, downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
-                 ignore_index: int = 255, scaling: BandScaling | None = None, point_bias: float = 0.0) -> None:
+                 ignore_index: int = 255, scaling: BandScaling | None = None, point_bias: float = 0.0,
+                 propagated: dict[str, np.ndarray] | None = None, propagate_weight: float = 0.5) -> None:
         if downsample not in DOWNSAMPLE:
             raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
         if mode not in MODES:
@@ -103,6 +117,7 @@ class TrainDataset(Dataset):
         self.downsample, self.rescale, self.ignore_index = downsample, rescale, ignore_index
         self.scaling = scaling or default_scaling(source)
         self.point_bias = point_bias if points is not None else 0.0
+        self.propagated, self.propagate_weight = propagated, propagate_weight
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -115,7 +130,12 @@ class TrainDataset(Dataset):
             pts = self.points.images[ref.id]
             local = pts - np.array([top, left, 0])
             inside = (local[:, 0] >= 0) & (local[:, 0] < side) & (local[:, 1] >= 0) & (local[:, 1] < side)
-            return points_to_soft(local[inside], (side, side), size, self.num_classes)
+            soft, weight = points_to_soft(local[inside], (side, side), size, self.num_classes)
+            if self.propagated is None:
+                return soft, weight
+            spread = pad_to(self.propagated[ref.id][top:top + side, left:left + side], side, self.ignore_index)
+            soft_spread, weight_spread = soft_downsample(spread, self.num_classes, size, self.mode, self.ignore_index)
+            return combine_targets(soft, weight, soft_spread, self.propagate_weight * weight_spread)
         mask = window["mask"]
         if "valid" in window:
             mask = np.where(window["valid"], mask, self.ignore_index).astype(mask.dtype)
@@ -154,13 +174,20 @@ class TrainDataset(Dataset):
         image = resize_image(pad_to(image, side, 0), (self.crop, self.crop), self.mode)
         return self.scaling(image), window, top, left, side
 
+    def valid_crop(self, window: dict[str, np.ndarray], side: int) -> np.ndarray:
+        """``(crop, crop)`` uint8: 1 where the crop shows the sample's valid pixels, 0 on padding and nodata."""
+        inside = np.zeros((side, side), dtype=np.uint8)
+        inside[: window["image"].shape[0], : window["image"].shape[1]] = window.get("valid", 1)
+        return np.asarray(Image.fromarray(inside).resize((self.crop, self.crop), Image.Resampling.NEAREST))
+
     def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, rng = item_rng(item)
         image, window, top, left, side = self.read_window(index, rng)
         soft, weight = self.labels(index, window, top, left, side)
-        image, soft, weight = dihedral([image, soft, weight], int(rng.integers(4)), bool(rng.random() < 0.5))
+        image, soft, weight, valid = dihedral([image, soft, weight, self.valid_crop(window, side)],
+                                              int(rng.integers(4)), bool(rng.random() < 0.5))
         return {"image": torch.from_numpy(image), "soft_mask": torch.from_numpy(soft),
-                "weight": torch.from_numpy(weight)}
+                "weight": torch.from_numpy(weight), "valid": torch.from_numpy(valid).float()}
 
 
 class UnlabeledDataset(TrainDataset):
@@ -186,10 +213,8 @@ class UnlabeledDataset(TrainDataset):
     def __getitem__(self, item: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, rng = item_rng(item)
         image, window, top, left, side = self.read_window(index, rng)
-        inside = np.zeros((side, side), dtype=np.uint8)
-        inside[: window["image"].shape[0], : window["image"].shape[1]] = window.get("valid", 1)
         size = (self.crop, self.crop)
-        arrays = [image, np.asarray(Image.fromarray(inside).resize(size, Image.Resampling.NEAREST))]
+        arrays = [image, self.valid_crop(window, side)]
         if self.with_mask:
             arrays.append(self.nearest_mask(window["mask"], side) if "mask" in window
                           else np.full(size, self.ignore_index, np.uint8))

@@ -35,10 +35,12 @@ TRAIN = {
     "soft_mask": Field("float32", ("C", "S", "S"), "class proportions per pixel (sum 1 where weight > 0)"),
     "weight": Field("float32", ("S", "S"), "labeled fraction of the footprint (masks) or number of points; "
                                            "0 = unlabeled"),
+    "valid": Field("float32", ("S", "S"), "1 where the crop shows valid pixels of the sample, 0 on padding and "
+                                          "nodata (gates pairwise losses)"),
 }
 UNLABELED = {
     "image": TRAIN["image"],
-    "valid": Field("float32", ("S", "S"), "1 inside the image, 0 on padding"),
+    "valid": TRAIN["valid"],
     "mask": Field("int64", ("S", "S"), "nearest-neighbour labels, for monitoring pseudo labels only",
                   optional=True),
     "tags": Field("float32", ("C",), "image-level multi-hot class labels (PseudoSeg's Grad-CAMs)", optional=True),

@@ -57,7 +57,7 @@ class FixMatch(Method):
 
     def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss_sup = self.loss(model(labeled["image"]).float(), labeled["soft_mask"], labeled["weight"])
+        loss_sup, logs = self.labeled_loss(model(labeled["image"]), labeled)
         weak, valid = unlabeled["image"], unlabeled["valid"]  # (B, 3, H, W), (B, H, W)
         probs = self.pseudo_probs(model, weak)
         confidence, pseudo = probs.max(1)  # (B, H, W)
@@ -72,8 +72,8 @@ class FixMatch(Method):
             views.append(self.consistency(model(strong), *mixed))
         loss_unsup = torch.stack(views).mean()
         loss = loss_sup + self.unlabeled_weight * loss_unsup
-        logs = {"loss_sup": loss_sup.item(), "loss_unsup": loss_unsup.item(),
-                "mask_ratio": float(((confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1))}
+        logs |= {"loss_unsup": loss_unsup.item(),
+                 "mask_ratio": float(((confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1))}
         if self.feature_dropout > 0:
             features = [F.dropout2d(f, self.feature_dropout, training=True) for f in model.encode(weak)]
             loss_fp = self.consistency(model.decode(features), pseudo, confidence, valid)
@@ -87,6 +87,7 @@ class FixMatch(Method):
     @torch.no_grad()
     def after_step(self, model: SegmentationModel) -> None:
         """EMA update of the teacher: ``t <- d * t + (1 - d) * s`` for weights; buffers are copied."""
+        super().after_step(model)
         if self.teacher is None or self.ema_decay is None:
             return
         for teacher_param, param in zip(self.teacher.parameters(), model.parameters(), strict=True):

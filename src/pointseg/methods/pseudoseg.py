@@ -155,7 +155,7 @@ class PseudoSeg(Method):
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         image, soft, weight = labeled["image"], labeled["soft_mask"], labeled["weight"]
         features = model.encode(image)
-        loss_sup = self.loss(model.decode(features).float(), soft, weight)
+        loss_sup, logs = self.labeled_loss(model.decode(features), labeled)
         present = ((soft * weight[:, None]).sum((2, 3)) > 0).float()[:, self.foreground]  # (B, Cf) image-level labels
         loss_cls = F.binary_cross_entropy_with_logits(self.classifier(features[-1].float()).float(), present)
         sgc = F.interpolate(self.sgc_logits(features, present, torch.ones_like(weight)), image.shape[-2:],
@@ -172,8 +172,7 @@ class PseudoSeg(Method):
         loss_unsup = soft_cross_entropy(model(strong), target, valid * ~cutout)
         loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \
             self.sgc_weight * loss_sgc
-        logs = {"loss_sup": loss_sup.item(), "loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(),
-                "loss_sgc": loss_sgc.item()}
+        logs |= {"loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(), "loss_sgc": loss_sgc.item()}
         if "mask" in unlabeled:
             for name, probs in {**sources, "target": target}.items():
                 quality = label_quality(probs, unlabeled["mask"], self.ignore_index)

@@ -17,13 +17,37 @@ class Method(nn.Module):
     """
 
     uses_unlabeled = False
+    loss: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairwise: nn.Module | None = None
+
+    def add_pairwise(self, loss: nn.Module, weight: float, warmup_steps: int = 0) -> None:
+        """Add ``weight * loss(logits, image, valid)`` (e.g. ``GatedCRFLoss``) to the supervised loss of the labeled
+        batch, its weight ramped up linearly over the first ``warmup_steps`` steps (counted in the method's state,
+        so a resumed run ramps on where it stopped)."""
+        self.pairwise, self.pairwise_weight, self.pairwise_warmup = loss, weight, warmup_steps
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def labeled_loss(self, logits: torch.Tensor, labeled: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The supervised loss of ``logits`` (B, C, S, S) on the labeled batch, plus the pairwise term if any."""
+        loss_sup = self.loss(logits.float(), labeled["soft_mask"], labeled["weight"])
+        if self.pairwise is None:
+            return loss_sup, {"loss_sup": loss_sup.item()}
+        ramp = min(1.0, (int(self.steps_done) + 1) / self.pairwise_warmup) if self.pairwise_warmup else 1.0
+        loss_pairwise = self.pairwise(logits, labeled["image"], labeled["valid"])
+        loss = loss_sup + ramp * self.pairwise_weight * loss_pairwise
+        return loss, {"loss_sup": loss_sup.item(), "loss_pairwise": loss_pairwise.item()}
 
     def after_step(self, model: SegmentationModel) -> None:
-        """Called after every optimiser step (e.g. to update an EMA teacher)."""
+        """Called after every optimiser step (e.g. to update an EMA teacher); subclasses call it too."""
+        if self.pairwise is not None:
+            self.steps_done += 1
 
 
 class Supervised(Method):
-    """``loss(model(image), soft_mask, weight)`` on labeled data only."""
+    """``loss(model(image), soft_mask, weight)`` (plus the pairwise term, if added) on labeled data only."""
 
     def __init__(self, loss: nn.Module) -> None:
         super().__init__()
@@ -31,6 +55,4 @@ class Supervised(Method):
 
     def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(labeled["image"])  # (B, C, H, W)
-        loss = self.loss(logits.float(), labeled["soft_mask"], labeled["weight"])
-        return loss, {"loss_sup": loss.item()}
+        return self.labeled_loss(model(labeled["image"]), labeled)

@@ -1,0 +1,135 @@
+"""Click propagation: spread within the click's superpixel, capped, clashes unlabeled, cached, and trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pointseg.cli import main
+from pointseg.data.bands import BandScaling
+from pointseg.data.classes import ClassTable
+from pointseg.data.dataset import TrainDataset, combine_targets
+from pointseg.data.sources import ImageMaskFolder
+from pointseg.losses import soft_cross_entropy
+from pointseg.points import PointSet, save_points
+from pointseg.propagation import Propagation, click_region, propagate, propagated_labels, propagation_quality
+
+IGNORE = 255
+CLASSES = ClassTable(("dark", "light", "red"), ((0, 0, 0), (255, 255, 255), (255, 0, 0)))
+
+
+def halves(size: int = 48) -> np.ndarray:
+    """An RGB image: black left half, white right half."""
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    image[:, size // 2:] = 255
+    return image
+
+
+def write_folder(root, image: np.ndarray, mask: np.ndarray):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(image).save(root / "images" / "a.png")
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    return ImageMaskFolder(root, CLASSES)
+
+
+def test_a_click_spreads_within_its_colour_region_only():
+    image = halves().astype(np.float32) / 255
+    spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=10**6)
+    region = click_region(image, 20, 5, spread)
+    assert region[20, 5]
+    assert not region[:, 24:].any()  # never across the colour edge
+    assert region.sum() >= 24 * 24 * 0.8  # a superpixel of about 24 x 24 pixels
+
+
+def test_the_spread_is_capped_at_the_nearest_pixels():
+    image = halves().astype(np.float32) / 255
+    spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=13)
+    region = click_region(image, 20, 5, spread)
+    assert region.sum() == 13
+    rows, cols = np.nonzero(region)
+    assert ((rows - 20) ** 2 + (cols - 5) ** 2).max() <= 4  # the 13 pixels within distance 2 of the click
+
+
+def test_clashing_clicks_leave_their_overlap_unlabeled(tmp_path):
+    source = write_folder(tmp_path / "d", halves(), np.zeros((48, 48), np.uint8))
+    spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=10**6, patch=48)
+    points = np.array([[10, 5, 0], [12, 8, 2], [20, 40, 1]])  # two classes in one dark superpixel, one in the light
+    out = np.full((48, 48), IGNORE, np.uint8)
+    propagate(source, source.refs[0], points, spread, BandScaling.full_range(3), 3, IGNORE, out)
+    assert out[10, 5] == 0 and out[12, 8] == 2 and out[20, 40] == 1  # clicks keep their class
+    dark = out[:, :24]
+    assert set(np.unique(dark)) == {0, 2, IGNORE}  # the superpixel both reach: unlabeled but for the clicks
+    assert (dark != IGNORE).sum() == 2
+    assert (out[:, 24:] == 1).sum() > 400
+
+
+def test_propagation_is_cached_and_scored_against_the_mask(tmp_path):
+    mask = np.zeros((48, 48), np.uint8)
+    mask[:, 24:] = 1
+    mask[:4, :4] = 2  # a corner the dark click's spread reaches but whose truth is another class
+    source = write_folder(tmp_path / "d", halves(), mask)
+    points = PointSet(list(CLASSES.names), {"a": np.array([[20, 10, 0], [20, 40, 1]])}, {"a": (48, 48)}, {})
+    spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=10**6, patch=48)
+    cache = tmp_path / "cache"
+    masks = propagated_labels(source, points, spread, BandScaling.full_range(3), cache, progress=False)
+    [stored] = list(cache.glob("*.propagated.npy"))
+    first = stored.stat().st_mtime_ns
+    again = propagated_labels(source, points, spread, BandScaling.full_range(3), cache, progress=False)
+    assert stored.stat().st_mtime_ns == first and np.array_equal(masks["a"], again["a"])
+    quality = propagation_quality(masks, source, 3)
+    spread_dark = masks["a"] == 0
+    assert quality["pixels"][0] == spread_dark.sum()
+    assert quality["correct"][0] == (spread_dark & (mask == 0)).sum()
+    assert quality["correct"][0] < quality["pixels"][0]  # the red corner is counted wrong
+    assert quality["pixels"][2] == 0
+
+
+def test_combined_targets_keep_the_click_and_add_the_spread_at_its_weight():
+    soft_click = np.zeros((3, 2, 2), np.float32)
+    soft_click[1, 0, 0] = 1
+    weight_click = np.array([[1, 0], [0, 0]], np.float32)
+    soft_spread = np.zeros((3, 2, 2), np.float32)
+    soft_spread[1, 0, 0] = soft_spread[1, 0, 1] = soft_spread[2, 1, 1] = 1
+    weight_spread = 0.5 * np.array([[1, 1], [0, 1]], np.float32)
+    soft, weight = combine_targets(soft_click, weight_click, soft_spread, weight_spread)
+    assert weight.tolist() == [[1.5, 0.5], [0.0, 0.5]]
+    assert soft[:, 0, 0].tolist() == [0, 1, 0] and soft[:, 0, 1].tolist() == [0, 1, 0]
+    assert soft[:, 1, 1].tolist() == [0, 0, 1] and soft[:, 1, 0].tolist() == [0, 0, 0]
+
+
+def test_training_targets_with_propagation_weigh_spread_pixels_below_clicks(tmp_path):
+    source = write_folder(tmp_path / "d", halves(32), np.zeros((32, 32), np.uint8))
+    points = PointSet(list(CLASSES.names), {"a": np.array([[16, 8, 0], [16, 24, 1]])}, {"a": (32, 32)}, {})
+    spread = Propagation(scale=1.0, superpixel_size=16, compactness=0.1, max_pixels=10**6, patch=32)
+    masks = propagated_labels(source, points, spread, BandScaling.full_range(3), tmp_path / "c", progress=False)
+    plain = TrainDataset(source, 32, 3, 1.0, "area", points)
+    spread_set = TrainDataset(source, 32, 3, 1.0, "area", points, propagated=masks, propagate_weight=0.25)
+    a, b = plain[(0, (7,))], spread_set[(0, (7,))]  # the same window and turn
+    assert torch.equal(a["image"], b["image"])
+    assert a["weight"].sum() == 2
+    clicks = a["weight"] > 0
+    assert torch.equal(b["weight"][clicks], torch.full((2,), 1.25))  # a click plus its own spread pixel
+    assert set(b["weight"][~clicks].unique().tolist()) == {0.0, 0.25}
+    assert (b["weight"] == 0.25).sum() > 300
+    # the loss is a weighted mean over clicks and spread pixels: with the spread's weight 0 it is the clicks' loss
+    logits = torch.randn(1, 3, 32, 32)
+    zero = TrainDataset(source, 32, 3, 1.0, "area", points, propagated=masks, propagate_weight=1e-30)[(0, (7,))]
+    assert soft_cross_entropy(logits, zero["soft_mask"][None], zero["weight"][None]).item() == pytest.approx(
+        soft_cross_entropy(logits, a["soft_mask"][None], a["weight"][None]).item(), rel=1e-5)
+
+
+def test_train_with_propagation_end_to_end(tmp_path, tiny_loveda, tiny_overrides):
+    points = tmp_path / "p.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--split", "Train", "--per-image", "5",
+                 "--out", str(points)]) == 0
+    sets = [a for o in [*tiny_overrides, "labels.propagate=superpixel", "labels.superpixel_size=8",
+                        "labels.propagate_patch=32", "loss.pairwise_weight=0.5", "loss.pairwise_warmup=2"]
+            for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(points), "--out", str(tmp_path / "r"),
+                 *sets]) == 0
+    assert len(list((tmp_path / "cache").glob("*.propagated.npy"))) == 4
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert all("loss_pairwise" in line for line in lines)
