@@ -45,3 +45,20 @@ def test_auto_amp_uses_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, 
 def test_amp_setting_is_checked():
     with pytest.raises(ValueError, match="'train.amp' must be auto, true or false"):
         load_config(None, ["train.amp=sometimes"])
+
+
+def test_flips_average_the_probabilities_of_four_flipped_views():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)
+    image = torch.rand(2, 3, 8, 10)
+    with torch.no_grad():
+        views = [model(image).softmax(1), model(image.flip(-1)).softmax(1).flip(-1),
+                 model(image.flip(-2)).softmax(1).flip(-2), model(image.flip(-2, -1)).softmax(1).flip(-2, -1)]
+    want = torch.stack(views).mean(0)
+    got = predict_logits(model, image, amp=False, flips=True)
+    torch.testing.assert_close(got.softmax(1), want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(predict_logits(model, image, amp=False).softmax(1), want)  # the flips change it
+    # a model that commutes with flips gives its own probabilities back
+    symmetric = torch.nn.Conv2d(3, 4, 1)
+    torch.testing.assert_close(predict_logits(symmetric, image, amp=False, flips=True).softmax(1),
+                               predict_logits(symmetric, image, amp=False).softmax(1), rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import TrainDataset, combine_targets
 from pointseg.data.sources import ImageMaskFolder
 from pointseg.losses import soft_cross_entropy
-from pointseg.points import PointSet, save_points
+from pointseg.points import PointSet
 from pointseg.propagation import Propagation, click_region, propagate, propagated_labels, propagation_quality
 
 IGNORE = 255

@@ -19,7 +19,7 @@ from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.inference import use_amp
 from pointseg.losses import GatedCRFLoss, build_loss
-from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment
+from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
 from pointseg.models import SegmentationModel, build_model
 from pointseg.points import PointSet, check_against, load_points, simulate
 from pointseg.propagation import Propagation, propagated_labels
@@ -159,7 +159,7 @@ def _build_method(cfg: dict, m: dict, loss: torch.nn.Module, model: Segmentation
                          grid_stride=m["grid_stride"], gamma=m["gamma"], temperature=m["temperature"],
                          norm=m["fusion_norm"], source=m["pseudo_source"], unlabeled_weight=m["unlabeled_weight"],
                          classifier_weight=m["classifier_weight"], sgc_weight=m["sgc_weight"], ignore_index=ignore)
-    return METHODS[m["name"]](loss)
+    return Supervised(loss)
 
 
 def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None,

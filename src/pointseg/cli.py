@@ -1,5 +1,5 @@
-"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, map, export,
-cache, download, demo."""
+"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, suggest, map,
+export, cache, download, demo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from pointseg import build
 from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
-from pointseg.points import STRATEGIES, save_points, simulate
+from pointseg.points import STRATEGIES, answer, load_points, save_points, simulate
+from pointseg.suggest import SCORES
 from pointseg.workflows import Tiling, run_evaluation, run_map_evaluation, run_prediction, run_training
 
 log = logging.getLogger("pointseg")
@@ -20,6 +21,16 @@ log = logging.getLogger("pointseg")
 def cmd_points_simulate(args: argparse.Namespace) -> Path:
     cfg = load_config(args.config, args.set)
     source = build.build_source(cfg, args.data_root, args.split)
+    if args.at:
+        points, dropped = answer(source, load_points(args.at, unclassified=True))
+        save_points(args.out, points)
+        print(f"answered the suggested clicks of {args.at} from the masks of {args.data_root} ({args.split}): "
+              f"{len(points)} points on {len(points.images)} images in {args.out}")
+        if dropped:
+            print(f"left out {len(dropped)} suggestions on unlabeled pixels, e.g. {', '.join(dropped[:3])}")
+        return Path(args.out)
+    if args.per_image is None:
+        raise ValueError("points simulate needs --per-image N (or --at SUGGESTIONS to answer suggested clicks)")
     points = simulate(source, args.per_image, args.seed, args.strategy)
     save_points(args.out, points)
     print(f"wrote {len(points)} points on {len(points.images)} images to {args.out}")
@@ -37,6 +48,19 @@ def cmd_points_import(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
+def cmd_suggest(args: argparse.Namespace) -> Path:
+    from pointseg.workflows import SuggestRequest, run_suggestion
+
+    request = SuggestRequest(args.per_image, args.score, args.min_distance, args.class_weight, args.flips)
+    points = run_suggestion(args.run, args.out, request, args.data_root, args.split, tuple(args.raster), args.points)
+    out = Path(args.out)
+    suggested = sum(int((p[:, 2] < 0).sum()) for p in points.images.values())
+    print(f"suggested {suggested} clicks on {len(points.images)} images: {out} (class null: to be given), pictures "
+          f"in {out.parent / (out.stem + '_overlays')}" + (f", QGIS layers in {out.with_suffix('.gpkg')}"
+                                                          if args.raster else ""))
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> Path:
     inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
                          tuple(args.raster), tuple(args.mask))
@@ -47,10 +71,10 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     if args.mask:
-        tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog)
+        tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog, args.flips)
         metrics = run_map_evaluation(args.mask, args.out, args.run, args.raster, args.map, args.classes, tiling)
     elif args.run and args.data_root:
-        metrics = run_evaluation(args.run, args.data_root, args.split, args.out)
+        metrics = run_evaluation(args.run, args.data_root, args.split, args.out, args.flips)
     else:
         raise ValueError("evaluate needs --run with --data-root, or --mask with --run and --raster, or with --map")
     print(Path(args.out).with_suffix(".txt").read_text(), end="")
@@ -58,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
-    tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog)
+    tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog, args.flips)
     written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence, args.ray,
                                          args.ray_address)
     maps = [p for p in written if p.suffix == ".tif" and not p.stem.endswith("_confidence")]
@@ -79,7 +103,7 @@ def cmd_map(args: argparse.Namespace) -> Path:
     return run_map(MapRequest(Path(args.raster), Path(args.points), args.class_field, Path(args.out), args.layer,
                               args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
                               Path(args.config) if args.config else None, args.set,
-                              Tiling(args.tile, args.overlap, args.batch_size, args.cog), args.confidence))
+                              Tiling(args.tile, args.overlap, args.batch_size, args.cog, args.flips), args.confidence))
 
 
 def cmd_export(args: argparse.Namespace) -> Path:
@@ -157,12 +181,17 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
         sp.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
         sp.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+        sp.add_argument("--flips", action="store_true",
+                        help="test-time augmentation: average the class probabilities of the image and its left-right, "
+                             "up-down and double flips (4x the forward passes)")
 
     pts = sub.add_parser("points", help="point labels").add_subparsers(dest="points_command", required=True)
     sim = pts.add_parser("simulate", help="simulate N clicks per image from dense masks")
     sim.add_argument("--data-root", required=True)
     sim.add_argument("--split", default="Train")
-    sim.add_argument("--per-image", type=int, required=True)
+    sim.add_argument("--per-image", type=int, help="clicks per image")
+    sim.add_argument("--at", metavar="SUGGESTIONS", help="instead: give the suggested clicks of this point file "
+                                                         "(pointseg suggest) the classes of the dense masks")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--strategy", choices=STRATEGIES, default="uniform")
     sim.add_argument("--out", required=True)
@@ -181,6 +210,24 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--y-field", default="y", help="CSV column of y / latitude")
     imp.add_argument("--out", required=True, help="point file to write (its class table goes beside it)")
     imp.set_defaults(func=cmd_points_import)
+
+    sg = sub.add_parser("suggest", help="where to click next: uncertain pixels, spread out, on classes with few "
+                                        "clicks so far")
+    sg.add_argument("--run", required=True, help="run directory or its model.pt")
+    sg.add_argument("--data-root", help="dataset root (with --split)")
+    sg.add_argument("--split", default="Train")
+    sg.add_argument("--raster", action="append", default=[], metavar="FILE", help="raster(s) instead of a data root")
+    sg.add_argument("--points", help="the clicks made so far (point file)")
+    sg.add_argument("--per-image", type=int, required=True, help="clicks to suggest per image")
+    sg.add_argument("--score", choices=SCORES, default="margin", help="uncertainty: margin between the two most "
+                                                                      "probable classes, entropy, or max probability")
+    sg.add_argument("--min-distance", type=float, default=32.0,
+                    help="full-resolution pixels between any two clicks (made or suggested)")
+    sg.add_argument("--class-weight", type=float, default=1.0,
+                    help="how strongly classes with few clicks are favoured (0: not at all)")
+    sg.add_argument("--flips", action="store_true", help="average the probabilities over flipped images")
+    sg.add_argument("--out", required=True, help="point file: the clicks so far plus the suggestions (class null)")
+    sg.set_defaults(func=cmd_suggest)
 
     lab = sub.add_parser("labels", help="label diagnostics").add_subparsers(dest="labels_command", required=True)
     ins = lab.add_parser("inspect", help="label area kept per class by nearest vs soft down-sampling")

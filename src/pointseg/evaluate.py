@@ -35,19 +35,20 @@ def thumbnail(array: np.ndarray, max_side: int = 512) -> np.ndarray:
 
 
 def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out: str | Path,
-             amp: bool = True, overlays: int = 4, progress: bool = True, n_bins: int = 15) -> dict:
+             amp: bool = True, overlays: int = 4, progress: bool = True, n_bins: int = 15,
+             flips: bool = False) -> dict:
     """Metrics over every labeled pixel of ``dataset`` at full resolution.
 
     Writes ``out`` (JSON with top-level ``miou`` and ``ece``), ``<out stem>.txt`` (table),
     ``<out stem>_confusion.png``, ``<out stem>_reliability.png`` and ``<out stem>_overlays.png`` (the first
-    ``overlays`` images).
+    ``overlays`` images). ``flips``: test-time augmentation (``inference.predict_logits``).
     """
     out = Path(out)
     n = classes.num_classes
     cm = torch.zeros(n, n, dtype=torch.int64)
     bins = torch.zeros(3, n_bins, dtype=torch.float64)
     shown: list[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
-    for sample, logits in iter_logits(model, dataset, amp, progress):
+    for sample, logits in iter_logits(model, dataset, amp, progress, flips=flips):
         pred = logits.argmax(0).to(torch.uint8).numpy()
         cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)
         bins += calibration_bins(logits.softmax(0)[None], sample["mask"][None], n_bins, classes.ignore_index)
@@ -86,14 +87,14 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 
 def write_predictions(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out_dir: str | Path,
                       amp: bool = True, limit: int | None = None, progress: bool = True,
-                      unreadable: list[str] | None = None) -> list[Path]:
+                      unreadable: list[str] | None = None, flips: bool = False) -> list[Path]:
     """Write ``<id>.png`` (class indices) and ``<id>_color.png`` (class colours) for each image.
 
     ``unreadable``: collect the messages of unreadable images there and go on (default: stop at the first).
     """
     out_dir = Path(out_dir)
     written = []
-    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress, unreadable)):
+    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress, unreadable, flips)):
         if limit is not None and i >= limit:
             break
         stem = out_dir / sample["id"]

@@ -33,14 +33,29 @@ def use_amp(setting: bool | str, device: torch.device) -> bool:
     return native_bf16(device) if setting == "auto" else bool(setting)
 
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: none, left-right, up-down, both
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[int, int] | None = None,
-                   amp: bool = True) -> torch.Tensor:
+                   amp: bool = True, flips: bool = False) -> torch.Tensor:
     """``(B, 3, h, w)`` images in [0, 1] -> ``(B, C, H, W)`` float32 logits at ``out_size`` (default ``(h, w)``).
 
     The input is reflect-padded to a multiple of ``model.size_divisor`` and the padding cropped off the
-    logits before bilinear up-sampling.
+    logits before bilinear up-sampling. With ``flips`` (test-time augmentation) the model also sees the image
+    flipped left-right, up-down and both; the result is the log of the four views' mean class probabilities
+    (its softmax is that mean).
     """
+    if flips:
+        views = []
+        for axes in FLIPS:
+            view = predict_logits(model, image.flip(axes) if axes else image, None, amp).softmax(1)
+            views.append(view.flip(axes) if axes else view)  # flipped back
+        probs = torch.stack(views).mean(0)
+        logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+        if out_size is not None and tuple(out_size) != tuple(image.shape[-2:]):
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits
     device = next(model.parameters()).device
     h, w = image.shape[-2:]
     d = getattr(model, "size_divisor", 1)
@@ -57,7 +72,7 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
 
 
 def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
-                unreadable: list[str] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
+                unreadable: list[str] | None = None, flips: bool = False) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(sample, logits)`` per image; logits are ``(C, H, W)`` float32 at full label resolution.
 
     An unreadable image raises ``ValueError``; given a list ``unreadable``, its message is appended there
@@ -73,11 +88,11 @@ def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, 
                 raise
             unreadable.append(str(e))
             continue
-        yield sample, predict_logits(model, sample["image"][None], tuple(full), amp)[0].cpu()
+        yield sample, predict_logits(model, sample["image"][None], tuple(full), amp, flips)[0].cpu()
 
 
 def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
-                     unreadable: list[str] | None = None) -> Iterator[tuple[dict, np.ndarray]]:
+                     unreadable: list[str] | None = None, flips: bool = False) -> Iterator[tuple[dict, np.ndarray]]:
     """Yield ``(sample, prediction)`` per image; predictions are ``(H, W)`` uint8 at full label resolution."""
-    for sample, logits in iter_logits(model, dataset, amp, progress, unreadable):
+    for sample, logits in iter_logits(model, dataset, amp, progress, unreadable, flips):
         yield sample, logits.argmax(0).to(torch.uint8).numpy()

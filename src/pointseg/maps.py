@@ -40,6 +40,7 @@ from pointseg.data.sources import SampleRef
 from pointseg.inference import predict_logits
 from pointseg.io import atomic_path, write_text
 from pointseg.labels import resize_image
+from pointseg.suggest import certainty
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +123,17 @@ class RowBand:
             torch.from_numpy(data[c]).add_(part)
             np.maximum(data[c + 1], valid[:, piece], out=data[c + 1])
 
-    def finish(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Class, confidence (percent) and validity of the first ``rows`` rows; the band then moves down by them
-        (block by block)."""
+    def finish(self, rows: int, certainty_kind: str = "max") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class, confidence (percent; ``certainty_kind`` as ``suggest.certainty``, the max probability by default)
+        and validity of the first ``rows`` rows; the band then moves down by them (block by block)."""
         classes = np.empty((rows, self.width), np.uint8)
         confidence, valid = np.empty_like(classes), np.empty((rows, self.width), bool)
         c = self.classes
         for b, inside, piece in self._pieces(0, self.width):
             data = self._data[b]
             probs = torch.from_numpy(data[:c, :rows, inside]) / torch.from_numpy(data[c, :rows, inside]).clamp(1e-12)
-            top = probs.max(0)
-            classes[:, piece], confidence[:, piece] = top.indices.numpy(), (top.values * 100).round().numpy()
+            classes[:, piece] = probs.argmax(0).numpy()
+            confidence[:, piece] = (certainty(probs, certainty_kind) * 100).round().numpy()
             valid[:, piece] = data[c + 1, :rows, inside] > 0
             data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely
             data[:, -rows:] = 0
@@ -156,14 +157,16 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
                    classes: ClassTable, scaling: BandScaling, scale: float = 1.0, mode: str = "area",
                    tile: int = 512, overlap: float = 0.5, batch_size: int = 4, amp: bool = False,
                    confidence: str | Path | None = None, cog: bool = False, progress: bool = True,
-                   spill_bytes: int = SPILL_BYTES) -> MapResult:
+                   spill_bytes: int = SPILL_BYTES, flips: bool = False, certainty_kind: str = "max") -> MapResult:
     """Predict the class map of raster ``ref`` of ``source`` into the GeoTIFF ``out`` (see the module doc).
 
     ``tile``: window side in model pixels (the model sees the raster at ``scale`` of its resolution, resampled
     with ``mode``); ``overlap``: the share of a window its neighbour covers; ``confidence``: also write the
     max-softmax probability, in percent, to this GeoTIFF; ``cog``: write Cloud-Optimised GeoTIFFs with overviews
     (the map's by the mode of its classes, the confidence's by the mean); ``spill_bytes``: a band of sums larger
-    than this is kept in a file beside ``out`` (see ``RowBand``).
+    than this is kept in a file beside ``out`` (see ``RowBand``); ``flips``: test-time augmentation, each window
+    also predicted flipped (four forward passes, see ``inference.predict_logits``); ``certainty_kind``: what the
+    confidence holds (``suggest.certainty``: ``max`` probability, ``margin`` or ``entropy``).
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -188,14 +191,14 @@ def predict_raster(model: torch.nn.Module, source: RasterSource, ref: SampleRef,
             for i, row in enumerate(rows):
                 for batch in _batches([(row, col) for col in cols], batch_size):
                     windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
-                    probabilities, seconds = _probabilities(model, windows, scaling, scale, mode, amp)
+                    probabilities, seconds = _probabilities(model, windows, scaling, scale, mode, amp, flips)
                     forward += seconds
                     for (r, c), window, probs in zip(batch, windows, probabilities, strict=True):
                         h, w = window["valid"].shape
                         band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
                     band.release()
                 done = (rows[i + 1] if i + 1 < len(rows) else height) - row
-                _write_rows(dst, conf, band, done, width)
+                _write_rows(dst, conf, band, done, width, certainty_kind)
                 bar.update(done * width)
                 bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
         finally:
@@ -215,7 +218,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def _probabilities(model: torch.nn.Module, windows: list[dict[str, np.ndarray]], scaling: BandScaling,
-                   scale: float, mode: str, amp: bool) -> tuple[list[np.ndarray], float]:
+                   scale: float, mode: str, amp: bool, flips: bool = False) -> tuple[list[np.ndarray], float]:
     """Class probabilities (C, h, w) at full resolution of each window (invalid pixels read as the band's low),
     and the seconds the model itself took."""
     sizes = {w["valid"].shape for w in windows}
@@ -227,21 +230,22 @@ def _probabilities(model: torch.nn.Module, windows: list[dict[str, np.ndarray]],
         pixels = resize_image(pixels, (max(1, round(h * scale)), max(1, round(w * scale))), mode)
         images.append(torch.from_numpy(scaling(pixels)))
     if len(sizes) == 1:  # one batch (the usual case: only rasters smaller than a window differ)
-        logits, seconds = _timed_logits(model, torch.stack(images), amp)
+        logits, seconds = _timed_logits(model, torch.stack(images), amp, flips)
         return list(_at_size(logits.softmax(1), next(iter(sizes)))), seconds
     probs, total = [], 0.0
     for image, w in zip(images, windows, strict=True):
-        logits, seconds = _timed_logits(model, image[None], amp)
+        logits, seconds = _timed_logits(model, image[None], amp, flips)
         probs.append(_at_size(logits.softmax(1), w["valid"].shape)[0])
         total += seconds
     return probs, total
 
 
-def _timed_logits(model: torch.nn.Module, images: torch.Tensor, amp: bool) -> tuple[torch.Tensor, float]:
+def _timed_logits(model: torch.nn.Module, images: torch.Tensor, amp: bool, flips: bool = False
+                  ) -> tuple[torch.Tensor, float]:
     """``predict_logits`` and its wall time (CUDA synchronised)."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
-    logits = predict_logits(model, images, amp=amp)
+    logits = predict_logits(model, images, amp=amp, flips=flips)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return logits, time.perf_counter() - t0
@@ -256,9 +260,9 @@ def _at_size(probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def _write_rows(dst: rasterio.io.DatasetWriter, conf: rasterio.io.DatasetWriter | None, band: RowBand, rows: int,
-                width: int) -> None:
+                width: int, certainty_kind: str = "max") -> None:
     top = band.top
-    classes, confidence, valid = band.finish(rows)
+    classes, confidence, valid = band.finish(rows, certainty_kind)
     window = RioWindow(0, top, width, rows)
     dst.write(np.where(valid, classes, NODATA)[None], window=window)
     if conf is not None:

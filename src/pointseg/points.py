@@ -12,7 +12,9 @@ File format (JSON, ``"format": "pointseg.points"``, ``"version": 1``)::
       }
     }
 
-Rows and columns are 0-based pixel indices at the image's full resolution; ``class`` is a class index.
+Rows and columns are 0-based pixel indices at the image's full resolution; ``class`` is a class index, or
+``null`` for a click still to be classified (``pointseg suggest`` writes the clicks it proposes so; such a file is
+answered in QGIS or, to simulate an analyst, from dense masks by ``pointseg points simulate --at``).
 Real clicked points (GeoPackage/Shapefile/GeoJSON/CSV from a GIS, ``pointseg.point_import``) are converted into this
 same file; their image ids are raster names, and each image entry also keeps ``fid`` and ``map_xy`` (the original
 map coordinates, in ``meta["map_crs"]``) lists parallel to ``points``.
@@ -34,6 +36,7 @@ from pointseg.io import write_text
 FORMAT = "pointseg.points"
 VERSION = 1
 STRATEGIES = ("uniform", "class-balanced")
+UNCLASSIFIED = -1  # the class of a suggested click nobody has classified yet (``null`` in the file)
 
 
 @dataclass
@@ -65,8 +68,14 @@ def sample_points(mask: np.ndarray, n: int, rng: np.random.Generator, strategy: 
                   ignore_index: int = 255) -> np.ndarray:
     """Sample up to ``n`` distinct labeled pixels of ``mask`` (H, W); returns ``(n, 3)`` rows of (row, col, class).
 
-    ``uniform`` draws pixels uniformly among the valid (non-ignore) ones; ``class-balanced`` splits the budget
-    evenly over the classes present (remainder to random classes) and draws uniformly within each class.
+    The simulated analyst:
+
+    - ``uniform`` clicks ``n`` distinct pixels drawn uniformly among the labeled (non-ignore) ones, so classes
+      get clicks in proportion to their area (a class covering 1% of an image gets one of 100 clicks on average).
+    - ``class-balanced`` looks at every class present in the image and gives each ``n // k`` clicks (``k`` classes
+      present; the ``n % k`` left over go to that many classes drawn at random), each drawn uniformly among the
+      pixels of its class. With ``n >= k`` every class present gets at least one click. A class with fewer pixels
+      than its share gets all its pixels (the image then has fewer than ``n`` clicks).
     """
     if strategy not in STRATEGIES:
         raise KeyError(f"unknown point strategy {strategy!r}; valid: {list(STRATEGIES)}")
@@ -100,21 +109,48 @@ def simulate(source: Source, per_image: int, seed: int = 0, strategy: str = "uni
     return PointSet(list(source.classes.names), images, sizes, meta)
 
 
+def answer(source: Source, points: PointSet) -> tuple[PointSet, list[str]]:
+    """``points`` with every unclassified click given the class of the dense mask at its pixel (a simulated
+    analyst answering suggestions); clicks on unlabeled pixels are left out and described in the returned list."""
+    images, dropped = {}, []
+    refs = {r.id: r for r in source.refs}
+    for image_id, pts in points.images.items():
+        if image_id not in refs:
+            raise ValueError(f"{points.path}: image {image_id!r} is not in {source.description}")
+        open_ = pts[:, 2] == UNCLASSIFIED
+        if open_.any():
+            mask = source.read_mask(refs[image_id])
+            if mask.shape != points.sizes[image_id]:
+                raise ValueError(f"{points.path}: image {image_id!r} is {points.sizes[image_id]} in the point file but "
+                                 f"its mask is {mask.shape} (height, width)")
+            pts = pts.copy()
+            pts[open_, 2] = mask[pts[open_, 0], pts[open_, 1]]
+            unlabeled = pts[:, 2] == source.classes.ignore_index
+            dropped += [f"{image_id} (row {r}, col {c})" for r, c, _ in pts[unlabeled]]
+            pts = pts[~unlabeled]
+        images[image_id] = pts
+    meta = {**points.meta, "answered_from": source.description}
+    return PointSet(points.classes, images, dict(points.sizes), meta, None, dict(points.extra)), dropped
+
+
 def save_points(path: str | Path, points: PointSet) -> Path:
     """Write ``points`` as a point file: one line per image, so files stay readable and diff well."""
     head = {"format": FORMAT, "version": VERSION, "classes": points.classes, "meta": points.meta}
     lines = [json.dumps(head)[:-1] + ', "images": {']
     entries = [
         f"  {json.dumps(k)}: " + json.dumps({"height": points.sizes[k][0], "width": points.sizes[k][1],
-                                              "points": v.tolist(), **points.extra.get(k, {})})
+                                              "points": [[r, c, None if cls == UNCLASSIFIED else cls]
+                                                         for r, c, cls in v.tolist()],
+                                              **points.extra.get(k, {})})
         for k, v in points.images.items()
     ]
     return write_text(path, "\n".join(lines + [",\n".join(entries), "}}\n"]))
 
 
-def load_points(path: str | Path) -> PointSet:
+def load_points(path: str | Path, unclassified: bool = False) -> PointSet:
     """Read a point file, checking its structure, the integer coordinates and classes of every point, and that
-    no pixel is given twice. Every error names the file (and the image and point)."""
+    no pixel is given twice. Every error names the file (and the image and point). Points without a class
+    (``null``, suggestions) are an error unless ``unclassified``, which reads them as class ``UNCLASSIFIED``."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -136,7 +172,7 @@ def load_points(path: str | Path) -> PointSet:
     images, sizes, extra = {}, {}, {}
     for image_id, entry in entries.items():
         where = f"{path}: image {image_id!r}"
-        images[image_id], sizes[image_id] = _read_entry(entry, len(classes), where)
+        images[image_id], sizes[image_id] = _read_entry(entry, len(classes), where, unclassified)
         kept = {k: v for k, v in entry.items() if k not in ("height", "width", "points")}
         if kept:
             extra[image_id] = kept
@@ -151,7 +187,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _read_entry(entry: object, num_classes: int, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+def _read_entry(entry: object, num_classes: int, where: str, unclassified: bool = False
+                ) -> tuple[np.ndarray, tuple[int, int]]:
     """``(N, 3)`` points and ``(height, width)`` of one image entry; raises ``ValueError`` at ``where``."""
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected an object with height, width and points, got {entry!r:.60}")
@@ -165,9 +202,16 @@ def _read_entry(entry: object, num_classes: int, where: str) -> tuple[np.ndarray
     if not isinstance(raw, list):
         raise ValueError(f"{where}: points must be a list of [row, col, class], got {raw!r:.60}")
     for i, point in enumerate(raw):
-        if not (isinstance(point, list) and len(point) == 3 and all(_is_int(v) for v in point)):
+        if not (isinstance(point, list) and len(point) == 3 and all(_is_int(v) for v in point[:2])
+                and (_is_int(point[2]) or point[2] is None)):
             raise ValueError(f"{where}: point #{i} is {point!r:.60}, not [row, col, class] with integer values")
-    pts = np.asarray(raw, dtype=np.int64).reshape(-1, 3)
+        if point[2] is not None and point[2] < 0:
+            raise ValueError(f"{where}: point class {point[2]} is not in 0..{num_classes - 1}")
+        if point[2] is None and not unclassified:
+            file = where.split(": image")[0]
+            raise ValueError(f"{where}: point #{i} has no class (a suggested click): classify it in QGIS, or answer "
+                             f"the suggestions from dense masks with `pointseg points simulate --at {file}`")
+    pts = np.asarray([[r, c, UNCLASSIFIED if k is None else k] for r, c, k in raw], dtype=np.int64).reshape(-1, 3)
     _check_points(pts, h, w, num_classes, where)
     return pts, (h, w)
 
@@ -177,7 +221,7 @@ def _check_points(pts: np.ndarray, height: int, width: int, num_classes: int, wh
     if outside.any():
         r, c, _ = pts[np.argmax(outside)]
         raise ValueError(f"{where}: point (row {r}, col {c}) lies outside the {width}x{height} image")
-    unknown = (pts[:, 2] < 0) | (pts[:, 2] >= num_classes)
+    unknown = ((pts[:, 2] < 0) & (pts[:, 2] != UNCLASSIFIED)) | (pts[:, 2] >= num_classes)
     if unknown.any():
         raise ValueError(f"{where}: point class {pts[np.argmax(unknown), 2]} is not in 0..{num_classes - 1}")
     _, first, counts = np.unique(pts[:, :2], axis=0, return_index=True, return_counts=True)

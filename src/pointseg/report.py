@@ -105,3 +105,25 @@ def plot_reliability(stats: dict, path: str | Path, title: str = "") -> Path:
     ax_count.set_xlabel("confidence")
     ax_count.set_ylabel("pixels")
     return _save(fig, Path(path))
+
+
+def plot_suggestions(image: np.ndarray, uncertainty: np.ndarray, clicks: np.ndarray, suggested: np.ndarray,
+                     classes: ClassTable, path: str | Path, title: str = "") -> Path:
+    """Image beside the model's uncertainty, with the clicks so far (dots in their class colours) and the suggested
+    clicks (white rings, numbered by rank) on both. Points are (row, col) in the pixels of ``image``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    axes[0].imshow(image, interpolation="nearest")
+    heat = axes[1].imshow(uncertainty, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(heat, ax=axes[1], fraction=0.046, label="uncertainty")
+    for ax in axes:
+        ax.axis("off")
+        if len(clicks):
+            colours = np.asarray(classes.colors, dtype=float)[clicks[:, 2]] / 255
+            ax.scatter(clicks[:, 1], clicks[:, 0], s=22, c=colours, edgecolors="black", linewidths=0.6)
+        if len(suggested):
+            ax.scatter(suggested[:, 1], suggested[:, 0], s=90, facecolors="none", edgecolors="white", linewidths=1.8)
+            for rank, (r, c) in enumerate(suggested[:, :2], start=1):
+                ax.annotate(str(rank), (c, r), xytext=(4, 4), textcoords="offset points", color="white", fontsize=8)
+    axes[0].set_title(title or "clicks so far (dots) and suggested (rings)", fontsize=9)
+    axes[1].set_title("model uncertainty", fontsize=9)
+    return _save(fig, Path(path))

@@ -8,7 +8,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from pointseg import build, runs
@@ -16,7 +18,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
 from pointseg.evaluate import evaluate, evaluate_map, write_predictions
-from pointseg.io import check_writable, write_text
+from pointseg.io import atomic_path, check_writable, write_text
 from pointseg.maps import MapResult, map_class_names, predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 from pointseg.points import PointSet, save_points
@@ -69,14 +71,15 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
     return run_dir / runs.MODEL
 
 
-def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path) -> dict:
-    """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution."""
+def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path, flips: bool = False) -> dict:
+    """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution (``flips``:
+    with test-time augmentation)."""
     check_writable(Path(out).parent)
     trained = runs.load_run(run)
     source = build.build_source(trained.cfg, data_root, split)
     dataset = build.build_eval_dataset(trained.cfg, source, trained.scaling)
     amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
-    return evaluate(trained.model, dataset, trained.classes, out, amp=amp)
+    return evaluate(trained.model, dataset, trained.classes, out, amp=amp, flips=flips)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -92,6 +95,7 @@ class Tiling:
     overlap: float = 0.5
     batch_size: int = 4
     cog: bool = False  # write Cloud-Optimised GeoTIFFs (with overviews)
+    flips: bool = False  # test-time augmentation: also predict each window flipped (4 forward passes)
 
 
 def map_raster(trained: runs.TrainedModel, raster: str | Path, target: str | Path, tiling: Tiling = Tiling(),
@@ -100,7 +104,7 @@ def map_raster(trained: runs.TrainedModel, raster: str | Path, target: str | Pat
     source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
     return predict_raster(trained.model, source, source.refs[0], target, classes=trained.classes,
                           scaling=trained.scaling, tile=tiling.tile, overlap=tiling.overlap,
-                          batch_size=tiling.batch_size, confidence=confidence, cog=tiling.cog,
+                          batch_size=tiling.batch_size, confidence=confidence, cog=tiling.cog, flips=tiling.flips,
                           amp=build.build_inference_amp(trained.cfg, model_device(trained.model)),
                           **build.build_map_options(trained.cfg))
 
@@ -174,7 +178,8 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling:
         trained = runs.load_run(run)
         amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
         dataset = build.build_eval_dataset(trained.cfg, ImageFolder(inputs, trained.classes), trained.scaling)
-        written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable)
+        written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable,
+                                    flips=tiling.flips)
     else:
         jobs = [(Path(r), Path(out) / f"{Path(r).stem}.tif",
                  Path(out) / f"{Path(r).stem}_confidence.tif" if confidence else None) for r in rasters]
@@ -220,3 +225,162 @@ def import_point_layer(vector: str | Path, rasters: list[str | Path], class_fiel
     save_points(out, points)
     table.to_csv(out.with_suffix(".classes.csv"))
     return points, report
+
+
+@dataclass(frozen=True)
+class SuggestRequest:
+    """``per_image`` clicks to propose per image, scored by ``score`` (``suggest.SCORES``), ``min_distance``
+    full-resolution pixels apart and from the clicks so far, classes with few clicks favoured by ``class_weight``
+    (0: not at all), probabilities averaged over ``flips``."""
+
+    per_image: int
+    score: str = "margin"
+    min_distance: float = 32.0
+    class_weight: float = 1.0
+    flips: bool = False
+
+
+def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, data_root: str | Path | None = None,
+                   split: str = "Train", rasters: tuple[str | Path, ...] = (),
+                   points: str | Path | None = None) -> PointSet:
+    """Propose the next clicks on the images of ``split`` under ``data_root`` (or on ``rasters``) for the model of
+    ``run``, given the clicks made so far (``points``). Writes the point file ``out`` (the clicks so far plus the
+    suggestions, whose class is ``null``), an overlay picture per image in ``<out stem>_overlays/`` and, for
+    rasters, a GeoPackage ``<out stem>.gpkg`` with a layer per raster that an analyst opens in QGIS to classify."""
+    from pointseg.points import UNCLASSIFIED, check_against, load_points
+    from pointseg.report import plot_suggestions
+    from pointseg.suggest import class_rarity, suggest_clicks
+
+    if request.per_image < 1:
+        raise ValueError(f"--per-image must be at least 1, got {request.per_image}")
+    out = Path(out)
+    check_writable(out.parent)
+    trained = runs.load_run(run)
+    names = list(trained.classes.names)
+    made = load_points(points, unclassified=True) if points else None
+    if made is not None and made.classes != names:
+        raise ValueError(f"{points}: classes {made.classes} differ from the run's classes {names} (names and order "
+                         "must match: suggest for the run these clicks trained)")
+    counts = np.zeros(len(names), dtype=np.int64)
+    if made is not None:
+        for pts in made.images.values():
+            counts += np.bincount(pts[pts[:, 2] != UNCLASSIFIED, 2], minlength=len(names))[:len(names)]
+    rarity = class_rarity(counts, request.class_weight)
+    images: dict[str, np.ndarray] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    scores: dict[str, list] = {}
+    pictures = out.parent / f"{out.stem}_overlays"
+    layers: list[tuple[str, list, Any]] = []
+
+    def add(image_id: str, size: tuple[int, int], uncertainty: np.ndarray, predicted: np.ndarray,
+            valid: np.ndarray | None, picture: np.ndarray, step: int) -> list:
+        existing = made.images.get(image_id, np.zeros((0, 3), np.int64)) if made is not None else np.zeros((0, 3),
+                                                                                                          np.int64)
+        try:
+            found = suggest_clicks(uncertainty, predicted, valid, existing, rarity, request.per_image,
+                                   request.min_distance, size, step)
+        except ValueError as e:
+            raise ValueError(f"{image_id}: {e}") from e
+        new = np.array([[s.row, s.col, UNCLASSIFIED] for s in found], dtype=np.int64).reshape(-1, 3)
+        images[image_id], sizes[image_id] = np.concatenate([existing, new]), size
+        scores[image_id] = [None] * len(existing) + [round(s.score, 4) for s in found]
+        shown = max(1, int(np.ceil(max(picture.shape[:2]) / 512)))
+        plot_suggestions(picture[::shown, ::shown], uncertainty[::shown, ::shown], existing // [step * shown,
+                         step * shown, 1], new // [step * shown, step * shown, 1], trained.classes,
+                         pictures / f"{image_id.replace('/', '_')}.png", f"{image_id}: {len(found)} suggested clicks")
+        return found
+
+    if rasters:
+        if data_root is not None:
+            raise ValueError("give --data-root or --raster, not both")
+        for raster in rasters:
+            layers.append(_suggest_on_raster(trained, Path(raster), request, out, add))
+    elif data_root is not None:
+        source = build.build_source(trained.cfg, data_root, split, require_masks=False)
+        if source.band_count(source.refs[0]) != trained.scaling.bands:
+            raise ValueError(f"{source.refs[0].image}: {source.band_count(source.refs[0])} bands, but the model of "
+                             f"{run} takes {trained.scaling.bands}")
+        if made is not None:
+            check_against(made, [r.id for r in source.refs], {r.id: source.size(r) for r in source.refs
+                                                            if r.id in made.images}, names)
+        dataset = build.build_eval_dataset(trained.cfg, source, trained.scaling)
+        amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
+        from pointseg.evaluate import display_rgb
+        from pointseg.inference import iter_logits
+        from pointseg.suggest import certainty
+
+        for sample, logits in iter_logits(trained.model, dataset, amp, flips=request.flips):
+            probs = logits.softmax(0)
+            size = (int(probs.shape[-2]), int(probs.shape[-1]))
+            valid = sample["valid"].numpy() if "valid" in sample else None
+            picture = display_rgb(torch.nn.functional.interpolate(sample["image"][None], size=size)[0].numpy())
+            add(sample["id"], size, (1 - certainty(probs, request.score)).numpy(), probs.argmax(0).numpy(), valid,
+                picture, 1)
+    else:
+        raise ValueError("suggest needs --data-root (with --split) or --raster")
+    meta = {"suggested": {"run": str(run), "per_image": request.per_image, "score": request.score,
+                          "min_distance": request.min_distance, "class_weight": request.class_weight,
+                          "flips": request.flips, "clicks_so_far": str(points) if points else None}}
+    extra = {k: {**(made.extra.get(k, {}) if made is not None else {}), "suggestion_score": v}
+             for k, v in scores.items()}
+    if made is not None:  # images with clicks but not scored here keep them
+        for k in made.images.keys() - images.keys():
+            images[k], sizes[k] = made.images[k], made.sizes[k]
+    suggested = PointSet(names, images, sizes, {**(made.meta if made else {}), **meta}, None, extra)
+    save_points(out, suggested)
+    if layers:
+        _write_suggestion_layers(out.with_suffix(".gpkg"), layers, names)
+    return suggested
+
+
+def _suggest_on_raster(trained: runs.TrainedModel, raster: Path, request: SuggestRequest, out: Path,
+                       add: Callable) -> tuple[str, list, Any]:
+    """Map ``raster`` with the uncertainty as its confidence, read both back at most 2048 pixels a side (bounded
+    memory whatever the raster) and suggest there; returns (layer name, suggestions, georeferencing)."""
+    import rasterio
+    from PIL import Image
+    from rasterio.enums import Resampling
+
+    from pointseg.data.raster import display_thumbnail, picture_bands
+    from pointseg.maps import NODATA
+
+    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+    ref = source.refs[0]
+    height, width = source.size(ref)
+    step = max(1, int(np.ceil(max(height, width) / 2048)))
+    shape = (-(-height // step), -(-width // step))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".suggest-") as tmp:
+        predict_raster(trained.model, source, ref, Path(tmp) / "map.tif", classes=trained.classes,
+                       scaling=trained.scaling, confidence=Path(tmp) / "certainty.tif", flips=request.flips,
+                       certainty_kind=request.score, amp=build.build_inference_amp(trained.cfg,
+                                                                                   model_device(trained.model)),
+                       **build.build_map_options(trained.cfg))
+        with rasterio.open(Path(tmp) / "map.tif") as m, rasterio.open(Path(tmp) / "certainty.tif") as c:
+            predicted = m.read(1, out_shape=shape, resampling=Resampling.nearest)
+            certain = c.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.float64) / 100
+    valid = predicted != NODATA
+    picture = display_thumbnail(raster, picture_bands(raster, source.bands[ref.image]), max(shape))
+    picture = np.asarray(Image.fromarray(picture).resize(shape[::-1], Image.Resampling.BILINEAR))
+    found = add(ref.id, (height, width), np.where(valid, 1 - certain, 0), np.where(valid, predicted, 0), valid,
+                picture, step)
+    return ref.id, found, source.georef(ref)
+
+
+def _write_suggestion_layers(path: Path, layers: list[tuple[str, list, Any]], names: list[str]) -> None:
+    """A GeoPackage with one point layer per raster (its CRS): rank, score, the model's class and an empty
+    ``class`` field for the analyst."""
+    import pyogrio
+    import shapely
+    from rasterio.transform import Affine, xy
+
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        for i, (name, found, geo) in enumerate(layers):
+            transform = Affine(*geo.transform)
+            xs, ys = xy(transform, [s.row for s in found], [s.col for s in found], offset="center")
+            geometry = shapely.to_wkb(shapely.points(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)))
+            fields = [np.arange(1, len(found) + 1), np.array([s.score for s in found]),
+                      np.array([names[s.predicted] for s in found], dtype=object),
+                      np.array([""] * len(found), dtype=object)]
+            pyogrio.raw.write(str(tmp), geometry, fields, ["rank", "score", "model_class", "class"], layer=name,
+                              driver="GPKG", geometry_type="Point", crs=geo.crs, append=i > 0)

@@ -18,6 +18,7 @@ class Method(nn.Module):
 
     uses_unlabeled = False
     loss: nn.Module
+    steps_done: torch.Tensor  # optimiser steps taken (a buffer, with a pairwise term only)
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,149 @@
+"""Making clicks count (BENCHMARKS.md section 6): levers on LoveDA-mini at 20 clicks per image.
+
+Phases (each cell writes ``benchmarks/results/clicks_<phase>_<cell>_seed<seed>.json``; finished cells are skipped, so
+the script can be stopped and started again; runs go one at a time):
+
+- ``select``: the new default is chosen here, never on Val. A data root of links holds Train tiles 0-11 as its
+  ``Train`` and tiles 12-15 as its ``Val``; each lever is trained on clicks of 0-11 and scored on 12-15.
+- ``levers``: train on Train 0-15, score on Val 16-23 and on the dense masks of the clicked tiles themselves
+  ("same scene"); 3 seeds each: the issue-2 baseline, each lever alone, all levers (the new default), the new
+  default on dense masks, and the random-forest peer on the same clicks.
+- ``budget``: 1 seed; baseline, new default and peer at 5, 10, 20 and 50 clicks per image.
+
+A seed sets both the simulated clicks and the run. Commands are recorded in each result.
+
+    python benchmarks/click_levers.py select --data-root ../shared/data/loveda-mini --weights ../shared/weights \
+        --work /tmp/pointseg-clicks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pointseg.io import write_json
+
+RESULTS = Path(__file__).parent / "results"
+MOBILENET = "mobilenet_v2-b0353104.pth"
+LITE2 = "efficientnet-lite2-9656183e.pth"
+
+# The issue-2 baseline: partial cross-entropy on the clicks, MobileNetV2 U-Net, 250 steps.
+BASELINE = ["loss.name=ce", "data.domains=[Rural]"]
+LEVERS = {
+    "baseline": [],
+    "propagate": ["labels.propagate=superpixel"],
+    "gated_crf": ["loss.pairwise_weight=0.1", "loss.pairwise_warmup=50"],
+    "steps500": ["train.steps=500", "optim.warmup_steps=50"],
+    "lite2": ["model.name=unet", "model.encoder=efficientnet-lite2"],
+    "all": ["labels.propagate=superpixel", "loss.pairwise_weight=0.1", "loss.pairwise_warmup=50",
+            "train.steps=500", "optim.warmup_steps=50"],
+}
+SELECT = ("baseline", "propagate", "gated_crf", "steps500", "all")
+
+
+def pointseg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pointseg.cli", *args]
+
+
+def run(cmd: list[str]) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def selection_root(data_root: Path, work: Path) -> Path:
+    """Links: Train tiles 0-11 as ``Train``, Train tiles 12-15 as ``Val`` (the split the recipe is chosen on)."""
+    root = work / "select-root"
+    for split, ids in (("Train", range(0, 12)), ("Val", range(12, 16))):
+        for kind in ("images_png", "masks_png"):
+            folder = root / split / "Rural" / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in ids:
+                link = folder / f"{i}.png"
+                if not link.exists():
+                    os.symlink((data_root / "Train" / "Rural" / kind / f"{i}.png").resolve(), link)
+    return root
+
+
+def weights_for(sets: list[str], weights: Path) -> str:
+    return f"model.encoder_weights={weights / (LITE2 if 'model.encoder=efficientnet-lite2' in sets else MOBILENET)}"
+
+
+def scores(path: Path) -> dict:
+    m = json.loads(path.read_text())
+    return {"miou": m["miou"], "per_class_iou": m["per_class_iou"], "pixel_accuracy": m["pixel_accuracy"],
+            "ece": m.get("ece"), "confusion_matrix": m["confusion_matrix"]}
+
+
+def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work: Path, weights: Path,
+             per_image: int | None = 20, strategy: str = "uniform", same_scene: bool = True) -> dict | None:
+    """Clicks -> train -> evaluate on Val (with and without flips) and on the clicked Train tiles."""
+    name = f"clicks_{phase}_{cell}_seed{seed}"
+    out = RESULTS / f"{name}.json"
+    if out.exists():
+        return None
+    work = work / name
+    sets = [*BASELINE, weights_for(sets, weights), *sets, f"seed={seed}"]
+    commands, train_args = [], []
+    if per_image is not None:
+        points = work / "points.json"
+        commands.append(pointseg("points", "simulate", "--data-root", str(root), "--split", "Train", "--per-image",
+                                 str(per_image), "--seed", str(seed), "--strategy", strategy, "--out", str(points)))
+        train_args = ["--points", str(points)]
+    commands.append(pointseg("train", "--data-root", str(root), "--out", str(work / "run"), *train_args,
+                             *[a for s in sets for a in ("--set", s)]))
+    evals = {"val": ["--split", "Val"], "val_flips": ["--split", "Val", "--flips"]}
+    if same_scene:
+        evals["same_scene"] = ["--split", "Train"]
+    t0 = time.perf_counter()
+    for cmd in commands:
+        run(cmd)
+    train_s = time.perf_counter() - t0
+    result: dict = {"phase": phase, "cell": cell, "seed": seed, "points_per_image": per_image, "strategy": strategy,
+                    "sets": sets, "train_seconds": round(train_s, 1)}
+    for key, args in evals.items():
+        cmd = pointseg("evaluate", "--run", str(work / "run"), "--data-root", str(root), *args,
+                       "--out", str(work / f"{key}.json"))
+        commands.append(cmd)
+        run(cmd)
+        result[key] = scores(work / f"{key}.json")
+    last = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    result |= {"total_seconds": round(time.perf_counter() - t0, 1), "last_log": last,
+               "commands": [shlex.join(c) for c in commands]}
+    write_json(out, result)
+    print(f"    {name}: Val mIoU {result['val']['miou']:.4f} (flips {result['val_flips']['miou']:.4f})"
+          + (f", same scene {result['same_scene']['miou']:.4f}" if same_scene else ""), flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=("select", "levers", "budget"))
+    p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--weights", type=Path, required=True, help="folder with the ImageNet encoder checkpoints")
+    p.add_argument("--work", type=Path, default=Path("/tmp/pointseg-clicks"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--cells", nargs="+", help="only these cells")
+    args = p.parse_args()
+    if args.phase == "select":
+        root = selection_root(args.data_root, args.work)
+        for cell in args.cells or SELECT:
+            run_cell("select", cell, LEVERS[cell], 0, root, args.work, args.weights, same_scene=False)
+    elif args.phase == "levers":
+        for seed in args.seeds:
+            for cell in args.cells or LEVERS:
+                run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights)
+    else:
+        for per_image in (5, 10, 20, 50):
+            for cell in args.cells or ("baseline", "all"):
+                run_cell("budget", f"{cell}_p{per_image}", LEVERS[cell], args.seeds[0], args.data_root, args.work,
+                         args.weights, per_image)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Where to click next: the scores, the greedy spread-out pick, and the click loop through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import torch
+
+from pointseg.cli import main
+from pointseg.points import UNCLASSIFIED, load_points
+from pointseg.suggest import certainty, class_rarity, pick, suggest_clicks
+from tests.conftest import shared_path
+from tests.test_maps import write_raster
+
+
+def test_certainty_by_hand():
+    probs = torch.tensor([[0.7, 0.25], [0.2, 0.25], [0.1, 0.25], [0.0, 0.25]])  # (C=4, 2 pixels)
+    assert certainty(probs, "max").tolist() == pytest.approx([0.7, 0.25])
+    assert certainty(probs, "margin").tolist() == pytest.approx([0.5, 0.0])
+    h = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1))
+    assert certainty(probs, "entropy").tolist() == pytest.approx([1 - h / math.log(4), 0.0], abs=1e-6)
+    with pytest.raises(KeyError, match="valid"):
+        certainty(probs, "variance")
+
+
+def test_class_rarity_favours_classes_with_few_clicks():
+    assert class_rarity(np.array([0, 3, 1]), 1.0).tolist() == pytest.approx([1.0, 0.25, 0.5])
+    assert class_rarity(np.array([0, 3, 1]), 0.0).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_pick_takes_the_best_pixels_spread_out_and_away_from_made_clicks():
+    score = np.zeros((10, 10))
+    score[2, 2], score[2, 3], score[8, 8], score[5, 0] = 0.9, 0.8, 0.7, 0.6
+    score[0, 9] = np.nan  # no data: never picked
+    assert pick(score, 3, 1.0) == [(2, 2), (2, 3), (8, 8)]  # distance 1: neighbours allowed
+    assert pick(score, 3, 2.0) == [(2, 2), (8, 8), (5, 0)]  # (2, 3) is too close to (2, 2)
+    assert pick(score, 2, 2.0, taken=np.array([[8, 9]])) == [(2, 2), (5, 0)]
+    assert (0, 9) not in pick(score, 100, 1.0)
+
+
+def test_suggestions_weigh_uncertainty_by_class_rarity_and_refuse_more_clicks_than_pixels():
+    uncertainty = np.array([[0.9, 0.5]])
+    predicted = np.array([[0, 1]])
+    rarity = class_rarity(np.array([9, 0]))  # class 0 has 9 clicks: 0.1
+    found = suggest_clicks(uncertainty, predicted, None, np.zeros((0, 3), int), rarity, 1, 1.0, (1, 2))
+    assert (found[0].row, found[0].col, found[0].predicted) == (0, 1, 1)
+    valid = np.array([[True, False]])
+    with pytest.raises(ValueError, match="asks for 2 clicks but the image has only 1 pixels with data"):
+        suggest_clicks(uncertainty, predicted, valid, np.zeros((0, 3), int), rarity, 2, 1.0, (1, 2))
+
+
+def test_the_click_loop_suggest_answer_retrain(tmp_path, tiny_run, tiny_loveda, tiny_overrides, capsys):
+    clicks = tmp_path / "clicks.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "3", "--out", str(clicks)]) == 0
+    out = tmp_path / "next.json"
+    assert main(["suggest", "--run", str(tiny_run), "--data-root", str(tiny_loveda), "--points", str(clicks),
+                 "--per-image", "4", "--min-distance", "6", "--flips", "--out", str(out)]) == 0
+    suggested = load_points(out, unclassified=True)
+    made = load_points(clicks)
+    for image_id, pts in suggested.images.items():
+        assert np.array_equal(pts[:3], made.images[image_id])  # the clicks so far, unchanged
+        new = pts[3:]
+        assert len(new) == 4 and (new[:, 2] == UNCLASSIFIED).all()
+        everything = pts[:, :2].astype(float)
+        gaps = np.sqrt(((everything[:, None] - everything[None]) ** 2).sum(-1)) + np.eye(len(pts)) * 99
+        assert gaps[3:].min() >= 6  # apart from each other and from the clicks so far
+    assert len(list((tmp_path / "next_overlays").glob("*.png"))) == 4
+    assert '"points": [[' in out.read_text() and "null]" in out.read_text()
+    # training on suggestions nobody classified is refused, with the way out
+    capsys.readouterr()
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(out), "--out", str(tmp_path / "r0"),
+                 *[a for o in tiny_overrides for a in ("--set", o)]]) == 2
+    assert "has no class (a suggested click)" in capsys.readouterr().err
+    answered = tmp_path / "answered.json"
+    assert main(["points", "simulate", "--at", str(out), "--data-root", str(tiny_loveda), "--out", str(answered)]) == 0
+    filled = load_points(answered)
+    from pointseg.data.sources import LoveDA
+
+    masks = {r.id: LoveDA(tiny_loveda, "Train", ("Rural",)).read_mask(r) for r in
+             LoveDA(tiny_loveda, "Train", ("Rural",)).refs}
+    for image_id, pts in filled.images.items():
+        assert (masks[image_id][pts[:, 0], pts[:, 1]] == pts[:, 2]).all()  # each answer is the mask's class
+        assert len(pts) <= 7
+    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(answered), "--out", str(tmp_path / "r1"),
+                 *[a for o in tiny_overrides for a in ("--set", o)]]) == 0
+
+
+def test_suggest_refuses_points_of_other_classes_and_too_many_clicks(tmp_path, tiny_run, tiny_loveda, capsys):
+    clicks = tmp_path / "clicks.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "2", "--out", str(clicks)]) == 0
+    doc = json.loads(clicks.read_text())
+    doc["classes"] = list(reversed(doc["classes"]))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["suggest", "--run", str(tiny_run), "--data-root", str(tiny_loveda), "--points", str(other),
+                 "--per-image", "2", "--out", str(tmp_path / "s.json")]) == 2
+    assert "differ from the run's classes" in capsys.readouterr().err
+    assert main(["suggest", "--run", str(tiny_run), "--data-root", str(tiny_loveda), "--per-image", str(64 * 64 + 1),
+                 "--out", str(tmp_path / "s.json")]) == 2
+    assert "asks for 4097 clicks but the image has only 4096 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_suggest_on_a_raster_writes_a_layer_for_qgis(tmp_path, capsys):
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    points = tmp_path / "p.json"
+    doc = {"format": "pointseg.points", "version": 1, "classes": ["dark", "bright"], "meta": {},
+           "images": {"RGB.byte": {"height": 718, "width": 791, "points": [[300, 400, 0], [200, 300, 1]]}}}
+    points.write_text(json.dumps(doc))
+    run = tmp_path / "run"
+    assert main(["train", "--raster", str(landsat), "--points", str(points), "--out", str(run),
+                 *[a for s in ["model.name=unet-small", "data.crop=32", "train.batch_size=2", "train.steps=2",
+                               "train.amp=false"] for a in ("--set", s)]]) == 0
+    out = tmp_path / "next.json"
+    assert main(["suggest", "--run", str(run), "--raster", str(landsat), "--points", str(points), "--per-image", "5",
+                 "--score", "entropy", "--out", str(out)]) == 0
+    layer = pyogrio.read_info(out.with_suffix(".gpkg"), layer="RGB.byte")
+    assert layer["features"] == 5 and layer["geometry_type"] == "Point"
+    _, _, wkb, fields = pyogrio.raw.read(out.with_suffix(".gpkg"), layer="RGB.byte")[:4]
+    import shapely
+
+    xy = shapely.get_coordinates(shapely.from_wkb(wkb))
+    suggested = load_points(out, unclassified=True).images["RGB.byte"][2:]
+    with rasterio.open(landsat) as ds:
+        assert pyogrio.read_info(out.with_suffix(".gpkg"), layer="RGB.byte")["crs"] is not None
+        for (x, y), (row, col, _) in zip(xy, suggested, strict=True):
+            assert ds.index(x, y) == (row, col)  # the layer's points are the suggested pixels, in the raster's CRS
+            assert ds.read(1, window=((row, row + 1), (col, col + 1)))[0, 0] != ds.nodata  # never on nodata
+    assert list(fields[3]) == [""] * 5  # the class field the analyst fills
+    five = write_raster(tmp_path / "five.tif", 40, 40, bands=5)
+    capsys.readouterr()
+    assert main(["suggest", "--run", str(run), "--raster", str(five), "--per-image", "1",
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "5 bands, but the model takes 3 bands" in capsys.readouterr().err
