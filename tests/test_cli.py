@@ -77,6 +77,21 @@ def test_labels_inspect_writes_table_and_plot(tmp_path, tiny_loveda):
     assert (tmp_path / "kept" / "information_kept.png").exists()
 
 
+def test_labels_inspect_reports_click_propagation_per_class(tmp_path, tiny_loveda, capsys):
+    points = tmp_path / "p.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "6", "--out", str(points)]) == 0
+    assert main(["labels", "inspect", "--data-root", str(tiny_loveda), "--scale", "0.5", "--points", str(points),
+                 "--set", "data.scale=1.0", "--set", "labels.superpixel_size=8", "--set", "labels.propagate_patch=32",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--out", str(tmp_path / "kept")]) == 0
+    report = json.loads((tmp_path / "kept" / "propagation.json").read_text())
+    assert sum(report["clicks"]) == 24 and report["settings"]["method"] == "superpixel"
+    # the fixture's masks are blocks of one colour per class: spread within a superpixel is nearly always right
+    assert report["overall_precision"] > 0.9 and sum(report["pixels"]) > 24
+    assert all(0 <= p <= 1 for p in report["precision"] if p is not None)
+    assert (tmp_path / "kept" / "propagation.png").exists()
+    assert "pixels per click" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
 def test_semi_supervised_from_points_uses_the_unlabeled_pixels(tmp_path, tiny_loveda, tiny_overrides, method):
     sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.grid_stride=8"] for a in ("--set", o)]

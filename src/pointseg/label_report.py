@@ -59,3 +59,28 @@ def format_kept_table(report: dict) -> str:
         rows.append(f"| {name} | {fmt(report['full_share'][i])} | {fmt(report['kept_nearest'][i])} | "
                     f"{fmt(report['kept_soft'][i])} | {report['images_lost_nearest'][i]} |")
     return "\n".join(rows)
+
+
+def propagation_report(quality: dict[str, np.ndarray], clicks: np.ndarray, class_names: list[str], images: int,
+                       settings: dict) -> dict:
+    """What click propagation gives each class (from ``propagation.propagation_quality``): pixels labeled per
+    click, and the share of them the dense masks agree with (precision)."""
+    pixels, correct = quality["pixels"], quality["correct"]
+    return {"classes": class_names, "images": images, "settings": settings, "clicks": clicks.tolist(),
+            "pixels": pixels.tolist(), "correct": correct.tolist(),
+            "pixels_per_click": [None if k == 0 else float(p / k) for p, k in zip(pixels, clicks, strict=True)],
+            "precision": [None if p == 0 else float(c / p) for c, p in zip(correct, pixels, strict=True)],
+            "overall_precision": float(correct.sum() / max(pixels.sum(), 1))}
+
+
+def format_propagation_table(report: dict) -> str:
+    """Markdown table of :func:`propagation_report`."""
+    rows = [f"Clicks spread by `{report['settings']['method']}` on {report['images']} images "
+            f"(overall {100 * report['overall_precision']:.1f}% right against the dense masks)", "",
+            "| class | clicks | pixels labeled | pixels per click | right |", "|---|---:|---:|---:|---:|"]
+    for i, name in enumerate(report["classes"]):
+        per_click, right = report["pixels_per_click"][i], report["precision"][i]
+        rows.append(f"| {name} | {report['clicks'][i]} | {report['pixels'][i]} | "
+                    f"{'n/a' if per_click is None else f'{per_click:.0f}'} | "
+                    f"{'n/a' if right is None else f'{100 * right:.1f}%'} |")
+    return "\n".join(rows)

@@ -43,14 +43,16 @@ def plot_confusion(metrics: dict, path: str | Path) -> Path:
 
 
 def plot_overlays(items: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]], classes: ClassTable,
-                  path: str | Path) -> Path:
-    """One row per ``(id, image or None, truth or None, prediction)``: image | truth | prediction, with a legend;
-    a column no row has (no truth at all, say) is left out."""
+                  path: str | Path, titles: tuple[str, str, str] = ("", "truth", "prediction")) -> Path:
+    """One row per ``(id, image or None, truth or None, prediction)``: image | truth | prediction (``titles``;
+    the image's is its id when empty), with a legend; a column no row has (no truth at all, say) is left out.
+    Unlabeled pixels are black."""
     shown = [any(item[k] is not None for item in items) for k in (1, 2)] + [True]
     fig, axes = plt.subplots(len(items), sum(shown), figsize=(3.4 * sum(shown), 3.4 * len(items)), squeeze=False)
     for row, (name, image, truth, pred) in zip(axes, items, strict=True):
-        panels = [(image, name), (None if truth is None else classes.colorize(truth), "truth"),
-                  (classes.colorize(pred), "prediction")]
+        panels = [(image, f"{titles[0]} {name}".strip()),
+                  (None if truth is None else classes.colorize(truth), titles[1]),
+                  (classes.colorize(pred), titles[2])]
         for ax, (picture, title) in zip(row, [p for p, keep in zip(panels, shown, strict=True) if keep], strict=True):
             ax.axis("off")
             if picture is not None:
