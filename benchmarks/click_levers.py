@@ -9,6 +9,9 @@ the script can be stopped and started again; runs go one at a time):
   ("same scene"); 3 seeds each: the issue-2 baseline, each lever alone, all levers (the new default), the new
   default on dense masks, and the random-forest peer on the same clicks.
 - ``budget``: 1 seed; baseline, new default and peer at 5, 10, 20 and 50 clicks per image.
+- ``annotators``: 3 seeds; the new default with class-balanced clicks, and an active round: 10 uniform clicks, a
+  model trained on them (the new default), 10 more per image where ``pointseg suggest`` points (answered from the
+  masks by ``points simulate --at``), a model trained from scratch on the 20; against 20 uniform clicks.
 
 A seed sets both the simulated clicks and the run. Commands are recorded in each result.
 
@@ -45,6 +48,7 @@ LEVERS = {
             "train.steps=500", "optim.warmup_steps=50"],
 }
 SELECT = ("baseline", "propagate", "gated_crf", "steps500", "all")
+DEFAULT = "all"  # the cell that is the new default recipe (chosen in the select phase)
 
 
 def pointseg(*args: str) -> list[str]:
@@ -81,8 +85,11 @@ def scores(path: Path) -> dict:
 
 
 def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work: Path, weights: Path,
-             per_image: int | None = 20, strategy: str = "uniform", same_scene: bool = True) -> dict | None:
-    """Clicks -> train -> evaluate on Val (with and without flips) and on the clicked Train tiles."""
+             per_image: int | None = 20, strategy: str = "uniform", same_scene: bool = True,
+             active: int | None = None) -> dict | None:
+    """Clicks -> train -> evaluate on Val (with and without flips) and on the clicked Train tiles.
+
+    ``active``: of the ``per_image`` clicks, this many are suggested by a model trained on the others."""
     name = f"clicks_{phase}_{cell}_seed{seed}"
     out = RESULTS / f"{name}.json"
     if out.exists():
@@ -90,13 +97,23 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
     work = work / name
     sets = [*BASELINE, weights_for(sets, weights), *sets, f"seed={seed}"]
     commands, train_args = [], []
+    set_args = [a for s in sets for a in ("--set", s)]
     if per_image is not None:
         points = work / "points.json"
+        first = work / "points_first.json" if active else points
         commands.append(pointseg("points", "simulate", "--data-root", str(root), "--split", "Train", "--per-image",
-                                 str(per_image), "--seed", str(seed), "--strategy", strategy, "--out", str(points)))
+                                 str(per_image - (active or 0)), "--seed", str(seed), "--strategy", strategy,
+                                 "--out", str(first)))
+        if active:
+            commands += [
+                pointseg("train", "--data-root", str(root), "--out", str(work / "round1"), "--points", str(first),
+                         *set_args),
+                pointseg("suggest", "--run", str(work / "round1"), "--data-root", str(root), "--split", "Train",
+                         "--points", str(first), "--per-image", str(active), "--out", str(work / "suggested.json")),
+                pointseg("points", "simulate", "--at", str(work / "suggested.json"), "--data-root", str(root),
+                         "--split", "Train", "--out", str(points))]
         train_args = ["--points", str(points)]
-    commands.append(pointseg("train", "--data-root", str(root), "--out", str(work / "run"), *train_args,
-                             *[a for s in sets for a in ("--set", s)]))
+    commands.append(pointseg("train", "--data-root", str(root), "--out", str(work / "run"), *train_args, *set_args))
     evals = {"val": ["--split", "Val"], "val_flips": ["--split", "Val", "--flips"]}
     if same_scene:
         evals["same_scene"] = ["--split", "Train"]
@@ -115,6 +132,15 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
     last = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     result |= {"total_seconds": round(time.perf_counter() - t0, 1), "last_log": last,
                "commands": [shlex.join(c) for c in commands]}
+    if per_image is not None and same_scene:  # the peer, on exactly these clicks
+        peer = work / "random_forest.json"
+        cmd = [sys.executable, str(Path(__file__).parent / "rf_peer.py"), "--data-root", str(root), "--points",
+               str(work / "points.json"), "--split", "Val", "Train", "--seed", str(seed), "--out", str(peer)]
+        commands.append(cmd)
+        run(cmd)
+        forest = json.loads(peer.read_text())
+        result["random_forest"] = {"val": forest["Val"], "same_scene": forest["Train"],
+                                   "seconds": forest["total_seconds"]}
     write_json(out, result)
     print(f"    {name}: Val mIoU {result['val']['miou']:.4f} (flips {result['val_flips']['miou']:.4f})"
           + (f", same scene {result['same_scene']['miou']:.4f}" if same_scene else ""), flush=True)
@@ -123,7 +149,7 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("select", "levers", "budget"))
+    p.add_argument("phase", choices=("select", "levers", "budget", "annotators"))
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True, help="folder with the ImageNet encoder checkpoints")
     p.add_argument("--work", type=Path, default=Path("/tmp/pointseg-clicks"))
@@ -136,11 +162,20 @@ def main() -> None:
             run_cell("select", cell, LEVERS[cell], 0, root, args.work, args.weights, same_scene=False)
     elif args.phase == "levers":
         for seed in args.seeds:
-            for cell in args.cells or LEVERS:
-                run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights)
+            for cell in args.cells or [*LEVERS, "dense"]:
+                if cell == "dense":  # the new default's upper bound: every pixel of the same tiles labeled
+                    run_cell("levers", cell, LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights, None)
+                else:
+                    run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights)
+    elif args.phase == "annotators":
+        for seed in args.seeds:
+            run_cell("annotators", "class_balanced", LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights,
+                     strategy="class-balanced")
+            run_cell("annotators", "active_10_10", LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights,
+                     active=10)
     else:
         for per_image in (5, 10, 20, 50):
-            for cell in args.cells or ("baseline", "all"):
+            for cell in args.cells or ("baseline", DEFAULT):
                 run_cell("budget", f"{cell}_p{per_image}", LEVERS[cell], args.seeds[0], args.data_root, args.work,
                          args.weights, per_image)
 
