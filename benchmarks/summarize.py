@@ -5,6 +5,8 @@
                                                    # the paper's claims as paired gains, mIoU against scale
     python benchmarks/summarize.py semi --plot benchmarks/results/semi_supervised.png  # semi-supervised tables,
                                                    # paired gains over supervised, PseudoSeg ablation
+    python benchmarks/summarize.py clicks --plot benchmarks/results/label_budget.png  # click levers per phase,
+                                                   # label-budget curve
 """
 
 from __future__ import annotations
@@ -303,11 +305,95 @@ def ablation_plot(miou_ax, ece_ax, rows: list[tuple[str, float, list[dict]]], su
     ece_ax.grid(axis="y", alpha=0.3)
 
 
+def load_clicks() -> dict[tuple[str, str], list[dict]]:
+    """``click_levers.py`` results grouped by (phase, cell), seeds together."""
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in sorted(RESULTS.glob("clicks_*.json")):
+        record = json.loads(path.read_text())
+        cells[(record["phase"], record["cell"])].append(record)
+    return cells
+
+
+CLICK_CLASSES = ("building", "road", "barren")  # the classes few clicks find
+
+
+def click_row(label: str, runs: list[dict], baseline: list[dict] | None) -> str:
+    val = [r["val"]["miou"] for r in runs]
+    flips = mean_std([r["val_flips"]["miou"] for r in runs])
+    scene = mean_std([r["same_scene"]["miou"] for r in runs]) if "same_scene" in runs[0] else "-"
+    gain = "-"
+    if baseline and label != "baseline":
+        base = {r["seed"]: r["val"]["miou"] for r in baseline}
+        gain = format_gains([r["val"]["miou"] - base[r["seed"]] for r in runs if r["seed"] in base])
+    per_class = " | ".join(f"{statistics.mean(r['val']['per_class_iou'][c] or 0.0 for r in runs):.3f}"
+                           for c in CLICK_CLASSES)
+    peer = [r["random_forest"]["val"]["miou"] for r in runs if "random_forest" in r]
+    peer_text = mean_std(peer) if peer else "-"
+    seconds = statistics.mean(r["train_seconds"] for r in runs)
+    return (f"| {label} | {mean_std(val)} | {gain} | {flips} | {scene} | {per_class} | {peer_text} | {seconds:.0f} | "
+            f"{len(runs)} |")
+
+
+def clicks_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
+    """One table per phase: Val mIoU (paired gain over the phase's baseline), with flips, same scene, the IoU of
+    the classes few clicks find, the random-forest peer on the same clicks, training seconds."""
+    out = []
+    for phase in ("select", "levers", "budget", "annotators"):
+        names = [cell for (ph, cell) in cells if ph == phase]
+        if not names:
+            continue
+        baseline = cells.get((phase, "baseline"))
+        lines = [f"**{phase}**", "",
+                 "| cell | Val mIoU | gain over baseline | Val mIoU, flips | same scene | "
+                 + " | ".join(CLICK_CLASSES) + " | random forest, Val | train s | seeds |",
+                 "|---|---|---|---|---|" + "---:|" * len(CLICK_CLASSES) + "---|---:|---:|"]
+        lines += [click_row(cell, cells[(phase, cell)], baseline) for cell in names]
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def budget_plot(cells: dict[tuple[str, str], list[dict]], path: Path) -> Path:
+    """mIoU against clicks per image: baseline, new default and the random-forest peer (Val and same scene)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in ((axes[0], "val", "Val 16-23"), (axes[1], "same_scene", "same scene (clicked Train tiles)")):
+        for recipe, style in (("baseline", "o--"), ("all", "o-")):
+            points = sorted((r["points_per_image"], r[key]["miou"]) for (ph, c), runs in cells.items()
+                            if ph == "budget" and c.startswith(recipe + "_p") for r in runs)
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label="new default" if recipe == "all" else recipe)
+        peer = sorted({(r["points_per_image"], r["random_forest"][key]["miou"]) for (ph, _), runs in cells.items()
+                       if ph == "budget" for r in runs if "random_forest" in r})
+        if peer:
+            ax.plot(*zip(*peer, strict=True), "s:", label="random forest (peer)")
+        ax.set_xscale("log")
+        ax.set_xticks([5, 10, 20, 50], ["5", "10", "20", "50"])
+        ax.set_xlabel("clicks per image")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mIoU")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("which", choices=["points", "soft", "semi"])
+    p.add_argument("which", choices=["points", "soft", "semi", "clicks"])
     p.add_argument("--plot", type=Path, help="soft/semi: also write the summary plot (PNG) here")
     args = p.parse_args()
+    if args.which == "clicks":
+        clicks = load_clicks()
+        print(clicks_tables(clicks))
+        if args.plot:
+            print(f"wrote {budget_plot(clicks, args.plot)}")
+        return
     cells = load()
     if args.which == "points":
         print(points_tables(cells))
