@@ -71,6 +71,7 @@ def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propag
     clash = num_classes  # a value no class has: pixels two classes reach, unlabeled at the end
     height, width = source.size(ref)
     side = max(1, round(spread.patch / spread.scale))  # window side at full resolution
+    windows = []
     for row, col, cls in points:
         top = int(np.clip(row - side // 2, 0, max(height - side, 0)))
         left = int(np.clip(col - side // 2, 0, max(width - side, 0)))
@@ -86,7 +87,9 @@ def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propag
         target = out[top:top + h, left:left + w]  # a view: written in place
         current = target[region]
         target[region] = np.where(current == ignore_index, cls, np.where(current == cls, cls, clash))
-    out[out == clash] = ignore_index
+        windows.append(target)
+    for target in windows:  # only the clicks' windows were written: a large raster is never scanned whole
+        target[target == clash] = ignore_index
     for row, col, cls in points:  # a click's own pixel keeps its class even where another region reached it
         out[row, col] = cls
     return out
