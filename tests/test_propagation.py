@@ -133,3 +133,21 @@ def test_train_with_propagation_end_to_end(tmp_path, tiny_loveda, tiny_overrides
     assert len(list((tmp_path / "cache").glob("*.propagated.npy"))) == 4
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert all("loss_pairwise" in line for line in lines)
+
+
+def test_clicks_on_a_raster_spread_by_windows_and_never_onto_nodata(tmp_path):
+    from pointseg.data.raster import RasterSource
+    from tests.conftest import shared_path
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")  # nodata 0 around the scene
+    source = RasterSource([landsat], CLASSES)
+    ref = source.refs[0]
+    points = PointSet(list(CLASSES.names), {ref.id: np.array([[360, 400, 1], [5, 5, 0]])}, {ref.id: (718, 791)}, {})
+    spread = Propagation(scale=1.0, superpixel_size=8, max_pixels=64, patch=32)
+    masks = propagated_labels(source, points, spread, BandScaling.full_range(3), tmp_path / "c", progress=False)
+    labels = np.asarray(masks[ref.id])
+    valid = source.read(ref)["valid"]
+    assert 1 < (labels == 1).sum() <= 64 and (labels == 0).sum() == 1  # the corner click is on nodata: no spread
+    assert (labels[~valid] != IGNORE).sum() == 1  # outside the data: the corner click itself, nothing spread
+    rows, cols = np.nonzero(labels == 1)
+    assert max(abs(rows - 360).max(), abs(cols - 400).max()) <= 16  # within the click's window

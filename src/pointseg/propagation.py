@@ -81,7 +81,7 @@ def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propag
         image = scaling(resize_image(np.asarray(window["image"]), low, "bilinear"))  # (B, h', w') in [0, 1]
         at = (min((row - top) * low[0] // h, low[0] - 1), min((col - left) * low[1] // w, low[1] - 1))
         region = click_region(np.ascontiguousarray(image.transpose(1, 2, 0)), *at, spread)
-        region = np.asarray(Image.fromarray(region).resize((w, h), Image.Resampling.NEAREST))
+        region = np.array(Image.fromarray(region).resize((w, h), Image.Resampling.NEAREST))
         if "valid" in window:
             region &= np.asarray(window["valid"], dtype=bool)
         target = out[top:top + h, left:left + w]  # a view: written in place
