@@ -278,3 +278,16 @@ def test_cache_info_and_clear(tmp_path, tiny_loveda, tiny_overrides, capsys):
     assert main(["cache", "clear", *cache]) == 0
     assert "removed 4 samples" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["notes.npy"], "only cache entries are removed"
+
+
+def test_evaluate_and_predict_with_flips(tmp_path, tiny_run, tiny_loveda):
+    out = {}
+    for name, extra in (("plain", []), ("flips", ["--flips"])):
+        assert main(["evaluate", "--run", str(tiny_run), "--data-root", str(tiny_loveda), "--out",
+                     str(tmp_path / f"{name}.json"), *extra]) == 0
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert out["plain"]["confusion_matrix"] != out["flips"]["confusion_matrix"]  # other predictions
+    assert sum(map(sum, out["plain"]["confusion_matrix"])) == sum(map(sum, out["flips"]["confusion_matrix"]))
+    assert main(["predict", "--run", str(tiny_run), "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
+                 "--out", str(tmp_path / "pred"), "--flips"]) == 0
+    assert len(list((tmp_path / "pred").glob("*_color.png"))) == 2
