@@ -158,8 +158,9 @@ def main() -> None:
     args = p.parse_args()
     if args.phase == "select":
         root = selection_root(args.data_root, args.work)
-        for cell in args.cells or SELECT:
-            run_cell("select", cell, LEVERS[cell], 0, root, args.work, args.weights, same_scene=False)
+        for seed in args.seeds:
+            for cell in args.cells or SELECT:
+                run_cell("select", cell, LEVERS[cell], seed, root, args.work, args.weights, same_scene=False)
     elif args.phase == "levers":
         for seed in args.seeds:
             for cell in args.cells or [*LEVERS, "dense"]:
