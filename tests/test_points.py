@@ -133,3 +133,24 @@ def test_points_that_do_not_fit_the_dataset_name_the_file(tmp_path, tiny_loveda)
         with pytest.raises(ValueError) as e:
             check_against(load_points(path), ids, sizes, names)
         assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+
+
+def test_answering_suggestions_takes_the_mask_class_and_drops_unlabeled_pixels(tmp_path):
+    from PIL import Image
+
+    from pointseg.data.classes import ClassTable
+    from pointseg.data.sources import ImageMaskFolder
+    from pointseg.points import UNCLASSIFIED, answer
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    mask = np.array([[0, 1, 1, 255]] * 4, np.uint8)
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    source = ImageMaskFolder(tmp_path, ClassTable(("x", "y"), ((0, 0, 0), (9, 9, 9))))
+    asked = PointSet(["x", "y"], {"a": np.array([[0, 0, 1], [1, 1, UNCLASSIFIED], [2, 3, UNCLASSIFIED]])},
+                     {"a": (4, 4)}, {}, extra={"a": {"suggestion_score": [None, 0.5, 0.4]}})
+    answered, dropped = answer(source, asked)
+    assert answered.images["a"].tolist() == [[0, 0, 1], [1, 1, 1]]  # a made click is kept as it was
+    assert answered.extra["a"]["suggestion_score"] == [None, 0.5]
+    assert dropped == ["a (row 2, col 3)"]

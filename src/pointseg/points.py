@@ -112,7 +112,7 @@ def simulate(source: Source, per_image: int, seed: int = 0, strategy: str = "uni
 def answer(source: Source, points: PointSet) -> tuple[PointSet, list[str]]:
     """``points`` with every unclassified click given the class of the dense mask at its pixel (a simulated
     analyst answering suggestions); clicks on unlabeled pixels are left out and described in the returned list."""
-    images, dropped = {}, []
+    images, dropped, extra = {}, [], {k: dict(v) for k, v in points.extra.items()}
     refs = {r.id: r for r in source.refs}
     for image_id, pts in points.images.items():
         if image_id not in refs:
@@ -128,9 +128,12 @@ def answer(source: Source, points: PointSet) -> tuple[PointSet, list[str]]:
             unlabeled = pts[:, 2] == source.classes.ignore_index
             dropped += [f"{image_id} (row {r}, col {c})" for r, c, _ in pts[unlabeled]]
             pts = pts[~unlabeled]
+            for key, values in extra.get(image_id, {}).items():  # lists parallel to the points lose the same ones
+                if isinstance(values, list) and len(values) == len(unlabeled):
+                    extra[image_id][key] = [v for v, gone in zip(values, unlabeled, strict=True) if not gone]
         images[image_id] = pts
     meta = {**points.meta, "answered_from": source.description}
-    return PointSet(points.classes, images, dict(points.sizes), meta, None, dict(points.extra)), dropped
+    return PointSet(points.classes, images, dict(points.sizes), meta, None, extra), dropped
 
 
 def save_points(path: str | Path, points: PointSet) -> Path:
