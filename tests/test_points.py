@@ -136,21 +136,17 @@ def test_points_that_do_not_fit_the_dataset_name_the_file(tmp_path, tiny_loveda)
 
 
 def test_answering_suggestions_takes_the_mask_class_and_drops_unlabeled_pixels(tmp_path):
-    from PIL import Image
-
-    from pointseg.data.classes import ClassTable
-    from pointseg.data.sources import ImageMaskFolder
+    from pointseg.data.sources import LoveDA
     from pointseg.points import UNCLASSIFIED, answer
+    from tests.conftest import write_loveda
 
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
-    mask = np.array([[0, 1, 1, 255]] * 4, np.uint8)
-    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
-    source = ImageMaskFolder(tmp_path, ClassTable(("x", "y"), ((0, 0, 0), (9, 9, 9))))
-    asked = PointSet(["x", "y"], {"a": np.array([[0, 0, 1], [1, 1, UNCLASSIFIED], [2, 3, UNCLASSIFIED]])},
-                     {"a": (4, 4)}, {}, extra={"a": {"suggestion_score": [None, 0.5, 0.4]}})
+    write_loveda(tmp_path, "Train", range(1))  # rows 0-1 of every mask are no-data
+    source = LoveDA(tmp_path, "Train", ("Rural",))
+    mask = source.read_mask(source.refs[0])
+    names = list(source.classes.names)
+    asked = PointSet(names, {"Rural/0": np.array([[10, 10, 3], [20, 30, UNCLASSIFIED], [0, 5, UNCLASSIFIED]])},
+                     {"Rural/0": (64, 64)}, {}, extra={"Rural/0": {"suggestion_score": [None, 0.5, 0.4]}})
     answered, dropped = answer(source, asked)
-    assert answered.images["a"].tolist() == [[0, 0, 1], [1, 1, 1]]  # a made click is kept as it was
-    assert answered.extra["a"]["suggestion_score"] == [None, 0.5]
-    assert dropped == ["a (row 2, col 3)"]
+    assert answered.images["Rural/0"].tolist() == [[10, 10, 3], [20, 30, int(mask[20, 30])]]  # made click kept
+    assert answered.extra["Rural/0"]["suggestion_score"] == [None, 0.5]
+    assert dropped == ["Rural/0 (row 0, col 5)"]
