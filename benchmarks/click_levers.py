@@ -86,10 +86,12 @@ def scores(path: Path) -> dict:
 
 def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work: Path, weights: Path,
              per_image: int | None = 20, strategy: str = "uniform", same_scene: bool = True,
-             active: int | None = None) -> dict | None:
+             active: int | None = None, peer: bool = False) -> dict | None:
     """Clicks -> train -> evaluate on Val (with and without flips) and on the clicked Train tiles.
 
-    ``active``: of the ``per_image`` clicks, this many are suggested by a model trained on the others."""
+    ``active``: of the ``per_image`` clicks, this many are suggested by a model trained on the others; ``peer``:
+    also train and score the random forest on the same clicks (they depend on the seed and budget only, so one
+    cell per seed and budget carries it)."""
     name = f"clicks_{phase}_{cell}_seed{seed}"
     out = RESULTS / f"{name}.json"
     if out.exists():
@@ -132,13 +134,13 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
     last = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     result |= {"total_seconds": round(time.perf_counter() - t0, 1), "last_log": last,
                "commands": [shlex.join(c) for c in commands]}
-    if per_image is not None and same_scene:  # the peer, on exactly these clicks
-        peer = work / "random_forest.json"
+    if peer and per_image is not None:  # the peer, on exactly these clicks
+        forest_json = work / "random_forest.json"
         cmd = [sys.executable, str(Path(__file__).parent / "rf_peer.py"), "--data-root", str(root), "--points",
-               str(work / "points.json"), "--split", "Val", "Train", "--seed", str(seed), "--out", str(peer)]
+               str(work / "points.json"), "--split", "Val", "Train", "--seed", str(seed), "--out", str(forest_json)]
         commands.append(cmd)
         run(cmd)
-        forest = json.loads(peer.read_text())
+        forest = json.loads(forest_json.read_text())
         result["random_forest"] = {"val": forest["Val"], "same_scene": forest["Train"],
                                    "seconds": forest["total_seconds"]}
     write_json(out, result)
@@ -167,7 +169,8 @@ def main() -> None:
                 if cell == "dense":  # the new default's upper bound: every pixel of the same tiles labeled
                     run_cell("levers", cell, LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights, None)
                 else:
-                    run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights)
+                    run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights,
+                             peer=cell == "baseline")
     elif args.phase == "annotators":
         for seed in args.seeds:
             run_cell("annotators", "class_balanced", LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights,
@@ -178,7 +181,7 @@ def main() -> None:
         for per_image in (5, 10, 20, 50):
             for cell in args.cells or ("baseline", DEFAULT):
                 run_cell("budget", f"{cell}_p{per_image}", LEVERS[cell], args.seeds[0], args.data_root, args.work,
-                         args.weights, per_image)
+                         args.weights, per_image, peer=cell == "baseline")
 
 
 if __name__ == "__main__":
