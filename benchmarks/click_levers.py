@@ -43,6 +43,9 @@ LEVERS = {
     "propagate": ["labels.propagate=superpixel"],
     "gated_crf": ["loss.pairwise_weight=0.1", "loss.pairwise_warmup=50"],
     "steps500": ["train.steps=500", "optim.warmup_steps=50"],
+    # second round of selection (on the split, after the first showed both levers losing; see BENCHMARKS.md)
+    "propagate_cap64": ["labels.propagate=superpixel", "labels.propagate_max_pixels=64"],
+    "gated_crf_w002": ["loss.pairwise_weight=0.02", "loss.pairwise_warmup=50"],
     "lite2": ["model.name=unet", "model.encoder=efficientnet-lite2"],
     "all": ["labels.propagate=superpixel", "loss.pairwise_weight=0.1", "loss.pairwise_warmup=50",
             "train.steps=500", "optim.warmup_steps=50"],
