@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import semi_supervised as semi
+from click_levers import DEFAULT
 from semi_supervised import ablation_name, cell_name
 
 RESULTS = Path(__file__).parent / "results"
@@ -361,11 +362,14 @@ def budget_plot(cells: dict[tuple[str, str], list[dict]], path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, title in ((axes[0], "val", "Val 16-23"), (axes[1], "same_scene", "same scene (clicked Train tiles)")):
-        for recipe, style in (("baseline", "o--"), ("all", "o-")):
+        recipes = [("baseline", "o--"), (DEFAULT, "o-")] if DEFAULT != "baseline" else [(DEFAULT, "o-")]
+        for recipe, style in recipes:
             points = sorted((r["points_per_image"], r[key]["miou"]) for (ph, c), runs in cells.items()
                             if ph == "budget" and c.startswith(recipe + "_p") for r in runs)
             if points:
-                ax.plot(*zip(*points, strict=True), style, label="new default" if recipe == "all" else recipe)
+                label = "baseline = new default" if DEFAULT == "baseline" else (
+                    "new default" if recipe == DEFAULT else recipe)
+                ax.plot(*zip(*points, strict=True), style, label=label)
         peer = sorted({(r["points_per_image"], r["random_forest"][key]["miou"]) for (ph, _), runs in cells.items()
                        if ph == "budget" for r in runs if "random_forest" in r})
         if peer:
