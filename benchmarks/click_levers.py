@@ -46,6 +46,8 @@ LEVERS = {
     # second round of selection (on the split, after the first showed both levers losing; see BENCHMARKS.md)
     "propagate_cap64": ["labels.propagate=superpixel", "labels.propagate_max_pixels=64"],
     "gated_crf_w002": ["loss.pairwise_weight=0.02", "loss.pairwise_warmup=50"],
+    "propagate_large": ["labels.propagate=superpixel", "labels.superpixel_size=40",
+                        "labels.propagate_max_pixels=2048", "labels.propagate_patch=160"],
     # the noise floor of a paired gain: the baseline with a learning rate 1% higher, a change no one expects to
     # matter, diverges from it as any lever does
     "lr_plus1pct": ["optim.lr=0.00101"],
