@@ -138,3 +138,10 @@ def test_suggest_on_a_raster_writes_a_layer_for_qgis(tmp_path, capsys):
     assert main(["suggest", "--run", str(run), "--raster", str(five), "--per-image", "1",
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "5 bands, but the model takes 3 bands" in capsys.readouterr().err
+
+
+def test_the_default_distance_spreads_the_clicks_like_half_a_grid():
+    from pointseg.suggest import auto_distance
+
+    assert auto_distance((1000, 1000), 100) == 50.0  # 100 clicks on a 10 x 10 grid are 100 pixels apart
+    assert auto_distance((10, 40), 0) == 10.0

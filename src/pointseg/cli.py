@@ -260,8 +260,9 @@ def parser() -> argparse.ArgumentParser:
     sg.add_argument("--per-image", type=int, required=True, help="clicks to suggest per image")
     sg.add_argument("--score", choices=SCORES, default="margin", help="uncertainty: margin between the two most "
                                                                       "probable classes, entropy, or max probability")
-    sg.add_argument("--min-distance", type=float, default=32.0,
-                    help="full-resolution pixels between any two clicks (made or suggested)")
+    sg.add_argument("--min-distance", type=float,
+                    help="full-resolution pixels between any two clicks, made or suggested (default: half the "
+                         "spacing of all the clicks on a square grid over the image)")
     sg.add_argument("--class-weight", type=float, default=1.0,
                     help="how strongly classes with few clicks are favoured (0: not at all)")
     sg.add_argument("--flips", action="store_true", help="average the probabilities over flipped images")

@@ -37,6 +37,12 @@ def certainty(probs: torch.Tensor, kind: str = "margin") -> torch.Tensor:
     return 1 - entropy / math.log(probs.shape[0])
 
 
+def auto_distance(size: tuple[int, int], clicks: int) -> float:
+    """Half the spacing of ``clicks`` points on a square grid over an image of ``size``: the default distance
+    between clicks, so suggestions spread over the image rather than crowd one uncertain patch."""
+    return 0.5 * math.sqrt(size[0] * size[1] / max(clicks, 1))
+
+
 def class_rarity(counts: np.ndarray, class_weight: float = 1.0) -> np.ndarray:
     """``((1 + min n) / (1 + n_c)) ** class_weight`` per class: 1 for the least-clicked class, less for others."""
     counts = np.asarray(counts, dtype=np.float64)

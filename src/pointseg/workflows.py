@@ -230,12 +230,12 @@ def import_point_layer(vector: str | Path, rasters: list[str | Path], class_fiel
 @dataclass(frozen=True)
 class SuggestRequest:
     """``per_image`` clicks to propose per image, scored by ``score`` (``suggest.SCORES``), ``min_distance``
-    full-resolution pixels apart and from the clicks so far, classes with few clicks favoured by ``class_weight``
-    (0: not at all), probabilities averaged over ``flips``."""
+    full-resolution pixels apart and from the clicks so far (``None``: ``suggest.auto_distance``), classes with few
+    clicks favoured by ``class_weight`` (0: not at all), probabilities averaged over ``flips``."""
 
     per_image: int
     score: str = "margin"
-    min_distance: float = 32.0
+    min_distance: float | None = None
     class_weight: float = 1.0
     flips: bool = False
 
@@ -249,7 +249,7 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
     rasters, a GeoPackage ``<out stem>.gpkg`` with a layer per raster that an analyst opens in QGIS to classify."""
     from pointseg.points import UNCLASSIFIED, check_against, load_points
     from pointseg.report import plot_suggestions
-    from pointseg.suggest import class_rarity, suggest_clicks
+    from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
 
     if request.per_image < 1:
         raise ValueError(f"--per-image must be at least 1, got {request.per_image}")
@@ -276,9 +276,12 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
             valid: np.ndarray | None, picture: np.ndarray, step: int) -> list:
         existing = made.images.get(image_id, np.zeros((0, 3), np.int64)) if made is not None else np.zeros((0, 3),
                                                                                                           np.int64)
+        distance = request.min_distance
+        if distance is None:
+            distance = auto_distance(size, len(existing) + request.per_image)
         try:
-            found = suggest_clicks(uncertainty, predicted, valid, existing, rarity, request.per_image,
-                                   request.min_distance, size, step)
+            found = suggest_clicks(uncertainty, predicted, valid, existing, rarity, request.per_image, distance,
+                                   size, step)
         except ValueError as e:
             raise ValueError(f"{image_id}: {e}") from e
         new = np.array([[s.row, s.col, UNCLASSIFIED] for s in found], dtype=np.int64).reshape(-1, 3)
