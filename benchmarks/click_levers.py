@@ -51,7 +51,7 @@ LEVERS = {
     # the noise floor of a paired gain: the baseline with a learning rate 1% higher, a change no one expects to
     # matter, diverges from it as any lever does
     "lr_plus1pct": ["optim.lr=0.00101"],
-    "lite2": ["model.name=unet", "model.encoder=efficientnet-lite2"],
+    "lite2": ["model.name=unet-efficientnet-lite2"],
 }
 SELECT = ("baseline", "propagate", "gated_crf", "steps500")
 # The select phase found no training lever that beats the baseline on the held-out Train tiles (BENCHMARKS.md
@@ -84,7 +84,7 @@ def selection_root(data_root: Path, work: Path) -> Path:
 
 
 def weights_for(sets: list[str], weights: Path) -> str:
-    return f"model.encoder_weights={weights / (LITE2 if 'model.encoder=efficientnet-lite2' in sets else MOBILENET)}"
+    return f"model.encoder_weights={weights / (LITE2 if 'model.name=unet-efficientnet-lite2' in sets else MOBILENET)}"
 
 
 def scores(path: Path) -> dict:

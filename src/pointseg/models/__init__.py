@@ -84,6 +84,7 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "unet-small": _unet_small,
     "unet-mobilenetv2": partial(_unet, encoder="mobilenet_v2"),
     "unet-efficientnet-lite0": partial(_unet, encoder="tu-tf_efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3),
+    "unet-efficientnet-lite2": partial(_unet, encoder="tu-tf_efficientnet_lite2", mean=(0.5,) * 3, std=(0.5,) * 3),
     "unet": _unet,
 }
 
