@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,7 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
     if out.exists():
         return None
     work = work / name
+    shutil.rmtree(work, ignore_errors=True)  # an unfinished cell (no result) starts again from nothing
     sets = [*BASELINE, weights_for(sets, weights), *sets, f"seed={seed}"]
     commands, train_args = [], []
     set_args = [a for s in sets for a in ("--set", s)]
