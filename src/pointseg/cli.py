@@ -154,7 +154,7 @@ def inspect_propagation(cfg: dict, source, points_path: str, out: Path) -> str:
     spread = build.build_propagation(cfg)
     masks = propagated_labels(cached, points, spread, build.build_scaling(cfg, source), build.cache_location(cfg)[0],
                               cfg["data"]["ignore_index"])
-    clicks = np.sum([np.bincount(p[:, 2], minlength=n) for p in points.images.values()], axis=0)
+    clicks = points.class_counts()
     report = propagation_report(propagation_quality(masks, cached, n, cfg["data"]["ignore_index"]), clicks,
                                 list(source.classes.names), len(masks), {**vars(spread),
                                                                          "weight": cfg["labels"]["propagate_weight"]})

@@ -58,6 +58,13 @@ class PointSet:
     def __len__(self) -> int:
         return sum(len(p) for p in self.images.values())
 
+    def class_counts(self) -> np.ndarray:
+        """Clicks per class over all images, ``(C,)``; unclassified clicks are not counted."""
+        counts = np.zeros(len(self.classes), dtype=np.int64)
+        for pts in self.images.values():
+            counts += np.bincount(pts[pts[:, 2] >= 0, 2], minlength=len(self.classes))[:len(self.classes)]
+        return counts
+
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:
     """A generator that depends only on the seed and the image id (not on the order of images)."""

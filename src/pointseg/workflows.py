@@ -261,10 +261,7 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
     if made is not None and made.classes != names:
         raise ValueError(f"{points}: classes {made.classes} differ from the run's classes {names} (names and order "
                          "must match: suggest for the run these clicks trained)")
-    counts = np.zeros(len(names), dtype=np.int64)
-    if made is not None:
-        for pts in made.images.values():
-            counts += np.bincount(pts[pts[:, 2] != UNCLASSIFIED, 2], minlength=len(names))[:len(names)]
+    counts = made.class_counts() if made is not None else np.zeros(len(names), dtype=np.int64)
     rarity = class_rarity(counts, request.class_weight)
     images: dict[str, np.ndarray] = {}
     sizes: dict[str, tuple[int, int]] = {}
@@ -274,8 +271,8 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
 
     def add(image_id: str, size: tuple[int, int], uncertainty: np.ndarray, predicted: np.ndarray,
             valid: np.ndarray | None, picture: np.ndarray, step: int) -> list:
-        existing = made.images.get(image_id, np.zeros((0, 3), np.int64)) if made is not None else np.zeros((0, 3),
-                                                                                                          np.int64)
+        none = np.zeros((0, 3), np.int64)
+        existing = made.images.get(image_id, none) if made is not None else none
         distance = request.min_distance
         if distance is None:
             distance = auto_distance(size, len(existing) + request.per_image)
