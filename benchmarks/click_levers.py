@@ -5,6 +5,8 @@ the script can be stopped and started again; runs go one at a time):
 
 - ``select``: the new default is chosen here, never on Val. A data root of links holds Train tiles 0-11 as its
   ``Train`` and tiles 12-15 as its ``Val``; each lever is trained on clicks of 0-11 and scored on 12-15.
+- ``folds``: the same choice made again on 4 folds of Train 0-15 (tile i held out in fold i % 4), scored on the
+  confusion matrices summed over the folds' held-out tiles.
 - ``levers``: train on Train 0-15, score on Val 16-23 and on the dense masks of the clicked tiles themselves
   ("same scene"); 3 seeds each: the issue-2 baseline, each lever alone, the new default (``DEFAULT``: the levers
   the select phase kept) and it on dense masks, and the random-forest peer on the same clicks.
@@ -59,6 +61,11 @@ SELECT = ("baseline", "propagate", "gated_crf", "steps500")
 # section 6), so the new default is the baseline itself, with flips at inference (every cell reports them).
 DEFAULT = "baseline"
 LEVER_CELLS = ("baseline", "propagate", "gated_crf", "steps500", "lite2")
+# The fold-wise selection (after the 12-15 split turned out to hold no building): Train tile i is held out in fold
+# i % FOLDS, so every fold's held-out tiles contain building and road; the score of a cell is the mIoU of the
+# confusion matrices summed over the folds (each Train tile predicted once, by the model that did not see it).
+TRAIN_TILES, FOLDS = 16, 4
+FOLD_CELLS = ("baseline", "propagate")
 
 
 def pointseg(*args: str) -> list[str]:
@@ -70,10 +77,16 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def selection_root(data_root: Path, work: Path) -> Path:
-    """Links: Train tiles 0-11 as ``Train``, Train tiles 12-15 as ``Val`` (the split the recipe is chosen on)."""
-    root = work / "select-root"
-    for split, ids in (("Train", range(0, 12)), ("Val", range(12, 16))):
+def selection_root(data_root: Path, work: Path, fold: int | None = None) -> Path:
+    """Links: Train tiles 0-11 as ``Train``, Train tiles 12-15 as ``Val`` (the split the recipe was first chosen on);
+    with ``fold`` k, the tiles i with i % FOLDS == k as ``Val`` and the rest as ``Train``."""
+    if fold is None:
+        root, splits = work / "select-root", (("Train", range(0, 12)), ("Val", range(12, 16)))
+    else:
+        held_out = [i for i in range(TRAIN_TILES) if i % FOLDS == fold]
+        root = work / f"fold{fold}-root"
+        splits = (("Train", [i for i in range(TRAIN_TILES) if i not in held_out]), ("Val", held_out))
+    for split, ids in splits:
         for kind in ("images_png", "masks_png"):
             folder = root / split / "Rural" / kind
             folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +175,7 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("select", "levers", "budget", "annotators"))
+    p.add_argument("phase", choices=("select", "folds", "levers", "budget", "annotators"))
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True, help="folder with the ImageNet encoder checkpoints")
     p.add_argument("--work", type=Path, default=Path("/tmp/pointseg-clicks"))
@@ -174,6 +187,13 @@ def main() -> None:
         for seed in args.seeds:
             for cell in args.cells or SELECT:
                 run_cell("select", cell, LEVERS[cell], seed, root, args.work, args.weights, same_scene=False)
+    elif args.phase == "folds":
+        for seed in args.seeds:
+            for fold in range(FOLDS):  # both cells of a fold together: an interrupted phase leaves paired folds
+                root = selection_root(args.data_root, args.work, fold)
+                for cell in args.cells or FOLD_CELLS:
+                    run_cell("folds", f"{cell}_f{fold}", LEVERS[cell], seed, root, args.work, args.weights,
+                             same_scene=False)
     elif args.phase == "levers":
         for seed in args.seeds:
             for cell in args.cells or [*LEVER_CELLS, "dense"]:

@@ -21,6 +21,7 @@ import numpy as np
 
 import semi_supervised as semi
 from click_levers import DEFAULT
+from pointseg.metrics import summarize
 from semi_supervised import ablation_name, cell_name
 
 RESULTS = Path(__file__).parent / "results"
@@ -338,7 +339,7 @@ def click_row(label: str, runs: list[dict], baseline: list[dict] | None) -> str:
 def clicks_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
     """One table per phase: Val mIoU (paired gain over the phase's baseline), with flips, same scene, the IoU of
     the classes few clicks find, the random-forest peer on the same clicks, training seconds."""
-    out = []
+    out = [folds_table(cells)] if any(phase == "folds" for phase, _ in cells) else []
     for phase in ("select", "levers", "budget", "annotators"):
         names = [cell for (ph, cell) in cells if ph == phase]
         if not names:
@@ -351,6 +352,40 @@ def clicks_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
         lines += [click_row(cell, cells[(phase, cell)], baseline) for cell in names]
         out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def folds_table(cells: dict[tuple[str, str], list[dict]]) -> str:
+    """The fold-wise selection: per cell and seed, the mIoU of the confusion matrices summed over the folds'
+    held-out tiles (every Train tile predicted once, by a model that did not see it), the per-fold mIoU, the IoU of
+    the classes few clicks find, and the paired gain over the baseline (pooled, and on how many folds)."""
+    runs = defaultdict(dict)  # (cell, seed) -> {fold: record}
+    for (phase, name), records in cells.items():
+        if phase == "folds":
+            cell, fold = name.rsplit("_f", 1)
+            for r in records:
+                runs[(cell, r["seed"])][int(fold)] = r
+    if not runs:
+        return ""
+    classes = list(next(iter(next(iter(runs.values())).values()))["val"]["per_class_iou"])
+    pooled = {key: summarize(sum(np.array(r["val"]["confusion_matrix"]) for r in folds.values()), classes)
+              for key, folds in runs.items()}
+    lines = ["**folds** (confusion matrices summed over the held-out folds)", "",
+             "| cell | seed | folds | pooled mIoU | per fold | " + " | ".join(CLICK_CLASSES)
+             + " | gain over baseline (folds ahead) | train s |",
+             "|---|---:|---:|---:|---|" + "---:|" * len(CLICK_CLASSES) + "---|---:|"]
+    for (cell, seed), folds in sorted(runs.items()):
+        m = pooled[(cell, seed)]
+        per_fold = ", ".join(f"{folds[f]['val']['miou']:.3f}" for f in sorted(folds))
+        base = runs.get(("baseline", seed), {})
+        gain = "-"
+        if cell != "baseline" and base.keys() >= folds.keys() and len(base) == len(folds):
+            ahead = sum(folds[f]["val"]["miou"] > base[f]["val"]["miou"] for f in folds)
+            gain = f"{m['miou'] - pooled[('baseline', seed)]['miou']:+.3f} ({ahead}/{len(folds)})"
+        seconds = statistics.mean(r["train_seconds"] for r in folds.values())
+        lines.append(f"| {cell} | {seed} | {len(folds)} | {m['miou']:.3f} | {per_fold} | "
+                     + " | ".join(f"{m['per_class_iou'][c] or 0.0:.3f}" for c in CLICK_CLASSES)
+                     + f" | {gain} | {seconds:.0f} |")
+    return "\n".join(lines)
 
 
 def budget_plot(cells: dict[tuple[str, str], list[dict]], path: Path) -> Path:
