@@ -173,6 +173,19 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
     return result
 
 
+def reuse_levers_run(cell: str, per_image: int, seed: int) -> bool:
+    """A budget cell at the levers phase's 20 uniform clicks/image is that phase's run of the same seed (the same
+    command, clicks and peer): its record is copied under the budget name, saying where it comes from."""
+    levers = RESULTS / f"clicks_levers_{cell}_seed{seed}.json"
+    out = RESULTS / f"clicks_budget_{cell}_p{per_image}_seed{seed}.json"
+    if per_image != 20 or not levers.exists():
+        return False
+    if not out.exists():
+        record = json.loads(levers.read_text())
+        write_json(out, record | {"phase": "budget", "cell": f"{cell}_p{per_image}", "same_run_as": levers.name})
+    return True
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", choices=("select", "folds", "levers", "budget", "annotators"))
@@ -211,6 +224,8 @@ def main() -> None:
     else:
         for per_image in (5, 10, 20, 50):
             for cell in args.cells or dict.fromkeys(("baseline", DEFAULT)):
+                if reuse_levers_run(cell, per_image, args.seeds[0]):
+                    continue
                 run_cell("budget", f"{cell}_p{per_image}", LEVERS[cell], args.seeds[0], args.data_root, args.work,
                          args.weights, per_image, peer=cell == "baseline")
 
