@@ -12,6 +12,10 @@ from pathlib import Path
 from pointseg.io import write_json
 
 RESULTS = Path(__file__).parent / "results"
+# The package's default recipe before issue 12 (BENCHMARKS.md sections 1-5 and the click baseline of section 6 were
+# measured with it). Those benchmarks pin it ahead of their own settings, so their commands measure the same runs
+# whatever the package default becomes.
+RECIPE_V1 = ("loss.name=focal", "labels.propagate=none", "train.steps=250", "optim.warmup_steps=25")
 
 
 def pointseg(*args: str) -> list[str]:
@@ -25,7 +29,8 @@ def run(cmd: list[str]) -> None:
 
 def run_cell(name: str, seed: int, data_root: str, work: str | Path, sets: list[str], train_args: list[str] = (),
              **fields) -> dict | None:
-    """Train with ``--set`` overrides ``sets`` (+ ``train_args``), evaluate on Val, write the result JSON.
+    """Train with ``--set`` overrides ``sets`` (over ``RECIPE_V1``; + ``train_args``), evaluate on Val, write the
+    result JSON.
 
     Skips cells whose result exists. The result holds mIoU, per-class IoU, ECE, the confusion matrix (rows: true
     class), wall times, peak memory, the last training log line and the exact commands; ``fields`` are stored
@@ -36,7 +41,7 @@ def run_cell(name: str, seed: int, data_root: str, work: str | Path, sets: list[
         return None
     work = Path(work) / f"{name}_seed{seed}"
     train = pointseg("train", "--data-root", data_root, "--out", str(work / "run"), *train_args,
-                     *[a for s in [*sets, f"seed={seed}"] for a in ("--set", s)])
+                     *[a for s in [*RECIPE_V1, *sets, f"seed={seed}"] for a in ("--set", s)])
     evaluate = pointseg("evaluate", "--run", str(work / "run"), "--data-root", data_root, "--split", "Val",
                         "--out", str(work / "val.json"))
     t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from common import RECIPE_V1
 from pointseg.build import TrainInputs, build_source
 from pointseg.config import load_config
 from pointseg.io import write_json
@@ -43,7 +44,7 @@ def cells(seeds: tuple[int, ...]) -> list[tuple[str, str, int | None, str, int]]
 
 def run_cell(name: str, model: str, per_image: int | None, loss: str, seed: int, args: argparse.Namespace) -> dict:
     # The protocol as first measured (commit 4e5a526): bilinear image filter, nearest-neighbour dense labels.
-    overrides = [f"model.name={model}", f"loss.name={loss}", f"seed={seed}", "data.domains=[Rural]",
+    overrides = [*RECIPE_V1, f"model.name={model}", f"loss.name={loss}", f"seed={seed}", "data.domains=[Rural]",
                  "labels.mode=bilinear", "labels.downsample=nearest", "method.name=supervised"]
     weights = args.weights if model != "unet-small" else None
     overrides.append(f"model.encoder_weights={weights}" if weights else "model.encoder_weights=null")

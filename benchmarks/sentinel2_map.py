@@ -26,6 +26,7 @@ import pyproj
 import rasterio
 import shapely
 
+from common import RECIPE_V1
 from pointseg.io import write_json
 
 S2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "geo" / "sentinel2-strzegom"
@@ -82,7 +83,8 @@ def main() -> None:
         cli = [sys.executable, "-m", "pointseg.cli"]
         raster = S2 / "images" / f"{args.train_date}.tif"
         map_s = run([*cli, "map", "--raster", str(raster), "--points", str(work / "clicks.gpkg"), "--class-field",
-                     "landcover", "--out", str(work / "map"), "--set", f"model.encoder_weights={args.weights}",
+                     "landcover", "--out", str(work / "map"), *[a for s in RECIPE_V1 for a in ("--set", s)],
+                     "--set", f"model.encoder_weights={args.weights}",
                      "--set", f"seed={seed}"])
         names = [line.split(",")[1] for line in (work / "map" / "points.classes.csv").read_text().splitlines()[1:]]
         table = work / "mask_classes.csv"  # every class of the masks: those the run never saw count as errors
