@@ -128,9 +128,9 @@ def test_resumed_inputs_and_config_must_match_the_run(tmp_path, tiny_loveda, tin
     assert "was started with --points" in capsys.readouterr().err
     assert main([*resume, "--data-root", str(tmp_path)]) == 2
     assert "was started with --data-root" in capsys.readouterr().err
-    assert main([*resume, "--set", "model.name=unet-mobilenetv2", "--set", "loss.name=ce"]) == 2
+    assert main([*resume, "--set", "model.name=unet-mobilenetv2", "--set", "loss.name=focal"]) == 2
     err = capsys.readouterr().err
-    assert "model.name='unet-mobilenetv2' (the run has 'unet-small')" in err and "loss.name='ce'" in err
+    assert "model.name='unet-mobilenetv2' (the run has 'unet-small')" in err and "loss.name='focal'" in err
     assert main([*resume, "--labeled", str(points)]) == 2
     assert "was started with --labeled (none)" in capsys.readouterr().err
 

@@ -12,6 +12,8 @@ from pointseg.metrics import format_table
 from pointseg.points import save_points
 from pointseg.workflows import model_device, run_evaluation, run_training
 
+DEMO_SCHEDULE = ("train.steps=250", "optim.warmup_steps=25")  # half the default schedule: a demo in minutes
+
 
 def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
              download: bool = False, per_image: int = 20, predict_images: int = 4) -> Path:
@@ -21,6 +23,7 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
         from pointseg.data.download import download_loveda
 
         download_loveda(data_root)
+    overrides = [*DEMO_SCHEDULE, *overrides]  # the user's --set come last and win
     cfg = load_config(None, overrides)
     print(f"[1/4] simulating {per_image} points per image")
     points_path = save_points(out / "points.json", build.build_simulated_points(cfg, data_root, per_image))
