@@ -341,7 +341,8 @@ def clicks_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
     the classes few clicks find, the random-forest peer on the same clicks, training seconds."""
     out = [folds_table(cells)] if any(phase == "folds" for phase, _ in cells) else []
     for phase in ("select", "levers", "budget", "annotators"):
-        names = [cell for (ph, cell) in cells if ph == phase]
+        names = sorted((cell for (ph, cell) in cells if ph == phase),  # budget cells by clicks, not by text
+                       key=lambda c: (c.rsplit("_p", 1)[0], int(c.rsplit("_p", 1)[1])) if phase == "budget" else (c, 0))
         if not names:
             continue
         baseline = cells.get((phase, "baseline"))
@@ -409,7 +410,11 @@ def budget_plot(cells: dict[tuple[str, str], list[dict]], path: Path) -> Path:
                        if ph == "budget" for r in runs if "random_forest" in r})
         if peer:
             ax.plot(*zip(*peer, strict=True), "s:", label="random forest (peer)")
+        dense = [r[key]["miou"] for r in cells.get(("levers", "dense_default"), []) if r["seed"] == 0]
+        if dense:  # the new default's upper bound: the same tiles' dense masks, the budget phase's seed
+            ax.axhline(dense[0], color="grey", linestyle="-.", label="new default, dense masks")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks([5, 10, 20, 50], ["5", "10", "20", "50"])
         ax.set_xlabel("clicks per image")
         ax.set_title(title, fontsize=10)
