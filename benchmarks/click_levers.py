@@ -69,6 +69,9 @@ LEVER_CELLS = ("baseline", "propagate", "gated_crf", "steps500", "lite2", "defau
 # The fold-wise selection (after the 12-15 split turned out to hold no building): Train tile i is held out in fold
 # i % FOLDS, so every fold's held-out tiles contain building and road; the score of a cell is the mIoU of the
 # confusion matrices summed over the folds (each Train tile predicted once, by the model that did not see it).
+# Upper bounds: every pixel of the same tiles labeled, with a recipe (the new default has no clicks to spread
+# there, so it is the 500-step schedule on the masks).
+DENSE_CELLS = {"dense": "baseline", "dense_default": DEFAULT}
 TRAIN_TILES, FOLDS = 16, 4
 FOLD_CELLS = ("baseline", "propagate", "steps500")
 
@@ -214,12 +217,10 @@ def main() -> None:
                              same_scene=False)
     elif args.phase == "levers":
         for seed in args.seeds:
-            for cell in args.cells or [*LEVER_CELLS, "dense", "dense_default"]:
-                if cell.startswith("dense"):  # upper bounds: every pixel of the same tiles labeled, with the
-                    # baseline recipe ("dense") and the new default ("dense_default"; propagation has no clicks to
-                    # spread there, so it is the 500-step schedule on the masks)
-                    recipe = DEFAULT if cell == "dense_default" else "baseline"
-                    run_cell("levers", cell, LEVERS[recipe], seed, args.data_root, args.work, args.weights, None)
+            for cell in args.cells or [*LEVER_CELLS, *DENSE_CELLS]:
+                if cell in DENSE_CELLS:
+                    run_cell("levers", cell, LEVERS[DENSE_CELLS[cell]], seed, args.data_root, args.work,
+                             args.weights, None)
                 else:
                     run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights,
                              peer=cell == "baseline")

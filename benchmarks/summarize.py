@@ -379,7 +379,7 @@ def folds_table(cells: dict[tuple[str, str], list[dict]]) -> str:
         per_fold = ", ".join(f"{folds[f]['val']['miou']:.3f}" for f in sorted(folds))
         base = runs.get(("baseline", seed), {})
         gain = "-"
-        if cell != "baseline" and base.keys() >= folds.keys() and len(base) == len(folds):
+        if cell != "baseline" and base.keys() == folds.keys():
             ahead = sum(folds[f]["val"]["miou"] > base[f]["val"]["miou"] for f in folds)
             gain = f"{m['miou'] - pooled[('baseline', seed)]['miou']:+.3f} ({ahead}/{len(folds)})"
         seconds = statistics.mean(r["train_seconds"] for r in folds.values())
