@@ -127,7 +127,7 @@ def build_eval_dataset(cfg: dict, source: Source, scaling: BandScaling | None = 
                        cfg["data"]["ignore_index"])
 
 
-def build_model_from_config(cfg: dict, num_classes: int, pretrained: bool = True,
+def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretrained: bool = True,
                             in_channels: int = 3) -> SegmentationModel:
     m = cfg["model"]
     return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None,

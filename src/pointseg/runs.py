@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from pointseg.config import default_config, dump_config, flatten, merge, validat
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.io import atomic_path, check_writable, write_json, write_text
-from pointseg.models import SegmentationModel
+from pointseg.models import DEFAULT_HEAD, SegmentationModel
 from pointseg.train import pick_device
 
 CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
@@ -215,18 +215,30 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 @dataclass
 class TrainedModel:
-    """A finished run's model (in eval mode), config, class table and input band scaling."""
+    """A finished run's model (in eval mode), config, input band scaling and the class table of each head;
+    ``head`` is the head in use (its table is ``classes``)."""
 
     model: SegmentationModel
     cfg: dict
-    classes: ClassTable
+    heads: dict[str, ClassTable]
     scaling: BandScaling
+    head: str
+
+    @property
+    def classes(self) -> ClassTable:
+        return self.heads[self.head]
 
 
-def save_model(path: Path, model: SegmentationModel, cfg: dict, classes: ClassTable, scaling: BandScaling) -> None:
-    """The trained model for ``evaluate``/``predict``: weights, resolved config, class table and band scaling."""
+def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTable | Mapping[str, ClassTable],
+               scaling: BandScaling) -> None:
+    """The trained model for ``evaluate``/``predict``: weights, resolved config, the class table of each head
+    (one table: the model's only head) and band scaling. ``classes`` holds the first head's table."""
+    tables = dict(heads) if isinstance(heads, Mapping) else {model.head_names[0]: heads}
+    if list(tables) != model.head_names:
+        raise ValueError(f"class tables for heads {list(tables)}, but the model has heads {model.head_names}")
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "config": cfg, "classes": classes.to_dict(),
+        torch.save({"model": model.state_dict(), "config": cfg, "classes": next(iter(tables.values())).to_dict(),
+                    "heads": {name: table.to_dict() for name, table in tables.items()},
                     "scaling": scaling.to_dict()}, tmp)
 
 
@@ -236,11 +248,12 @@ def model_file(run: str | Path) -> Path:
     return run if run.is_file() else run / MODEL
 
 
-def load_run(run: str | Path, device: torch.device | str = "auto") -> TrainedModel:
+def load_run(run: str | Path, device: torch.device | str = "auto", head: str | None = None) -> TrainedModel:
     """The model of a finished run (its directory or its ``model.pt``), with its config, classes and scaling.
 
-    Only the model file is read: it holds the config, class table and band scaling (models saved before band
-    scaling existed took RGB images in 0..255). ``device="auto"``: CUDA when present.
+    Only the model file is read: it holds the config, class tables and band scaling (models saved before band
+    scaling existed took RGB images in 0..255; before named heads, one table). ``head``: the head (dataset) to
+    use, required when the model has several. ``device="auto"``: CUDA when present.
     """
     path = model_file(run)
     if not path.exists():
@@ -253,9 +266,15 @@ def load_run(run: str | Path, device: torch.device | str = "auto") -> TrainedMod
     if not isinstance(state, dict) or not {"model", "config", "classes"} <= state.keys():
         raise ValueError(f"{path}: not a pointseg model file (expected weights, config and class table)")
     cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
-    classes = ClassTable.from_dict(state["classes"])
+    tables = state.get("heads") or {DEFAULT_HEAD: state["classes"]}
+    heads = {name: ClassTable.from_dict(table) for name, table in tables.items()}
+    if head is None and len(heads) > 1:
+        raise ValueError(f"{path}: the model has heads {list(heads)}: name the dataset to use (--dataset NAME)")
+    if head is not None and head not in heads:
+        raise ValueError(f"{path}: no head {head!r}; the model has {list(heads)}")
     scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
-    model = build_model_from_config(cfg, classes.num_classes, pretrained=False, in_channels=scaling.bands)
+    model = build_model_from_config(cfg, {name: t.num_classes for name, t in heads.items()}, pretrained=False,
+                                    in_channels=scaling.bands)
     model.load_state_dict(state["model"])
     device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), cfg, classes, scaling)
+    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head or next(iter(heads)))

@@ -34,7 +34,7 @@ def test_mobilenet_v2_imagenet_file_loads_into_the_unet_encoder():
     model = build_model("unet-mobilenetv2", 7, encoder_weights=str(path))
     reference = torchvision.models.mobilenet_v2()
     reference.load_state_dict(torch.load(path, weights_only=True))
-    ours = model.net.encoder.state_dict()
+    ours = model.encoder.state_dict()
     for key, value in reference.features.state_dict().items():
         if key.endswith("num_batches_tracked"):
             continue
@@ -47,7 +47,7 @@ def test_efficientnet_lite_files_load_by_tensor_order(name, file):
     path = shared_path("weights", file)
     model = build_model(name, 7, encoder_weights=str(path))
     given = [v for k, v in torch.load(path, weights_only=True).items() if not k.endswith("num_batches_tracked")]
-    ours = [v for k, v in model.net.encoder.state_dict().items() if not k.endswith("num_batches_tracked")]
+    ours = [v for k, v in model.encoder.state_dict().items() if not k.endswith("num_batches_tracked")]
     assert all(torch.equal(ours[i], given[i]) for i in (0, 1, len(ours) // 2, len(ours) - 1))
 
 
@@ -105,7 +105,63 @@ def test_imagenet_files_load_into_ten_band_encoders(name, file):
     path = shared_path("weights", file)
     model = build_model(name, 7, encoder_weights=str(path), in_channels=10)
     rgb = build_model(name, 7, encoder_weights=str(path))
-    first, first_rgb = (next(iter(m.net.encoder.state_dict().values())) for m in (model, rgb))
+    first, first_rgb = (next(iter(m.encoder.state_dict().values())) for m in (model, rgb))
     assert first.shape[1] == 10 and torch.allclose(first[:, 3:6], first_rgb * 3 / 10)
-    later = [k for k in rgb.net.encoder.state_dict() if "weight" in k][5]
-    assert torch.equal(model.net.encoder.state_dict()[later], rgb.net.encoder.state_dict()[later])
+    later = [k for k in rgb.encoder.state_dict() if "weight" in k][5]
+    assert torch.equal(model.encoder.state_dict()[later], rgb.encoder.state_dict()[later])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_named_heads_share_encoder_and_decoder_and_only_the_used_head_gets_a_gradient(name):
+    torch.manual_seed(0)
+    model = build_model(name, {"loveda": 7, "dubai": 6})
+    x = torch.rand(1, 3, 64, 64)
+    assert model.head_names == ["loveda", "dubai"] and model.num_classes("dubai") == 6
+    assert model(x, "loveda").shape == (1, 7, 64, 64)
+    model(x, "dubai").square().mean().backward()
+    assert all(p.grad is None for p in model.heads["loveda"].parameters())
+    assert all(p.grad is not None for p in model.heads["dubai"].parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    with pytest.raises(ValueError, match="name one"):
+        model(x)
+    with pytest.raises(KeyError, match="valid: \\['loveda', 'dubai'\\]"):
+        model(x, "isprs")
+
+
+def test_a_head_added_later_is_built_like_the_first():
+    model = build_model("unet-mobilenetv2", 7)
+    head = model.add_head("dubai", 6)
+    assert type(head) is type(model.heads["seg"]) and model.num_classes("dubai") == 6
+    assert model.eval()(torch.rand(1, 3, 32, 32), "dubai").shape == (1, 6, 32, 32)
+    with pytest.raises(ValueError, match="already has a head"):
+        model.add_head("dubai", 6)
+
+
+@pytest.mark.parametrize("name", ["unet-small", "unet-mobilenetv2"])
+def test_a_model_saved_before_named_heads_loads_into_the_same_weights(name):
+    """Model files and checkpoints written before the encoder/decoder/heads contract named parameters ``net.*``:
+    ``net.encoder``/``net.decoder``/``net.segmentation_head`` (smp) or ``net.down``/``net.up``/``net.fuse``/
+    ``net.head`` (unet-small)."""
+    old_names = {"encoder.": "net.encoder.", "decoder.": "net.decoder.", "heads.seg.": "net.segmentation_head."}
+    if name == "unet-small":
+        old_names = {"encoder.down.": "net.down.", "decoder.up.": "net.up.", "decoder.fuse.": "net.fuse.",
+                     "heads.seg.": "net.head."}
+    torch.manual_seed(0)
+    saved = build_model(name, 7).state_dict()
+    old = {}
+    for key, value in saved.items():
+        prefix = next(p for p in old_names if key.startswith(p))
+        old[old_names[prefix] + key[len(prefix):]] = value
+    torch.manual_seed(1)
+    model = build_model(name, 7)
+    model.load_state_dict(old)  # strict: every parameter found under its new name
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_auxiliary_losses_of_modules_are_summed_for_the_trainer():
+    model = build_model("unet-small", 3)
+    assert model.pop_auxiliary_loss() is None
+    model.encoder.down[0].aux_loss = torch.tensor(0.25)
+    model.decoder.fuse[0].aux_loss = torch.tensor(0.5)
+    assert model.pop_auxiliary_loss().item() == 0.75
+    assert model.pop_auxiliary_loss() is None  # popped: the next step starts from none

@@ -40,12 +40,12 @@ class FixMatch(Method):
             self.teacher = copy.deepcopy(model).requires_grad_(False)
 
     @torch.no_grad()
-    def pseudo_probs(self, model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
+    def pseudo_probs(self, model: SegmentationModel, images: torch.Tensor, head: str | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` class probabilities of the weak view from the teacher (or the model), in eval mode."""
         teacher = self.teacher if self.teacher is not None else model
         was_training = teacher.training
         teacher.eval()
-        probs = teacher(images).float().softmax(1)
+        probs = teacher(images, head).float().softmax(1)
         teacher.train(was_training)
         return probs
 
@@ -55,11 +55,11 @@ class FixMatch(Method):
         ce = F.cross_entropy(logits.float(), pseudo, reduction="none")  # (B, H, W)
         return (ce * (confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1)
 
-    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict, head: str | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        loss_sup, logs = self.labeled_loss(model(labeled["image"]), labeled)
+        loss_sup, logs = self.labeled_loss(model(labeled["image"], head), labeled)
         weak, valid = unlabeled["image"], unlabeled["valid"]  # (B, 3, H, W), (B, H, W)
-        probs = self.pseudo_probs(model, weak)
+        probs = self.pseudo_probs(model, weak, head)
         confidence, pseudo = probs.max(1)  # (B, H, W)
         views = []
         for _ in range(2 if self.dual_strong else 1):
@@ -69,14 +69,14 @@ class FixMatch(Method):
             strong = self.strong(weak)
             strong = torch.where(box[:, None], strong[other], strong)
             mixed = [torch.where(box, t[other], t) for t in (pseudo, confidence, valid)]
-            views.append(self.consistency(model(strong), *mixed))
+            views.append(self.consistency(model(strong, head), *mixed))
         loss_unsup = torch.stack(views).mean()
         loss = loss_sup + self.unlabeled_weight * loss_unsup
         logs |= {"loss_unsup": loss_unsup.item(),
                  "mask_ratio": float(((confidence >= self.threshold) * valid).sum() / valid.sum().clamp_min(1))}
         if self.feature_dropout > 0:
-            features = [F.dropout2d(f, self.feature_dropout, training=True) for f in model.encode(weak)]
-            loss_fp = self.consistency(model.decode(features), pseudo, confidence, valid)
+            features = [F.dropout2d(f, self.feature_dropout, training=True) for f in model.encode(weak, head)]
+            loss_fp = self.consistency(model.decode(features, head), pseudo, confidence, valid)
             loss = loss + self.fp_weight * loss_fp
             logs["loss_fp"] = loss_fp.item()
         if "mask" in unlabeled:

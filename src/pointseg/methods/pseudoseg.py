@@ -128,16 +128,16 @@ class PseudoSeg(Method):
         valid_grid = F.interpolate(valid[:, None].float(), grid, mode="nearest")[:, 0] > 0
         return self.sgc(hypercolumn, cam, valid_grid)
 
-    def pseudo_labels(self, model: SegmentationModel, weak: torch.Tensor, valid: torch.Tensor, tags: torch.Tensor | None
-                      ) -> dict[str, torch.Tensor]:
+    def pseudo_labels(self, model: SegmentationModel, weak: torch.Tensor, valid: torch.Tensor,
+                      tags: torch.Tensor | None, head: str | None = None) -> dict[str, torch.Tensor]:
         """Probabilities per source on the weak view (eval mode, no gradient): decoder, SGC and their calibrated
         fusion, before sharpening."""
         was_training = model.training, self.training
         model.eval()
         self.eval()
         with torch.no_grad():
-            features = model.encode(weak)
-            decoder = model.decode(features).float()  # (B, C, H, W)
+            features = model.encode(weak, head)
+            decoder = model.decode(features, head).float()  # (B, C, H, W)
             if tags is None:  # predicted image-level labels
                 tags = (self.classifier(features[-1].float()).sigmoid() >= 0.5).float()
             sgc = F.interpolate(self.sgc_logits(features, tags, valid), weak.shape[-2:], mode="bilinear",
@@ -151,11 +151,11 @@ class PseudoSeg(Method):
         """The chosen source sharpened with temperature T: the soft pseudo label of the strong view."""
         return sharpen(sources[self.source], self.temperature)
 
-    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict, head: str | None = None
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         image, soft, weight = labeled["image"], labeled["soft_mask"], labeled["weight"]
-        features = model.encode(image)
-        loss_sup, logs = self.labeled_loss(model.decode(features), labeled)
+        features = model.encode(image, head)
+        loss_sup, logs = self.labeled_loss(model.decode(features, head), labeled)
         present = ((soft * weight[:, None]).sum((2, 3)) > 0).float()[:, self.foreground]  # (B, Cf) image-level labels
         loss_cls = F.binary_cross_entropy_with_logits(self.classifier(features[-1].float()).float(), present)
         sgc = F.interpolate(self.sgc_logits(features, present, torch.ones_like(weight)), image.shape[-2:],
@@ -164,12 +164,12 @@ class PseudoSeg(Method):
 
         weak, valid = unlabeled["image"], unlabeled["valid"]
         tags = unlabeled["tags"][:, self.foreground] if "tags" in unlabeled else None  # given image-level labels
-        sources = self.pseudo_labels(model, weak, valid, tags)
+        sources = self.pseudo_labels(model, weak, valid, tags, head)
         target = self.pseudo_target(sources)  # (B, C, H, W)
         b, h, w = valid.shape
         cutout = random_boxes(b, h, w, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
         strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
-        loss_unsup = soft_cross_entropy(model(strong), target, valid * ~cutout)
+        loss_unsup = soft_cross_entropy(model(strong, head), target, valid * ~cutout)
         loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \
             self.sgc_weight * loss_sgc
         logs |= {"loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(), "loss_sgc": loss_sgc.item()}

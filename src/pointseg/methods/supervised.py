@@ -9,11 +9,12 @@ from pointseg.models import SegmentationModel
 
 
 class Method(nn.Module):
-    """A training objective. ``forward(model, labeled, unlabeled) -> (loss, logs)``.
+    """A training objective. ``forward(model, labeled, unlabeled, head) -> (loss, logs)``.
 
     ``labeled`` holds ``image``, ``soft_mask`` and ``weight``; ``unlabeled`` (only for methods with
     ``uses_unlabeled``) holds ``image``, ``valid`` and, for monitoring, maybe ``mask``. A method may own
-    parameters (extra heads), trained with the model; ``after_step`` runs after each optimiser step.
+    parameters (extra heads), trained with the model; ``after_step`` runs after each optimiser step. ``head`` names
+    the model head (the dataset) the batches belong to; ``None`` for a model with one head.
     """
 
     uses_unlabeled = False
@@ -54,6 +55,6 @@ class Supervised(Method):
         super().__init__()
         self.loss = loss
 
-    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.labeled_loss(model(labeled["image"]), labeled)
+    def forward(self, model: SegmentationModel, labeled: dict, unlabeled: dict | None = None,
+                head: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.labeled_loss(model(labeled["image"], head), labeled)

@@ -1,61 +1,28 @@
-"""Segmentation models: one dict of names -> builders; every model maps [0, 1] RGB to class logits."""
+"""Segmentation models: one dict of names -> builders of ``SegmentationModel`` (encoder, decoder, named heads)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
 
-import torch
 from torch import nn
 
-from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet
-from pointseg.models.unet_small import UNetSmall
+from pointseg.models.segmentation import DEFAULT_HEAD, IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
+from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet, unet_head
+from pointseg.models.unet_small import UNetSmallDecoder, UNetSmallEncoder
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+Heads = Mapping[str, int]  # head name -> number of classes
 
 
-class SegmentationModel(nn.Module):
-    """Normalises ``(N, B, H, W)`` images in [0, 1] (B bands) and returns ``(N, C, H, W)`` logits from ``net``.
-
-    ``size_divisor``: height and width the network needs to divide (inference pads to it).
-    """
-
-    net: Any  # UNetSmall or SmpUnet: encode(x) -> features, decode(features) -> logits, feature_channels
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, net: nn.Module, size_divisor: int, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD) -> None:
-        super().__init__()
-        self.net = net
-        self.size_divisor = size_divisor
-        self.in_channels = len(mean)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    @property
-    def feature_channels(self) -> tuple[int, ...]:
-        """Channels of each feature map ``encode`` returns."""
-        return tuple(self.net.feature_channels)
-
-    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features of ``(B, 3, H, W)`` images in [0, 1], finest first."""
-        return self.net.encode((image - self.mean) / self.std)
-
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """``(B, C, H, W)`` logits from (possibly perturbed) encoder features."""
-        return self.net.decode(features)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(image))
+def as_heads(num_classes: int | Heads) -> dict[str, int]:
+    """``num_classes`` as heads: an int is the one head ``DEFAULT_HEAD``."""
+    return {DEFAULT_HEAD: num_classes} if isinstance(num_classes, int) else dict(num_classes)
 
 
-def _unet_small(num_classes: int, encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
+def _unet_small(heads: Heads, encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
     """The small U-Net, trained from scratch. A hub name in ``encoder_weights`` (the default ``imagenet``) is
     ignored, since no hub has weights for it; a weights file is an error, since it cannot be loaded into it."""
     if encoder_weights not in (None, "none", "") and is_weights_file(encoder_weights):
@@ -63,8 +30,10 @@ def _unet_small(num_classes: int, encoder_weights: str | None = None, in_channel
                          "use --set model.encoder_weights=null, or a model with one (e.g. unet-mobilenetv2)")
     if encoder_weights not in (None, "none", ""):
         log.info("unet-small trains from scratch: model.encoder_weights=%s ignored", encoder_weights)
-    net = UNetSmall(num_classes, in_channels)
-    return SegmentationModel(net, net.size_divisor, mean=(0.5,) * in_channels, std=(0.25,) * in_channels)
+    encoder = UNetSmallEncoder(in_channels)
+    decoder = UNetSmallDecoder(encoder.out_channels)
+    return SegmentationModel(encoder, decoder, heads, partial(nn.Conv2d, decoder.out_channels, kernel_size=1),
+                             encoder.size_divisor, mean=(0.5,) * in_channels, std=(0.25,) * in_channels)
 
 
 def cycle(values: tuple[float, ...], n: int) -> tuple[float, ...]:
@@ -73,11 +42,16 @@ def cycle(values: tuple[float, ...], n: int) -> tuple[float, ...]:
     return tuple(values[i % len(values)] for i in range(n))
 
 
-def _unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
+def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
           mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
           in_channels: int = 3) -> SegmentationModel:
-    return SegmentationModel(smp_unet(num_classes, encoder, encoder_weights, in_channels), 32,
-                             cycle(mean, in_channels), cycle(std, in_channels))
+    """smp's U-Net; its own head becomes the first head, the others are built (and initialised) alike."""
+    (first, num_classes), *rest = heads.items()
+    unet = smp_unet(num_classes, encoder, encoder_weights, in_channels)
+    unet.decoder.out_channels = unet.segmentation_head[0].in_channels  # the decoder contract
+    make_head = partial(unet_head, unet.decoder.out_channels)
+    return SegmentationModel(unet.encoder, unet.decoder, {first: unet.segmentation_head, **dict(rest)}, make_head,
+                             32, cycle(mean, in_channels), cycle(std, in_channels))
 
 
 MODELS: dict[str, Callable[..., SegmentationModel]] = {
@@ -89,10 +63,11 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
 }
 
 
-def build_model(name: str, num_classes: int, encoder: str | None = None,
+def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
                 encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
-    """Build ``MODELS[name]`` for images of ``in_channels`` bands; ``encoder`` picks any smp/timm encoder for the
-    generic ``unet``."""
+    """Build ``MODELS[name]`` for images of ``in_channels`` bands with one head of ``num_classes`` classes, or one
+    head per entry of ``num_classes`` (name -> classes); ``encoder`` picks any smp/timm encoder for the generic
+    ``unet``."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
     kwargs: dict = {"encoder_weights": encoder_weights, "in_channels": in_channels}
@@ -100,7 +75,7 @@ def build_model(name: str, num_classes: int, encoder: str | None = None,
         if name != "unet":
             raise ValueError(f"model.encoder is for model 'unet' only; {name!r} has a fixed encoder")
         kwargs["encoder"] = encoder
-    return MODELS[name](num_classes, **kwargs)
+    return MODELS[name](as_heads(num_classes), **kwargs)
 
 
-__all__ = ["MODELS", "SegmentationModel", "UNetSmall", "build_model", "load_encoder_weights"]
+__all__ = ["DEFAULT_HEAD", "MODELS", "SegmentationModel", "as_heads", "build_model", "load_encoder_weights"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -72,34 +74,21 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     encoder.load_state_dict(mapped, strict=False)
 
 
-class SmpUnet(smp.Unet):
-    """smp's U-Net with the encoder/decoder split that semi-supervised methods use."""
-
-    @property
-    def feature_channels(self) -> tuple[int, ...]:
-        return tuple(self.encoder.out_channels)
-
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features, finest first (the first is the input itself)."""
-        return self.encoder(x)
-
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.segmentation_head(self.decoder(features))
-
-
 def is_weights_file(encoder_weights: str) -> bool:
     """Whether ``encoder_weights`` names a file (by suffix or because it exists) rather than a hub name."""
     return Path(encoder_weights).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(encoder_weights).exists()
 
 
 def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
-             in_channels: int = 3) -> SmpUnet:
+             in_channels: int = 3) -> smp.Unet:
     """An smp U-Net for ``in_channels`` bands. ``encoder_weights``: ``None`` (random), a file path, or an smp hub
-    name like ``imagenet`` (smp adapts the input layer of hub weights itself, by the same rule)."""
+    name like ``imagenet`` (smp adapts the input layer of hub weights itself, by the same rule). The model's
+    ``encoder``, ``decoder`` and ``segmentation_head`` become a ``SegmentationModel``'s parts."""
     is_file = encoder_weights is not None and is_weights_file(encoder_weights)
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
     try:
-        model = SmpUnet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes, in_channels=in_channels)
+        model = smp.Unet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes,
+                         in_channels=in_channels)
     except KeyError as e:
         raise KeyError(f"unknown encoder {encoder!r}: use an smp encoder name or 'tu-<timm model name>'") from e
     except Exception as e:
@@ -114,3 +103,10 @@ def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: s
             raise FileNotFoundError(f"{encoder_weights}: encoder weights file not found")
         load_encoder_weights(model.encoder, encoder_weights)
     return model
+
+
+def unet_head(decoder_channels: int, num_classes: int) -> nn.Module:
+    """smp's U-Net head: a 3x3 convolution to class logits, initialised as smp initialises its own."""
+    head = SegmentationHead(decoder_channels, num_classes, kernel_size=3)
+    initialize_head(head)
+    return head

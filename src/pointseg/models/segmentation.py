@@ -1,0 +1,124 @@
+"""The segmentation model contract: an encoder, a decoder and one or more named heads.
+
+- **encoder** ``forward(x) -> list[Tensor]`` (finest first) with ``out_channels`` (one per feature map); an encoder
+  whose layers depend on the dataset (Mixture-of-Experts routing) also takes ``dataset=`` and sets ``routed``;
+- **decoder** ``forward(features) -> (B, D, H, W)`` with ``out_channels`` (D);
+- **heads** one module per dataset name, ``(B, D, H, W) -> (B, C, H, W)`` logits for that dataset's C classes.
+
+A model trained on one dataset has one head, ``DEFAULT_HEAD``. Modules that add an auxiliary loss in their forward
+(a learned gate's load balancing) accumulate it in ``aux_loss``; ``pop_auxiliary_loss()`` sums them for the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_HEAD = "seg"
+
+
+class SegmentationModel(nn.Module):
+    """Normalises ``(N, B, H, W)`` images in [0, 1] (B bands) and returns ``(N, C, H, W)`` logits of one head.
+
+    Args:
+        encoder, decoder: see the module docstring.
+        heads: head name -> number of classes (the head is ``make_head(num_classes)``) or a built head.
+        make_head: builds a head for the decoder's output (also for heads added later, ``add_head``).
+        size_divisor: height and width the network needs to divide (inference pads to it).
+        mean, std: per-band normalisation of the [0, 1] input.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, heads: Mapping[str, int | nn.Module],
+                 make_head: Callable[[int], nn.Module], size_divisor: int,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("a model needs at least one head")
+        self.encoder, self.decoder = encoder, decoder
+        self.make_head = make_head
+        self.heads = nn.ModuleDict({name: h if isinstance(h, nn.Module) else make_head(h) for name, h in heads.items()})
+        self.size_divisor = size_divisor
+        self.in_channels = len(mean)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self._register_load_state_dict_pre_hook(_upgrade_state_dict)
+
+    @property
+    def head_names(self) -> list[str]:
+        return list(self.heads)
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Channels of each feature map ``encode`` returns."""
+        return tuple(cast(Sequence[int], self.encoder.out_channels))
+
+    def num_classes(self, head: str | None = None) -> int:
+        """Classes of ``head``: the out-channels of its last convolution."""
+        convs = [m for m in self._head(head).modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1].out_channels
+
+    def add_head(self, name: str, num_classes: int) -> nn.Module:
+        """A new head ``name`` for ``num_classes`` classes (e.g. a dataset added to a trained model)."""
+        if name in self.heads:
+            raise ValueError(f"the model already has a head {name!r}")
+        head = self.make_head(num_classes).to(self.mean.device)
+        self.heads[name] = head
+        return head
+
+    def _head(self, head: str | None) -> nn.Module:
+        if head is None:
+            if len(self.heads) > 1:
+                raise ValueError(f"this model has several heads {self.head_names}: name one")
+            return next(iter(self.heads.values()))
+        if head not in self.heads:
+            raise KeyError(f"unknown head {head!r}; valid: {self.head_names}")
+        return self.heads[head]
+
+    def encode(self, image: torch.Tensor, head: str | None = None) -> list[torch.Tensor]:
+        """Encoder features of ``(B, bands, H, W)`` images in [0, 1], finest first (``head`` routes a routed
+        encoder to that dataset's experts)."""
+        x = (image - self.mean) / self.std
+        if getattr(self.encoder, "routed", False):
+            return self.encoder(x, dataset=head or self.head_names[0])
+        return self.encoder(x)
+
+    def decode(self, features: list[torch.Tensor], head: str | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` logits of ``head`` from (possibly perturbed) encoder features."""
+        return self._head(head)(self.decoder(features))
+
+    def forward(self, image: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        return self.decode(self.encode(image, head), head)
+
+    def pop_auxiliary_loss(self) -> torch.Tensor | None:
+        """The sum of the ``aux_loss`` its modules accumulated since the last call, which clears them (None: no
+        module has one). The trainer adds it to the step's loss."""
+        given = []
+        for module in self.modules():
+            if isinstance(getattr(module, "aux_loss", None), torch.Tensor):
+                given.append(module.aux_loss)
+                module.aux_loss = None
+        return torch.stack(given).sum() if given else None
+
+
+# Parameter names of models saved before the encoder/decoder/heads contract (``net.*``), in order.
+_RENAMES = (("net.encoder.", "encoder."), ("net.decoder.", "decoder."),
+            ("net.segmentation_head.", f"heads.{DEFAULT_HEAD}."), ("net.down.", "encoder.down."),
+            ("net.up.", "decoder.up."), ("net.fuse.", "decoder.fuse."), ("net.head.", f"heads.{DEFAULT_HEAD}."))
+
+
+def _upgrade_state_dict(state: dict, prefix: str, *args: object) -> None:
+    """Rename, in place, the parameters of a model file or checkpoint written before the contract."""
+    for key in [k for k in state if k.startswith(prefix + "net.")]:
+        rest = key[len(prefix):]
+        for old, new in _RENAMES:
+            if rest.startswith(old):
+                state[prefix + new + rest[len(old):]] = state.pop(key)
+                break
