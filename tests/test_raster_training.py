@@ -77,7 +77,7 @@ def test_sentinel2_with_a_mask_raster_trains_a_ten_band_model(tmp_path):
     state = torch.load(run / "model.pt", weights_only=False)
     low, high = state["scaling"]["low"], state["scaling"]["high"]
     assert len(low) == 10 and all(0 <= lo < hi < 20000 for lo, hi in zip(low, high, strict=True))
-    assert state["model"]["net.down.0.0.weight"].shape[1] == 10
+    assert state["model"]["encoder.down.0.0.weight"].shape[1] == 10
 
 
 @pytest.mark.parametrize("extra, message", [

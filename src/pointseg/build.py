@@ -17,13 +17,13 @@ from pointseg.data.classes import ClassTable, default_colors
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset, default_scaling
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
+from pointseg.engine import pick_device, seed_everything, stream_seed
 from pointseg.inference import use_amp
 from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
 from pointseg.models import SegmentationModel, build_model
 from pointseg.points import PointSet, check_against, load_points, simulate
 from pointseg.propagation import Propagation, propagated_labels
-from pointseg.train import pick_device, seed_everything, stream_seed
 
 
 @dataclass(frozen=True)

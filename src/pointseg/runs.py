@@ -30,9 +30,9 @@ from pointseg.build import TrainInputs, build_model_from_config
 from pointseg.config import default_config, dump_config, flatten, merge, validate
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
+from pointseg.engine import pick_device
 from pointseg.io import atomic_path, check_writable, write_json, write_text
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
-from pointseg.train import pick_device
 
 CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
     "config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "model.pt", ".lock")

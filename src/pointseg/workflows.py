@@ -17,13 +17,13 @@ from pointseg import build, runs
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
+from pointseg.engine import Task, load_checkpoint, train
 from pointseg.evaluate import evaluate, evaluate_map, write_predictions
 from pointseg.io import atomic_path, check_writable, write_text
 from pointseg.maps import MapResult, map_class_names, predict_raster
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 from pointseg.points import PointSet, save_points
 from pointseg.report import plot_loss
-from pointseg.train import load_checkpoint, train
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
         created = runs.start_run(run_dir, cfg, inputs, argv, **facts)
     try:
         with runs.locked(run_dir):
-            train(run.model, run.dataset, run.method, run_dir, unlabeled=run.unlabeled, device=runtime.device,
+            train(run.model, [Task(run.dataset, run.unlabeled)], run.method, run_dir, device=runtime.device,
                   amp=runtime.amp, checkpoint=checkpoint, on_step=on_step, **options)
     except BaseException:
         if not resume and not checkpoint_path.exists():

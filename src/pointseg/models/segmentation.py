@@ -100,11 +100,12 @@ class SegmentationModel(nn.Module):
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
         """The sum of the ``aux_loss`` its modules accumulated since the last call, which clears them (None: no
         module has one). The trainer adds it to the step's loss."""
-        given = []
+        given: list[torch.Tensor] = []
         for module in self.modules():
-            if isinstance(getattr(module, "aux_loss", None), torch.Tensor):
-                given.append(module.aux_loss)
-                module.aux_loss = None
+            loss = getattr(module, "aux_loss", None)
+            if isinstance(loss, torch.Tensor):
+                given.append(loss)
+                module.aux_loss = None  # type: ignore[assignment]
         return torch.stack(given).sum() if given else None
 
 

@@ -7,11 +7,20 @@ import torch
 from pointseg.data.cache import CachedSource
 from pointseg.data.dataset import TrainDataset
 from pointseg.data.sources import LoveDA
+from pointseg.engine import (
+    StepBatches,
+    Task,
+    TrainStep,
+    load_checkpoint,
+    seed_everything,
+    step_batches,
+    train,
+    warmup_cosine,
+)
 from pointseg.io import TMP_SUFFIX
 from pointseg.losses import SoftCrossEntropy
 from pointseg.methods import Supervised
 from pointseg.models import build_model
-from pointseg.train import StepBatches, load_checkpoint, seed_everything, step_batches, train, warmup_cosine
 
 
 class Stop(Exception):
@@ -32,9 +41,9 @@ def run(run_dir, ds, steps, seed=0, stop_at=None, resume=False, log_every=1, che
             raise Stop
 
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
-    train(model, ds, Supervised(SoftCrossEntropy()), run_dir, steps=steps, batch_size=2, lr=1e-3, warmup_steps=1,
-          amp=False, log_every=log_every, checkpoint_every=checkpoint_every, checkpoint=checkpoint, progress=False,
-          seed=seed, on_step=on_step)
+    train(model, [Task(ds)], Supervised(SoftCrossEntropy()), run_dir, steps=steps, batch_size=2, lr=1e-3,
+          warmup_steps=1, amp=False, log_every=log_every, checkpoint_every=checkpoint_every, checkpoint=checkpoint,
+          progress=False, seed=seed, on_step=on_step)
     return model
 
 
@@ -61,15 +70,15 @@ class CountingMethod(Supervised):
         super().__init__(SoftCrossEntropy())
         self.calls = 0
 
-    def forward(self, model, labeled, unlabeled):
-        loss, logs = super().forward(model, labeled, unlabeled)
+    def forward(self, model, labeled, unlabeled, head=None):
+        loss, logs = super().forward(model, labeled, unlabeled, head)
         self.calls += 1
         return loss, {**logs, "calls": self.calls}
 
 
 def test_logs_are_averaged_over_each_logging_interval(tmp_path, tiny_loveda):
-    train(build_model("unet-small", 7), dataset(tmp_path, tiny_loveda), CountingMethod(), tmp_path / "run", steps=5,
-          batch_size=2, lr=1e-3, amp=False, log_every=2, progress=False)
+    train(build_model("unet-small", 7), [Task(dataset(tmp_path, tiny_loveda))], CountingMethod(), tmp_path / "run",
+          steps=5, batch_size=2, lr=1e-3, amp=False, log_every=2, progress=False)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["step"], x["calls"]) for x in lines] == [(2, 1.5), (4, 3.5), (5, 5.0)]
 
@@ -162,3 +171,58 @@ def test_loader_workers_give_the_batches_of_the_main_process(tmp_path, tiny_love
     for _ in range(2):
         a, b = next(main), next(workers)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_step_draws_one_batch_per_task_and_one_backward_trains_every_head(tmp_path, tiny_loveda):
+    ds = dataset(tmp_path, tiny_loveda)
+    seed_everything(0)
+    model = build_model("unet-small", {"a": 7, "b": 7})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = CountingMethod()
+    tasks = [Task(ds, head="a"), Task(ds, head="b")]
+    train(model, tasks, method, tmp_path / "run", steps=2, batch_size=2, lr=1e-3, amp=False, log_every=1,
+          progress=False)
+    assert method.calls == 4  # two tasks, two steps
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["loss"] == pytest.approx(x["a/loss"] + x["b/loss"]) for x in lines)
+    assert [x["a/calls"] for x in lines] == [1, 3] and [x["b/calls"] for x in lines] == [2, 4]
+    after = model.state_dict()
+    assert not torch.equal(after["heads.a.weight"], before["heads.a.weight"])
+    assert not torch.equal(after["heads.b.weight"], before["heads.b.weight"])
+
+
+def test_the_two_tasks_draw_independent_batches(tmp_path, tiny_loveda):
+    from pointseg.engine.loop import _task_batches
+
+    ds = dataset(tmp_path, tiny_loveda)
+    batches = next(_task_batches([Task(ds, head="a"), Task(ds, head="b")], False, 2, None, 0, 0, 0))
+    (head_a, a, _), (head_b, b, _) = batches
+    assert (head_a, head_b) == ("a", "b") and not torch.equal(a["image"], b["image"])
+    alone = next(_task_batches([Task(ds)], False, 2, None, 0, 0, 0))[0][1]
+    assert torch.equal(alone["image"], a["image"])  # the first task draws as a one-dataset run
+
+
+class AuxEncoder(torch.nn.Module):
+    """An encoder that adds ``0.5 * mean(x)`` as an auxiliary loss at every forward."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.inner, self.out_channels, self.aux_loss = encoder, encoder.out_channels, None
+
+    def forward(self, x):
+        loss = 0.5 * x.mean()
+        self.aux_loss = loss if self.aux_loss is None else self.aux_loss + loss
+        return self.inner(x)
+
+
+def test_the_step_adds_the_auxiliary_loss_of_the_model(tmp_path, tiny_loveda):
+    torch.manual_seed(0)
+    model = build_model("unet-small", 7)
+    model.encoder = AuxEncoder(model.encoder)
+    step = TrainStep(model, Supervised(SoftCrossEntropy()))
+    batch = next(iter(torch.utils.data.DataLoader(dataset(tmp_path, tiny_loveda), batch_size=2)))
+    total, logs = step([(None, batch, None)])
+    image = (batch["image"] - model.mean) / model.std
+    assert logs["loss_aux"] == pytest.approx(0.5 * image.mean().item(), rel=1e-5)
+    assert total.item() == pytest.approx(logs["loss_sup"] + logs["loss_aux"], rel=1e-5)
+    assert model.pop_auxiliary_loss() is None  # consumed by the step
