@@ -38,6 +38,16 @@ class TrainInputs:
     tags: str | Path | None = None
     rasters: tuple[str | Path, ...] = field(default_factory=tuple)  # instead of a data root
     masks: tuple[str | Path, ...] = field(default_factory=tuple)  # a reference mask raster per raster
+    dataset_roots: tuple[tuple[str, str | Path], ...] = field(default_factory=tuple)  # (name, root) of `datasets`
+
+
+def dataset_configs(cfg: dict) -> dict[str, dict]:
+    """Each dataset of a run (``data.name`` first, then ``datasets``) with its config: the run's config with
+    ``data`` as that dataset sees it."""
+    out = {cfg["data"]["name"]: cfg}
+    for name, fields in cfg["datasets"].items():
+        out[name] = {**cfg, "data": {**cfg["data"], **fields, "name": name}}
+    return out
 
 
 def build_classes(cfg: dict) -> ClassTable:
@@ -141,6 +151,9 @@ def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Metho
     ignore = cfg["data"]["ignore_index"]
     if m["name"] not in METHODS:
         raise KeyError(f"unknown method {m['name']!r}; valid: {sorted(METHODS)}")
+    if m["name"] == "pseudoseg" and len(model.heads) > 1:
+        raise ValueError("method pseudoseg trains one dataset (its classifier and SGC follow one class table); "
+                         "use supervised or fixmatch with several datasets")
     method = _build_method(cfg, m, loss, model, num_classes, ignore)
     lc = cfg["loss"]
     if lc["pairwise_weight"] > 0:
@@ -228,16 +241,29 @@ def build_training_sources(cfg: dict, data_root: str | Path, dense: bool, labele
 
 
 @dataclass
-class Training:
-    """What ``train`` needs besides its options: the labeled source and dataset, the model, the method and, for
-    methods that use them, the unlabeled data."""
+class DatasetPart:
+    """One dataset of a run: its name (the model head it trains), labeled source and windows, unlabeled windows
+    (for methods that use them) and band scaling."""
 
+    name: str
     source: Source
     dataset: TrainDataset
-    model: SegmentationModel
-    method: Method
     unlabeled: Dataset | None
     scaling: BandScaling
+
+
+@dataclass
+class Training:
+    """What ``train`` needs besides its options: each dataset (the first is ``data``), the model and the method."""
+
+    parts: list[DatasetPart]
+    model: SegmentationModel
+    method: Method
+
+    @property
+    def scaling(self) -> BandScaling:
+        """How the first dataset's bands map to [0, 1] (saved with the model)."""
+        return self.parts[0].scaling
 
 
 def build_raster_classes(cfg: dict, points: PointSet | None) -> ClassTable:
@@ -281,15 +307,41 @@ def build_training(cfg: dict, inputs: TrainInputs) -> Training:
         source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
                                                            inputs.labeled, inputs.unlabeled)
     scaling = build_scaling(cfg, source)
-    dataset = build_train_dataset(cfg, source, points, scaling)
+    parts = [DatasetPart(cfg["data"]["name"], source, build_train_dataset(cfg, source, points, scaling), None,
+                         scaling)]
+    parts += build_more_datasets(cfg, inputs, scaling.bands)
     seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
-    model = build_model_from_config(cfg, source.classes.num_classes, in_channels=scaling.bands)
+    model = build_model_from_config(cfg, {p.name: p.source.classes.num_classes for p in parts},
+                                    in_channels=scaling.bands)
     method = build_method(cfg, model, source.classes.num_classes)
-    unlabeled = None
     if method.uses_unlabeled:
         image_tags = read_tags(inputs.tags, list(source.classes.names)) if inputs.tags else None
-        unlabeled = build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags, scaling)
-    return Training(source, dataset, model, method, unlabeled, scaling)
+        parts[0].unlabeled = build_unlabeled_dataset(cfg, unlabeled_sources or [source], image_tags, scaling)
+        for part in parts[1:]:  # the unlabeled pixels of their own images
+            part.unlabeled = build_unlabeled_dataset(dataset_configs(cfg)[part.name], [part.source], None,
+                                                     part.scaling)
+    return Training(parts, model, method)
+
+
+def build_more_datasets(cfg: dict, inputs: TrainInputs, bands: int) -> list[DatasetPart]:
+    """The datasets of ``datasets`` (dense masks, each from its ``--data-root NAME=PATH``)."""
+    configs, roots = dataset_configs(cfg), dict(inputs.dataset_roots)
+    unknown = sorted(set(roots) - set(cfg["datasets"]))
+    if unknown:
+        raise ValueError(f"--data-root {unknown[0]}=...: no dataset {unknown[0]!r} in the config (datasets: "
+                         f"{sorted(cfg['datasets']) or 'none'}); add it with --set datasets.{unknown[0]}.format=...")
+    parts = []
+    for name in cfg["datasets"]:
+        if name not in roots:
+            raise ValueError(f"dataset {name!r} needs its root: --data-root {name}=PATH")
+        source = build_source(configs[name], roots[name])
+        scaling = build_scaling(configs[name], source)
+        if scaling.bands != bands:
+            raise ValueError(f"{roots[name]}: dataset {name!r} has {scaling.bands} bands, the first has {bands}; "
+                             "the datasets of one model need the same bands")
+        parts.append(DatasetPart(name, source, build_train_dataset(configs[name], source, None, scaling), None,
+                                 scaling))
+    return parts
 
 
 @dataclass(frozen=True)

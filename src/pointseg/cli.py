@@ -61,9 +61,26 @@ def cmd_suggest(args: argparse.Namespace) -> Path:
     return out
 
 
+def split_roots(items: list[str] | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``--data-root`` values: the first dataset's root (``PATH``) and the others' (``NAME=PATH``, NAME without
+    ``/``)."""
+    main, named = None, []
+    for item in items or []:
+        name, _, path = item.partition("=")
+        if path and "/" not in name:
+            named.append((name, path))
+        elif main is not None:
+            raise ValueError(f"--data-root given twice ({main}, {item}); name the roots of further datasets: "
+                             "--data-root NAME=PATH")
+        else:
+            main = item
+    return main, tuple(named)
+
+
 def cmd_train(args: argparse.Namespace) -> Path:
-    inputs = TrainInputs(args.data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
-                         tuple(args.raster), tuple(args.mask))
+    data_root, dataset_roots = split_roots(args.data_root)
+    inputs = TrainInputs(data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
+                         tuple(args.raster), tuple(args.mask), dataset_roots)
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
     print(f"trained model saved to {path}")
     return path
@@ -74,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog, args.flips)
         metrics = run_map_evaluation(args.mask, args.out, args.run, args.raster, args.map, args.classes, tiling)
     elif args.run and args.data_root:
-        metrics = run_evaluation(args.run, args.data_root, args.split, args.out, args.flips)
+        metrics = run_evaluation(args.run, args.data_root, args.split, args.out, args.flips, args.dataset)
     else:
         raise ValueError("evaluate needs --run with --data-root, or --mask with --run and --raster, or with --map")
     print(Path(args.out).with_suffix(".txt").read_text(), end="")
@@ -84,7 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def cmd_predict(args: argparse.Namespace) -> list[Path]:
     tiling = Tiling(args.tile, args.overlap, args.batch_size, args.cog, args.flips)
     written, unreadable = run_prediction(args.run, args.input, args.out, tiling, args.confidence, args.ray,
-                                         args.ray_address)
+                                         args.ray_address, args.dataset)
     maps = [p for p in written if p.suffix == ".tif" and not p.stem.endswith("_confidence")]
     done = len(maps) if maps else len(written) // 2
     print(f"wrote {len(maps)} GeoTIFF maps" if maps else f"wrote {done} masks (index and colour PNGs)", "to", args.out)
@@ -282,7 +299,9 @@ def parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
-    tr.add_argument("--data-root", help="dataset root (a new run needs it or --raster; a resumed run keeps its own)")
+    tr.add_argument("--data-root", action="append",
+                    help="dataset root (a new run needs it or --raster; a resumed run keeps its own); repeat as "
+                         "NAME=PATH for each dataset of `datasets` trained with it")
     tr.add_argument("--raster", action="append", default=[], metavar="FILE",
                     help="train on this georeferenced raster instead of a data root (repeatable; with --points)")
     tr.add_argument("--mask", action="append", default=[], metavar="FILE",
@@ -304,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", help="run directory or its model.pt")
     ev.add_argument("--data-root", help="dataset root (with --split)")
     ev.add_argument("--split", default="Val")
+    ev.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     ev.add_argument("--raster", help="raster the run maps, scored against --mask")
     ev.add_argument("--mask", help="reference mask raster on the grid of --raster or --map")
     ev.add_argument("--map", help="an existing map (GeoTIFF) to score against --mask")
@@ -315,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="GeoTIFF maps of rasters, or PNG masks of a folder of images "
                                         "(unreadable inputs are skipped and listed; exit code 2 if any)")
     pr.add_argument("--run", required=True, help="run directory or its model.pt")
+    pr.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     pr.add_argument("--input", required=True, help="a raster, a folder of rasters or images, or a .txt list of "
                                                    "rasters")
     pr.add_argument("--out", required=True, help="output folder")

@@ -40,12 +40,30 @@ def merge(base: dict, override: dict, prefix: str = "", root: dict | None = None
     for k, v in override.items():
         if k not in out:
             raise _unknown_key(prefix + k, root or base)
-        if isinstance(out[k], dict):
+        if prefix + k == "datasets":
+            out[k] = _merge_datasets(out[k], v, root or base)
+        elif isinstance(out[k], dict):
             if not isinstance(v, dict):
                 raise ValueError(f"config key {prefix + k!r} is a section; set its fields, e.g. {prefix + k}.x=...")
             out[k] = merge(out[k], v, prefix + k + ".", root or base)
         else:
             out[k] = _coerce(prefix + k, out[k], v)
+    return out
+
+
+def _merge_datasets(current: dict, given: Any, root: dict) -> dict:
+    """``datasets``: name -> the ``data`` fields in which that dataset differs from ``data``; each field is checked
+    (and typed) as a ``data`` field, and only the fields given are kept."""
+    if not isinstance(given, dict):
+        raise ValueError("config key 'datasets' maps dataset names to data fields, e.g. datasets.dubai.format=folder")
+    out = copy.deepcopy(current)
+    for name, fields in given.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"config key 'datasets.{name}' is a section of data fields, e.g. "
+                             f"datasets.{name}.format=folder")
+        fields = {**out.get(name, {}), **fields}
+        resolved = merge(root["data"], fields, f"datasets.{name}.", root["data"])
+        out[str(name)] = {key: resolved[key] for key in fields}
     return out
 
 
@@ -207,6 +225,11 @@ def validate(cfg: dict) -> dict:
     if bands is not None and not (isinstance(bands, list) and bands and all(
             isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands)):
         raise ValueError(f"config key 'data.bands' must be null or a list of 1-based band numbers, got {bands!r}")
+    names = [cfg["data"]["name"], *cfg["datasets"]]
+    bad = [n for n in names if not n or not isinstance(n, str) or "/" in n or n != n.strip()]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(f"dataset names (data.name and the keys of datasets) must be distinct, non-empty and "
+                         f"without '/', got {names}")
     domains = flat["data.domains"]
     if not (isinstance(domains, list) and domains and all(isinstance(d, str) for d in domains)):
         raise ValueError(f"config key 'data.domains' must be a list of domain names, e.g. [Rural], got {domains!r}")

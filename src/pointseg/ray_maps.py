@@ -19,13 +19,13 @@ from tqdm import tqdm
 class RasterMapper:
     """The model of one run in one process, mapping rasters to GeoTIFFs (``pointseg.workflows.map_raster``)."""
 
-    def __init__(self, run: str, tiling: Any, threads: int) -> None:
+    def __init__(self, run: str, tiling: Any, threads: int, dataset: str | None = None) -> None:
         import torch
 
         from pointseg import runs
 
         torch.set_num_threads(threads)
-        self.trained, self.tiling = runs.load_run(run), tiling
+        self.trained, self.tiling = runs.load_run(run, head=dataset), tiling
 
     def map(self, raster: str, target: str, confidence: str | None) -> tuple[list[str], str | None]:
         """The written paths, or the reason the raster could not be mapped."""
@@ -39,10 +39,11 @@ class RasterMapper:
 
 
 def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]], tiling: Any,
-                    workers: int | None = None, address: str | None = None) -> tuple[list[Path], list[str]]:
+                    workers: int | None = None, address: str | None = None, dataset: str | None = None
+                    ) -> tuple[list[Path], list[str]]:
     """Map each ``(raster, target, confidence or None)`` on Ray actors; returns the written paths and one message
     per raster that could not be mapped. ``workers``: actors (default: one per CPU Ray has, at most one per
-    raster), sharing the CPUs between them for torch threads."""
+    raster), sharing the CPUs between them for torch threads. ``dataset``: the model head to map with."""
     import ray
     from ray.util import ActorPool
 
@@ -55,7 +56,7 @@ def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]],
         workers = max(1, min(workers or cpus, len(jobs)))
         threads = max(1, cpus // workers)
         actor = ray.remote(num_cpus=threads)(RasterMapper)
-        pool = ActorPool([actor.remote(str(Path(run).resolve()), tiling, threads) for _ in range(workers)])
+        pool = ActorPool([actor.remote(str(Path(run).resolve()), tiling, threads, dataset) for _ in range(workers)])
         results = pool.map(lambda a, job: a.map.remote(str(job[0]), str(job[1]), str(job[2]) if job[2] else None),
                            jobs)
         written: list[Path] = []

@@ -56,6 +56,7 @@ def record_inputs(inputs: TrainInputs) -> dict[str, Any]:
     record: dict[str, Any] = {"data_root": str(Path(inputs.data_root).resolve()) if inputs.data_root else None}
     for name in PATH_LISTS:
         record[name] = [str(Path(d).resolve()) for d in getattr(inputs, name)]
+    record["datasets"] = {name: str(Path(root).resolve()) for name, root in inputs.dataset_roots}
     for name in FILE_INPUTS:
         path = getattr(inputs, name)
         record[name] = {"path": str(Path(path).resolve()), "sha256": sha256(path)} if path else None
@@ -71,6 +72,9 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              "start a new run in another --out")
 
     same("--data-root", recorded["data_root"], given.data_root)
+    roots = recorded.get("datasets", {})
+    for name, root in given.dataset_roots:
+        same(f"--data-root {name}=", roots.get(name), root)
     for name, flag in PATH_LISTS.items():
         paths = getattr(given, name)
         if paths and [str(Path(d).resolve()) for d in paths] != recorded.get(name, []):
@@ -91,7 +95,8 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              f"{entry['sha256'][:12]} -> {digest[:12]}); a resumed run trains on the same inputs. "
                              "Restore the file or start a new run in another --out")
     return TrainInputs(recorded["data_root"], files["points"], files["labeled"], tuple(recorded["unlabeled"]),
-                       files["tags"], tuple(recorded.get("rasters", ())), tuple(recorded.get("masks", ())))
+                       files["tags"], tuple(recorded.get("rasters", ())), tuple(recorded.get("masks", ())),
+                       tuple(roots.items()))
 
 
 def resume_config(run_dir: Path, settings: dict) -> dict:
@@ -103,9 +108,9 @@ def resume_config(run_dir: Path, settings: dict) -> dict:
     base = merge(default_config(), saved)  # keys added since the run started get their defaults
     cfg = validate(merge(base, settings))
     old, new = flatten(base), flatten(cfg)
-    refused = [k for k in new if new[k] != old[k] and k not in RESUMABLE]
+    refused = [k for k in {**old, **new} if new.get(k) != old.get(k) and k not in RESUMABLE]
     if refused:
-        listed = ", ".join(f"{k}={new[k]!r} (the run has {old[k]!r})" for k in refused)
+        listed = ", ".join(f"{k}={new.get(k)!r} (the run has {old.get(k)!r})" for k in refused)
         raise ValueError(f"{run_dir}: a resumed run keeps its config, but {listed} differ. Only "
                          f"{', '.join(RESUMABLE)} may change on --resume; start a new run in another --out for others")
     return cfg
@@ -276,5 +281,7 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     model = build_model_from_config(cfg, {name: t.num_classes for name, t in heads.items()}, pretrained=False,
                                     in_channels=scaling.bands)
     model.load_state_dict(state["model"])
+    head = head or next(iter(heads))
+    model.keep_head(head)  # the model of one dataset: model(image) gives that head's logits
     device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head or next(iter(heads)))
+    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head)

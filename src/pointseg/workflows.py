@@ -60,24 +60,29 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
         created = runs.start_run(run_dir, cfg, inputs, argv, **facts)
     try:
         with runs.locked(run_dir):
-            train(run.model, [Task(run.dataset, run.unlabeled)], run.method, run_dir, device=runtime.device,
-                  amp=runtime.amp, checkpoint=checkpoint, on_step=on_step, **options)
+            tasks = [Task(part.dataset, part.unlabeled, part.name) for part in run.parts]
+            train(run.model, tasks, run.method, run_dir, device=runtime.device, amp=runtime.amp,
+                  checkpoint=checkpoint, on_step=on_step, **options)
     except BaseException:
         if not resume and not checkpoint_path.exists():
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
         raise
-    runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.source.classes, run.scaling)
+    runs.save_model(run_dir / runs.MODEL, run.model, cfg, {p.name: p.source.classes for p in run.parts},
+                    run.scaling)
     plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
     return run_dir / runs.MODEL
 
 
-def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path, flips: bool = False) -> dict:
+def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path, flips: bool = False,
+                   dataset_name: str | None = None) -> dict:
     """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution (``flips``:
-    with test-time augmentation)."""
+    with test-time augmentation). ``dataset_name``: which of the run's datasets (model heads) ``data_root`` is;
+    required for a model of several."""
     check_writable(Path(out).parent)
-    trained = runs.load_run(run)
-    source = build.build_source(trained.cfg, data_root, split)
-    dataset = build.build_eval_dataset(trained.cfg, source, trained.scaling)
+    trained = runs.load_run(run, head=dataset_name)
+    cfg = build.dataset_configs(trained.cfg)[trained.head]
+    source = build.build_source(cfg, data_root, split)
+    dataset = build.build_eval_dataset(cfg, source, trained.scaling)
     amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
     return evaluate(trained.model, dataset, trained.classes, out, amp=amp, flips=flips)
 
@@ -159,12 +164,12 @@ def raster_inputs(path: str | Path) -> list[Path] | None:
 
 
 def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling: Tiling = Tiling(),
-                   confidence: bool = False, ray_workers: int | None = None,
-                   ray_address: str | None = None) -> tuple[list[Path], list[str]]:
+                   confidence: bool = False, ray_workers: int | None = None, ray_address: str | None = None,
+                   dataset_name: str | None = None) -> tuple[list[Path], list[str]]:
     """Predict every readable input: GeoTIFF maps ``<out>/<name>.tif`` for rasters (see ``pointseg.maps``; with
     ``confidence`` also ``<name>_confidence.tif``), index and colour PNG masks for a folder of image files.
     ``ray_workers``: map the rasters on that many Ray actors (0: one per CPU; see ``pointseg.ray_maps``), on the
-    cluster at ``ray_address`` or a local one.
+    cluster at ``ray_address`` or a local one. ``dataset_name``: the model head (dataset) to predict with.
 
     Unreadable inputs are skipped, not fatal: returns the written paths and one message per skipped input
     (``<file>: <reason>``), which are also listed in ``<out>/unreadable.txt``.
@@ -175,7 +180,7 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling:
     if rasters is None:
         if ray_workers is not None:
             raise ValueError("--ray maps rasters; a folder of image files is predicted without it")
-        trained = runs.load_run(run)
+        trained = runs.load_run(run, head=dataset_name)
         amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
         dataset = build.build_eval_dataset(trained.cfg, ImageFolder(inputs, trained.classes), trained.scaling)
         written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable,
@@ -186,10 +191,10 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling:
         if ray_workers is not None:
             from pointseg.ray_maps import map_rasters_ray
 
-            runs.load_run(run)  # a missing or broken model fails here, not in every actor
-            written, unreadable = map_rasters_ray(run, jobs, tiling, ray_workers or None, ray_address)
+            runs.load_run(run, head=dataset_name)  # a missing or broken model fails here, not in every actor
+            written, unreadable = map_rasters_ray(run, jobs, tiling, ray_workers or None, ray_address, dataset_name)
         else:
-            trained = runs.load_run(run)
+            trained = runs.load_run(run, head=dataset_name)
             written = []
             for raster, target, conf in jobs:
                 try:

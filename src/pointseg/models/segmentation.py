@@ -73,6 +73,11 @@ class SegmentationModel(nn.Module):
         self.heads[name] = head
         return head
 
+    def keep_head(self, name: str) -> None:
+        """Drop every head but ``name`` (a trained model used for one of its datasets)."""
+        self._head(name)  # an error for an unknown name
+        self.heads = nn.ModuleDict({name: self.heads[name]})
+
     def _head(self, head: str | None) -> nn.Module:
         if head is None:
             if len(self.heads) > 1:

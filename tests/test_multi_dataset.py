@@ -1,0 +1,86 @@
+"""Several datasets in one run: the config, one head per dataset, evaluation per dataset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pointseg.cli import main
+from pointseg.config import load_config
+
+
+def write_folder_dataset(root, split, n, size=64, seed=0):
+    """A tiny three-class folder dataset: value-coded masks (0..2) in halves, images coloured by class."""
+    rng = np.random.default_rng(seed)
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "masks").mkdir(parents=True)
+    for i in range(n):
+        mask = np.kron(rng.integers(0, 3, size=(2, 2)), np.ones((size // 2, size // 2))).astype(np.uint8)
+        image = np.stack([mask * 100, 200 - mask * 60, mask * 30], -1).astype(np.uint8)
+        Image.fromarray(image).save(root / split / "images" / f"t{i}.png")
+        Image.fromarray(mask).save(root / split / "masks" / f"t{i}.png")
+    return root
+
+
+@pytest.fixture
+def second_dataset(tmp_path):
+    root = tmp_path / "second"
+    write_folder_dataset(root, "Train", 3)
+    write_folder_dataset(root, "Val", 2, seed=1)
+    table = tmp_path / "second.csv"
+    table.write_text("value,name,r,g,b\n0,sand,200,200,0\n1,sea,0,0,200\n2,town,200,0,0\n")
+    return root, table
+
+
+def test_datasets_are_checked_as_data_sections():
+    cfg = load_config(overrides=["datasets.dubai.format=folder", "datasets.dubai.crop=64"])
+    assert cfg["datasets"] == {"dubai": {"format": "folder", "crop": 64}}
+    with pytest.raises(KeyError, match="datasets.dubai.formt"):
+        load_config(overrides=["datasets.dubai.formt=folder"])
+    with pytest.raises(ValueError, match="expects int"):
+        load_config(overrides=["datasets.dubai.crop=big"])
+    with pytest.raises(ValueError, match="must be distinct"):
+        load_config(overrides=["data.name=dubai", "datasets.dubai.format=folder"])
+
+
+def test_one_run_trains_a_head_per_dataset_and_evaluates_each(tmp_path, tiny_loveda, tiny_overrides, second_dataset,
+                                                                capsys):
+    root, table = second_dataset
+    sets = [a for o in [*tiny_overrides, "data.name=loveda", "datasets.second.format=folder",
+                        f"datasets.second.classes={table}", "datasets.second.color_coded=false"]
+            for a in ("--set", o)]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--data-root", f"second={root}", "--out", str(run),
+                 *sets]) == 0
+    state = torch.load(run / "model.pt", weights_only=False)
+    assert list(state["heads"]) == ["loveda", "second"]
+    assert state["heads"]["second"]["names"] == ["sand", "sea", "town"]
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["loss"] == pytest.approx(line["loveda/loss"] + line["second/loss"])
+
+    out = tmp_path / "eval" / "second.json"
+    assert main(["evaluate", "--run", str(run), "--data-root", str(root), "--split", "Val", "--dataset", "second",
+                 "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics["per_class_iou"]) == {"sand", "sea", "town"}
+    assert main(["evaluate", "--run", str(run), "--data-root", str(root), "--split", "Val",
+                 "--out", str(out)]) == 2
+    assert "name the dataset" in capsys.readouterr().err
+    pred = tmp_path / "pred"
+    assert main(["predict", "--run", str(run), "--dataset", "loveda", "--input",
+                 str(tiny_loveda / "Val" / "Rural" / "images_png"), "--out", str(pred)]) == 0
+    assert np.asarray(Image.open(pred / "4.png")).max() < 7
+
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.steps=6"]) == 0  # keeps both roots
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+def test_a_dataset_without_its_root_is_an_error(tmp_path, tiny_loveda, tiny_overrides, capsys):
+    sets = [a for o in [*tiny_overrides, "datasets.second.format=folder"] for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"), *sets]) == 2
+    assert "--data-root second=PATH" in capsys.readouterr().err
+    assert main(["train", "--data-root", str(tiny_loveda), "--data-root", f"third={tmp_path}",
+                 "--out", str(tmp_path / "r"), *sets]) == 2
+    assert "no dataset 'third'" in capsys.readouterr().err
