@@ -54,6 +54,7 @@ def test_one_run_trains_a_head_per_dataset_and_evaluates_each(tmp_path, tiny_lov
     run = tmp_path / "run"
     assert main(["train", "--data-root", str(tiny_loveda), "--data-root", f"second={root}", "--out", str(run),
                  *sets]) == 0
+    assert "added per dataset (head and experts): loveda 0K, second 0K" in capsys.readouterr().out  # 1x1 heads
     state = torch.load(run / "model.pt", weights_only=False)
     assert list(state["heads"]) == ["loveda", "second"]
     assert state["heads"]["second"]["names"] == ["sand", "sea", "town"]
@@ -84,3 +85,17 @@ def test_a_dataset_without_its_root_is_an_error(tmp_path, tiny_loveda, tiny_over
     assert main(["train", "--data-root", str(tiny_loveda), "--data-root", f"third={tmp_path}",
                  "--out", str(tmp_path / "r"), *sets]) == 2
     assert "no dataset 'third'" in capsys.readouterr().err
+
+
+def test_a_moe_vit_trains_on_two_datasets_from_the_cli(tmp_path, tiny_loveda, tiny_overrides, second_dataset, capsys):
+    root, table = second_dataset
+    sets = [a for o in [*tiny_overrides, "model.name=vit-tiny", "model.moe_part=0.25", "data.name=loveda",
+                        "datasets.second.format=folder", f"datasets.second.classes={table}",
+                        "datasets.second.color_coded=false"] for a in ("--set", o)]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--data-root", f"second={root}", "--out", str(run),
+                 *sets]) == 0
+    out = capsys.readouterr().out
+    assert "M parameters" in out and "second 443K" in out  # 12 experts of 48 x 768 + a 3-class head
+    info = json.loads((run / "run.json").read_text())["invocations"][0]["parameters"]
+    assert info["per_dataset"]["second"] == 12 * (768 * 48 + 48) + 64 * 3 + 3

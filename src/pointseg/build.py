@@ -21,7 +21,7 @@ from pointseg.engine import pick_device, seed_everything, stream_seed
 from pointseg.inference import use_amp
 from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
-from pointseg.models import SegmentationModel, build_model
+from pointseg.models import FFN_OPTIONS, SegmentationModel, build_model
 from pointseg.points import PointSet, check_against, load_points, simulate
 from pointseg.propagation import Propagation, propagated_labels
 
@@ -141,7 +141,7 @@ def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretra
                             in_channels: int = 3) -> SegmentationModel:
     m = cfg["model"]
     return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None,
-                       in_channels)
+                       in_channels, {key: m[key] for key in FFN_OPTIONS})
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:

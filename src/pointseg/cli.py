@@ -12,6 +12,7 @@ from pointseg import build
 from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, answer, load_points, save_points, simulate
+from pointseg.runs import read_info
 from pointseg.suggest import SCORES
 from pointseg.workflows import Tiling, run_evaluation, run_map_evaluation, run_prediction, run_training
 
@@ -82,7 +83,10 @@ def cmd_train(args: argparse.Namespace) -> Path:
     inputs = TrainInputs(data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
                          tuple(args.raster), tuple(args.mask), dataset_roots)
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
-    print(f"trained model saved to {path}")
+    counts = read_info(path.parent)["invocations"][-1]["parameters"]
+    added = ", ".join(f"{name} {n / 1e3:.0f}K" for name, n in counts["per_dataset"].items())
+    print(f"trained model saved to {path} ({counts['total'] / 1e6:.2f}M parameters; added per dataset (head and "
+          f"experts): {added})")
     return path
 
 

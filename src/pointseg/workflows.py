@@ -51,7 +51,8 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
     options = build.build_train_options(cfg)
     checkpoint_path = run_dir / runs.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, runtime.device) if resume and checkpoint_path.exists() else None
-    created, facts = False, {"device": str(runtime.device), "amp": runtime.amp}
+    created = False
+    facts = {"device": str(runtime.device), "amp": runtime.amp, "parameters": run.model.parameter_counts()}
     if resume:
         start = checkpoint["step"] if checkpoint else 0
         log.info("resuming %s from step %d of %d", run_dir, start, options["steps"])

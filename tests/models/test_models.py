@@ -130,7 +130,7 @@ def test_named_heads_share_encoder_and_decoder_and_only_the_used_head_gets_a_gra
 
 def test_a_head_added_later_is_built_like_the_first():
     model = build_model("unet-mobilenetv2", 7)
-    head = model.add_head("dubai", 6)
+    (head,) = model.add_head("dubai", 6)  # no experts in a U-Net: the head alone
     assert type(head) is type(model.heads["seg"]) and model.num_classes("dubai") == 6
     assert model.eval()(torch.rand(1, 3, 32, 32), "dubai").shape == (1, 6, 32, 32)
     with pytest.raises(ValueError, match="already has a head"):

@@ -11,6 +11,7 @@ from torch import nn
 from pointseg.models.segmentation import DEFAULT_HEAD, IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
 from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet, unet_head
 from pointseg.models.unet_small import UNetSmallDecoder, UNetSmallEncoder
+from pointseg.models.vit import HUB_NAMES, VIT_SIZES, ViTDecoder, ViTEncoder, load_vit_weights, moe_ffn
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +55,39 @@ def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | No
                              32, cycle(mean, in_channels), cycle(std, in_channels))
 
 
+def _vit(heads: Heads, size: str = "tiny", encoder_weights: str | None = None, in_channels: int = 3,
+         moe_part: float | None = None, moe_gate: str = "hard", moe_top_k: int = 1, moe_experts: int | None = None,
+         moe_balance_weight: float = 0.01) -> SegmentationModel:
+    """A ViT (``VIT_SIZES[size]``, patch 16) with the light decoder; ``moe_part`` makes every FFN a mixture of
+    experts (``models.layers.moe``). ``encoder_weights``: a timm ViT checkpoint file, or ``imagenet`` (timm's
+    ImageNet weights of that size, online)."""
+    dim, depth, num_heads = VIT_SIZES[size]
+    ffn = moe_ffn(list(heads), moe_part, moe_gate, moe_top_k, moe_balance_weight, moe_experts)
+    encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn)
+    load_vit_weights(encoder, HUB_NAMES[size] if encoder_weights == "imagenet" else encoder_weights)
+    decoder = ViTDecoder(encoder.out_channels, scale=encoder.patch_size)
+    return SegmentationModel(encoder, decoder, heads, partial(nn.Conv2d, decoder.out_channels, kernel_size=1),
+                             encoder.patch_size, mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
+
+
 MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "unet-small": _unet_small,
     "unet-mobilenetv2": partial(_unet, encoder="mobilenet_v2"),
     "unet-efficientnet-lite0": partial(_unet, encoder="tu-tf_efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3),
     "unet-efficientnet-lite2": partial(_unet, encoder="tu-tf_efficientnet_lite2", mean=(0.5,) * 3, std=(0.5,) * 3),
     "unet": _unet,
+    "vit-tiny": partial(_vit, size="tiny"),
+    "vit-small": partial(_vit, size="small"),
 }
+FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_weight")  # ViT models only
 
 
 def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
-                encoder_weights: str | None = None, in_channels: int = 3) -> SegmentationModel:
+                encoder_weights: str | None = None, in_channels: int = 3,
+                ffn: Mapping[str, object] | None = None) -> SegmentationModel:
     """Build ``MODELS[name]`` for images of ``in_channels`` bands with one head of ``num_classes`` classes, or one
     head per entry of ``num_classes`` (name -> classes); ``encoder`` picks any smp/timm encoder for the generic
-    ``unet``."""
+    ``unet``; ``ffn``: the ``FFN_OPTIONS`` of a ViT (mixture of experts)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
     kwargs: dict = {"encoder_weights": encoder_weights, "in_channels": in_channels}
@@ -75,6 +95,10 @@ def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
         if name != "unet":
             raise ValueError(f"model.encoder is for model 'unet' only; {name!r} has a fixed encoder")
         kwargs["encoder"] = encoder
+    if ffn and ffn.get("moe_part") is not None:
+        if not name.startswith("vit-"):
+            raise ValueError(f"model.moe_part makes the FFNs of a ViT experts; {name!r} has none (use vit-tiny)")
+        kwargs.update(ffn)
     return MODELS[name](as_heads(num_classes), **kwargs)
 
 

@@ -17,6 +17,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from pointseg.models.layers.moe import MoEFFN
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_HEAD = "seg"
@@ -65,13 +67,27 @@ class SegmentationModel(nn.Module):
         convs = [m for m in self._head(head).modules() if isinstance(m, nn.Conv2d)]
         return convs[-1].out_channels
 
-    def add_head(self, name: str, num_classes: int) -> nn.Module:
-        """A new head ``name`` for ``num_classes`` classes (e.g. a dataset added to a trained model)."""
+    def add_head(self, name: str, num_classes: int) -> list[nn.Module]:
+        """A new dataset ``name`` of ``num_classes`` classes for a trained model: its head, and in every
+        hard-routed mixture-of-experts layer its expert (a copy of the first). Returns the new modules."""
         if name in self.heads:
             raise ValueError(f"the model already has a head {name!r}")
         head = self.make_head(num_classes).to(self.mean.device)
         self.heads[name] = head
-        return head
+        experts = [m.add_expert(name) for m in self.modules() if isinstance(m, MoEFFN) and m.gate is None]
+        return [head, *experts]
+
+    def parameter_counts(self) -> dict[str, object]:
+        """Parameters in all, and those each dataset adds (its head and experts)."""
+        return {"total": sum(p.numel() for p in self.parameters()),
+                "per_dataset": {name: self.dataset_parameters(name) for name in self.heads}}
+
+    def dataset_parameters(self, name: str) -> int:
+        """Parameters that serve dataset ``name`` alone: its head and its experts."""
+        own = [*self.heads[name].parameters()]
+        own += [p for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts
+                for p in m.experts[name].parameters()]
+        return sum(p.numel() for p in own)
 
     def keep_head(self, name: str) -> None:
         """Drop every head but ``name`` (a trained model used for one of its datasets)."""
