@@ -99,3 +99,63 @@ def test_a_moe_vit_trains_on_two_datasets_from_the_cli(tmp_path, tiny_loveda, ti
     assert "M parameters" in out and "second 443K" in out  # 12 experts of 48 x 768 + a 3-class head
     info = json.loads((run / "run.json").read_text())["invocations"][0]["parameters"]
     assert info["per_dataset"]["second"] == 12 * (768 * 48 + 48) + 64 * 3 + 3
+
+
+def dataset_sets(table):
+    return ["datasets.second.format=folder", f"datasets.second.classes={table}", "datasets.second.color_coded=false"]
+
+
+def test_a_dataset_added_to_a_trained_model_trains_its_head_and_experts_alone(tmp_path, tiny_loveda, tiny_overrides,
+                                                                               second_dataset, capsys):
+    root, table = second_dataset
+    vit = [*tiny_overrides, "model.name=vit-tiny", "model.moe_part=0.25", "data.name=loveda"]
+    first = tmp_path / "first"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(first),
+                 *[a for o in vit for a in ("--set", o)]]) == 0
+    added = tmp_path / "added"  # the new dataset is the run's first (data), its root the only one
+    sets = [*vit, "data.name=second", "data.format=folder", f"data.classes={table}", "data.color_coded=false",
+            "train.trainable=added"]
+    assert main(["train", "--init", str(first), "--data-root", str(root), "--out", str(added),
+                 *[a for o in sets for a in ("--set", o)]]) == 0
+    before = torch.load(first / "model.pt", weights_only=False)
+    after = torch.load(added / "model.pt", weights_only=False)
+    assert list(after["heads"]) == ["loveda", "second"]
+    new = [k for k in after["model"] if ".experts.second." in k or k.startswith("heads.second.")]
+    assert len(new) == 12 * 2 + 2  # an expert (weight, bias) in each of 12 blocks, and the head
+    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items()), "the rest is frozen"
+    start = after["model"]["encoder.vit.blocks.0.mlp.experts.loveda.weight"]
+    assert not torch.equal(after["model"]["encoder.vit.blocks.0.mlp.experts.second.weight"], start)
+    out = tmp_path / "eval.json"
+    for name, data in (("loveda", tiny_loveda), ("second", root)):
+        assert main(["evaluate", "--run", str(added), "--dataset", name, "--data-root", str(data), "--split", "Val",
+                     "--out", str(out)]) == 0
+
+
+def test_fine_tuning_from_a_plain_vit_starts_the_experts_from_its_ffn(tmp_path, tiny_loveda, tiny_overrides,
+                                                                        second_dataset):
+    root, table = second_dataset
+    plain = [*tiny_overrides, "model.name=vit-tiny", "data.name=loveda"]
+    first = tmp_path / "first"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(first),
+                 *[a for o in plain for a in ("--set", o)]]) == 0
+    sets = [*plain, "model.moe_part=0.25", *dataset_sets(table), "train.steps=1", "optim.lr=1e-12"]
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--init", str(first), "--data-root", str(tiny_loveda), "--data-root", f"second={root}",
+                 "--out", str(tuned), *[a for o in sets for a in ("--set", o)]]) == 0
+    before = torch.load(first / "model.pt", weights_only=False)["model"]
+    after = torch.load(tuned / "model.pt", weights_only=False)["model"]
+    fc2 = before["encoder.vit.blocks.3.mlp.fc2.weight"]
+    for dataset in ("loveda", "second"):
+        assert torch.allclose(after[f"encoder.vit.blocks.3.mlp.experts.{dataset}.weight"], fc2[-48:], atol=1e-6)
+    assert torch.allclose(after["encoder.vit.blocks.3.mlp.shared.weight"], fc2[:-48], atol=1e-6)
+
+
+def test_init_from_a_model_of_other_classes_or_another_architecture_is_an_error(tmp_path, tiny_run, tiny_loveda,
+                                                                               tiny_overrides, capsys):
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    code = main(["train", "--init", str(tiny_run), "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"),
+                 *sets, "--set", "model.name=vit-tiny"])
+    assert code == 2 and "do not fit model.name=vit-tiny" in capsys.readouterr().err
+    code = main(["train", "--init", str(tiny_run), "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"),
+                 *sets, "--set", "train.trainable=added"])
+    assert code == 2 and "lacks, but it has all of ['seg']" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from pointseg.inference import use_amp
 from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
 from pointseg.models import FFN_OPTIONS, SegmentationModel, build_model
+from pointseg.models.vit import expand_ffn_state
 from pointseg.points import PointSet, check_against, load_points, simulate
 from pointseg.propagation import Propagation, propagated_labels
 
@@ -39,6 +40,16 @@ class TrainInputs:
     rasters: tuple[str | Path, ...] = field(default_factory=tuple)  # instead of a data root
     masks: tuple[str | Path, ...] = field(default_factory=tuple)  # a reference mask raster per raster
     dataset_roots: tuple[tuple[str, str | Path], ...] = field(default_factory=tuple)  # (name, root) of `datasets`
+    init: str | Path | None = None  # a trained model.pt to start from
+
+
+@dataclass(frozen=True)
+class Initial:
+    """A trained model to start from (``--init``): its weights and the class table of each of its heads."""
+
+    state: dict[str, torch.Tensor]
+    heads: dict[str, ClassTable]
+    data: dict[str, dict]  # the data section of each head's dataset
 
 
 def dataset_configs(cfg: dict) -> dict[str, dict]:
@@ -48,6 +59,13 @@ def dataset_configs(cfg: dict) -> dict[str, dict]:
     for name, fields in cfg["datasets"].items():
         out[name] = {**cfg, "data": {**cfg["data"], **fields, "name": name}}
     return out
+
+
+def head_data(cfg: dict, initial: Initial | None, names: list[str]) -> dict[str, dict]:
+    """The data section of each head ``names``: this run's datasets', else the ``--init`` model's."""
+    ours = {name: c["data"] for name, c in dataset_configs(cfg).items()}
+    theirs = initial.data if initial is not None else {}
+    return {name: ours.get(name) or theirs[name] for name in names}
 
 
 def build_classes(cfg: dict) -> ClassTable:
@@ -259,6 +277,8 @@ class Training:
     parts: list[DatasetPart]
     model: SegmentationModel
     method: Method
+    tables: dict[str, ClassTable]  # the class table of each model head, in the model's order
+    data: dict[str, dict]  # the data section of each model head's dataset
 
     @property
     def scaling(self) -> BandScaling:
@@ -288,8 +308,9 @@ def build_raster_source(cfg: dict, rasters: tuple[str | Path, ...], classes: Cla
     return RasterSource(rasters, classes, cfg["data"]["bands"], list(masks) or None)
 
 
-def build_training(cfg: dict, inputs: TrainInputs) -> Training:
-    """The objects of a run; the model is initialised from the run's ``model`` seed stream."""
+def build_training(cfg: dict, inputs: TrainInputs, initial: Initial | None = None) -> Training:
+    """The objects of a run; the model is initialised from the run's ``model`` seed stream, or from ``initial``
+    (see ``build_run_model``)."""
     points = load_points(inputs.points) if inputs.points else None
     source: Source
     if inputs.rasters:
@@ -310,9 +331,7 @@ def build_training(cfg: dict, inputs: TrainInputs) -> Training:
     parts = [DatasetPart(cfg["data"]["name"], source, build_train_dataset(cfg, source, points, scaling), None,
                          scaling)]
     parts += build_more_datasets(cfg, inputs, scaling.bands)
-    seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
-    model = build_model_from_config(cfg, {p.name: p.source.classes.num_classes for p in parts},
-                                    in_channels=scaling.bands)
+    model, tables = build_run_model(cfg, {p.name: p.source.classes for p in parts}, scaling.bands, initial)
     method = build_method(cfg, model, source.classes.num_classes)
     if method.uses_unlabeled:
         image_tags = read_tags(inputs.tags, list(source.classes.names)) if inputs.tags else None
@@ -320,8 +339,47 @@ def build_training(cfg: dict, inputs: TrainInputs) -> Training:
         for part in parts[1:]:  # the unlabeled pixels of their own images
             part.unlabeled = build_unlabeled_dataset(dataset_configs(cfg)[part.name], [part.source], None,
                                                      part.scaling)
-    return Training(parts, model, method)
+    return Training(parts, model, method, tables, head_data(cfg, initial, model.head_names))
 
+
+def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initial: Initial | None = None
+                    ) -> tuple[SegmentationModel, dict[str, ClassTable]]:
+    """The model of a run on datasets ``tables`` (name -> class table) and the class table of each of its heads.
+
+    From ``initial``: its weights (a plain FFN's become the experts of an MoE model, ``expand_ffn_state``); a
+    dataset it lacks gets a new head (and experts copied from its first). ``train.trainable=all`` fine-tunes
+    everything and keeps the heads of this run's datasets; ``added`` trains the added datasets' heads and experts
+    alone and keeps every head (a dataset added to a trained model).
+    """
+    seed_everything(stream_seed(cfg["seed"], "model"))  # the initial weights
+    if initial is None:
+        return build_model_from_config(cfg, {n: t.num_classes for n, t in tables.items()}, in_channels=bands), tables
+    for name, table in tables.items():
+        if name in initial.heads and initial.heads[name].names != table.names:
+            raise ValueError(f"--init: its head {name!r} has classes {list(initial.heads[name].names)}, the dataset "
+                             f"{name!r} has {list(table.names)}; name the dataset otherwise (data.name) for a new head")
+    model = build_model_from_config(cfg, {n: t.num_classes for n, t in initial.heads.items()}, pretrained=False,
+                                    in_channels=bands)
+    try:
+        missing, unexpected = model.load_state_dict(expand_ffn_state(initial.state, model), strict=False)
+        problem = f"missing {missing[:2]}, unexpected {unexpected[:2]}" if missing or unexpected else ""
+    except RuntimeError as e:  # tensors of other shapes
+        problem = str(e).splitlines()[-1].strip()
+    if problem:
+        raise ValueError(f"--init: its weights do not fit model.name={cfg['model']['name']} ({problem}); use the "
+                         "model (and model.* settings) it was trained with")
+    added = [name for name in tables if name not in initial.heads]
+    for name in added:
+        model.add_head(name, tables[name].num_classes)
+    if cfg["train"]["trainable"] == "added":
+        if not added:
+            raise ValueError(f"train.trainable=added trains the datasets the --init model lacks, but it has all of "
+                             f"{list(tables)}")
+        model.datasets_only(added)
+        every = {**initial.heads, **tables}
+        return model, {name: every[name] for name in model.head_names}
+    model.keep_heads(list(tables))
+    return model, tables
 
 def build_more_datasets(cfg: dict, inputs: TrainInputs, bands: int) -> list[DatasetPart]:
     """The datasets of ``datasets`` (dense masks, each from its ``--data-root NAME=PATH``)."""

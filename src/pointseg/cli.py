@@ -12,7 +12,7 @@ from pointseg import build
 from pointseg.build import TrainInputs
 from pointseg.config import load_config, load_settings
 from pointseg.points import STRATEGIES, answer, load_points, save_points, simulate
-from pointseg.runs import read_info
+from pointseg.runs import model_file, read_info
 from pointseg.suggest import SCORES
 from pointseg.workflows import Tiling, run_evaluation, run_map_evaluation, run_prediction, run_training
 
@@ -81,7 +81,8 @@ def split_roots(items: list[str] | None) -> tuple[str | None, tuple[tuple[str, s
 def cmd_train(args: argparse.Namespace) -> Path:
     data_root, dataset_roots = split_roots(args.data_root)
     inputs = TrainInputs(data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
-                         tuple(args.raster), tuple(args.mask), dataset_roots)
+                         tuple(args.raster), tuple(args.mask), dataset_roots,
+                         model_file(args.init) if args.init else None)
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
     counts = read_info(path.parent)["invocations"][-1]["parameters"]
     added = ", ".join(f"{name} {n / 1e3:.0f}K" for name, n in counts["per_dataset"].items())
@@ -303,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
+    tr.add_argument("--init", metavar="RUN",
+                    help="start from a trained run's model (its directory or model.pt): fine-tuning after "
+                         "pre-training, or, with --set train.trainable=added, a dataset added to it")
     tr.add_argument("--data-root", action="append",
                     help="dataset root (a new run needs it or --raster; a resumed run keeps its own); repeat as "
                          "NAME=PATH for each dataset of `datasets` trained with it")

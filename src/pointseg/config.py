@@ -215,6 +215,8 @@ def validate(cfg: dict) -> dict:
         raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
     if flat["train.amp"] not in ("auto", True, False):
         raise ValueError(f"config key 'train.amp' must be auto, true or false, got {flat['train.amp']!r}")
+    if flat["train.trainable"] not in ("all", "added"):
+        raise ValueError(f"config key 'train.trainable' must be all or added, got {flat['train.trainable']!r}")
     if flat["labels.propagate"] not in PROPAGATION:
         raise ValueError(f"config key 'labels.propagate' must be one of {list(PROPAGATION)}, "
                          f"got {flat['labels.propagate']!r}")

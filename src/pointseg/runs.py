@@ -39,7 +39,7 @@ CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
 # Keys a resumed run may change: how long it trains and where/how fast it runs, never what it learns per step.
 RESUMABLE = ("train.steps", "train.device", "train.threads", "train.num_workers", "train.log_every",
              "train.checkpoint_every", "data.cache_dir", "data.cache_max_gb")
-FILE_INPUTS = {"points": "--points", "labeled": "--labeled", "tags": "--tags"}
+FILE_INPUTS = {"points": "--points", "labeled": "--labeled", "tags": "--tags", "init": "--init"}
 PATH_LISTS = {"unlabeled": "--unlabeled", "rasters": "--raster", "masks": "--mask"}  # recorded by path
 
 
@@ -82,7 +82,7 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              f"{list(map(str, paths))} differs. A resumed run keeps its inputs")
     files: dict[str, str | None] = {}
     for name, flag in FILE_INPUTS.items():
-        entry = recorded[name]
+        entry = recorded.get(name)
         same(flag, entry and entry["path"], getattr(given, name))
         files[name] = entry and entry["path"]
         if entry is None:
@@ -96,7 +96,7 @@ def resume_inputs(run_dir: Path, recorded: dict[str, Any], given: TrainInputs) -
                              "Restore the file or start a new run in another --out")
     return TrainInputs(recorded["data_root"], files["points"], files["labeled"], tuple(recorded["unlabeled"]),
                        files["tags"], tuple(recorded.get("rasters", ())), tuple(recorded.get("masks", ())),
-                       tuple(roots.items()))
+                       tuple(roots.items()), files.get("init"))
 
 
 def resume_config(run_dir: Path, settings: dict) -> dict:
@@ -219,6 +219,18 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 
 @dataclass
+class SavedModel:
+    """What a ``model.pt`` holds: weights, the run's config, each head's class table, band scaling."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    cfg: dict
+    heads: dict[str, ClassTable]
+    scaling: BandScaling
+    data: dict[str, dict]  # the data section of each head's dataset (how to read it)
+
+
+@dataclass
 class TrainedModel:
     """A finished run's model (in eval mode), config, input band scaling and the class table of each head;
     ``head`` is the head in use (its table is ``classes``)."""
@@ -228,23 +240,38 @@ class TrainedModel:
     heads: dict[str, ClassTable]
     scaling: BandScaling
     head: str
+    data: dict[str, dict]
 
     @property
     def classes(self) -> ClassTable:
         return self.heads[self.head]
 
+    @property
+    def head_cfg(self) -> dict:
+        """The run's config with ``data`` as the head's dataset is read."""
+        return {**self.cfg, "data": self.data[self.head]}
+
 
 def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTable | Mapping[str, ClassTable],
-               scaling: BandScaling) -> None:
+               scaling: BandScaling, data: Mapping[str, dict] | None = None) -> None:
     """The trained model for ``evaluate``/``predict``: weights, resolved config, the class table of each head
-    (one table: the model's only head) and band scaling. ``classes`` holds the first head's table."""
+    (one table: the model's only head), band scaling, and the data section of each head's dataset (default: from
+    ``cfg``). ``classes`` holds the first head's table."""
     tables = dict(heads) if isinstance(heads, Mapping) else {model.head_names[0]: heads}
     if list(tables) != model.head_names:
         raise ValueError(f"class tables for heads {list(tables)}, but the model has heads {model.head_names}")
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "config": cfg, "classes": next(iter(tables.values())).to_dict(),
                     "heads": {name: table.to_dict() for name, table in tables.items()},
+                    "data": dict(data) if data is not None else head_data(cfg, list(tables)),
                     "scaling": scaling.to_dict()}, tmp)
+
+
+def head_data(cfg: dict, names: list[str]) -> dict[str, dict]:
+    """The data section of each dataset ``names`` of a run's config (``data``, then ``datasets``)."""
+    sections = {cfg["data"]["name"]: cfg["data"]}
+    sections |= {name: {**cfg["data"], **fields, "name": name} for name, fields in cfg["datasets"].items()}
+    return {name: sections[name] for name in names if name in sections}
 
 
 def model_file(run: str | Path) -> Path:
@@ -253,13 +280,9 @@ def model_file(run: str | Path) -> Path:
     return run if run.is_file() else run / MODEL
 
 
-def load_run(run: str | Path, device: torch.device | str = "auto", head: str | None = None) -> TrainedModel:
-    """The model of a finished run (its directory or its ``model.pt``), with its config, classes and scaling.
-
-    Only the model file is read: it holds the config, class tables and band scaling (models saved before band
-    scaling existed took RGB images in 0..255; before named heads, one table). ``head``: the head (dataset) to
-    use, required when the model has several. ``device="auto"``: CUDA when present.
-    """
+def read_model(run: str | Path) -> SavedModel:
+    """The weights, config, class table of each head and band scaling in a run's ``model.pt`` (models saved before
+    band scaling existed took RGB images in 0..255; before named heads, they had one table)."""
     path = model_file(run)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model here (did training finish? --run takes a run directory "
@@ -273,15 +296,29 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
     tables = state.get("heads") or {DEFAULT_HEAD: state["classes"]}
     heads = {name: ClassTable.from_dict(table) for name, table in tables.items()}
+    scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
+    data = {**head_data(cfg, list(heads)), **state.get("data", {})}
+    if len(heads) == 1 and next(iter(heads)) not in data:  # saved before named heads: the head of `data`
+        data[next(iter(heads))] = cfg["data"]
+    return SavedModel(path, state["model"], cfg, heads, scaling, data)
+
+
+def load_run(run: str | Path, device: torch.device | str = "auto", head: str | None = None) -> TrainedModel:
+    """The model of a finished run (its directory or its ``model.pt``), with its config, classes and scaling.
+
+    Only the model file is read (``read_model``). ``head``: the head (dataset) to use, required when the model has
+    several. ``device="auto"``: CUDA when present.
+    """
+    saved = read_model(run)
+    path, cfg, heads, scaling = saved.path, saved.cfg, saved.heads, saved.scaling
     if head is None and len(heads) > 1:
         raise ValueError(f"{path}: the model has heads {list(heads)}: name the dataset to use (--dataset NAME)")
     if head is not None and head not in heads:
         raise ValueError(f"{path}: no head {head!r}; the model has {list(heads)}")
-    scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
     model = build_model_from_config(cfg, {name: t.num_classes for name, t in heads.items()}, pretrained=False,
                                     in_channels=scaling.bands)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(saved.state)
     head = head or next(iter(heads))
-    model.keep_head(head)  # the model of one dataset: model(image) gives that head's logits
+    model.keep_heads([head])  # the model of one dataset: model(image) gives that head's logits
     device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head)
+    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data)

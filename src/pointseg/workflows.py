@@ -47,7 +47,11 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
     runtime = build.build_runtime(cfg)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    run = build.build_training(cfg, inputs)
+    initial = None
+    if inputs.init is not None:
+        saved = runs.read_model(inputs.init)
+        initial = build.Initial(saved.state, saved.heads, saved.data)
+    run = build.build_training(cfg, inputs, initial)
     options = build.build_train_options(cfg)
     checkpoint_path = run_dir / runs.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, runtime.device) if resume and checkpoint_path.exists() else None
@@ -68,8 +72,7 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
         if not resume and not checkpoint_path.exists():
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
         raise
-    runs.save_model(run_dir / runs.MODEL, run.model, cfg, {p.name: p.source.classes for p in run.parts},
-                    run.scaling)
+    runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.tables, run.scaling, run.data)
     plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
     return run_dir / runs.MODEL
 
@@ -81,7 +84,7 @@ def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str 
     required for a model of several."""
     check_writable(Path(out).parent)
     trained = runs.load_run(run, head=dataset_name)
-    cfg = build.dataset_configs(trained.cfg)[trained.head]
+    cfg = trained.head_cfg
     source = build.build_source(cfg, data_root, split)
     dataset = build.build_eval_dataset(cfg, source, trained.scaling)
     amp = build.build_inference_amp(trained.cfg, model_device(trained.model))

@@ -83,6 +83,10 @@ def train(model: SegmentationModel, tasks: Sequence[Task], method: Method, run_d
     draw = _task_batches(tasks, method.uses_unlabeled, batch_size, unlabeled_batch_size, seed, start, num_workers)
 
     step_module.train()
+    for module in model.modules():  # a frozen normalisation layer keeps its statistics too
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()):
+            module.eval()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress)
     for step in bar:
         batches: Batches = [(head, _to(labeled, device, memory_format),

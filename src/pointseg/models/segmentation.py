@@ -89,10 +89,25 @@ class SegmentationModel(nn.Module):
                 for p in m.experts[name].parameters()]
         return sum(p.numel() for p in own)
 
-    def keep_head(self, name: str) -> None:
-        """Drop every head but ``name`` (a trained model used for one of its datasets)."""
-        self._head(name)  # an error for an unknown name
-        self.heads = nn.ModuleDict({name: self.heads[name]})
+    def keep_heads(self, names: Sequence[str]) -> None:
+        """Drop every dataset but ``names``: their heads and hard-routed experts (a trained model used for one of
+        its datasets, or fine-tuned on others)."""
+        for name in names:
+            self._head(name)  # an error for an unknown name
+        self.heads = nn.ModuleDict({name: self.heads[name] for name in names})
+        for layer in self.modules():
+            if isinstance(layer, MoEFFN) and layer.gate is None:
+                layer.experts = nn.ModuleDict({n: e for n, e in layer.experts.items() if n in names})
+
+    def datasets_only(self, names: Sequence[str]) -> None:
+        """Train only what serves ``names`` (their heads and experts); the rest is frozen (no gradient) and its
+        normalisation statistics too (see ``engine.loop``)."""
+        self.requires_grad_(False)
+        for name in names:
+            self.heads[name].requires_grad_(True)
+            for layer in self.modules():
+                if isinstance(layer, MoEFFN) and name in layer.experts:
+                    layer.experts[name].requires_grad_(True)
 
     def _head(self, head: str | None) -> nn.Module:
         if head is None:
