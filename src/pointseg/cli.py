@@ -1,5 +1,5 @@
-"""The ``pointseg`` command line: points simulate/import, labels inspect, train, evaluate, predict, suggest, map,
-export, cache, download, demo."""
+"""The ``pointseg`` command line: points simulate/import, labels inspect, train, pretrain, curate, evaluate,
+predict, suggest, map, export, cache, download, demo."""
 
 from __future__ import annotations
 
@@ -89,6 +89,27 @@ def cmd_train(args: argparse.Namespace) -> Path:
     print(f"trained model saved to {path} ({counts['total'] / 1e6:.2f}M parameters; added per dataset (head and "
           f"experts): {added})")
     return path
+
+
+def cmd_pretrain(args: argparse.Namespace) -> Path:
+    """``train`` with method fixmatch (S4P) unless the config names another semi-supervised method."""
+    if not args.unlabeled and not args.resume:
+        raise ValueError("pretrain learns from unlabeled images: give --unlabeled DIR or a .txt list "
+                         "(e.g. from pointseg curate)")
+    args.set = ["method.name=fixmatch", *args.set]
+    return cmd_train(args)
+
+
+def cmd_curate(args: argparse.Namespace) -> dict:
+    from pointseg.workflows import CurationRequest, run_curation
+
+    request = CurationRequest(args.budget, args.clusters, args.background, args.direction, args.size, args.batch_size)
+    report = run_curation(args.run, args.data_root, args.split, tuple(args.pool), args.out, request, args.dataset)
+    sizes = ", ".join(f"{row['picked']}/{row['pool']}" for row in report["clusters"])
+    print(f"selected {report['selected']} of the pool's images in {args.out} (picked/pool per cluster: {sizes}; "
+          f"mean entropy picked {report['picked']['mean_entropy']}, rejected {report['rejected']['mean_entropy']}; "
+          f"{report['pool_images_per_s']} images/s); report and plots beside it")
+    return report
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -228,6 +249,30 @@ def cmd_demo(args: argparse.Namespace) -> Path:
     return run_demo(args.data_root, args.out, args.set, download=args.download, per_image=args.per_image)
 
 
+def add_train_arguments(sp: argparse.ArgumentParser) -> None:
+    """The inputs of `train` and `pretrain`."""
+    sp.add_argument("--init", metavar="RUN",
+                    help="start from a trained run's model (its directory or model.pt): fine-tuning after "
+                         "pre-training, or, with --set train.trainable=added, a dataset added to it")
+    sp.add_argument("--data-root", action="append",
+                    help="dataset root (a new run needs it or --raster; a resumed run keeps its own); repeat as "
+                         "NAME=PATH for each dataset of `datasets` trained with it")
+    sp.add_argument("--raster", action="append", default=[], metavar="FILE",
+                    help="train on this georeferenced raster instead of a data root (repeatable; with --points)")
+    sp.add_argument("--mask", action="append", default=[], metavar="FILE",
+                    help="reference mask raster on the grid of each --raster (dense labels; classes from "
+                         "data.classes)")
+    sp.add_argument("--points", help="point-label file (default: train on dense masks)")
+    sp.add_argument("--out", required=True, help="run directory")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last checkpoint, on the inputs it was started with")
+    sp.add_argument("--labeled", help="file of sample ids to take labels from; the rest of the split is unlabeled")
+    sp.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
+                    help="folder of unlabeled images or a .txt list of them (repeatable); used by methods such as "
+                         "fixmatch and pseudoseg")
+    sp.add_argument("--tags", help="image-level labels of unlabeled images: CSV id,classes (names separated by ;)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointseg", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -304,27 +349,34 @@ def parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_labels_inspect)
 
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
-    tr.add_argument("--init", metavar="RUN",
-                    help="start from a trained run's model (its directory or model.pt): fine-tuning after "
-                         "pre-training, or, with --set train.trainable=added, a dataset added to it")
-    tr.add_argument("--data-root", action="append",
-                    help="dataset root (a new run needs it or --raster; a resumed run keeps its own); repeat as "
-                         "NAME=PATH for each dataset of `datasets` trained with it")
-    tr.add_argument("--raster", action="append", default=[], metavar="FILE",
-                    help="train on this georeferenced raster instead of a data root (repeatable; with --points)")
-    tr.add_argument("--mask", action="append", default=[], metavar="FILE",
-                    help="reference mask raster on the grid of each --raster (dense labels; classes from "
-                         "data.classes)")
-    tr.add_argument("--points", help="point-label file (default: train on dense masks)")
-    tr.add_argument("--out", required=True, help="run directory")
-    tr.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its last checkpoint, on the inputs it was started with")
-    tr.add_argument("--labeled", help="file of sample ids to take labels from; the rest of the split is unlabeled")
-    tr.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
-                    help="folder of unlabeled images (repeatable); used by methods such as fixmatch and pseudoseg")
-    tr.add_argument("--tags", help="image-level labels of unlabeled images: CSV id,classes (names separated by ;)")
+    add_train_arguments(tr)
     with_config(tr)
     tr.set_defaults(func=cmd_train)
+    pre = sub.add_parser("pretrain", help="semi-supervised pre-training (S5's S4P): train with method fixmatch on "
+                                          "the labeled data and --unlabeled images (e.g. a curated list); "
+                                          "fine-tune from it with train --init")
+    add_train_arguments(pre)
+    with_config(pre)
+    pre.set_defaults(func=cmd_pretrain)
+
+    cu = sub.add_parser("curate", help="select unlabeled pool images for semi-supervised pre-training (S5): "
+                                       "confident images, in the proportions of the labeled images' clusters")
+    cu.add_argument("--run", required=True, help="a trained run (directory or model.pt) that scores the images")
+    cu.add_argument("--dataset", help="which dataset of a model trained on several")
+    cu.add_argument("--data-root", required=True, help="the labeled images' root (with --split)")
+    cu.add_argument("--split", default="Train")
+    cu.add_argument("--pool", action="append", required=True, help="an unlabeled folder or .txt image list "
+                                                                   "(repeat for several)")
+    cu.add_argument("--budget", type=int, required=True, help="number of pool images to select")
+    cu.add_argument("--clusters", type=int, default=8, help="K-Means clusters of the labeled images")
+    cu.add_argument("--background", default="auto", help="class left out of the entropy (auto: a class named "
+                                                         "background; none: every pixel counts)")
+    cu.add_argument("--direction", choices=("lowest", "highest"), default="lowest",
+                    help="pick the lowest-entropy (most confident) images first, or the highest")
+    cu.add_argument("--size", type=int, default=256, help="images are scored resized to this side")
+    cu.add_argument("--batch-size", type=int, default=16)
+    cu.add_argument("--out", required=True, help="the selected list (.txt, one image path per line)")
+    cu.set_defaults(func=cmd_curate)
 
     ev = sub.add_parser("evaluate", help="metrics at full label resolution, on a dataset split or against a "
                                          "reference mask raster")

@@ -129,3 +129,34 @@ def plot_suggestions(image: np.ndarray, uncertainty: np.ndarray, clicks: np.ndar
     axes[0].set_title(title or "clicks so far (dots) and suggested (rings)", fontsize=9)
     axes[1].set_title("model uncertainty", fontsize=9)
     return _save(fig, Path(path))
+
+
+def plot_curation(prefix: Path, entropy: np.ndarray, chosen: np.ndarray, table: list[dict],
+                  pictures: list[tuple[str, np.ndarray]], rejected: list[tuple[str, np.ndarray]]) -> list[Path]:
+    """The entropy histogram (picked vs rejected), cluster sizes and a contact sheet of picked and rejected images."""
+    picked = np.zeros(len(entropy), bool)
+    picked[chosen] = True
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    bins = np.linspace(np.nanmin(entropy), np.nanmax(entropy), 30) if np.isfinite(entropy).any() else 10
+    left.hist([entropy[picked & np.isfinite(entropy)], entropy[~picked & np.isfinite(entropy)]], bins=bins,
+              stacked=True, label=["picked", "rejected"], color=["tab:green", "tab:grey"])
+    left.set(xlabel="mean pixel entropy (nats, background excluded)", ylabel="images")
+    left.legend()
+    x = np.arange(len(table))
+    right.bar(x - 0.2, [row["labeled"] for row in table], 0.4, label="labeled")
+    right.bar(x + 0.2, [row["picked"] for row in table], 0.4, label="picked")
+    right.set(xlabel="cluster", ylabel="images", xticks=x)
+    right.legend()
+    paths = [_save(fig, prefix.with_name(prefix.name + "_curation.png"))]
+    rows = [("picked", pictures), ("rejected", rejected)]
+    columns = max(1, max(len(p) for _, p in rows))
+    fig, axes = plt.subplots(2, columns, figsize=(1.6 * columns, 3.6), squeeze=False)
+    for r, (title, items) in enumerate(rows):
+        for c in range(columns):
+            axes[r][c].axis("off")
+            if c < len(items):
+                axes[r][c].imshow(items[c][1])
+                axes[r][c].set_title(items[c][0], fontsize=6)
+        axes[r][0].text(-0.1, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", rotation=90)
+    paths.append(_save(fig, prefix.with_name(prefix.name + "_contact_sheet.png")))
+    return paths

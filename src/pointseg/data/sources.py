@@ -193,7 +193,9 @@ class ImageMaskFolder(Source):
 
 
 class ImageFolder(Source):
-    """Images only: every image file directly in ``root`` or, with ``recursive``, below it.
+    """Images only: every image file directly in ``root`` or, with ``recursive``, below it; or, when ``root`` is
+    a ``.txt`` file, the images it lists (one path per line, relative to the list's folder or absolute; e.g. the
+    selection ``pointseg curate`` writes).
 
     Recursively, if ``root`` holds directories named ``images`` (an image/mask layout), only their files
     are taken, so masks beside them are never read as images.
@@ -202,11 +204,30 @@ class ImageFolder(Source):
     def __init__(self, root: str | Path, classes: ClassTable, recursive: bool = False, images: str = "images"
                  ) -> None:
         root = Path(root)
-        if not root.is_dir():
-            raise ValueError(f"{root}: not a directory")
-        files = sorted(root.rglob("*") if recursive else root.iterdir())
-        files = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-        if recursive and any(p.parent.name == images for p in files):
-            files = [p for p in files if p.parent.name == images]
-        ids = [str(p.relative_to(root).with_suffix("")) if recursive else p.stem for p in files]
+        if root.suffix.lower() == ".txt" and root.is_file():
+            files = image_list(root)
+            ids = [str(p.with_suffix("")) for p in files]
+        else:
+            if not root.is_dir():
+                raise ValueError(f"{root}: not a directory (or a .txt list of images)")
+            files = sorted(root.rglob("*") if recursive else root.iterdir())
+            files = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if recursive and any(p.parent.name == images for p in files):
+                files = [p for p in files if p.parent.name == images]
+            ids = [str(p.relative_to(root).with_suffix("")) if recursive else p.stem for p in files]
         super().__init__([SampleRef(i, p) for i, p in zip(ids, files, strict=True)], classes, f"image folder {root}")
+
+
+def image_list(path: Path) -> list[Path]:
+    """The image files a ``.txt`` list names (blank lines and ``#`` comments skipped); each must exist."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image list ({e})") from e
+    files = [(path.parent / line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} listed images not found, e.g. {missing[0]}")
+    if not files:
+        raise ValueError(f"{path}: the image list is empty")
+    return files
