@@ -3,6 +3,7 @@ share."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RASTER_SUFFIXES
 from pointseg.data.sources import ImageFolder
 from pointseg.engine import Task, load_checkpoint, train
+from pointseg.engine.distributed import Distribution, barrier, start_distributed, stop_distributed
 from pointseg.evaluate import evaluate, evaluate_map, write_predictions
 from pointseg.io import atomic_path, check_writable, write_json, write_text
 from pointseg.maps import MapResult, map_class_names, predict_raster
@@ -40,13 +42,26 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
     pixels of the labeled images. ``inputs.tags``: image-level labels of the unlabeled images (CSV
     ``id,classes``), used by PseudoSeg's Grad-CAMs. Everything is set up before the run directory is written;
     a new run that fails before its first checkpoint is removed again.
+
+    Started by torchrun, every process trains its share of each batch (``engine.distributed``); rank 0 alone
+    writes the run directory.
     """
     run_dir = Path(out)
     prepare = runs.prepare_resume if resume else runs.prepare_new
-    cfg, inputs = prepare(run_dir, settings, inputs)
+    cfg, inputs = prepare(run_dir, settings, inputs)  # every process, before any writes
     runtime = build.build_runtime(cfg)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
+    distribution, device = start_distributed(runtime.device)
+    try:
+        return _train_run(cfg, run_dir, inputs, resume, argv, on_step, distribution, device, runtime.amp)
+    finally:
+        stop_distributed()
+
+
+def _train_run(cfg: dict, run_dir: Path, inputs: build.TrainInputs, resume: bool, argv: list[str] | None,
+               on_step: Callable[[int], None] | None, distribution: Distribution, device: torch.device,
+               amp: bool) -> Path:
     initial = None
     if inputs.init is not None:
         saved = runs.read_model(inputs.init)
@@ -54,26 +69,31 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
     run = build.build_training(cfg, inputs, initial)
     options = build.build_train_options(cfg)
     checkpoint_path = run_dir / runs.CHECKPOINT
-    checkpoint = load_checkpoint(checkpoint_path, runtime.device) if resume and checkpoint_path.exists() else None
+    checkpoint = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
     created = False
-    facts = {"device": str(runtime.device), "amp": runtime.amp, "parameters": run.model.parameter_counts()}
-    if resume:
-        start = checkpoint["step"] if checkpoint else 0
-        log.info("resuming %s from step %d of %d", run_dir, start, options["steps"])
-        runs.record_resume(run_dir, cfg, argv, start, **facts)
-    else:
-        created = runs.start_run(run_dir, cfg, inputs, argv, **facts)
+    facts = {"device": str(device), "amp": amp, "parameters": run.model.parameter_counts(),
+             "processes": distribution.world_size}
+    if distribution.is_main:
+        if resume:
+            start = checkpoint["step"] if checkpoint else 0
+            log.info("resuming %s from step %d of %d", run_dir, start, options["steps"])
+            runs.record_resume(run_dir, cfg, argv, start, **facts)
+        else:
+            created = runs.start_run(run_dir, cfg, inputs, argv, **facts)
+    barrier(distribution)
     try:
-        with runs.locked(run_dir):
+        with runs.locked(run_dir) if distribution.is_main else contextlib.nullcontext():
             tasks = [Task(part.dataset, part.unlabeled, part.name) for part in run.parts]
-            train(run.model, tasks, run.method, run_dir, device=runtime.device, amp=runtime.amp,
-                  checkpoint=checkpoint, on_step=on_step, **options)
+            train(run.model, tasks, run.method, run_dir, device=device, amp=amp, checkpoint=checkpoint,
+                  on_step=on_step, distribution=distribution, **options)
     except BaseException:
-        if not resume and not checkpoint_path.exists():
+        if distribution.is_main and not resume and not checkpoint_path.exists():
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
         raise
-    runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.tables, run.scaling, run.data)
-    plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
+    if distribution.is_main:
+        runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.tables, run.scaling, run.data)
+        plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
+    barrier(distribution)  # the model is written before any process reports it
     return run_dir / runs.MODEL
 
 
