@@ -182,6 +182,6 @@ def contact_sheet(view: SquareImages, chosen: np.ndarray, entropy: np.ndarray, p
         ranked = members[np.argsort(np.nan_to_num(entropy[members], nan=np.inf), kind="stable")]
         shown = ranked[np.unique(np.linspace(0, len(ranked) - 1, min(per_row, len(ranked))).round().astype(int))] \
             if len(ranked) else ranked
-        rows.append([(f"{view.path(i).stem} {entropy[i]:.2f}", display_rgb(view[i]["image"].numpy()))
+        rows.append([(f"{view.path(i).stem} {entropy[i]:.3f}", display_rgb(view[i]["image"].numpy()))
                      for i in shown])
     return rows[0], rows[1]
