@@ -114,6 +114,8 @@ def test_pretrain_then_fine_tune_from_it(tmp_path, tiny_loveda, tiny_overrides, 
                  *sets]) == 0
     line = json.loads((pre / "metrics.jsonl").read_text().splitlines()[-1])
     assert "loss_unsup" in line and "mask_ratio" in line  # fixmatch
+    config = (pre / "config.yaml").read_text()
+    assert "cutmix_partner: second" in config and "unlabeled_batch_size: 4" in config  # twice batch 2
     tuned = tmp_path / "tuned"
     assert main(["train", "--init", str(pre), "--data-root", str(tiny_loveda), "--out", str(tuned), *sets]) == 0
     inputs = json.loads((tuned / "run.json").read_text())["inputs"]

@@ -184,7 +184,7 @@ def _build_method(cfg: dict, m: dict, loss: torch.nn.Module, model: Segmentation
                   ignore: int) -> Method:
     if m["name"] == "fixmatch":
         return FixMatch(loss, m["threshold"], m["unlabeled_weight"], StrongAugment(), m["cutmix_p"], m["ema_decay"],
-                        model, m["feature_dropout"], m["fp_weight"], m["dual_strong"], ignore)
+                        model, m["feature_dropout"], m["fp_weight"], m["dual_strong"], ignore, m["cutmix_partner"])
     if m["name"] == "pseudoseg":
         return PseudoSeg(loss, model.feature_channels, num_classes, m["background_class"], m["attention_dim"],
                          grid_stride=m["grid_stride"], gamma=m["gamma"], temperature=m["temperature"],

@@ -92,11 +92,18 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> Path:
-    """``train`` with method fixmatch (S4P) unless the config names another semi-supervised method."""
-    if not args.unlabeled and not args.resume:
+    """``train`` as S5's S4P: method fixmatch, CutMix from a second unlabeled batch (the unlabeled batch twice the
+    labeled one, halves mixed), unless the settings say otherwise."""
+    if args.resume:
+        return cmd_train(args)
+    if not args.unlabeled:
         raise ValueError("pretrain learns from unlabeled images: give --unlabeled DIR or a .txt list "
                          "(e.g. from pointseg curate)")
-    args.set = ["method.name=fixmatch", *args.set]
+    train = load_config(args.config, args.set)["train"]
+    s4p = ["method.name=fixmatch", "method.cutmix_partner=second"]
+    if train["unlabeled_batch_size"] is None:
+        s4p.append(f"train.unlabeled_batch_size={2 * train['batch_size']}")
+    args.set = [*s4p, *args.set]
     return cmd_train(args)
 
 

@@ -165,3 +165,26 @@ def test_strong_augmentation_and_boxes():
     frac = boxes.float().mean((1, 2))
     assert torch.all(frac > 0.06) and torch.all(frac < 0.26)
     assert random_boxes(3, 8, 8, p=0.0).sum() == 0
+
+
+def test_fixmatch_cutmix_partners_within_the_batch_or_from_a_second_batch():
+    first, other = FixMatch(SoftCrossEntropy()).partners(4, torch.device("cpu"))
+    assert first.tolist() == [0, 1, 2, 3] and other.tolist() == [3, 0, 1, 2]
+    s4p = FixMatch(SoftCrossEntropy(), cutmix_partner="second")
+    first, other = s4p.partners(4, torch.device("cpu"))
+    assert first.tolist() == [0, 1] and other.tolist() == [2, 3]
+    with pytest.raises(ValueError, match="even number"):
+        s4p.partners(3, torch.device("cpu"))
+
+
+def test_s4p_learns_on_the_first_half_mixed_with_the_second():
+    torch.manual_seed(0)
+    model = build_model("unet-small", 3)
+    sizes = []
+    model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    method = FixMatch(SoftCrossEntropy(), threshold=0.0, cutmix_p=1.0, cutmix_partner="second")
+    labeled = {"image": torch.rand(2, 3, 32, 32), "soft_mask": torch.full((2, 3, 32, 32), 1 / 3),
+               "weight": torch.ones(2, 32, 32), "valid": torch.ones(2, 32, 32)}
+    unlabeled = {"image": torch.rand(4, 3, 32, 32), "valid": torch.ones(4, 32, 32)}
+    loss, _ = method(model, labeled, unlabeled)
+    assert sizes == [2, 4, 2] and torch.isfinite(loss)  # labeled, pseudo labels of both halves, one strong view

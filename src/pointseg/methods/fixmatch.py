@@ -1,7 +1,8 @@
 """FixMatch for segmentation, with UniMatch's options (Sohn et al. 2020; Yang et al. 2023).
 
 Weak view -> pseudo labels above a confidence threshold; strong views (colour jitter, grayscale, blur, CutMix
-between the unlabeled images of the batch) learn to predict them. Options: an EMA teacher makes the pseudo
+between the unlabeled images of the batch, or, as S5's S4P, from a second unlabeled batch: the second half of the
+batch) learn to predict them. Options: an EMA teacher makes the pseudo
 labels, UniMatch's feature perturbation (dropout on encoder features of the weak view) and dual strong views.
 """
 
@@ -19,19 +20,25 @@ from pointseg.methods.supervised import Method
 from pointseg.models import SegmentationModel
 
 
+PARTNERS = ("batch", "second")
+
+
 class FixMatch(Method):
     uses_unlabeled = True
 
     def __init__(self, loss: nn.Module, threshold: float = 0.95, unlabeled_weight: float = 1.0,
                  strong: StrongAugment | None = None, cutmix_p: float = 0.5, ema_decay: float | None = None,
                  model: SegmentationModel | None = None, feature_dropout: float = 0.0, fp_weight: float = 0.5,
-                 dual_strong: bool = False, ignore_index: int = 255) -> None:
+                 dual_strong: bool = False, ignore_index: int = 255, cutmix_partner: str = "batch") -> None:
         super().__init__()
         self.loss = loss
         self.threshold, self.unlabeled_weight, self.fp_weight = threshold, unlabeled_weight, fp_weight
         self.strong = strong or StrongAugment()
         self.cutmix_p, self.feature_dropout, self.dual_strong = cutmix_p, feature_dropout, dual_strong
         self.ignore_index = ignore_index
+        if cutmix_partner not in PARTNERS:
+            raise KeyError(f"unknown CutMix partner {cutmix_partner!r}; valid: {list(PARTNERS)}")
+        self.cutmix_partner = cutmix_partner
         self.ema_decay = ema_decay
         self.teacher = None
         if ema_decay is not None:
@@ -49,6 +56,18 @@ class FixMatch(Method):
         teacher.train(was_training)
         return probs
 
+    def partners(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unlabeled images that learn and their CutMix partners: every image and the next one (``batch``), or
+        the first half and the second half (``second``: a second unlabeled batch, S5's S4P)."""
+        if self.cutmix_partner == "batch":
+            first = torch.arange(n, device=device)
+            return first, torch.roll(first, 1)
+        if n < 2 or n % 2:
+            raise ValueError(f"CutMix from a second batch splits the unlabeled batch in halves; got {n} images "
+                             "(set train.unlabeled_batch_size to an even number, e.g. twice the batch size)")
+        first = torch.arange(n // 2, device=device)
+        return first, first + n // 2
+
     def consistency(self, logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
                     valid: torch.Tensor) -> torch.Tensor:
         """Cross-entropy to confident pseudo labels, summed and divided by the number of valid pixels."""
@@ -62,13 +81,13 @@ class FixMatch(Method):
         probs = self.pseudo_probs(model, weak, head)
         confidence, pseudo = probs.max(1)  # (B, H, W)
         views = []
+        first, other = self.partners(len(weak), weak.device)
         for _ in range(2 if self.dual_strong else 1):
-            b, h, w = pseudo.shape
-            box = random_boxes(b, h, w, p=self.cutmix_p, device=weak.device)  # (B, H, W)
-            other = torch.roll(torch.arange(len(weak)), 1)  # CutMix partner within the batch
+            _, h, w = pseudo.shape
+            box = random_boxes(len(first), h, w, p=self.cutmix_p, device=weak.device)  # (B', H, W)
             strong = self.strong(weak)
-            strong = torch.where(box[:, None], strong[other], strong)
-            mixed = [torch.where(box, t[other], t) for t in (pseudo, confidence, valid)]
+            strong = torch.where(box[:, None], strong[other], strong[first])
+            mixed = [torch.where(box, t[other], t[first]) for t in (pseudo, confidence, valid)]
             views.append(self.consistency(model(strong, head), *mixed))
         loss_unsup = torch.stack(views).mean()
         loss = loss_sup + self.unlabeled_weight * loss_unsup
