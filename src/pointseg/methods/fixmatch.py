@@ -19,7 +19,6 @@ from pointseg.methods.augment import StrongAugment, random_boxes
 from pointseg.methods.supervised import Method
 from pointseg.models import SegmentationModel
 
-
 PARTNERS = ("batch", "second")
 
 
