@@ -68,7 +68,7 @@ def test_one_run_trains_a_head_per_dataset_and_evaluates_each(tmp_path, tiny_lov
     assert set(metrics["per_class_iou"]) == {"sand", "sea", "town"}
     assert main(["evaluate", "--run", str(run), "--data-root", str(root), "--split", "Val",
                  "--out", str(out)]) == 2
-    assert "name the dataset" in capsys.readouterr().err
+    assert "name the one to use" in capsys.readouterr().err
     pred = tmp_path / "pred"
     assert main(["predict", "--run", str(run), "--dataset", "loveda", "--input",
                  str(tiny_loveda / "Val" / "Rural" / "images_png"), "--out", str(pred)]) == 0
