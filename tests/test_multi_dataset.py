@@ -73,6 +73,12 @@ def test_one_run_trains_a_head_per_dataset_and_evaluates_each(tmp_path, tiny_lov
     assert main(["predict", "--run", str(run), "--dataset", "loveda", "--input",
                  str(tiny_loveda / "Val" / "Rural" / "images_png"), "--out", str(pred)]) == 0
     assert np.asarray(Image.open(pred / "4.png")).max() < 7
+    clicks = tmp_path / "next.json"
+    assert main(["suggest", "--run", str(run), "--dataset", "second", "--data-root", str(root), "--split", "Val",
+                 "--per-image", "2", "--out", str(clicks)]) == 0
+    assert json.loads(clicks.read_text())["classes"] == ["sand", "sea", "town"]
+    assert main(["export", "--run", str(run), "--dataset", "second", "--tile", "32", "--out",
+                 str(tmp_path / "second.onnx")]) == 0
 
     assert main(["train", "--out", str(run), "--resume", "--set", "train.steps=6"]) == 0  # keeps both roots
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6

@@ -53,7 +53,8 @@ def cmd_suggest(args: argparse.Namespace) -> Path:
     from pointseg.workflows import SuggestRequest, run_suggestion
 
     request = SuggestRequest(args.per_image, args.score, args.min_distance, args.class_weight, args.flips)
-    points = run_suggestion(args.run, args.out, request, args.data_root, args.split, tuple(args.raster), args.points)
+    points = run_suggestion(args.run, args.out, request, args.data_root, args.split, tuple(args.raster), args.points,
+                            args.dataset)
     out = Path(args.out)
     suggested = sum(int((p[:, 2] < 0).sum()) for p in points.images.values())
     print(f"suggested {suggested} clicks on {len(points.images)} images: {out} (class null: to be given), pictures "
@@ -159,7 +160,8 @@ def cmd_map(args: argparse.Namespace) -> Path:
 def cmd_export(args: argparse.Namespace) -> Path:
     from pointseg.export import export_onnx
 
-    result = export_onnx(args.run, args.out, args.tile, args.overlap, args.output, args.resolution)
+    result = export_onnx(args.run, args.out, args.tile, args.overlap, args.output, args.resolution,
+                         dataset=args.dataset)
     print(f"wrote {result.path}: {args.output} of {args.tile} x {args.tile} windows; onnxruntime matches torch to "
           f"{result.max_abs_difference:.1g} (max abs difference)")
     return result.path
@@ -327,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
     sg = sub.add_parser("suggest", help="where to click next: uncertain pixels, spread out, on classes with few "
                                         "clicks so far")
     sg.add_argument("--run", required=True, help="run directory or its model.pt")
+    sg.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     sg.add_argument("--data-root", help="dataset root (with --split)")
     sg.add_argument("--split", default="Train")
     sg.add_argument("--raster", action="append", default=[], metavar="FILE", help="raster(s) instead of a data root")
@@ -432,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="the run's model as ONNX (onnxruntime, the QGIS plugin Deepness)")
     ex.add_argument("--run", required=True, help="run directory or its model.pt")
+    ex.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     ex.add_argument("--out", required=True, help="ONNX file to write")
     ex.add_argument("--tile", type=int, default=Tiling.tile, help="window side of the graph's input, in pixels")
     ex.add_argument("--overlap", type=float, default=Tiling.overlap, help="window overlap Deepness should use")

@@ -74,7 +74,7 @@ def deepness_metadata(trained: runs.TrainedModel, tile: int, overlap: float, res
     meta = {"model_type": "Segmentor", "class_names": {str(i): n for i, n in enumerate(trained.classes.names)},
             "tile_size": tile, "tiles_overlap": round(overlap * 100), "pointseg_output": output,
             "pointseg_band_low": list(trained.scaling.low), "pointseg_band_high": list(trained.scaling.high),
-            "pointseg_bands": trained.cfg["data"]["bands"],
+            "pointseg_bands": trained.head_cfg["data"]["bands"],
             "pointseg_class_colors": [list(c) for c in trained.classes.colors]}
     if resolution_cm is not None:
         meta["resolution"] = round(resolution_cm, 4)
@@ -82,20 +82,22 @@ def deepness_metadata(trained: runs.TrainedModel, tile: int, overlap: float, res
 
 
 def export_onnx(run: str | Path, out: str | Path, tile: int = 512, overlap: float = 0.5,
-                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0) -> Export:
+                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0,
+                dataset: str | None = None) -> Export:
     """Export a run's model to ``out`` (see the module doc) and check it: onnxruntime's output on a random
-    batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written)."""
+    batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written). ``dataset``: the
+    dataset (head, and its experts) of a model trained on several."""
     import onnx
     import onnxruntime as ort
 
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    trained = runs.load_run(run, device="cpu")
+    trained = runs.load_run(run, device="cpu", head=dataset)
     divisor = getattr(trained.model, "size_divisor", 1)
     if tile <= 0 or tile % divisor:
         raise ValueError(f"--tile must be a positive multiple of {divisor} for this model, got {tile}")
     model = ExportedModel(trained.model.float().eval(), output).eval()
-    resolution_cm = resolution_cm or training_resolution_cm(run, trained.cfg)
+    resolution_cm = resolution_cm or training_resolution_cm(run, trained.head_cfg)
     if resolution_cm is None:
         log.warning("the run's pixel size is unknown (image tiles): give --resolution CM for Deepness")
     example = torch.rand(2, trained.scaling.bands, tile, tile, generator=torch.Generator().manual_seed(seed))

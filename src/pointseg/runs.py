@@ -313,7 +313,7 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     path, cfg, heads, scaling = saved.path, saved.cfg, saved.heads, saved.scaling
     if head is None and len(heads) > 1:
         raise ValueError(f"{path}: the model serves several datasets {list(heads)}: name the one to use "
-                         "(evaluate and predict: --dataset NAME)")
+                         "(--dataset NAME)")
     if head is not None and head not in heads:
         raise ValueError(f"{path}: no head {head!r}; the model has {list(heads)}")
     model = build_model_from_config(cfg, {name: t.num_classes for name, t in heads.items()}, pretrained=False,

@@ -107,7 +107,7 @@ def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str 
     cfg = trained.head_cfg
     source = build.build_source(cfg, data_root, split)
     dataset = build.build_eval_dataset(cfg, source, trained.scaling)
-    amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
+    amp = build.build_inference_amp(trained.head_cfg, model_device(trained.model))
     return evaluate(trained.model, dataset, trained.classes, out, amp=amp, flips=flips)
 
 
@@ -130,12 +130,12 @@ class Tiling:
 def map_raster(trained: runs.TrainedModel, raster: str | Path, target: str | Path, tiling: Tiling = Tiling(),
                confidence: str | Path | None = None) -> MapResult:
     """The GeoTIFF map (and ``confidence``) of one raster by a trained model; see ``pointseg.maps``."""
-    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+    source = build.build_raster_source(trained.head_cfg, (raster,), trained.classes)
     return predict_raster(trained.model, source, source.refs[0], target, classes=trained.classes,
                           scaling=trained.scaling, tile=tiling.tile, overlap=tiling.overlap,
                           batch_size=tiling.batch_size, confidence=confidence, cog=tiling.cog, flips=tiling.flips,
-                          amp=build.build_inference_amp(trained.cfg, model_device(trained.model)),
-                          **build.build_map_options(trained.cfg))
+                          amp=build.build_inference_amp(trained.head_cfg, model_device(trained.model)),
+                          **build.build_map_options(trained.head_cfg))
 
 
 def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None = None,
@@ -205,8 +205,8 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, tiling:
         if ray_workers is not None:
             raise ValueError("--ray maps rasters; a folder of image files is predicted without it")
         trained = runs.load_run(run, head=dataset_name)
-        amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
-        dataset = build.build_eval_dataset(trained.cfg, ImageFolder(inputs, trained.classes), trained.scaling)
+        amp = build.build_inference_amp(trained.head_cfg, model_device(trained.model))
+        dataset = build.build_eval_dataset(trained.head_cfg, ImageFolder(inputs, trained.classes), trained.scaling)
         written = write_predictions(trained.model, dataset, trained.classes, out, amp=amp, unreadable=unreadable,
                                     flips=tiling.flips)
     else:
@@ -271,11 +271,12 @@ class SuggestRequest:
 
 def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, data_root: str | Path | None = None,
                    split: str = "Train", rasters: tuple[str | Path, ...] = (),
-                   points: str | Path | None = None) -> PointSet:
+                   points: str | Path | None = None, dataset_name: str | None = None) -> PointSet:
     """Propose the next clicks on the images of ``split`` under ``data_root`` (or on ``rasters``) for the model of
     ``run``, given the clicks made so far (``points``). Writes the point file ``out`` (the clicks so far plus the
     suggestions, whose class is ``null``), an overlay picture per image in ``<out stem>_overlays/`` and, for
-    rasters, a GeoPackage ``<out stem>.gpkg`` with a layer per raster that an analyst opens in QGIS to classify."""
+    rasters, a GeoPackage ``<out stem>.gpkg`` with a layer per raster that an analyst opens in QGIS to classify.
+    ``dataset_name``: the dataset (head) of a model trained on several."""
     from pointseg.points import UNCLASSIFIED, check_against, load_points
     from pointseg.report import plot_suggestions
     from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
@@ -284,7 +285,7 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
         raise ValueError(f"--per-image must be at least 1, got {request.per_image}")
     out = Path(out)
     check_writable(out.parent)
-    trained = runs.load_run(run)
+    trained = runs.load_run(run, head=dataset_name)
     names = list(trained.classes.names)
     made = load_points(points, unclassified=True) if points else None
     if made is not None and made.classes != names:
@@ -325,15 +326,15 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
         for raster in rasters:
             layers.append(_suggest_on_raster(trained, Path(raster), request, out, add))
     elif data_root is not None:
-        source = build.build_source(trained.cfg, data_root, split, require_masks=False)
+        source = build.build_source(trained.head_cfg, data_root, split, require_masks=False)
         if source.band_count(source.refs[0]) != trained.scaling.bands:
             raise ValueError(f"{source.refs[0].image}: {source.band_count(source.refs[0])} bands, but the model of "
                              f"{run} takes {trained.scaling.bands}")
         if made is not None:
             check_against(made, [r.id for r in source.refs], {r.id: source.size(r) for r in source.refs
                                                             if r.id in made.images}, names)
-        dataset = build.build_eval_dataset(trained.cfg, source, trained.scaling)
-        amp = build.build_inference_amp(trained.cfg, model_device(trained.model))
+        dataset = build.build_eval_dataset(trained.head_cfg, source, trained.scaling)
+        amp = build.build_inference_amp(trained.head_cfg, model_device(trained.model))
         from pointseg.evaluate import display_rgb
         from pointseg.inference import iter_logits
         from pointseg.suggest import certainty
@@ -373,7 +374,7 @@ def _suggest_on_raster(trained: runs.TrainedModel, raster: Path, request: Sugges
     from pointseg.data.raster import display_thumbnail, picture_bands
     from pointseg.maps import NODATA
 
-    source = build.build_raster_source(trained.cfg, (raster,), trained.classes)
+    source = build.build_raster_source(trained.head_cfg, (raster,), trained.classes)
     ref = source.refs[0]
     height, width = source.size(ref)
     step = max(1, int(np.ceil(max(height, width) / 2048)))
@@ -381,9 +382,9 @@ def _suggest_on_raster(trained: runs.TrainedModel, raster: Path, request: Sugges
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".suggest-") as tmp:
         predict_raster(trained.model, source, ref, Path(tmp) / "map.tif", classes=trained.classes,
                        scaling=trained.scaling, confidence=Path(tmp) / "certainty.tif", flips=request.flips,
-                       certainty_kind=request.score, amp=build.build_inference_amp(trained.cfg,
+                       certainty_kind=request.score, amp=build.build_inference_amp(trained.head_cfg,
                                                                                    model_device(trained.model)),
-                       **build.build_map_options(trained.cfg))
+                       **build.build_map_options(trained.head_cfg))
         with rasterio.open(Path(tmp) / "map.tif") as m, rasterio.open(Path(tmp) / "certainty.tif") as c:
             predicted = m.read(1, out_shape=shape, resampling=Resampling.nearest)
             certain = c.read(1, out_shape=shape, resampling=Resampling.nearest).astype(np.float64) / 100
