@@ -7,6 +7,7 @@
                                                    # paired gains over supervised, PseudoSeg ablation
     python benchmarks/summarize.py clicks --plot benchmarks/results/label_budget.png  # click levers per phase,
                                                    # label-budget curve
+    python benchmarks/summarize.py s5              # curation, multi-dataset and DDP tables (issue 13)
 """
 
 from __future__ import annotations
@@ -427,11 +428,68 @@ def budget_plot(cells: dict[tuple[str, str], list[dict]], path: Path) -> Path:
     return path
 
 
+def load_s5(results: Path) -> dict[tuple[str, str], list[dict]]:
+    """Issue 13's results (``s5_*.json``) grouped by (phase, cell)."""
+    cells: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in sorted(results.glob("s5_*.json")):
+        record = json.loads(path.read_text())
+        cells[(record["phase"], record["cell"])].append(record)
+    return cells
+
+
+def s5_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
+    """Curation (paired gains over no pre-training and over random), multi-dataset (mIoU per dataset,
+    parameters) and DDP (throughput, Val mIoU)."""
+    out = ["**curation** (ViT-tiny, 20 clicks/image, Val 16-23)", "",
+           "| cell | Val mIoU | gain over none | gain over random | pretrain s | train s | seeds |",
+           "|---|---|---|---|---:|---:|---:|"]
+    by_seed = {cell: {r["seed"]: r["val"]["miou"] for r in cells.get(("curation", cell), [])}
+               for cell in ("none", "s4p_random", "s4p_curated")}
+
+    def gain(cell: str, base: str) -> str:
+        pairs = [by_seed[cell][s] - by_seed[base][s] for s in by_seed[cell] if s in by_seed[base]]
+        return format_gains(pairs) if pairs and cell != base else "-"
+
+    for cell in ("none", "s4p_random", "s4p_curated"):
+        runs = cells.get(("curation", cell), [])
+        if runs:
+            seconds = [statistics.mean(r["seconds"].get(k, 0) for r in runs) for k in ("pretrain", "train")]
+            out.append(f"| {cell} | {mean_std([r['val']['miou'] for r in runs])} | {gain(cell, 'none')} | "
+                       f"{gain(cell, 's4p_random') if cell == 's4p_curated' else '-'} | {seconds[0]:.0f} | "
+                       f"{seconds[1]:.0f} | {len(runs)} |")
+    out += ["", "**multi-dataset** (ViT-tiny, dense masks; Val mIoU per dataset)", "",
+            "| cell | LoveDA | Dubai | parameters | added per dataset | train s | seeds |",
+            "|---|---|---|---:|---|---:|---:|"]
+    for cell in ("separate_loveda", "separate_dubai", "shared", "moe"):
+        runs = cells.get(("multi", cell), [])
+        if not runs:
+            continue
+        score = {name: mean_std([r["val"][name]["miou"] for r in runs]) if name in runs[0]["val"] else "-"
+                 for name in ("loveda", "dubai")}
+        params = runs[0]["parameters"]
+        added = ", ".join(f"{k} {v / 1e3:.0f}K" for k, v in params["per_dataset"].items())
+        seconds = statistics.mean(r["train_seconds"] or 0 for r in runs)
+        out.append(f"| {cell} | {score['loveda']} | {score['dubai']} | {params['total'] / 1e6:.2f}M | {added} | "
+                   f"{seconds:.0f} | {len(runs)} |")
+    out += ["", "**DDP** (this 2-core machine)", "", "| cell | processes | images/s | Val mIoU | train s |",
+            "|---|---:|---:|---|---:|"]
+    for (phase, cell), runs in sorted(cells.items()):
+        if phase == "ddp":
+            val = mean_std([r["val"]["miou"] for r in runs]) if "val" in runs[0] else "-"
+            out.append(f"| {cell} | {runs[0]['processes']} | {statistics.mean(r['images_per_s'] for r in runs):.2f} "
+                       f"| {val} | {statistics.mean(r['train_seconds'] for r in runs):.0f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("which", choices=["points", "soft", "semi", "clicks"])
+    p.add_argument("which", choices=["points", "soft", "semi", "clicks", "s5"])
     p.add_argument("--plot", type=Path, help="soft/semi: also write the summary plot (PNG) here")
+    p.add_argument("--results", type=Path, default=RESULTS, help="s5: the folder of result JSONs")
     args = p.parse_args()
+    if args.which == "s5":
+        print(s5_tables(load_s5(args.results)))
+        return
     if args.which == "clicks":
         clicks = load_clicks()
         print(clicks_tables(clicks))
