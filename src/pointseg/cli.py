@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
                          tuple(args.raster), tuple(args.mask), dataset_roots,
                          model_file(args.init) if args.init else None)
     path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return path
     counts = read_info(path.parent)["invocations"][-1]["parameters"]
     added = ", ".join(f"{name} {n / 1e3:.0f}K" for name, n in counts["per_dataset"].items())
     print(f"trained model saved to {path} ({counts['total'] / 1e6:.2f}M parameters; added per dataset (head and "

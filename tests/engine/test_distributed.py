@@ -111,6 +111,7 @@ def test_torchrun_trains_on_two_cpu_processes_and_resumes(tmp_path, tiny_loveda,
     run = tmp_path / "run"
     done = torchrun("train", "--data-root", str(tiny_loveda), "--out", str(run), *sets)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained model saved") == 1  # rank 0 reports
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]  # rank 0 alone writes
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in lines)
