@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from common import RESULTS, pointseg, run
-from pointseg.data.sources import IMAGE_SUFFIXES
+from pointseg.data.classes import LOVEDA_CLASSES
+from pointseg.data.sources import ImageFolder
 from pointseg.io import write_json, write_text
 
 VIT = ["model.name=vit-tiny", "model.encoder_weights=null", "data.domains=[Rural]"]
@@ -57,14 +58,8 @@ def timed(cmd: list[str], commands: list[str]) -> float:
 
 
 def pool_images(pools: list[Path]) -> list[Path]:
-    """Every image below the pool folders (only ``images`` folders where an image/mask layout is found)."""
-    files = []
-    for pool in pools:
-        found = sorted(p for p in pool.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if any(p.parent.name == "images" for p in found):
-            found = [p for p in found if p.parent.name == "images"]
-        files += found
-    return files
+    """Every image below the pool folders, as ``--unlabeled`` and ``curate --pool`` read them."""
+    return [Path(ref.image) for pool in pools for ref in ImageFolder(pool, LOVEDA_CLASSES, recursive=True).refs]
 
 
 def curation_cells(args: argparse.Namespace, seed: int) -> None:

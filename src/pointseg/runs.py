@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from pointseg import __version__
-from pointseg.build import TrainInputs, build_model_from_config
+from pointseg.build import TrainInputs, build_model_from_config, dataset_configs
 from pointseg.config import default_config, dump_config, flatten, merge, validate
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
@@ -269,8 +269,7 @@ def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTabl
 
 def head_data(cfg: dict, names: list[str]) -> dict[str, dict]:
     """The data section of each dataset ``names`` of a run's config (``data``, then ``datasets``)."""
-    sections = {cfg["data"]["name"]: cfg["data"]}
-    sections |= {name: {**cfg["data"], **fields, "name": name} for name, fields in cfg["datasets"].items()}
+    sections = {name: dataset_cfg["data"] for name, dataset_cfg in dataset_configs(cfg).items()}
     return {name: sections[name] for name in names if name in sections}
 
 
@@ -297,9 +296,7 @@ def read_model(run: str | Path) -> SavedModel:
     tables = state.get("heads") or {DEFAULT_HEAD: state["classes"]}
     heads = {name: ClassTable.from_dict(table) for name, table in tables.items()}
     scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
-    data = {**head_data(cfg, list(heads)), **state.get("data", {})}
-    if len(heads) == 1 and next(iter(heads)) not in data:  # saved before named heads: the head of `data`
-        data[next(iter(heads))] = cfg["data"]
+    data = {**head_data(cfg, list(heads)), **state.get("data", {})}  # files before named heads: `data`, "seg"
     return SavedModel(path, state["model"], cfg, heads, scaling, data)
 
 
