@@ -291,3 +291,25 @@ def test_evaluate_and_predict_with_flips(tmp_path, tiny_run, tiny_loveda):
     assert main(["predict", "--run", str(tiny_run), "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
                  "--out", str(tmp_path / "pred"), "--flips"]) == 0
     assert len(list((tmp_path / "pred").glob("*_color.png"))) == 2
+
+
+def test_a_vit_with_the_imagenet_mobilenet_stem_trains_and_reloads_without_its_weights_file(tmp_path, tiny_loveda,
+                                                                                           tiny_overrides):
+    import torch
+
+    from tests.conftest import shared_path
+
+    weights = shared_path("weights", "mobilenet_v2-b0353104.pth")
+    sets = [*tiny_overrides, "model.name=vit-tiny-mobilenetv2", f"model.encoder_weights={weights}", "train.steps=2"]
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run),
+                 *[a for o in sets for a in ("--set", o)]]) == 0
+    trained = torch.load(run / "model.pt", weights_only=False)["model"]
+    imagenet = torch.load(weights, weights_only=True)
+    key = "encoder.vit.patch_embed.backbone.features.5.conv.0.0.weight"
+    assert not torch.equal(trained[key], imagenet["features.5.conv.0.0.weight"])  # fine-tuned from ImageNet
+    assert (trained[key] - imagenet["features.5.conv.0.0.weight"]).abs().max() < 0.05
+    out = tmp_path / "val.json"  # evaluate rebuilds the model from model.pt alone (no weights file read)
+    assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val",
+                 "--out", str(out)]) == 0
+    assert 0 <= json.loads(out.read_text())["miou"] <= 1

@@ -3,6 +3,7 @@ import torch
 import torchvision
 
 from pointseg.models import MODELS, build_model, load_encoder_weights
+from pointseg.models.segmentation import IMAGENET_MEAN
 from pointseg.models.smp_unet import adapt_input_channels, smp_unet
 from tests.conftest import shared_path
 
@@ -165,3 +166,35 @@ def test_auxiliary_losses_of_modules_are_summed_for_the_trainer():
     model.decoder.fuse[0].aux_loss = torch.tensor(0.5)
     assert model.pop_auxiliary_loss().item() == 0.75
     assert model.pop_auxiliary_loss() is None  # popped: the next step starts from none
+
+
+def test_the_vit_stem_is_torchvisions_mobilenet_v2_to_stride_16_with_its_imagenet_weights():
+    path = shared_path("weights", "mobilenet_v2-b0353104.pth")
+    model = build_model("vit-tiny-mobilenetv2", 7, encoder_weights=str(path)).eval()
+    reference = torchvision.models.mobilenet_v2()
+    reference.load_state_dict(torch.load(path, weights_only=True))
+    x = torch.rand(2, 3, 64, 96)
+    assert torch.equal(model.encoder.stem(x), reference.eval().features[:14](x))
+    assert [tuple(m.shape) for m in model.encode(x)] == [(2, 192, 4, 6)] * 4  # one token per stem cell
+    assert model.size_divisor == 16
+    assert torch.allclose(model.mean.flatten(), torch.tensor(IMAGENET_MEAN))
+    ten = build_model("vit-tiny-mobilenetv2", 7, encoder_weights=str(path), in_channels=10)
+    first = ten.encoder.stem.features[0][0].weight
+    assert first.shape[1] == 10 and torch.allclose(first[:, 3:6], reference.features[0][0].weight * 3 / 10)
+
+
+def test_the_vit_stem_takes_a_mobilenet_v2_file_or_imagenet_and_says_what_fails(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="MobileNetV2 checkpoint file, imagenet or null"):
+        build_model("vit-tiny-mobilenetv2", 7, encoder_weights="swsl")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_model("vit-tiny-mobilenetv2", 7, encoder_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="do not fit this encoder"):
+        build_model("vit-tiny-mobilenetv2", 7, encoder_weights=str(shared_path("weights",
+                                                                               "efficientnet-lite0-57934424.pth")))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="encoder_weights=/path/to/mobilenet_v2.pth"):
+        build_model("vit-tiny-mobilenetv2", 7, encoder_weights="imagenet")

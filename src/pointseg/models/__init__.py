@@ -11,7 +11,16 @@ from torch import nn
 from pointseg.models.segmentation import DEFAULT_HEAD, IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
 from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet, unet_head
 from pointseg.models.unet_small import UNetSmallDecoder, UNetSmallEncoder
-from pointseg.models.vit import HUB_NAMES, VIT_SIZES, ViTDecoder, ViTEncoder, load_vit_weights, moe_ffn
+from pointseg.models.vit import (
+    HUB_NAMES,
+    STEMS,
+    VIT_SIZES,
+    ViTDecoder,
+    ViTEncoder,
+    load_stem_weights,
+    load_vit_weights,
+    moe_ffn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +65,25 @@ def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | No
 
 
 def _vit(heads: Heads, size: str = "tiny", encoder_weights: str | None = None, in_channels: int = 3,
-         moe_part: float | None = None, moe_gate: str = "hard", moe_top_k: int = 1, moe_experts: int | None = None,
-         moe_balance_weight: float = 0.01) -> SegmentationModel:
+         stem: str | None = None, moe_part: float | None = None, moe_gate: str = "hard", moe_top_k: int = 1,
+         moe_experts: int | None = None, moe_balance_weight: float = 0.01) -> SegmentationModel:
     """A ViT (``VIT_SIZES[size]``, patch 16) with the light decoder; ``moe_part`` makes every FFN a mixture of
     experts (``models.layers.moe``). ``encoder_weights``: a timm ViT checkpoint file, or ``imagenet`` (timm's
-    ImageNet weights of that size, online)."""
+    ImageNet weights of that size, online). With a convolutional ``stem`` (``STEMS``) the weights are the stem's
+    (a file, or ``imagenet``) and the transformer trains from scratch; inputs are normalised as for ImageNet."""
     dim, depth, num_heads = VIT_SIZES[size]
     ffn = moe_ffn(list(heads), moe_part, moe_gate, moe_top_k, moe_balance_weight, moe_experts)
-    encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn)
-    load_vit_weights(encoder, HUB_NAMES[size] if encoder_weights == "imagenet" else encoder_weights)
+    conv = STEMS[stem](in_channels) if stem else None
+    if conv is not None:
+        load_stem_weights(conv, encoder_weights)
+    encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn, stem=conv)
+    if conv is None:
+        load_vit_weights(encoder, HUB_NAMES[size] if encoder_weights == "imagenet" else encoder_weights)
     decoder = ViTDecoder(encoder.out_channels, scale=encoder.patch_size)
+    mean, std = ((0.5,) * in_channels, (0.5,) * in_channels) if conv is None else (
+        cycle(IMAGENET_MEAN, in_channels), cycle(IMAGENET_STD, in_channels))
     return SegmentationModel(encoder, decoder, heads, partial(nn.Conv2d, decoder.out_channels, kernel_size=1),
-                             encoder.patch_size, mean=(0.5,) * in_channels, std=(0.5,) * in_channels)
+                             encoder.patch_size, mean=mean, std=std)
 
 
 MODELS: dict[str, Callable[..., SegmentationModel]] = {
@@ -78,6 +94,8 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "unet": _unet,
     "vit-tiny": partial(_vit, size="tiny"),
     "vit-small": partial(_vit, size="small"),
+    "vit-tiny-mobilenetv2": partial(_vit, size="tiny", stem="mobilenetv2"),
+    "vit-small-mobilenetv2": partial(_vit, size="small", stem="mobilenetv2"),
 }
 FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_weight")  # ViT models only
 

@@ -49,6 +49,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"{path}: cannot read encoder weights ({e})") from e
+    load_encoder_state(encoder, state, str(path))
+
+
+def load_encoder_state(encoder: nn.Module, state: dict, source: str) -> None:
+    """``load_encoder_weights`` for a state dict already read (from ``source``, named in errors)."""
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -63,12 +68,12 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     elif not by_name and len(given) >= len(own) and all(
         a.shape == b.shape for a, b in zip(own.values(), given.values(), strict=False)
     ):
-        log.info("%s: matching %d encoder tensors by order (names differ)", path, len(own))
+        log.info("%s: matching %d encoder tensors by order (names differ)", source, len(own))
         mapped = dict(zip(own, given.values(), strict=False))
     else:
         missing = [k for k in own if k not in by_name]
         raise ValueError(
-            f"{path}: weights do not fit this encoder: {len(missing)} of {len(own)} tensors missing or of "
+            f"{source}: weights do not fit this encoder: {len(missing)} of {len(own)} tensors missing or of "
             f"another shape, e.g. {missing[:3]}"
         )
     encoder.load_state_dict(mapped, strict=False)

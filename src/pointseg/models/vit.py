@@ -2,7 +2,9 @@
 
 The encoder returns the tokens of ``levels`` evenly spaced blocks as ``(B, C, H / p, W / p)`` maps (patch size
 ``p``); the decoder fuses them and brings them to full resolution. Position embeddings are interpolated to the
-input size, so whole images of any size divisible by ``p`` go through.
+input size, so whole images of any size divisible by ``p`` go through. Instead of cutting the image into
+patches, a convolutional ``stem`` (the first stages of an ImageNet CNN, ``ConvStem``) can make the tokens: one per
+cell of its stride-16 feature map, projected to the width (timm's ``HybridEmbed``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+import torchvision
+from timm.layers import HybridEmbed, Mlp, PatchEmbed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
@@ -27,24 +30,82 @@ VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6)}  # embed_dim, depth, h
 HUB_NAMES = {"tiny": "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "small": "vit_small_patch16_224.augreg_in21k_ft_in1k"}
 
 
+class ConvStem(nn.Module):
+    """The stages of torchvision's MobileNetV2 down to stride ``STRIDE`` (``features[:LAYERS]``, 96 channels): the
+    token maker of a hybrid ViT. Its tensors keep torchvision's names, so the ImageNet file loads into it by name
+    (``smp_unet.load_encoder_weights``, which also adapts the first convolution to ``in_channels`` bands)."""
+
+    STRIDE, LAYERS = 16, 14
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.features = torchvision.models.mobilenet_v2().features[:self.LAYERS]
+        if in_channels != 3:  # the first convolution for other bands (its RGB weights are adapted when loaded)
+            first = cast(nn.Conv2d, self.features[0][0])
+            size, stride = cast(tuple[int, int], first.kernel_size), cast(tuple[int, int], first.stride)
+            conv = nn.Conv2d(in_channels, first.out_channels, size, stride, cast(tuple[int, int], first.padding),
+                             bias=False)
+            self.features[0][0] = conv
+        self.out_channels = cast(nn.BatchNorm2d, self.features[-1].conv[-1]).num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.features(x))  # (B, out_channels, H / STRIDE, W / STRIDE)
+
+
+STEMS: dict[str, Callable[[int], ConvStem]] = {"mobilenetv2": ConvStem}
+
+
+def load_stem_weights(stem: ConvStem, weights: str | None) -> None:
+    """ImageNet weights into ``stem``: a torchvision MobileNetV2 checkpoint file (read offline), or ``imagenet``
+    (torchvision's, downloaded: needs network)."""
+    from pointseg.models.smp_unet import is_weights_file, load_encoder_state, load_encoder_weights
+
+    if weights in (None, "none", ""):
+        return
+    if is_weights_file(str(weights)):
+        if not Path(str(weights)).exists():
+            raise FileNotFoundError(f"{weights}: stem weights file not found")
+        load_encoder_weights(stem, str(weights))
+        return
+    if weights != "imagenet":
+        raise ValueError(f"model.encoder_weights={weights!r}: a ViT with a convolutional stem takes a MobileNetV2 "
+                         "checkpoint file, imagenet or null")
+    try:
+        state = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as e:
+        raise RuntimeError(f"could not fetch MobileNetV2 ImageNet weights ({type(e).__name__}: {e}). Offline? Pass "
+                           "a local checkpoint: --set model.encoder_weights=/path/to/mobilenet_v2.pth") from e
+    load_encoder_state(stem, state, "torchvision MobileNet_V2_Weights.IMAGENET1K_V1")
+
+
 class ViTEncoder(nn.Module):
     """timm's ``VisionTransformer`` (no classifier) returning the maps of ``levels`` blocks, finest first.
 
     ``ffn``: the feed-forward class of every block (timm ``Mlp``, or ``MoEFFN`` with its experts bound). A model
-    with hard-routed experts is ``routed``: its forward takes the ``dataset`` of the batch.
+    with hard-routed experts is ``routed``: its forward takes the ``dataset`` of the batch. ``stem``: a CNN whose
+    last feature map (stride ``stem.STRIDE``) gives the tokens in place of the ``patch_size`` patches.
     """
 
     def __init__(self, in_channels: int = 3, embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
                  patch_size: int = 16, levels: int = 4, ffn: Callable[..., nn.Module] = Mlp, img_size: int = 256,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, stem: ConvStem | None = None) -> None:
         super().__init__()
-        self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_channels, num_classes=0,
-                                     global_pool="", embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        embed = PatchEmbed if stem is None else partial(HybridEmbed, stem)  # a stem's tokens: 1x1 "patches"
+        self.vit = VisionTransformer(img_size=img_size, patch_size=patch_size if stem is None else 1,
+                                     in_chans=in_channels, num_classes=0, global_pool="", embed_dim=embed_dim,
+                                     depth=depth, num_heads=num_heads, embed_layer=cast(Callable, embed),
                                      mlp_layer=cast(type[nn.Module], ffn), dynamic_img_size=True,
                                      drop_path_rate=drop_path)
         self.indices = [round((i + 1) * depth / levels) - 1 for i in range(levels)]
         self.out_channels = (embed_dim,) * levels
-        self.patch_size = patch_size
+        self.patch_size = patch_size if stem is None else stem.STRIDE
+        self.routed = any(isinstance(m, MoEFFN) and m.gate is None for m in self.modules())
+
+    @property
+    def stem(self) -> ConvStem | None:
+        """The convolutional stem making the tokens, if any (it lives in ``vit.patch_embed``)."""
+        backbone = getattr(self.vit.patch_embed, "backbone", None)
+        return backbone if isinstance(backbone, ConvStem) else None
         self.routed = any(isinstance(m, MoEFFN) and m.gate is None for m in self.modules())
 
     def forward(self, x: torch.Tensor, dataset: str | None = None) -> list[torch.Tensor]:
