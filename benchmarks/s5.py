@@ -9,7 +9,8 @@ Phases (one result JSON per cell and seed in ``results/``; finished cells are sk
   (RSSCN7, down-scaled AID) and the Dubai images (no masks); never Val.
 - ``multi``: dense masks of LoveDA Rural (Train / Val) and Dubai (tiles 1-5 train, 6-7 val, linked under
   ``--work``): two separate ViT-tiny models, one shared ViT-tiny with a head per dataset, one with MoE FFNs
-  (``model.moe_part``). mIoU per dataset, parameters in all and per added dataset.
+  (``model.moe_part``); and the shared and MoE models with a decoder per dataset (``*_decoders``, S5's design).
+  mIoU per dataset, parameters in all and per added dataset.
 - ``ddp``: images/s of ``--ddp-steps`` steps on 1 process (2 threads) and on 2 torchrun processes (1 thread
   each), and Val mIoU of the default U-Net recipe trained by 1 process and by 2.
 
@@ -130,6 +131,10 @@ def multi_cells(args: argparse.Namespace, seed: int) -> None:
                         [("loveda", args.data_root, "loveda"), ("dubai", dubai, "dubai")]),
              "moe": ([*two, *MOE], ["--data-root", str(args.data_root), "--data-root", f"dubai={dubai}"],
                      [("loveda", args.data_root, "loveda"), ("dubai", dubai, "dubai")])}
+    for cell in ("shared", "moe"):  # added after seeds 0-1 of the four above: a decoder per dataset (S5's design)
+        extra, roots, evals = cells[cell]
+        cells[f"{cell}_decoders"] = ([*extra, "model.decoder_per_dataset=true"], roots, evals)
+    cells = {cell: cells[cell] for cell in args.cells or cells}
     for cell, (extra, roots, evals) in cells.items():
         out = args.results / f"s5_multi_{cell}_seed{seed}.json"
         if out.exists():
@@ -206,6 +211,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=300, help="pool images for S4P")
     p.add_argument("--clusters", type=int, default=8)
     p.add_argument("--ddp-steps", type=int, default=40)
+    p.add_argument("--cells", nargs="+", help="multi: only these cells (default: all)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where result JSONs go (a smoke test: elsewhere)")
     args = p.parse_args()
     for seed in args.seeds:

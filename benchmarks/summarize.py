@@ -460,7 +460,7 @@ def s5_tables(cells: dict[tuple[str, str], list[dict]]) -> str:
     out += ["", "**multi-dataset** (ViT-tiny, dense masks; Val mIoU per dataset)", "",
             "| cell | LoveDA | Dubai | parameters | added per dataset | train s | seeds |",
             "|---|---|---|---:|---|---:|---:|"]
-    for cell in ("separate_loveda", "separate_dubai", "shared", "moe"):
+    for cell in ("separate_loveda", "separate_dubai", "shared", "moe", "shared_decoders", "moe_decoders"):
         runs = cells.get(("multi", cell), [])
         if not runs:
             continue

@@ -165,3 +165,24 @@ def test_init_from_a_model_of_other_classes_or_another_architecture_is_an_error(
     code = main(["train", "--init", str(tiny_run), "--data-root", str(tiny_loveda), "--out", str(tmp_path / "r"),
                  *sets, "--set", "train.trainable=added"])
     assert code == 2 and "lacks, but it has all of ['seg']" in capsys.readouterr().err
+
+
+def test_a_shared_decoder_becomes_every_dataset_s_own_decoder_when_fine_tuned_with_one_each(
+        tmp_path, tiny_run, tiny_loveda, tiny_overrides, second_dataset):
+    root, table = second_dataset
+    sets = [*tiny_overrides, "data.name=loveda", *dataset_sets(table), "model.decoder_per_dataset=true",
+            "train.steps=1", "optim.lr=1e-12"]
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--init", str(tiny_run), "--data-root", str(tiny_loveda), "--data-root", f"second={root}",
+                 "--out", str(tuned), *[a for o in sets for a in ("--set", o)]]) == 0
+    before = torch.load(tiny_run / "model.pt", weights_only=False)["model"]
+    after = torch.load(tuned / "model.pt", weights_only=False)["model"]
+    weights = [k for k in before if k.startswith("decoder.") and k.endswith("weight")]
+    assert weights and not any(k in after for k in weights)
+    for dataset in ("loveda", "second"):
+        for key in weights:
+            own = "decoder." + dataset + key[len("decoder"):]
+            assert torch.allclose(after[own], before[key], atol=1e-6), own
+    out = tmp_path / "second.json"
+    assert main(["evaluate", "--run", str(tuned), "--dataset", "second", "--data-root", str(root), "--split", "Val",
+                 "--out", str(out)]) == 0

@@ -22,6 +22,7 @@ from pointseg.inference import use_amp
 from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
 from pointseg.models import FFN_OPTIONS, SegmentationModel, build_model
+from pointseg.models.segmentation import expand_decoder_state
 from pointseg.models.vit import expand_ffn_state
 from pointseg.points import PointSet, check_against, load_points, simulate
 from pointseg.propagation import Propagation, propagated_labels
@@ -159,7 +160,7 @@ def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretra
                             in_channels: int = 3) -> SegmentationModel:
     m = cfg["model"]
     return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None,
-                       in_channels, {key: m[key] for key in FFN_OPTIONS})
+                       in_channels, {key: m[key] for key in FFN_OPTIONS}, m["decoder_per_dataset"])
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
@@ -346,8 +347,9 @@ def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initia
                     ) -> tuple[SegmentationModel, dict[str, ClassTable]]:
     """The model of a run on datasets ``tables`` (name -> class table) and the class table of each of its heads.
 
-    From ``initial``: its weights (a plain FFN's become the experts of an MoE model, ``expand_ffn_state``); a
-    dataset it lacks gets a new head (and experts copied from its first). ``train.trainable=all`` fine-tunes
+    From ``initial``: its weights (a plain FFN's become the experts of an MoE model, ``expand_ffn_state``; a shared
+    decoder the first dataset's with ``model.decoder_per_dataset``); a dataset it lacks gets a new head (and
+    experts, and a decoder, copied from its first). ``train.trainable=all`` fine-tunes
     everything and keeps the heads of this run's datasets; ``added`` trains the added datasets' heads and experts
     alone and keeps every head (a dataset added to a trained model).
     """
@@ -361,7 +363,8 @@ def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initia
     model = build_model_from_config(cfg, {n: t.num_classes for n, t in initial.heads.items()}, pretrained=False,
                                     in_channels=bands)
     try:
-        missing, unexpected = model.load_state_dict(expand_ffn_state(initial.state, model), strict=False)
+        state = expand_decoder_state(expand_ffn_state(initial.state, model), model)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         problem = f"missing {missing[:2]}, unexpected {unexpected[:2]}" if missing or unexpected else ""
     except RuntimeError as e:  # tensors of other shapes
         problem = str(e).splitlines()[-1].strip()

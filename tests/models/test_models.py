@@ -129,6 +129,31 @@ def test_named_heads_share_encoder_and_decoder_and_only_the_used_head_gets_a_gra
         model(x, "isprs")
 
 
+@pytest.mark.parametrize("name", ["unet-small", "vit-tiny"])
+def test_a_decoder_per_dataset_starts_as_the_shared_one_and_learns_and_normalises_from_its_dataset_alone(name):
+    torch.manual_seed(0)
+    shared = build_model(name, {"loveda": 7, "dubai": 6})
+    torch.manual_seed(0)
+    model = build_model(name, {"loveda": 7, "dubai": 6}, decoder_per_dataset=True)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(model.eval()(x, "dubai"), shared.eval()(x, "dubai"))  # same weights, no random draws
+    decoder_size = sum(p.numel() for p in shared.decoder.parameters())
+    assert model.parameter_counts()["total"] == shared.parameter_counts()["total"] + decoder_size
+    assert model.dataset_parameters("dubai") == shared.dataset_parameters("dubai") + decoder_size
+    before = {k: v.clone() for k, v in model.decoder["loveda"].state_dict().items() if "running" in k}
+    model.train()(x, "dubai").square().mean().backward()
+    assert all(p.grad is None for p in model.decoder["loveda"].parameters())
+    assert all(p.grad is not None for p in model.decoder["dubai"].parameters())
+    after = model.decoder["loveda"].state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())  # dubai batches leave them alone
+    assert not torch.equal(model.decoder["dubai"].state_dict()[next(iter(before))], before[next(iter(before))])
+    added = model.add_head("isprs", 6)
+    first, copied = (next(iter(model.decoder[n].state_dict().values())) for n in ("loveda", "isprs"))
+    assert added[-1] is model.decoder["isprs"] and torch.equal(copied, first)
+    model.keep_heads(["dubai"])
+    assert list(model.decoder) == ["dubai"] and model.eval()(x).shape == (2, 6, 64, 64)
+
+
 def test_a_head_added_later_is_built_like_the_first():
     model = build_model("unet-mobilenetv2", 7)
     (head,) = model.add_head("dubai", 6)  # no experts in a U-Net: the head alone

@@ -102,10 +102,11 @@ FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_
 
 def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
                 encoder_weights: str | None = None, in_channels: int = 3,
-                ffn: Mapping[str, object] | None = None) -> SegmentationModel:
+                ffn: Mapping[str, object] | None = None, decoder_per_dataset: bool = False) -> SegmentationModel:
     """Build ``MODELS[name]`` for images of ``in_channels`` bands with one head of ``num_classes`` classes, or one
     head per entry of ``num_classes`` (name -> classes); ``encoder`` picks any smp/timm encoder for the generic
-    ``unet``; ``ffn``: the ``FFN_OPTIONS`` of a ViT (mixture of experts)."""
+    ``unet``; ``ffn``: the ``FFN_OPTIONS`` of a ViT (mixture of experts); ``decoder_per_dataset``: a decoder
+    for each head (``SegmentationModel.split_decoder``)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
     kwargs: dict = {"encoder_weights": encoder_weights, "in_channels": in_channels}
@@ -117,7 +118,10 @@ def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
         if not name.startswith("vit-"):
             raise ValueError(f"model.moe_part makes the FFNs of a ViT experts; {name!r} has none (use vit-tiny)")
         kwargs.update(ffn)
-    return MODELS[name](as_heads(num_classes), **kwargs)
+    model = MODELS[name](as_heads(num_classes), **kwargs)
+    if decoder_per_dataset:
+        model.split_decoder()
+    return model
 
 
 __all__ = ["DEFAULT_HEAD", "MODELS", "SegmentationModel", "as_heads", "build_model", "load_encoder_weights"]

@@ -5,12 +5,16 @@
 - **decoder** ``forward(features) -> (B, D, H, W)`` with ``out_channels`` (D);
 - **heads** one module per dataset name, ``(B, D, H, W) -> (B, C, H, W)`` logits for that dataset's C classes.
 
+The decoder is shared by all datasets, or (``decoder_per_dataset``, S5's design) each dataset has its own copy,
+so that its normalisation statistics are its dataset's alone.
+
 A model trained on one dataset has one head, ``DEFAULT_HEAD``. Modules that add an auxiliary loss in their forward
 (a learned gate's load balancing) accumulate it in ``aux_loss``; ``pop_auxiliary_loss()`` sums them for the trainer.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
@@ -67,15 +71,31 @@ class SegmentationModel(nn.Module):
         convs = [m for m in self._head(head).modules() if isinstance(m, nn.Conv2d)]
         return convs[-1].out_channels
 
+    @property
+    def decoder_per_dataset(self) -> bool:
+        return isinstance(self.decoder, nn.ModuleDict)
+
+    def split_decoder(self) -> None:
+        """Give every dataset its own decoder (S5's design), each a copy of the shared one, so that its weights and
+        normalisation statistics serve its dataset alone. Copies draw no random numbers."""
+        if not isinstance(self.decoder, nn.ModuleDict):
+            shared = self.decoder
+            self.decoder = nn.ModuleDict({name: shared if i == 0 else copy.deepcopy(shared)
+                                          for i, name in enumerate(self.heads)})
+
     def add_head(self, name: str, num_classes: int) -> list[nn.Module]:
-        """A new dataset ``name`` of ``num_classes`` classes for a trained model: its head, and in every
-        hard-routed mixture-of-experts layer its expert (a copy of the first). Returns the new modules."""
+        """A new dataset ``name`` of ``num_classes`` classes for a trained model: its head, in every hard-routed
+        mixture-of-experts layer its expert, and with ``decoder_per_dataset`` its decoder (copies of the first
+        dataset's). Returns the new modules."""
         if name in self.heads:
             raise ValueError(f"the model already has a head {name!r}")
         head = self.make_head(num_classes).to(self.mean.device)
         self.heads[name] = head
-        experts = [m.add_expert(name) for m in self.modules() if isinstance(m, MoEFFN) and m.gate is None]
-        return [head, *experts]
+        added = [head, *(m.add_expert(name) for m in self.modules() if isinstance(m, MoEFFN) and m.gate is None)]
+        if isinstance(self.decoder, nn.ModuleDict):
+            self.decoder[name] = copy.deepcopy(next(iter(self.decoder.values())))
+            added.append(self.decoder[name])
+        return added
 
     def parameter_counts(self) -> dict[str, object]:
         """Parameters in all, and those each dataset adds (its head and experts)."""
@@ -83,8 +103,10 @@ class SegmentationModel(nn.Module):
                 "per_dataset": {name: self.dataset_parameters(name) for name in self.heads}}
 
     def dataset_parameters(self, name: str) -> int:
-        """Parameters that serve dataset ``name`` alone: its head and its experts."""
+        """Parameters that serve dataset ``name`` alone: its head, its experts and its own decoder."""
         own = [*self.heads[name].parameters()]
+        if isinstance(self.decoder, nn.ModuleDict):
+            own += [*self.decoder[name].parameters()]
         own += [p for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts
                 for p in m.experts[name].parameters()]
         return sum(p.numel() for p in own)
@@ -95,16 +117,20 @@ class SegmentationModel(nn.Module):
         for name in names:
             self._head(name)  # an error for an unknown name
         self.heads = nn.ModuleDict({name: self.heads[name] for name in names})
+        if isinstance(self.decoder, nn.ModuleDict):
+            self.decoder = nn.ModuleDict({name: self.decoder[name] for name in names})
         for layer in self.modules():
             if isinstance(layer, MoEFFN) and layer.gate is None:
                 layer.experts = nn.ModuleDict({n: e for n, e in layer.experts.items() if n in names})
 
     def datasets_only(self, names: Sequence[str]) -> None:
-        """Train only what serves ``names`` (their heads and experts); the rest is frozen (no gradient) and its
-        normalisation statistics too (see ``engine.loop``)."""
+        """Train only what serves ``names`` (their heads, experts and own decoders); the rest is frozen (no
+        gradient) and its normalisation statistics too (see ``engine.loop``)."""
         self.requires_grad_(False)
         for name in names:
             self.heads[name].requires_grad_(True)
+            if isinstance(self.decoder, nn.ModuleDict):
+                self.decoder[name].requires_grad_(True)
             for layer in self.modules():
                 if isinstance(layer, MoEFFN) and name in layer.experts:
                     layer.experts[name].requires_grad_(True)
@@ -118,6 +144,12 @@ class SegmentationModel(nn.Module):
             raise KeyError(f"unknown head {head!r}; valid: {self.head_names}")
         return self.heads[head]
 
+    def _decoder(self, head: str | None) -> nn.Module:
+        if not isinstance(self.decoder, nn.ModuleDict):
+            return self.decoder
+        self._head(head)  # the same errors for a missing or unknown name
+        return self.decoder[head or self.head_names[0]]
+
     def encode(self, image: torch.Tensor, head: str | None = None) -> list[torch.Tensor]:
         """Encoder features of ``(B, bands, H, W)`` images in [0, 1], finest first (``head`` routes a routed
         encoder to that dataset's experts)."""
@@ -128,7 +160,7 @@ class SegmentationModel(nn.Module):
 
     def decode(self, features: list[torch.Tensor], head: str | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` logits of ``head`` from (possibly perturbed) encoder features."""
-        return self._head(head)(self.decoder(features))
+        return self._head(head)(self._decoder(head)(features))
 
     def forward(self, image: torch.Tensor, head: str | None = None) -> torch.Tensor:
         return self.decode(self.encode(image, head), head)
@@ -143,6 +175,15 @@ class SegmentationModel(nn.Module):
                 given.append(loss)
                 module.aux_loss = None  # type: ignore[assignment]
         return torch.stack(given).sum() if given else None
+
+
+def expand_decoder_state(state: dict[str, torch.Tensor], model: SegmentationModel) -> dict[str, torch.Tensor]:
+    """``state`` of a model with a shared decoder for ``model`` with one per dataset: the shared decoder becomes its
+    first dataset's (``add_head`` copies it for the others). Any other ``state`` is returned as it is."""
+    if not model.decoder_per_dataset or any(k.startswith(f"decoder.{model.head_names[0]}.") for k in state):
+        return state
+    first = model.head_names[0]
+    return {f"decoder.{first}.{k[len('decoder.'):]}" if k.startswith("decoder.") else k: v for k, v in state.items()}
 
 
 # Parameter names of models saved before the encoder/decoder/heads contract (``net.*``), in order.
