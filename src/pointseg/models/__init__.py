@@ -73,15 +73,16 @@ def _vit(heads: Heads, size: str = "tiny", encoder_weights: str | None = None, i
     (a file, or ``imagenet``) and the transformer trains from scratch; inputs are normalised as for ImageNet."""
     dim, depth, num_heads = VIT_SIZES[size]
     ffn = moe_ffn(list(heads), moe_part, moe_gate, moe_top_k, moe_balance_weight, moe_experts)
-    conv = STEMS[stem](in_channels) if stem else None
-    if conv is not None:
+    if stem:
+        conv = STEMS[stem](in_channels)
         load_stem_weights(conv, encoder_weights)
-    encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn, stem=conv)
-    if conv is None:
+        encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn, stem=conv)
+        mean, std = cycle(IMAGENET_MEAN, in_channels), cycle(IMAGENET_STD, in_channels)
+    else:
+        encoder = ViTEncoder(in_channels, dim, depth, num_heads, ffn=ffn)
         load_vit_weights(encoder, HUB_NAMES[size] if encoder_weights == "imagenet" else encoder_weights)
+        mean, std = (0.5,) * in_channels, (0.5,) * in_channels
     decoder = ViTDecoder(encoder.out_channels, scale=encoder.patch_size)
-    mean, std = ((0.5,) * in_channels, (0.5,) * in_channels) if conv is None else (
-        cycle(IMAGENET_MEAN, in_channels), cycle(IMAGENET_STD, in_channels))
     return SegmentationModel(encoder, decoder, heads, partial(nn.Conv2d, decoder.out_channels, kernel_size=1),
                              encoder.patch_size, mean=mean, std=std)
 

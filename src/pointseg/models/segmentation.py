@@ -102,14 +102,14 @@ class SegmentationModel(nn.Module):
         return {"total": sum(p.numel() for p in self.parameters()),
                 "per_dataset": {name: self.dataset_parameters(name) for name in self.heads}}
 
+    def dataset_modules(self, name: str) -> list[nn.Module]:
+        """The modules that serve dataset ``name`` alone: its head, its own decoder and its experts."""
+        own = [self.heads[name], *([self.decoder[name]] if isinstance(self.decoder, nn.ModuleDict) else [])]
+        return own + [m.experts[name] for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts]
+
     def dataset_parameters(self, name: str) -> int:
-        """Parameters that serve dataset ``name`` alone: its head, its experts and its own decoder."""
-        own = [*self.heads[name].parameters()]
-        if isinstance(self.decoder, nn.ModuleDict):
-            own += [*self.decoder[name].parameters()]
-        own += [p for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts
-                for p in m.experts[name].parameters()]
-        return sum(p.numel() for p in own)
+        """Parameters that serve dataset ``name`` alone (``dataset_modules``)."""
+        return sum(p.numel() for m in self.dataset_modules(name) for p in m.parameters())
 
     def keep_heads(self, names: Sequence[str]) -> None:
         """Drop every dataset but ``names``: their heads and hard-routed experts (a trained model used for one of
@@ -128,12 +128,8 @@ class SegmentationModel(nn.Module):
         gradient) and its normalisation statistics too (see ``engine.loop``)."""
         self.requires_grad_(False)
         for name in names:
-            self.heads[name].requires_grad_(True)
-            if isinstance(self.decoder, nn.ModuleDict):
-                self.decoder[name].requires_grad_(True)
-            for layer in self.modules():
-                if isinstance(layer, MoEFFN) and name in layer.experts:
-                    layer.experts[name].requires_grad_(True)
+            for module in self.dataset_modules(name):
+                module.requires_grad_(True)
 
     def _head(self, head: str | None) -> nn.Module:
         if head is None:
