@@ -348,7 +348,7 @@ def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initia
     """The model of a run on datasets ``tables`` (name -> class table) and the class table of each of its heads.
 
     From ``initial``: its weights (a plain FFN's become the experts of an MoE model, ``expand_ffn_state``; a shared
-    decoder the first dataset's with ``model.decoder_per_dataset``); a dataset it lacks gets a new head (and
+    decoder every dataset's with ``model.decoder_per_dataset``); a dataset it lacks gets a new head (and
     experts, and a decoder, copied from its first). ``train.trainable=all`` fine-tunes
     everything and keeps the heads of this run's datasets; ``added`` trains the added datasets' heads and experts
     alone and keeps every head (a dataset added to a trained model).

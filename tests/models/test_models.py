@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from pointseg.models import MODELS, build_model, load_encoder_weights
-from pointseg.models.segmentation import IMAGENET_MEAN
+from pointseg.models.segmentation import IMAGENET_MEAN, expand_decoder_state
 from pointseg.models.smp_unet import adapt_input_channels, smp_unet
 from tests.conftest import shared_path
 
@@ -152,6 +152,18 @@ def test_a_decoder_per_dataset_starts_as_the_shared_one_and_learns_and_normalise
     assert added[-1] is model.decoder["isprs"] and torch.equal(copied, first)
     model.keep_heads(["dubai"])
     assert list(model.decoder) == ["dubai"] and model.eval()(x).shape == (2, 6, 64, 64)
+
+
+def test_a_shared_decoders_weights_become_every_datasets_decoder():
+    heads = {"loveda": 7, "dubai": 6}
+    shared = build_model("unet-small", heads).eval()
+    model = build_model("unet-small", heads, decoder_per_dataset=True).eval()
+    model.load_state_dict(expand_decoder_state(shared.state_dict(), model))  # strict: every decoder filled
+    x = torch.rand(2, 3, 64, 64)
+    for name in heads:
+        assert torch.equal(model(x, name), shared(x, name))
+    own = model.state_dict()
+    assert expand_decoder_state(own, model) is own  # already one decoder per dataset
 
 
 def test_a_head_added_later_is_built_like_the_first():

@@ -78,7 +78,7 @@ class SegmentationModel(nn.Module):
     def split_decoder(self) -> None:
         """Give every dataset its own decoder (S5's design), each a copy of the shared one, so that its weights and
         normalisation statistics serve its dataset alone. Copies draw no random numbers."""
-        if not isinstance(self.decoder, nn.ModuleDict):
+        if not self.decoder_per_dataset:
             shared = self.decoder
             self.decoder = nn.ModuleDict({name: shared if i == 0 else copy.deepcopy(shared)
                                           for i, name in enumerate(self.heads)})
@@ -92,7 +92,7 @@ class SegmentationModel(nn.Module):
         head = self.make_head(num_classes).to(self.mean.device)
         self.heads[name] = head
         added = [head, *(m.add_expert(name) for m in self.modules() if isinstance(m, MoEFFN) and m.gate is None)]
-        if isinstance(self.decoder, nn.ModuleDict):
+        if self.decoder_per_dataset:
             self.decoder[name] = copy.deepcopy(next(iter(self.decoder.values())))
             added.append(self.decoder[name])
         return added
@@ -104,7 +104,7 @@ class SegmentationModel(nn.Module):
 
     def dataset_modules(self, name: str) -> list[nn.Module]:
         """The modules that serve dataset ``name`` alone: its head, its own decoder and its experts."""
-        own = [self.heads[name], *([self.decoder[name]] if isinstance(self.decoder, nn.ModuleDict) else [])]
+        own = [self.heads[name], *([self.decoder[name]] if self.decoder_per_dataset else [])]
         return own + [m.experts[name] for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts]
 
     def dataset_parameters(self, name: str) -> int:
@@ -117,7 +117,7 @@ class SegmentationModel(nn.Module):
         for name in names:
             self._head(name)  # an error for an unknown name
         self.heads = nn.ModuleDict({name: self.heads[name] for name in names})
-        if isinstance(self.decoder, nn.ModuleDict):
+        if self.decoder_per_dataset:
             self.decoder = nn.ModuleDict({name: self.decoder[name] for name in names})
         for layer in self.modules():
             if isinstance(layer, MoEFFN) and layer.gate is None:
@@ -141,7 +141,7 @@ class SegmentationModel(nn.Module):
         return self.heads[head]
 
     def _decoder(self, head: str | None) -> nn.Module:
-        if not isinstance(self.decoder, nn.ModuleDict):
+        if not self.decoder_per_dataset:
             return self.decoder
         self._head(head)  # the same errors for a missing or unknown name
         return self.decoder[head or self.head_names[0]]
@@ -174,12 +174,14 @@ class SegmentationModel(nn.Module):
 
 
 def expand_decoder_state(state: dict[str, torch.Tensor], model: SegmentationModel) -> dict[str, torch.Tensor]:
-    """``state`` of a model with a shared decoder for ``model`` with one per dataset: the shared decoder becomes its
-    first dataset's (``add_head`` copies it for the others). Any other ``state`` is returned as it is."""
+    """``state`` of a model with a shared decoder for ``model`` with one per dataset: the shared decoder becomes
+    every dataset's (``add_head`` copies the first for datasets added later). Any other ``state`` is returned as it
+    is."""
     if not model.decoder_per_dataset or any(k.startswith(f"decoder.{model.head_names[0]}.") for k in state):
         return state
-    first = model.head_names[0]
-    return {f"decoder.{first}.{k[len('decoder.'):]}" if k.startswith("decoder.") else k: v for k, v in state.items()}
+    shared = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    return rest | {f"decoder.{name}.{k}": v for name in model.head_names for k, v in shared.items()}
 
 
 # Parameter names of models saved before the encoder/decoder/heads contract (``net.*``), in order.
