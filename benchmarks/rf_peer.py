@@ -23,10 +23,10 @@ from sklearn.ensemble import RandomForestClassifier
 
 from pointseg.build import build_source
 from pointseg.config import load_config
+from pointseg.data.points import load_points
 from pointseg.data.sources import Source
 from pointseg.io import write_json
 from pointseg.metrics import confusion_matrix, summarize
-from pointseg.points import load_points
 
 SIGMAS = (1.0, 2.0, 4.0, 8.0)
 

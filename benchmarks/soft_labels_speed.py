@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pointseg.data.labels import soft_downsample
 from pointseg.data.sources import LoveDA
 from pointseg.io import write_json
-from pointseg.labels import soft_downsample
 
 
 def baseline(mask: np.ndarray, num_classes: int, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -193,10 +193,11 @@ def test_an_unwritable_out_is_an_error_before_any_work(tmp_path, tiny_loveda, ti
     run = tmp_path / "run"
     assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
 
-    import pointseg.workflows
+    import pointseg.commands.evaluate
+    import pointseg.commands.predict
 
-    monkeypatch.setattr(pointseg.workflows, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
-    monkeypatch.setattr(pointseg.workflows, "write_predictions", lambda *a, **k: pytest.fail("predicted first"))
+    monkeypatch.setattr(pointseg.commands.evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    monkeypatch.setattr(pointseg.commands.predict, "write_predictions", lambda *a, **k: pytest.fail("predicted first"))
     for command in (["evaluate", "--data-root", str(tiny_loveda), "--out", str(blocker / "val.json")],
                     ["predict", "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
                      "--out", str(blocker / "preds")]):
@@ -235,7 +236,7 @@ def test_evaluate_and_predict_need_only_the_model_file(tmp_path, tiny_loveda, ti
     assert json.loads((tmp_path / "v.json").read_text()) == json.loads((tmp_path / "w.json").read_text())
     (run / "model.pt").write_bytes(b"not a model")
     assert evaluate(run, "x.json") == 2
-    assert "model.pt: not a readable pointseg model" in capsys.readouterr().err
+    assert "model.pt: cannot read the pointseg model" in capsys.readouterr().err
     assert evaluate(tmp_path, "x.json") == 2
     assert "no trained model here" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ from affine import Affine
 from pointseg.cli import main
 from pointseg.data.classes import ClassTable
 from pointseg.evaluate import evaluate_map
-from pointseg.maps import aux_xml as aux_xml_text
+from pointseg.mapwriter import aux_xml as aux_xml_text
 from tests.conftest import shared_path
 
 TABLE = ClassTable(("a", "b", "c"), ((255, 0, 0), (0, 255, 0), (0, 0, 255)), values=(1, 2, 3))

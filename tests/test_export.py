@@ -9,7 +9,7 @@ import torch
 
 from pointseg import runs
 from pointseg.cli import main
-from pointseg.export import TOLERANCE, training_resolution_cm
+from pointseg.export import TOLERANCE
 from pointseg.io import write_json
 from tests.conftest import shared_path
 
@@ -50,9 +50,9 @@ def test_the_file_holds_what_deepness_reads(tmp_path, tiny_run):
 def test_the_resolution_of_a_raster_run_is_its_pixel_size_over_the_scale(tmp_path):
     raster = shared_path("data", "geo", "sentinel2-strzegom", "images", "strzegom_20210619_33u.tif")
     write_json(tmp_path / runs.INFO, {"inputs": {"rasters": [str(raster)]}})
-    assert training_resolution_cm(tmp_path, {"data": {"scale": 0.5}}) == pytest.approx(2000)  # 10 m at half size
+    assert runs.training_resolution_cm(tmp_path, 0.5) == pytest.approx(2000)  # 10 m at half size
     write_json(tmp_path / runs.INFO, {"inputs": {"data_root": "tiles"}})
-    assert training_resolution_cm(tmp_path, {"data": {"scale": 0.5}}) is None  # image tiles: unknown
+    assert runs.training_resolution_cm(tmp_path, 0.5) is None  # image tiles: unknown
 
 
 def test_a_window_size_the_model_cannot_take_is_an_error(tmp_path, tiny_run, capsys):

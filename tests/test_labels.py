@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pointseg.labels import axis_weights, hard_to_soft, points_to_soft, soft_downsample
+from pointseg.data.labels import axis_weights, hard_to_soft, points_to_soft, soft_downsample
 
 IGNORE = 255
 

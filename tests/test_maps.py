@@ -15,7 +15,9 @@ from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RasterSource
 from pointseg.inference import predict_logits
-from pointseg.maps import hann, predict_raster, window_starts
+from pointseg.maps import Tiling, hann, predict_raster, window_starts
+from pointseg.mapwriter import MapWriter
+from pointseg.predictor import Predictor
 from tests.conftest import shared_path
 
 CLASSES = ClassTable(("water", "forest", "urban \"core\""), ((0, 0, 255), (0, 255, 0), (255, 0, 0)))
@@ -63,8 +65,8 @@ def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, heigh
     source = RasterSource([raster], CLASSES)
     model, scaling = PixelModel().eval(), BandScaling.full_range(3)
     out = tmp_path / "maps"  # not there yet
-    result = predict_raster(model, source, source.refs[0], out / "map.tif", classes=CLASSES, scaling=scaling,
-                            tile=tile, overlap=overlap, batch_size=3, confidence=out / "conf.tif",
+    result = predict_raster(Predictor(model, CLASSES, scaling), source, source.refs[0],
+                            MapWriter(out / "map.tif", CLASSES, out / "conf.tif"), Tiling(tile, overlap, 3),
                             progress=False, spill_bytes=spill_bytes)
     assert sorted(p.name for p in out.iterdir()) == ["conf.tif", "map.qml", "map.tif", "map.tif.aux.xml"]
     expected, confidence = untiled_map(model, source.read(source.refs[0])["image"], scaling)
@@ -77,8 +79,8 @@ def test_the_map_has_the_input_grid_colours_names_and_nodata_where_the_input_has
     landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
     source = RasterSource([landsat], CLASSES)
     out = tmp_path / "maps" / "landsat.tif"
-    predict_raster(PixelModel().eval(), source, source.refs[0], out, classes=CLASSES,
-                   scaling=BandScaling.full_range(3), tile=256, progress=False)
+    predict_raster(Predictor(PixelModel().eval(), CLASSES, BandScaling.full_range(3)), source, source.refs[0],
+                   MapWriter(out, CLASSES), Tiling(256), progress=False)
     with rasterio.open(landsat) as src, rasterio.open(out) as ds:
         assert (ds.crs, ds.transform, ds.width, ds.height) == (src.crs, src.transform, src.width, src.height)
         assert ds.count == 1 and ds.dtypes == ("uint8",) and ds.nodata == 255 and ds.block_shapes == [(256, 256)]
@@ -100,8 +102,8 @@ def test_alpha_is_nodata_in_the_map(tmp_path):
                        transform=Affine(0.02, 0, 0, 0, -0.02, 0), photometric="RGB", alpha="YES") as dst:
         dst.write(rgba)
     source = RasterSource([path], CLASSES)
-    predict_raster(PixelModel().eval(), source, source.refs[0], tmp_path / "m.tif", classes=CLASSES,
-                   scaling=BandScaling.full_range(3), tile=16, progress=False)
+    predict_raster(Predictor(PixelModel().eval(), CLASSES, BandScaling.full_range(3)), source, source.refs[0],
+                   MapWriter(tmp_path / "m.tif", CLASSES), Tiling(16), progress=False)
     with rasterio.open(tmp_path / "m.tif") as ds:
         m = ds.read(1)
     assert np.all(m[:20] == 255) and np.all(m[20:] < 3)
@@ -121,8 +123,8 @@ def test_a_failed_map_leaves_nothing(tmp_path):
             return super().forward(x)
 
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict_raster(Broken().eval(), source, source.refs[0], tmp_path / "out" / "m.tif", classes=CLASSES,
-                       scaling=BandScaling.full_range(3), tile=16, batch_size=1, progress=False)
+        predict_raster(Predictor(Broken().eval(), CLASSES, BandScaling.full_range(3)), source, source.refs[0],
+                       MapWriter(tmp_path / "out" / "m.tif", CLASSES), Tiling(16, batch_size=1), progress=False)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -7,8 +7,8 @@ from pyproj import Transformer
 
 from pointseg.cli import main
 from pointseg.data.classes import ClassTable
+from pointseg.data.points import load_points
 from pointseg.point_import import import_points, read_point_layer
-from pointseg.points import load_points
 from tests.conftest import shared_path
 
 ENMAP_NAMES = ("impervious", "low vegetation", "tree", "soil", "water")

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from pointseg.data.points import PointSet, check_against, image_rng, load_points, sample_points, save_points, simulate
 from pointseg.data.sources import LoveDA
-from pointseg.points import PointSet, check_against, image_rng, load_points, sample_points, save_points, simulate
 
 IGNORE = 255
 
@@ -136,8 +136,8 @@ def test_points_that_do_not_fit_the_dataset_name_the_file(tmp_path, tiny_loveda)
 
 
 def test_answering_suggestions_takes_the_mask_class_and_drops_unlabeled_pixels(tmp_path):
+    from pointseg.data.points import UNCLASSIFIED, answer
     from pointseg.data.sources import LoveDA
-    from pointseg.points import UNCLASSIFIED, answer
     from tests.conftest import write_loveda
 
     write_loveda(tmp_path, "Train", range(1))  # rows 0-1 of every mask are no-data

@@ -11,9 +11,9 @@ from pointseg.cli import main
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import TrainDataset, combine_targets
+from pointseg.data.points import PointSet
 from pointseg.data.sources import ImageMaskFolder
 from pointseg.losses import soft_cross_entropy
-from pointseg.points import PointSet
 from pointseg.propagation import Propagation, click_region, propagate, propagated_labels, propagation_quality
 
 IGNORE = 255

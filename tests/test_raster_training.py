@@ -9,8 +9,8 @@ import torch
 from pointseg.cli import main
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import TrainDataset, window_around
+from pointseg.data.points import PointSet
 from pointseg.data.raster import RasterSource
-from pointseg.points import PointSet
 from tests.conftest import shared_path
 
 TINY = ["model.name=unet-small", "data.crop=32", "train.batch_size=2", "train.steps=4", "train.log_every=2",

@@ -12,8 +12,9 @@ import rasterio
 import torch
 
 from pointseg.cli import main
-from pointseg.points import UNCLASSIFIED, load_points
-from pointseg.suggest import certainty, class_rarity, pick, suggest_clicks
+from pointseg.data.points import UNCLASSIFIED, load_points
+from pointseg.inference import certainty
+from pointseg.suggest import class_rarity, pick, suggest_clicks
 from tests.conftest import shared_path
 from tests.test_maps import write_raster
 

@@ -15,16 +15,18 @@ from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable, default_colors
 from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset, default_scaling
+from pointseg.data.points import PointSet, check_against, load_points, simulate
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.engine import pick_device, seed_everything, stream_seed
 from pointseg.inference import use_amp
+from pointseg.io import read_list
 from pointseg.losses import GatedCRFLoss, build_loss
 from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
 from pointseg.models import FFN_OPTIONS, SegmentationModel, build_model
 from pointseg.models.segmentation import expand_decoder_state
 from pointseg.models.vit import expand_ffn_state
-from pointseg.points import PointSet, check_against, load_points, simulate
+from pointseg.predictor import Predictor
 from pointseg.propagation import Propagation, propagated_labels
 
 
@@ -62,11 +64,12 @@ def dataset_configs(cfg: dict) -> dict[str, dict]:
     return out
 
 
-def head_data(cfg: dict, initial: Initial | None, names: list[str]) -> dict[str, dict]:
-    """The data section of each head ``names``: this run's datasets', else the ``--init`` model's."""
+def head_data(cfg: dict, names: list[str], initial: dict[str, dict] | None = None) -> dict[str, dict]:
+    """The data section of each head ``names`` that has one: this run's datasets', else ``initial``'s (the data
+    sections an ``--init`` model or a model file records)."""
     ours = {name: c["data"] for name, c in dataset_configs(cfg).items()}
-    theirs = initial.data if initial is not None else {}
-    return {name: ours.get(name) or theirs[name] for name in names}
+    theirs = initial or {}
+    return {name: ours.get(name) or theirs[name] for name in names if name in ours or name in theirs}
 
 
 def build_classes(cfg: dict) -> ClassTable:
@@ -233,14 +236,7 @@ def build_loss_from_config(cfg: dict) -> torch.nn.Module:
 
 def read_ids(path: str | Path) -> list[str]:
     """Sample ids, one per line (blank lines and ``#`` comments skipped)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read id list ({e})") from e
-    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not ids:
-        raise ValueError(f"{path}: the id list is empty")
-    return ids
+    return read_list(path, "sample ids")
 
 
 def build_training_sources(cfg: dict, data_root: str | Path, dense: bool, labeled_ids: str | Path | None,
@@ -340,7 +336,8 @@ def build_training(cfg: dict, inputs: TrainInputs, initial: Initial | None = Non
         for part in parts[1:]:  # the unlabeled pixels of their own images
             part.unlabeled = build_unlabeled_dataset(dataset_configs(cfg)[part.name], [part.source], None,
                                                      part.scaling)
-    return Training(parts, model, method, tables, head_data(cfg, initial, model.head_names))
+    return Training(parts, model, method, tables,
+                    head_data(cfg, model.head_names, initial.data if initial is not None else None))
 
 
 def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initial: Initial | None = None
@@ -420,9 +417,15 @@ def build_runtime(cfg: dict) -> Runtime:
     return Runtime(device, use_amp(cfg["train"]["amp"], device), cfg["train"]["threads"])
 
 
-def build_inference_amp(cfg: dict, device: torch.device) -> bool:
-    """bf16 autocast for inference with a run's config on ``device`` (``train.amp`` resolved there)."""
-    return use_amp(cfg["train"]["amp"], device)
+def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, scaling: BandScaling,
+                    head: str, flips: bool = False) -> Predictor:
+    """The ``Predictor`` of a trained ``model`` whose config (with ``data`` as its ``head``'s dataset is read) is
+    ``cfg``: it reads the bands ``data.bands``, sees images at ``data.scale`` with the ``labels.mode`` filter, and
+    uses bf16 autocast as ``train.amp`` resolves on the model's device."""
+    device = next(model.parameters()).device
+    bands = cfg["data"]["bands"]
+    return Predictor(model, classes, scaling, cfg["data"]["scale"], cfg["labels"]["mode"],
+                     use_amp(cfg["train"]["amp"], device), flips, head, tuple(bands) if bands else None)
 
 
 def build_train_options(cfg: dict) -> dict[str, Any]:
@@ -438,11 +441,6 @@ def build_train_options(cfg: dict) -> dict[str, Any]:
 def build_simulated_points(cfg: dict, data_root: str | Path, per_image: int, strategy: str = "uniform") -> PointSet:
     """``per_image`` clicks per training image from its dense mask, seeded with the run's seed."""
     return simulate(build_source(cfg, data_root), per_image, cfg["seed"], strategy)
-
-
-def build_map_options(cfg: dict) -> dict[str, Any]:
-    """How a run's model sees a raster: the training ``scale`` and resampling ``mode``."""
-    return {"scale": cfg["data"]["scale"], "mode": cfg["labels"]["mode"]}
 
 
 def describe(cfg: dict) -> str:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -23,10 +24,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pointseg.data.bands import BandScaling
+from pointseg.data.labels import resize_image
 from pointseg.data.sources import Source
-from pointseg.inference import autocast
-from pointseg.labels import resize_image
 from pointseg.models import SegmentationModel
+from pointseg.predictor import Predictor
 
 DIRECTIONS = ("lowest", "highest")
 
@@ -127,15 +128,16 @@ class Scores:
     images_per_s: float
 
 
-def score_images(model: SegmentationModel, dataset: SquareImages, background: int | None, batch_size: int = 16,
-                 amp: bool = False, desc: str = "score") -> Scores:
-    """Stream ``dataset`` through ``model`` in batches, keeping only a feature vector and a score per image."""
-    device = next(model.parameters()).device
+def score_images(predictor: Predictor, dataset: SquareImages, background: int | None, batch_size: int = 16,
+                 desc: str = "score") -> Scores:
+    """Stream ``dataset`` through the predictor's model in batches, keeping only a feature vector and a score per
+    image."""
+    device = predictor.device
     features, entropy = [], []
     start = time.perf_counter()
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, unit="batch"):
-        with autocast(device, amp):
-            f, e = describe_images(model, batch["image"].to(device), background)
+        with predictor.autocast():
+            f, e = describe_images(cast(SegmentationModel, predictor.model), batch["image"].to(device), background)
         features.append(f.cpu().numpy())
         entropy.append(e.cpu().numpy())
     seconds = time.perf_counter() - start

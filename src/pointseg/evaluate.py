@@ -22,10 +22,10 @@ from pointseg.data.raster import (
     same_grid,
     thumbnail_shape,
 )
-from pointseg.inference import iter_logits, iter_predictions
 from pointseg.io import atomic_path, write_json, write_text
-from pointseg.maps import NODATA
+from pointseg.mapwriter import NODATA
 from pointseg.metrics import confusion_matrix, format_table, summarize
+from pointseg.predictor import Predictor
 from pointseg.report import plot_confusion, plot_overlays, plot_reliability
 
 
@@ -34,21 +34,20 @@ def thumbnail(array: np.ndarray, max_side: int = 512) -> np.ndarray:
     return array[::step, ::step]
 
 
-def evaluate(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out: str | Path,
-             amp: bool = True, overlays: int = 4, progress: bool = True, n_bins: int = 15,
-             flips: bool = False) -> dict:
-    """Metrics over every labeled pixel of ``dataset`` at full resolution.
+def evaluate(predictor: Predictor, dataset: EvalDataset, out: str | Path, overlays: int = 4, progress: bool = True,
+             n_bins: int = 15) -> dict:
+    """Metrics of ``predictor`` over every labeled pixel of ``dataset`` at full resolution.
 
     Writes ``out`` (JSON with top-level ``miou`` and ``ece``), ``<out stem>.txt`` (table),
     ``<out stem>_confusion.png``, ``<out stem>_reliability.png`` and ``<out stem>_overlays.png`` (the first
-    ``overlays`` images). ``flips``: test-time augmentation (``inference.predict_logits``).
+    ``overlays`` images).
     """
-    out = Path(out)
+    out, classes = Path(out), predictor.classes
     n = classes.num_classes
     cm = torch.zeros(n, n, dtype=torch.int64)
     bins = torch.zeros(3, n_bins, dtype=torch.float64)
     shown: list[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
-    for sample, logits in iter_logits(model, dataset, amp, progress, flips=flips):
+    for sample, logits in predictor.iter_logits(dataset, progress):
         pred = logits.argmax(0).to(torch.uint8).numpy()
         cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)
         bins += calibration_bins(logits.softmax(0)[None], sample["mask"][None], n_bins, classes.ignore_index)
@@ -85,21 +84,20 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return (np.clip(bands.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
 
 
-def write_predictions(model: torch.nn.Module, dataset: EvalDataset, classes: ClassTable, out_dir: str | Path,
-                      amp: bool = True, limit: int | None = None, progress: bool = True,
-                      unreadable: list[str] | None = None, flips: bool = False) -> list[Path]:
+def write_predictions(predictor: Predictor, dataset: EvalDataset, out_dir: str | Path, limit: int | None = None,
+                      progress: bool = True, unreadable: list[str] | None = None) -> list[Path]:
     """Write ``<id>.png`` (class indices) and ``<id>_color.png`` (class colours) for each image.
 
     ``unreadable``: collect the messages of unreadable images there and go on (default: stop at the first).
     """
     out_dir = Path(out_dir)
     written = []
-    for i, (sample, pred) in enumerate(iter_predictions(model, dataset, amp, progress, unreadable, flips)):
+    for i, (sample, pred) in enumerate(predictor.iter_predictions(dataset, progress, unreadable)):
         if limit is not None and i >= limit:
             break
         stem = out_dir / sample["id"]
         for path, array in ((stem.with_name(stem.name + ".png"), pred),
-                            (stem.with_name(stem.name + "_color.png"), classes.colorize(pred))):
+                            (stem.with_name(stem.name + "_color.png"), predictor.classes.colorize(pred))):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 Image.fromarray(array).save(tmp, format="PNG")

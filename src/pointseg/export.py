@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointseg import runs
-from pointseg.data.raster import ground_sample_distance
 from pointseg.io import atomic_path
+from pointseg.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -54,54 +53,42 @@ class Export:
     max_abs_difference: float
 
 
-def training_resolution_cm(run: str | Path, cfg: dict) -> float | None:
-    """Centimetres per model pixel of a run trained on rasters: the first raster's pixel size over ``data.scale``
-    (``None`` for image tiles, whose pixel size is not known, or a raster that is gone)."""
-    run_dir = runs.model_file(run).parent
-    try:
-        rasters = runs.read_info(run_dir)["inputs"].get("rasters") or []
-    except (ValueError, KeyError):
-        return None
-    if not rasters or not Path(rasters[0]).exists():
-        return None
-    gsd = ground_sample_distance(rasters[0])
-    return None if gsd is None else gsd * 100 / cfg["data"]["scale"]
-
-
-def deepness_metadata(trained: runs.TrainedModel, tile: int, overlap: float, resolution_cm: float | None,
+def deepness_metadata(predictor: Predictor, tile: int, overlap: float, resolution_cm: float | None,
                       output: str) -> dict[str, str]:
     """Metadata properties, each value JSON-encoded (as Deepness parses them)."""
-    meta = {"model_type": "Segmentor", "class_names": {str(i): n for i, n in enumerate(trained.classes.names)},
+    meta = {"model_type": "Segmentor", "class_names": {str(i): n for i, n in enumerate(predictor.classes.names)},
             "tile_size": tile, "tiles_overlap": round(overlap * 100), "pointseg_output": output,
-            "pointseg_band_low": list(trained.scaling.low), "pointseg_band_high": list(trained.scaling.high),
-            "pointseg_bands": trained.head_cfg["data"]["bands"],
-            "pointseg_class_colors": [list(c) for c in trained.classes.colors]}
+            "pointseg_band_low": list(predictor.scaling.low), "pointseg_band_high": list(predictor.scaling.high),
+            "pointseg_bands": list(predictor.read_bands) if predictor.read_bands else None,
+            "pointseg_class_colors": [list(c) for c in predictor.classes.colors]}
     if resolution_cm is not None:
         meta["resolution"] = round(resolution_cm, 4)
     return {k: json.dumps(v) for k, v in meta.items()}
 
 
-def export_onnx(run: str | Path, out: str | Path, tile: int = 512, overlap: float = 0.5,
-                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0,
-                dataset: str | None = None) -> Export:
-    """Export a run's model to ``out`` (see the module doc) and check it: onnxruntime's output on a random
-    batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written). ``dataset``: the
-    dataset (head, and its experts) of a model trained on several."""
+def check_export(predictor: Predictor, tile: int, output: str) -> None:
+    """Refuse an output kind or a window size the model cannot be exported with."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    divisor = getattr(predictor.model, "size_divisor", 1)
+    if tile <= 0 or tile % divisor:
+        raise ValueError(f"--tile must be a positive multiple of {divisor} for this model, got {tile}")
+
+
+def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap: float = 0.5,
+                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0) -> Export:
+    """Export the model of ``predictor`` (on the CPU) to ``out`` (see the module doc) and check it: onnxruntime's
+    output on a random batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written).
+    ``resolution_cm``: centimetres per model pixel, for Deepness."""
     import onnx
     import onnxruntime as ort
 
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    trained = runs.load_run(run, device="cpu", head=dataset)
-    divisor = getattr(trained.model, "size_divisor", 1)
-    if tile <= 0 or tile % divisor:
-        raise ValueError(f"--tile must be a positive multiple of {divisor} for this model, got {tile}")
-    model = ExportedModel(trained.model.float().eval(), output).eval()
-    resolution_cm = resolution_cm or training_resolution_cm(run, trained.head_cfg)
+    check_export(predictor, tile, output)
+    model = ExportedModel(predictor.model.float().eval(), output).eval()
     if resolution_cm is None:
         log.warning("the run's pixel size is unknown (image tiles): give --resolution CM for Deepness")
-    example = torch.rand(2, trained.scaling.bands, tile, tile, generator=torch.Generator().manual_seed(seed))
-    metadata = deepness_metadata(trained, tile, overlap, resolution_cm, output)
+    example = torch.rand(2, predictor.bands, tile, tile, generator=torch.Generator().manual_seed(seed))
+    metadata = deepness_metadata(predictor, tile, overlap, resolution_cm, output)
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
@@ -111,7 +98,7 @@ def export_onnx(run: str | Path, out: str | Path, tile: int = 512, overlap: floa
         graph = onnx.load(tmp)
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
-        graph.doc_string = f"pointseg model: {', '.join(trained.classes.names)}"
+        graph.doc_string = f"pointseg model: {', '.join(predictor.classes.names)}"
         onnx.save(graph, tmp)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(None, {"image": example.numpy()})[0]

@@ -1,16 +1,29 @@
-"""Whole-image inference: pad to the model's size divisor, predict, up-sample logits to the label size."""
+"""Whole-image inference: pad to the model's size divisor, predict, up-sample logits to the label size; how sure a
+pixel's class probabilities are; bf16 autocast where it is native."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from pointseg.data.dataset import EvalDataset
+SCORES = ("margin", "entropy", "max")
+
+
+def certainty(probs: torch.Tensor, kind: str = "margin") -> torch.Tensor:
+    """``probs`` (C, ...) -> certainty in [0, 1] (1: sure) of each pixel: ``margin`` between the two most
+    probable classes, ``entropy`` (1 - normalised entropy) or ``max`` probability."""
+    if kind not in SCORES:
+        raise KeyError(f"unknown uncertainty {kind!r}; valid: {list(SCORES)}")
+    if kind == "max":
+        return probs.max(0).values
+    if kind == "margin":
+        top = probs.topk(2, dim=0).values
+        return top[0] - top[1]
+    entropy = -torch.xlogy(probs, probs).sum(0)
+    return 1 - entropy / math.log(probs.shape[0])
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -69,30 +82,3 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
     if out_size is not None and tuple(out_size) != (h, w):
         logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
     return logits
-
-
-def iter_logits(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
-                unreadable: list[str] | None = None, flips: bool = False) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(sample, logits)`` per image; logits are ``(C, H, W)`` float32 at full label resolution.
-
-    An unreadable image raises ``ValueError``; given a list ``unreadable``, its message is appended there
-    instead and the image skipped.
-    """
-    model.eval()
-    for i in tqdm(range(len(dataset)), desc="predict", disable=not progress, leave=False):
-        try:
-            sample = dataset[i]
-            full = sample["mask"].shape if "mask" in sample else dataset.source.size(dataset.refs[i])
-        except ValueError as e:
-            if unreadable is None:
-                raise
-            unreadable.append(str(e))
-            continue
-        yield sample, predict_logits(model, sample["image"][None], tuple(full), amp, flips)[0].cpu()
-
-
-def iter_predictions(model: torch.nn.Module, dataset: EvalDataset, amp: bool = True, progress: bool = True,
-                     unreadable: list[str] | None = None, flips: bool = False) -> Iterator[tuple[dict, np.ndarray]]:
-    """Yield ``(sample, prediction)`` per image; predictions are ``(H, W)`` uint8 at full label resolution."""
-    for sample, logits in iter_logits(model, dataset, amp, progress, unreadable, flips):
-        yield sample, logits.argmax(0).to(torch.uint8).numpy()

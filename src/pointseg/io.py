@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash never leaves a half-written file behind."""
+"""Files: atomic writes (a crash never leaves a half-written file behind), JSON lines, and reading torch files."""
 
 from __future__ import annotations
 
@@ -101,3 +101,30 @@ def truncate_jsonl(path: str | os.PathLike, key: str, last: int) -> None:
             kept.append(line)
     if kept != lines:
         write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu", weights_only: bool = True) -> Any:
+    """``torch.load`` of ``path`` with one error for every way a file can be unreadable (truncated, foreign, not a
+    torch file): ``ValueError("<path>: cannot read <what> (<reason>)")``; a missing file is ``FileNotFoundError``."""
+    import torch
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: cannot read {what} ({reason})") from e
+
+
+def read_list(path: str | os.PathLike, what: str) -> list[str]:
+    """The entries of a list file, one per line (surrounding blanks stripped; blank lines and ``#`` comments
+    skipped); an unreadable or empty list is ``ValueError("<path>: ...")`` naming ``what`` it lists."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the list of {what} ({e})") from e
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise ValueError(f"{path}: the list of {what} is empty")
+    return entries

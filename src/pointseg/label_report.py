@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pointseg.data.labels import scaled_size, soft_downsample
 from pointseg.data.sources import Source
-from pointseg.labels import scaled_size, soft_downsample
 
 
 def information_kept(source: Source, scale: float, mode: str = "area", progress: bool = True) -> dict:

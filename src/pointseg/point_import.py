@@ -22,8 +22,8 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
 from pointseg.data.classes import ClassTable, default_colors
+from pointseg.data.points import PointSet
 from pointseg.data.raster import RasterSource, open_raster
-from pointseg.points import PointSet
 
 EXAMPLES = 5  # listed per kind of skipped point
 PROBLEMS = {

@@ -23,10 +23,10 @@ from skimage.segmentation import slic
 from tqdm import tqdm
 
 from pointseg.data.bands import BandScaling
+from pointseg.data.labels import resize_image, scaled_size
+from pointseg.data.points import PointSet
 from pointseg.data.sources import SampleRef, Source
 from pointseg.io import atomic_path
-from pointseg.labels import resize_image, scaled_size
-from pointseg.points import PointSet
 
 VERSION = 1  # of the computation: a change of it invalidates cached masks
 

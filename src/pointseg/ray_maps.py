@@ -17,28 +17,31 @@ from tqdm import tqdm
 
 
 class RasterMapper:
-    """The model of one run in one process, mapping rasters to GeoTIFFs (``pointseg.workflows.map_raster``)."""
+    """The model of one run in one process, mapping rasters to GeoTIFFs (``pointseg.maps.map_raster``) as
+    ``options`` (a ``commands.options.MapOptions``) say."""
 
-    def __init__(self, run: str, tiling: Any, threads: int, dataset: str | None = None) -> None:
+    def __init__(self, run: str, options: Any, threads: int, dataset: str | None = None) -> None:
         import torch
 
         from pointseg import runs
 
         torch.set_num_threads(threads)
-        self.trained, self.tiling = runs.load_run(run, head=dataset), tiling
+        trained = runs.load_run(run, head=dataset)
+        self.predictor, self.options = trained.predictor(options.flips), options
 
     def map(self, raster: str, target: str, confidence: str | None) -> tuple[list[str], str | None]:
         """The written paths, or the reason the raster could not be mapped."""
-        from pointseg.workflows import map_raster
+        from pointseg.maps import map_raster
 
         try:
-            result = map_raster(self.trained, raster, target, self.tiling, confidence)
+            writer = self.options.writer(target, self.predictor.classes, confidence)
+            result = map_raster(self.predictor, raster, writer, self.options.tiling)
         except ValueError as e:
             return [], str(e)
         return [str(result.map)] + ([str(result.confidence)] if result.confidence else []), None
 
 
-def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]], tiling: Any,
+def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]], options: Any,
                     workers: int | None = None, address: str | None = None, dataset: str | None = None
                     ) -> tuple[list[Path], list[str]]:
     """Map each ``(raster, target, confidence or None)`` on Ray actors; returns the written paths and one message
@@ -56,7 +59,7 @@ def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]],
         workers = max(1, min(workers or cpus, len(jobs)))
         threads = max(1, cpus // workers)
         actor = ray.remote(num_cpus=threads)(RasterMapper)
-        pool = ActorPool([actor.remote(str(Path(run).resolve()), tiling, threads, dataset) for _ in range(workers)])
+        pool = ActorPool([actor.remote(str(Path(run).resolve()), options, threads, dataset) for _ in range(workers)])
         results = pool.map(lambda a, job: a.map.remote(str(job[0]), str(job[1]), str(job[2]) if job[2] else None),
                            jobs)
         written: list[Path] = []

@@ -25,14 +25,18 @@ from typing import Any
 import torch
 import yaml
 
-from pointseg import __version__
-from pointseg.build import TrainInputs, build_model_from_config, dataset_configs
+from pointseg import __version__, build
+from pointseg.build import TrainInputs, build_model_from_config, head_data
 from pointseg.config import default_config, dump_config, flatten, merge, validate
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
+from pointseg.data.dataset import EvalDataset
+from pointseg.data.raster import ground_sample_distance
+from pointseg.data.sources import ImageFolder
 from pointseg.engine import pick_device
-from pointseg.io import atomic_path, check_writable, write_json, write_text
+from pointseg.io import atomic_path, check_writable, read_torch_file, write_json, write_text
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
+from pointseg.predictor import Predictor
 
 CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
     "config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "model.pt", ".lock")
@@ -251,6 +255,20 @@ class TrainedModel:
         """The run's config with ``data`` as the head's dataset is read."""
         return {**self.cfg, "data": self.data[self.head]}
 
+    def predictor(self, flips: bool = False) -> Predictor:
+        """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation)."""
+        return build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips)
+
+    def dataset(self, data_root: str | Path, split: str, require_masks: bool = True) -> EvalDataset:
+        """The images of ``split`` under ``data_root``, read as the head's dataset is read, as the model sees
+        them (whole images at its scale, masks at full resolution)."""
+        source = build.build_source(self.head_cfg, data_root, split, require_masks=require_masks)
+        return build.build_eval_dataset(self.head_cfg, source, self.scaling)
+
+    def images(self, folder: str | Path) -> EvalDataset:
+        """A folder of image files (no masks) as the model sees them."""
+        return build.build_eval_dataset(self.head_cfg, ImageFolder(folder, self.classes), self.scaling)
+
 
 def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTable | Mapping[str, ClassTable],
                scaling: BandScaling, data: Mapping[str, dict] | None = None) -> None:
@@ -267,12 +285,6 @@ def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTabl
                     "scaling": scaling.to_dict()}, tmp)
 
 
-def head_data(cfg: dict, names: list[str]) -> dict[str, dict]:
-    """The data section of each dataset ``names`` of a run's config (``data``, then ``datasets``)."""
-    sections = {name: dataset_cfg["data"] for name, dataset_cfg in dataset_configs(cfg).items()}
-    return {name: sections[name] for name in names if name in sections}
-
-
 def model_file(run: str | Path) -> Path:
     """``model.pt`` of a run directory, or ``run`` itself when it is a model file."""
     run = Path(run)
@@ -286,10 +298,7 @@ def read_model(run: str | Path) -> SavedModel:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model here (did training finish? --run takes a run directory "
                                 "or its model.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable pointseg model ({e})") from e
+    state = read_torch_file(path, "the pointseg model", weights_only=False)
     if not isinstance(state, dict) or not {"model", "config", "classes"} <= state.keys():
         raise ValueError(f"{path}: not a pointseg model file (expected weights, config and class table)")
     cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
@@ -320,3 +329,16 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     model.keep_heads([head])  # the model of one dataset: model(image) gives that head's logits
     device = pick_device(device) if isinstance(device, str) else device
     return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data)
+
+
+def training_resolution_cm(run: str | Path, scale: float) -> float | None:
+    """Centimetres per model pixel of a run trained on rasters at ``scale`` (``data.scale``): its first raster's
+    pixel size over ``scale`` (``None`` for image tiles, whose pixel size is not known, or a raster that is gone)."""
+    try:
+        rasters = read_info(model_file(run).parent)["inputs"].get("rasters") or []
+    except (ValueError, KeyError):
+        return None
+    if not rasters or not Path(rasters[0]).exists():
+        return None
+    gsd = ground_sample_distance(rasters[0])
+    return None if gsd is None else gsd * 100 / scale

@@ -18,23 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-
-SCORES = ("margin", "entropy", "max")
-
-
-def certainty(probs: torch.Tensor, kind: str = "margin") -> torch.Tensor:
-    """``probs`` (C, ...) -> certainty in [0, 1] (1: sure) of each pixel: ``margin`` between the two most
-    probable classes, ``entropy`` (1 - normalised entropy) or ``max`` probability."""
-    if kind not in SCORES:
-        raise KeyError(f"unknown uncertainty {kind!r}; valid: {list(SCORES)}")
-    if kind == "max":
-        return probs.max(0).values
-    if kind == "margin":
-        top = probs.topk(2, dim=0).values
-        return top[0] - top[1]
-    entropy = -torch.xlogy(probs, probs).sum(0)
-    return 1 - entropy / math.log(probs.shape[0])
 
 
 def auto_distance(size: tuple[int, int], clicks: int) -> float:

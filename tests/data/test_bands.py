@@ -5,8 +5,8 @@ from PIL import Image
 from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import TrainDataset
+from pointseg.data.labels import resize_image
 from pointseg.data.raster import RasterSource
-from pointseg.labels import resize_image
 from tests.conftest import shared_path
 
 S2 = ("sentinel2-strzegom", "images", "strzegom_20210619_33u.tif")

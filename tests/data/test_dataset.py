@@ -5,8 +5,8 @@ from PIL import Image
 
 from pointseg.data.cache import CachedSource
 from pointseg.data.dataset import EvalDataset, TrainDataset, dihedral
+from pointseg.data.points import PointSet
 from pointseg.data.sources import LoveDA
-from pointseg.points import PointSet
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import torch
 from pointseg.data import schema
 from pointseg.data.cache import CachedSource
 from pointseg.data.dataset import EvalDataset, TrainDataset, UnlabeledDataset
+from pointseg.data.points import PointSet
 from pointseg.data.sources import ImageFolder, LoveDA
-from pointseg.points import PointSet
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
 from pointseg.data.bands import BandScaling
+from pointseg.data.labels import MODES, hard_to_soft, points_to_soft, resize_image, scaled_size, soft_downsample
+from pointseg.data.points import PointSet
 from pointseg.data.sources import Source
-from pointseg.labels import MODES, hard_to_soft, points_to_soft, resize_image, scaled_size, soft_downsample
-from pointseg.points import PointSet
 
 DOWNSAMPLE = ("soft", "nearest")
 

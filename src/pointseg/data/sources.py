@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pointseg.data.classes import LOVEDA_CLASSES, ClassTable
+from pointseg.io import read_list
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -220,14 +221,8 @@ class ImageFolder(Source):
 
 def image_list(path: Path) -> list[Path]:
     """The image files a ``.txt`` list names (blank lines and ``#`` comments skipped); each must exist."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read image list ({e})") from e
-    files = [(path.parent / line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    files = [path.parent / line for line in read_list(path, "images")]
     missing = [p for p in files if not p.is_file()]
     if missing:
         raise ValueError(f"{path}: {len(missing)} listed images not found, e.g. {missing[0]}")
-    if not files:
-        raise ValueError(f"{path}: the image list is empty")
     return files

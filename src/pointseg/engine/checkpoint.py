@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from pointseg.io import atomic_path
+from pointseg.io import atomic_path, read_torch_file
 
 CHECKPOINT_FORMAT = 2
 
@@ -20,10 +20,7 @@ def save_checkpoint(path: Path, **state: Any) -> None:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     """A checkpoint written by ``train``, its tensors on ``device``; an error for unreadable or older files."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: cannot read checkpoint ({e})") from e
+    state = read_torch_file(path, "checkpoint", map_location=device, weights_only=False)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint written by an older pointseg, which cannot be resumed exactly; "
                          "start a new run in another directory")

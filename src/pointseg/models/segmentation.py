@@ -75,6 +75,11 @@ class SegmentationModel(nn.Module):
     def decoder_per_dataset(self) -> bool:
         return isinstance(self.decoder, nn.ModuleDict)
 
+    @property
+    def decoders(self) -> nn.ModuleDict:
+        """Each dataset's decoder, by name (``decoder_per_dataset`` models)."""
+        return cast(nn.ModuleDict, self.decoder)
+
     def split_decoder(self) -> None:
         """Give every dataset its own decoder (S5's design), each a copy of the shared one, so that its weights and
         normalisation statistics serve its dataset alone. Copies draw no random numbers."""
@@ -93,8 +98,8 @@ class SegmentationModel(nn.Module):
         self.heads[name] = head
         added = [head, *(m.add_expert(name) for m in self.modules() if isinstance(m, MoEFFN) and m.gate is None)]
         if self.decoder_per_dataset:
-            self.decoder[name] = copy.deepcopy(next(iter(self.decoder.values())))
-            added.append(self.decoder[name])
+            self.decoders[name] = copy.deepcopy(next(iter(self.decoders.values())))
+            added.append(self.decoders[name])
         return added
 
     def parameter_counts(self) -> dict[str, object]:
@@ -104,7 +109,7 @@ class SegmentationModel(nn.Module):
 
     def dataset_modules(self, name: str) -> list[nn.Module]:
         """The modules that serve dataset ``name`` alone: its head, its own decoder and its experts."""
-        own = [self.heads[name], *([self.decoder[name]] if self.decoder_per_dataset else [])]
+        own = [self.heads[name], *([self.decoders[name]] if self.decoder_per_dataset else [])]
         return own + [m.experts[name] for m in self.modules() if isinstance(m, MoEFFN) and name in m.experts]
 
     def dataset_parameters(self, name: str) -> int:
@@ -118,7 +123,7 @@ class SegmentationModel(nn.Module):
             self._head(name)  # an error for an unknown name
         self.heads = nn.ModuleDict({name: self.heads[name] for name in names})
         if self.decoder_per_dataset:
-            self.decoder = nn.ModuleDict({name: self.decoder[name] for name in names})
+            self.decoder = nn.ModuleDict({name: self.decoders[name] for name in names})
         for layer in self.modules():
             if isinstance(layer, MoEFFN) and layer.gate is None:
                 layer.experts = nn.ModuleDict({n: e for n, e in layer.experts.items() if n in names})
@@ -144,7 +149,7 @@ class SegmentationModel(nn.Module):
         if not self.decoder_per_dataset:
             return self.decoder
         self._head(head)  # the same errors for a missing or unknown name
-        return self.decoder[head or self.head_names[0]]
+        return self.decoders[head or self.head_names[0]]
 
     def encode(self, image: torch.Tensor, head: str | None = None) -> list[torch.Tensor]:
         """Encoder features of ``(B, bands, H, W)`` images in [0, 1], finest first (``head`` routes a routed

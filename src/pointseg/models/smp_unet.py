@@ -15,6 +15,8 @@ from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
+from pointseg.io import read_torch_file
+
 log = logging.getLogger(__name__)
 
 
@@ -44,11 +46,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     Raises:
         ValueError: if the file is unreadable or does not cover every encoder tensor.
     """
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: cannot read encoder weights ({e})") from e
+    state = read_torch_file(path, "encoder weights")
     load_encoder_state(encoder, state, str(path))
 
 

@@ -22,6 +22,7 @@ from timm.layers import HybridEmbed, Mlp, PatchEmbed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from pointseg.io import read_torch_file
 from pointseg.models.layers.moe import MoEFFN, set_route
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,6 @@ class ViTEncoder(nn.Module):
         """The convolutional stem making the tokens, if any (it lives in ``vit.patch_embed``)."""
         backbone = getattr(self.vit.patch_embed, "backbone", None)
         return backbone if isinstance(backbone, ConvStem) else None
-        self.routed = any(isinstance(m, MoEFFN) and m.gate is None for m in self.modules())
 
     def forward(self, x: torch.Tensor, dataset: str | None = None) -> list[torch.Tensor]:
         if self.routed:
@@ -168,13 +168,7 @@ def load_vit_weights(encoder: ViTEncoder, weights: str | None) -> None:
     if weights in (None, "none", ""):
         return
     if Path(str(weights)).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(str(weights)).exists():
-        path = Path(str(weights))
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: ViT weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several types for corrupt or foreign files
-            raise ValueError(f"{path}: cannot read ViT weights ({e})") from e
+        state = read_torch_file(str(weights), "ViT weights file")
         state = state.get("model", state) if isinstance(state, dict) else state
     else:
         import timm

@@ -3,6 +3,7 @@ and a short report out: import the clicks -> train on the raster -> map it -> ``
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,16 @@ import rasterio
 from rasterio.windows import Window as RioWindow
 
 from pointseg import build, runs
+from pointseg.commands.options import MapOptions, with_config, with_tiling
+from pointseg.commands.points import import_point_layer
+from pointseg.commands.train import run_training
 from pointseg.config import deep_update, default_config, load_config, load_settings, merge
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import display_thumbnail, ground_sample_distance, open_raster, picture_bands, read_thumbnail
 from pointseg.io import check_writable, write_text
-from pointseg.maps import NODATA
+from pointseg.maps import map_raster
+from pointseg.mapwriter import NODATA
 from pointseg.report import plot_overlays
-from pointseg.workflows import Tiling, import_point_layer, map_raster, run_training
 
 COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped at their own resolution
 
@@ -40,7 +44,7 @@ class MapRequest:
     classes: Path | None = None
     config: Path | None = None
     overrides: list[str] = field(default_factory=list)
-    tiling: Tiling = Tiling()
+    options: MapOptions = MapOptions()
     confidence: bool = False
 
 
@@ -80,8 +84,9 @@ def run_map(request: MapRequest) -> Path:
     times["train"] = time.perf_counter() - t0
     print(f"[3/3] mapping {request.raster}")
     trained = runs.load_run(run_dir)
-    result = map_raster(trained, request.raster, out / "map.tif", request.tiling,
-                        out / "confidence.tif" if request.confidence else None)
+    writer = request.options.writer(out / "map.tif", trained.classes,
+                                    out / "confidence.tif" if request.confidence else None)
+    result = map_raster(trained.predictor(request.options.flips), request.raster, writer, request.options.tiling)
     times["map"] = result.seconds
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))
     plot_overlays([(request.raster.stem, picture, None, read_thumbnail(result.map)[..., 0])], trained.classes,
@@ -132,3 +137,29 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         "grid with `pointseg evaluate --map map.tif --mask MASK.tif --classes TABLE.csv --out metrics.json` (the "
         "table's names as in `points.classes.csv`, its values those of the mask).", "",
         "Files: " + "; ".join(files) + ".", ""])
+
+
+def main(args: argparse.Namespace) -> Path:
+    """Import clicks -> train on the raster -> GeoTIFF map -> REPORT.md."""
+    return run_map(MapRequest(Path(args.raster), Path(args.points), args.class_field, Path(args.out), args.layer,
+                              args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
+                              Path(args.config) if args.config else None, args.set,
+                              MapOptions.from_args(args), args.confidence))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    mp = sub.add_parser("map", help="a raster and a GIS point layer in: a trained model, a GeoTIFF map and a report "
+                                    "out (points import -> train -> predict)")
+    mp.add_argument("--raster", required=True, help="the image to map (GeoTIFF or any GDAL raster)")
+    mp.add_argument("--points", required=True, help="point layer of clicks (GeoPackage, Shapefile, GeoJSON, CSV)")
+    mp.add_argument("--class-field", required=True, help="the layer's field with class names or values")
+    mp.add_argument("--out", required=True, help="output folder: map.tif, REPORT.md, run/ ...")
+    mp.add_argument("--layer", help="layer of a multi-layer file (GeoPackage)")
+    mp.add_argument("--crs", help="CRS of CSV coordinates, e.g. EPSG:4326")
+    mp.add_argument("--x-field", default="x", help="CSV column of x (easting/longitude)")
+    mp.add_argument("--y-field", default="y", help="CSV column of y (northing/latitude)")
+    mp.add_argument("--classes", help="class table value,name,r,g,b (names and colours; default: the field's values)")
+    mp.add_argument("--confidence", action="store_true", help="also write confidence.tif (max-softmax, percent)")
+    with_tiling(mp)
+    with_config(mp)
+    mp.set_defaults(func=main)

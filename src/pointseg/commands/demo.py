@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pointseg import build, runs
+from pointseg.commands.evaluate import run_evaluation
+from pointseg.commands.train import run_training
 from pointseg.config import load_config, load_settings
+from pointseg.data.points import save_points
 from pointseg.evaluate import write_predictions
 from pointseg.io import write_text
 from pointseg.metrics import format_table
-from pointseg.points import save_points
-from pointseg.workflows import model_device, run_evaluation, run_training
 
 DEMO_SCHEDULE = ("train.steps=250", "optim.warmup_steps=25")  # half the default schedule: a demo in minutes
 
@@ -35,9 +37,7 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     print("[4/4] predicting Val images")
     trained = runs.load_run(out / "run")
     cfg = trained.cfg
-    val = build.build_eval_dataset(cfg, build.build_source(cfg, data_root, "Val"), trained.scaling)
-    amp = build.build_inference_amp(cfg, model_device(trained.model))
-    write_predictions(trained.model, val, trained.classes, out / "predictions", amp=amp, limit=predict_images)
+    write_predictions(trained.predictor(), trained.dataset(data_root, "Val"), out / "predictions", limit=predict_images)
     report = out / "REPORT.md"
     write_text(report, "\n".join([
         "# pointseg demo", "",
@@ -48,3 +48,18 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
         "![loss](run/loss.png)", "", f"Predicted masks for {predict_images} Val images: `predictions/`.", ""]))
     print(f"done: {report}")
     return report
+
+
+def main(args: argparse.Namespace) -> Path:
+    """Simulate 20 points/image -> train -> evaluate on Val -> predict a few images -> REPORT.md."""
+    return run_demo(args.data_root, args.out, args.set, download=args.download, per_image=args.per_image)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    de = sub.add_parser("demo", help="the whole chain on LoveDA, in minutes on a CPU")
+    de.add_argument("--data-root", required=True)
+    de.add_argument("--out", required=True)
+    de.add_argument("--per-image", type=int, default=20)
+    de.add_argument("--download", action="store_true", help="download LoveDA into --data-root if missing")
+    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    de.set_defaults(func=main)
