@@ -62,7 +62,7 @@ def main() -> None:
         for model in args.models:
             weights = args.weights if model != "unet-small" else "null"
             base = [f"model.name={model}", f"model.encoder_weights={weights}", "data.domains=[Rural]", "loss.name=ce",
-                    "method.background_class=0"]
+                    "method.pseudoseg.background_class=0"]
             for method in args.methods:
                 if "points" in args.parts:
                     run_cell(cell_name("points", model, method), seed, args.data_root, work,
@@ -74,7 +74,8 @@ def main() -> None:
                              part="few-masks", model=model, method=method)
             if "ablation" in args.parts and model == "unet-mobilenetv2":
                 for source, t in ABLATION:
-                    sets = [*base, "method.name=pseudoseg", f"method.pseudo_source={source}", f"method.temperature={t}"]
+                    sets = [*base, "method.name=pseudoseg", f"method.pseudoseg.pseudo_source={source}",
+                            f"method.pseudoseg.temperature={t}"]
                     run_cell(ablation_name(source, t), seed, args.data_root, work, sets,
                              ["--points", str(points)], part="ablation", source=source, temperature=t)
 

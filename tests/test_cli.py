@@ -94,7 +94,8 @@ def test_labels_inspect_reports_click_propagation_per_class(tmp_path, tiny_loved
 
 @pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
 def test_semi_supervised_from_points_uses_the_unlabeled_pixels(tmp_path, tiny_loveda, tiny_overrides, method):
-    sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.grid_stride=8"] for a in ("--set", o)]
+    sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.pseudoseg.grid_stride=8"]
+            for a in ("--set", o)]
     pts = tmp_path / "points.json"
     assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "10", "--out", str(pts)]) == 0
     assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(tmp_path / "r"),
@@ -131,8 +132,8 @@ def test_pseudoseg_with_image_level_tags(tmp_path, tiny_loveda, tiny_overrides, 
     (tmp_path / "labeled.txt").write_text("Rural/0\n")
     tags = tmp_path / "tags.csv"
     tags.write_text("id,classes\nRural/1,road;water\nRural/2,forest\n")
-    sets = [a for o in [*tiny_overrides, "method.name=pseudoseg", "method.grid_stride=8",
-                        "method.background_class=0"] for a in ("--set", o)]
+    sets = [a for o in [*tiny_overrides, "method.name=pseudoseg", "method.pseudoseg.grid_stride=8",
+                        "method.pseudoseg.background_class=0"] for a in ("--set", o)]
     args = ["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"), "--tags", str(tags),
             *sets]
     assert main([*args, "--out", str(tmp_path / "r1")]) == 2  # Rural/3 has no tags

@@ -2,7 +2,17 @@ import re
 
 import pytest
 
-from pointseg.config import RANGES, default_config, flatten, load_config, load_settings, parse_set, validate
+from pointseg.config import (
+    SECTIONS,
+    default_config,
+    flatten,
+    help_texts,
+    load_config,
+    load_settings,
+    parse_set,
+    upgrade,
+    validate,
+)
 
 
 def test_set_overrides_are_typed():
@@ -47,18 +57,31 @@ def test_settings_keep_only_the_keys_given():
         load_settings(None, ["train.stepz=1"])
 
 
-def test_every_range_checked_key_exists_and_the_defaults_pass():
+def test_every_key_has_help_and_the_defaults_pass():
     flat = flatten(default_config())
-    assert set(RANGES) <= set(flat)
+    assert set(flat) == {"seed", *help_texts()}, "every key but the seed comes from an options class"
+    assert all(help_texts().values())
     assert validate(default_config()) == default_config()
+    assert "method.fixmatch" in SECTIONS and "method.pseudoseg" in SECTIONS and "method.supervised" not in SECTIONS
+
+
+def test_flat_method_keys_of_older_configs_move_to_their_method_section(caplog):
+    old = {"method": {"name": "fixmatch", "threshold": 0.8, "gamma": 0.3, "unlabeled_weight": 2.0},
+           "loss": {"gamma": 1}}
+    assert upgrade(old) == {"method": {"name": "fixmatch", "unlabeled_weight": 2.0, "fixmatch": {"threshold": 0.8},
+                                       "pseudoseg": {"gamma": 0.3}}, "loss": {"gamma": 1}}
+    cfg = load_config(None, ["method.threshold=0.8", "method.gamma=0.3"])
+    assert cfg["method"]["fixmatch"]["threshold"] == 0.8 and cfg["method"]["pseudoseg"]["gamma"] == 0.3
+    assert cfg["loss"]["gamma"] == 2.0, "loss.gamma is another option"
+    assert "method.threshold is now method.fixmatch.threshold" in caplog.text
 
 
 @pytest.mark.parametrize("item, message", [
     ("seed=-1", "'seed' must be >= 0"),
-    ("method.threshold=1.5", "'method.threshold' must be >= 0 and <= 1"),
-    ("method.ema_decay=1", "'method.ema_decay' must be >= 0 and < 1"),
+    ("method.fixmatch.threshold=1.5", "'method.fixmatch.threshold' must be >= 0 and <= 1"),
+    ("method.fixmatch.ema_decay=1", "'method.fixmatch.ema_decay' must be >= 0 and < 1"),
     ("train.batch_size=0", "'train.batch_size' must be >= 1"),
-    ("method.temperature=0", "'method.temperature' must be > 0"),
+    ("method.pseudoseg.temperature=0", "'method.pseudoseg.temperature' must be > 0"),
 ])
 def test_out_of_range_values_are_errors(item, message):
     with pytest.raises(ValueError, match=re.escape(message)):

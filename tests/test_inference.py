@@ -43,7 +43,7 @@ def test_auto_amp_uses_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, 
 
 
 def test_amp_setting_is_checked():
-    with pytest.raises(ValueError, match="'train.amp' must be auto, true or false"):
+    with pytest.raises(ValueError, match="'train.amp' must be one of auto, true, false"):
         load_config(None, ["train.amp=sometimes"])
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from pointseg.cli import main
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
-from pointseg.data.dataset import TrainDataset, combine_targets
+from pointseg.data.dataset import TrainDataset, Windows, combine_targets
 from pointseg.data.points import PointSet
 from pointseg.data.sources import ImageMaskFolder
 from pointseg.losses import soft_cross_entropy
@@ -105,8 +105,9 @@ def test_training_targets_with_propagation_weigh_spread_pixels_below_clicks(tmp_
     points = PointSet(list(CLASSES.names), {"a": np.array([[16, 8, 0], [16, 24, 1]])}, {"a": (32, 32)}, {})
     spread = Propagation(scale=1.0, superpixel_size=16, compactness=0.1, max_pixels=10**6, patch=32)
     masks = propagated_labels(source, points, spread, BandScaling.full_range(3), tmp_path / "c", progress=False)
-    plain = TrainDataset(source, 32, 3, 1.0, "area", points)
-    spread_set = TrainDataset(source, 32, 3, 1.0, "area", points, propagated=masks, propagate_weight=0.25)
+    plain = TrainDataset(source, 3, Windows(32, 1.0, "area"), points)
+    spread_set = TrainDataset(source, 3, Windows(32, 1.0, "area", propagate_weight=0.25), points,
+                               propagated=masks)
     a, b = plain[(0, (7,))], spread_set[(0, (7,))]  # the same window and turn
     assert torch.equal(a["image"], b["image"])
     assert a["weight"].sum() == 2
@@ -116,7 +117,8 @@ def test_training_targets_with_propagation_weigh_spread_pixels_below_clicks(tmp_
     assert (b["weight"] == 0.25).sum() > 300
     # the loss is a weighted mean over clicks and spread pixels: with the spread's weight 0 it is the clicks' loss
     logits = torch.randn(1, 3, 32, 32)
-    zero = TrainDataset(source, 32, 3, 1.0, "area", points, propagated=masks, propagate_weight=1e-30)[(0, (7,))]
+    tiny = Windows(32, 1.0, "area", propagate_weight=1e-30)
+    zero = TrainDataset(source, 3, tiny, points, propagated=masks)[(0, (7,))]
     assert soft_cross_entropy(logits, zero["soft_mask"][None], zero["weight"][None]).item() == pytest.approx(
         soft_cross_entropy(logits, a["soft_mask"][None], a["weight"][None]).item(), rel=1e-5)
 

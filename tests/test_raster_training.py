@@ -8,7 +8,7 @@ import torch
 
 from pointseg.cli import main
 from pointseg.data.classes import ClassTable
-from pointseg.data.dataset import TrainDataset, window_around
+from pointseg.data.dataset import TrainDataset, Windows, window_around
 from pointseg.data.points import PointSet
 from pointseg.data.raster import RasterSource
 from tests.conftest import shared_path
@@ -37,8 +37,8 @@ def test_windows_lean_towards_clicks_on_a_large_raster():
     source = RasterSource([shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")], ClassTable(("a", "b"),
                                                                                                    ((0, 0, 0),) * 2))
     points = PointSet(["a", "b"], {"RGB.byte": np.array([[300, 400, 1]])}, {"RGB.byte": (718, 791)}, {})
-    biased = TrainDataset(source, crop=16, num_classes=2, points=points, point_bias=1.0)
-    uniform = TrainDataset(source, crop=16, num_classes=2, points=points, point_bias=0.0)
+    biased = TrainDataset(source, 2, Windows(crop=16, point_bias=1.0), points=points)
+    uniform = TrainDataset(source, 2, Windows(crop=16, point_bias=0.0), points=points)
     hits = [float(ds[(0, (7, i, 0))]["weight"].sum()) for ds in (biased, uniform) for i in range(20)]
     assert all(h == 1 for h in hits[:20]), "every biased window holds the click"
     assert sum(hits[20:]) < 3, "a 16-pixel window of a 718x791 scene rarely does"

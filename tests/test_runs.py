@@ -100,7 +100,7 @@ def stop_at(step):
 @pytest.mark.parametrize("method", ["supervised", "fixmatch"])
 def test_resume_without_inputs_keeps_the_points_and_continues_exactly(tmp_path, tiny_loveda, tiny_overrides, points,
                                                                       method):
-    overrides = [*tiny_overrides, "train.steps=6", f"method.name={method}", "method.ema_decay=0.9"]
+    overrides = [*tiny_overrides, "train.steps=6", f"method.name={method}", "method.fixmatch.ema_decay=0.9"]
     inputs = TrainInputs(tiny_loveda, points)
     with pytest.raises(Stop):
         run_training(load_settings(None, overrides), tmp_path / "cut", inputs, on_step=stop_at(5))
@@ -193,3 +193,33 @@ def test_a_run_being_trained_cannot_be_trained_twice(tmp_path, tiny_loveda, tiny
         fcntl.flock(f, fcntl.LOCK_EX)  # as the process training it holds it
         assert main(["train", "--out", str(run), "--resume", "--set", "train.steps=6"]) == 2
     assert "another pointseg process is training this run" in capsys.readouterr().err
+
+
+def test_runs_saved_with_flat_method_keys_still_load_and_resume(tmp_path, tiny_loveda, tiny_overrides):
+    """Runs made before each method had its own config section (``method.threshold``, not
+    ``method.fixmatch.threshold``) load for prediction and resume with their settings."""
+    import torch
+    import yaml
+
+    from pointseg import runs
+
+    sets = [a for o in [*tiny_overrides, "method.name=fixmatch", "method.fixmatch.threshold=0.7"]
+            for a in ("--set", o)]
+    run = tmp_path / "old"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
+
+    def flatten_method(cfg: dict) -> dict:
+        method = cfg["method"]
+        return {**cfg, "method": {k: v for k, v in method.items() if not isinstance(v, dict)}
+                | {k: v for sub in method.values() if isinstance(sub, dict) for k, v in sub.items()}}
+
+    state = torch.load(run / "model.pt", weights_only=False)
+    state["config"] = flatten_method(state["config"])
+    assert state["config"]["method"]["threshold"] == 0.7
+    torch.save(state, run / "model.pt")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(flatten_method(saved), sort_keys=False))
+
+    assert runs.load_run(run).cfg["method"]["fixmatch"]["threshold"] == 0.7
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.steps=6"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"]["fixmatch"]["threshold"] == 0.7

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,16 +13,25 @@ from torch.utils.data import Dataset
 from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable, default_colors
-from pointseg.data.dataset import ConcatSamples, EvalDataset, TrainDataset, UnlabeledDataset, default_scaling
+from pointseg.data.dataset import (
+    ConcatSamples,
+    DataOptions,
+    EvalDataset,
+    TrainDataset,
+    UnlabeledDataset,
+    Windows,
+    default_scaling,
+)
+from pointseg.data.labels import LabelOptions
 from pointseg.data.points import PointSet, check_against, load_points, simulate
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
-from pointseg.engine import pick_device, seed_everything, stream_seed
+from pointseg.engine import OptimOptions, TrainOptions, pick_device, seed_everything, stream_seed
 from pointseg.inference import use_amp
 from pointseg.io import read_list
-from pointseg.losses import GatedCRFLoss, build_loss
-from pointseg.methods import METHODS, FixMatch, Method, PseudoSeg, StrongAugment, Supervised
-from pointseg.models import FFN_OPTIONS, SegmentationModel, build_model
+from pointseg.losses import GatedCRFLoss, LossOptions, build_loss
+from pointseg.methods import METHODS, Method, MethodOptions
+from pointseg.models import FFN_OPTIONS, ModelOptions, SegmentationModel, build_model
 from pointseg.models.segmentation import expand_decoder_state
 from pointseg.models.vit import expand_ffn_state
 from pointseg.predictor import Predictor
@@ -130,82 +138,76 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,
         refs = [r for r in source.refs if r.id in points.images]
         check_against(points, [r.id for r in source.refs], {r.id: source.size(r) for r in refs},
                       list(source.classes.names))
-    data, labels = cfg["data"], cfg["labels"]
-    bias = data["point_bias"]
+    data, labels = DataOptions.from_config(cfg), LabelOptions.from_config(cfg)
+    bias = data.point_bias
     if bias == "auto":
         bias = 0.9 if isinstance(source, RasterSource) else 0.0
     cached = build_cached(cfg, source)
     scaling = scaling or default_scaling(source)
     propagated = None
-    if points is not None and labels["propagate"] != "none":
+    if points is not None and labels.propagate != "none":
         propagated = propagated_labels(cached, points, build_propagation(cfg), scaling, cache_location(cfg)[0],
-                                       data["ignore_index"])
-    return TrainDataset(cached, data["crop"], source.classes.num_classes, data["scale"], labels["mode"], points,
-                        labels["downsample"], tuple(data["rescale"]), data["ignore_index"], scaling, bias,
-                        propagated, labels["propagate_weight"])
+                                       data.ignore_index)
+    windows = Windows(crop=data.crop, scale=data.scale, mode=labels.mode, downsample=labels.downsample,
+                      rescale=(data.rescale[0], data.rescale[1]), ignore_index=data.ignore_index,
+                      point_bias=float(bias), propagate_weight=labels.propagate_weight)
+    return TrainDataset(cached, source.classes.num_classes, windows, points=points, scaling=scaling,
+                        propagated=propagated)
 
 
 def build_propagation(cfg: dict) -> Propagation:
     """How clicks spread (``labels.propagate*``, ``labels.superpixel_*``) at the training scale."""
-    labels = cfg["labels"]
-    return Propagation(cfg["data"]["scale"], labels["superpixel_size"], labels["superpixel_compactness"],
-                       labels["propagate_max_pixels"], labels["propagate_patch"], labels["propagate"])
+    labels = LabelOptions.from_config(cfg)
+    return Propagation(scale=cfg["data"]["scale"], superpixel_size=labels.superpixel_size,
+                       compactness=labels.superpixel_compactness, max_pixels=labels.propagate_max_pixels,
+                       patch=labels.propagate_patch, method=labels.propagate)
 
 
 def build_eval_dataset(cfg: dict, source: Source, scaling: BandScaling | None = None) -> EvalDataset:
     """Whole images at the training resolution (``data.scale``, ``labels.mode`` filter, bands scaled by
     ``scaling``), masks at full resolution."""
-    return EvalDataset(build_cached(cfg, source), cfg["data"]["scale"], cfg["labels"]["mode"], scaling,
-                       cfg["data"]["ignore_index"])
+    data = DataOptions.from_config(cfg)
+    return EvalDataset(build_cached(cfg, source), scale=data.scale, mode=cfg["labels"]["mode"], scaling=scaling,
+                       ignore_index=data.ignore_index)
 
 
 def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretrained: bool = True,
                             in_channels: int = 3) -> SegmentationModel:
-    m = cfg["model"]
-    return build_model(m["name"], num_classes, m["encoder"], m["encoder_weights"] if pretrained else None,
-                       in_channels, {key: m[key] for key in FFN_OPTIONS}, m["decoder_per_dataset"])
+    m = ModelOptions.from_config(cfg)
+    return build_model(m.name, num_classes, encoder=m.encoder,
+                       encoder_weights=m.encoder_weights if pretrained else None, in_channels=in_channels,
+                       ffn={key: getattr(m, key) for key in FFN_OPTIONS}, decoder_per_dataset=m.decoder_per_dataset)
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
-    """The training method of ``cfg["method"]`` with the supervised loss of ``cfg["loss"]`` (and its Gated CRF term
-    when ``loss.pairwise_weight`` > 0)."""
-    m, loss = cfg["method"], build_loss_from_config(cfg)
-    ignore = cfg["data"]["ignore_index"]
-    if m["name"] not in METHODS:
-        raise KeyError(f"unknown method {m['name']!r}; valid: {sorted(METHODS)}")
-    if m["name"] == "pseudoseg" and len(model.heads) > 1:
+    """The training method of the ``method`` section (with its own options, ``method.<name>``) and the supervised
+    loss of ``loss`` (and its Gated CRF term when ``loss.pairwise_weight`` > 0)."""
+    shared, loss = MethodOptions.from_config(cfg), LossOptions.from_config(cfg)
+    if shared.name not in METHODS:
+        raise KeyError(f"unknown method {shared.name!r}; valid: {sorted(METHODS)}")
+    if shared.name == "pseudoseg" and len(model.heads) > 1:
         raise ValueError("method pseudoseg trains one dataset (its classifier and SGC follow one class table); "
                          "use supervised or fixmatch with several datasets")
-    method = _build_method(cfg, m, loss, model, num_classes, ignore)
-    lc = cfg["loss"]
-    if lc["pairwise_weight"] > 0:
-        method.add_pairwise(GatedCRFLoss(lc["crf_sigma_xy"], lc["crf_sigma_rgb"], lc["crf_radius"],
-                                         lc["crf_downsample"]), lc["pairwise_weight"], lc["pairwise_warmup"])
+    kind = METHODS[shared.name]
+    own = kind.options_class.from_config(cfg) if kind.options_class else None
+    method = kind.create(build_loss_from_config(cfg), model, num_classes, own, shared.unlabeled_weight,
+                         cfg["data"]["ignore_index"])
+    if loss.pairwise_weight > 0:
+        method.add_pairwise(GatedCRFLoss(loss.crf_sigma_xy, loss.crf_sigma_rgb, loss.crf_radius, loss.crf_downsample),
+                            loss.pairwise_weight, loss.pairwise_warmup)
     return method
-
-
-def _build_method(cfg: dict, m: dict, loss: torch.nn.Module, model: SegmentationModel, num_classes: int,
-                  ignore: int) -> Method:
-    if m["name"] == "fixmatch":
-        return FixMatch(loss, m["threshold"], m["unlabeled_weight"], StrongAugment(), m["cutmix_p"], m["ema_decay"],
-                        model, m["feature_dropout"], m["fp_weight"], m["dual_strong"], ignore, m["cutmix_partner"])
-    if m["name"] == "pseudoseg":
-        return PseudoSeg(loss, model.feature_channels, num_classes, m["background_class"], m["attention_dim"],
-                         grid_stride=m["grid_stride"], gamma=m["gamma"], temperature=m["temperature"],
-                         norm=m["fusion_norm"], source=m["pseudo_source"], unlabeled_weight=m["unlabeled_weight"],
-                         classifier_weight=m["classifier_weight"], sgc_weight=m["sgc_weight"], ignore_index=ignore)
-    return Supervised(loss)
 
 
 def build_unlabeled_dataset(cfg: dict, sources: list[Source], tags: dict[str, np.ndarray] | None = None,
                             scaling: BandScaling | None = None) -> ConcatSamples:
     """Unlabeled training windows from every source (masks, where present, only for monitoring; ``tags``:
     image-level labels per image id)."""
-    data = cfg["data"]
+    data = DataOptions.from_config(cfg)
     with_mask = any(r.mask is not None for s in sources for r in s.refs)  # same keys in every batch
-    return ConcatSamples([UnlabeledDataset(build_cached(cfg, s), data["crop"], data["scale"], cfg["labels"]["mode"],
-                                           tuple(data["rescale"]), with_mask, data["ignore_index"], tags,
-                                           scaling) for s in sources])
+    return ConcatSamples([UnlabeledDataset(build_cached(cfg, s), crop=data.crop, scale=data.scale,
+                                           mode=cfg["labels"]["mode"], rescale=(data.rescale[0], data.rescale[1]),
+                                           with_mask=with_mask, ignore_index=data.ignore_index, tags=tags,
+                                           scaling=scaling) for s in sources])
 
 
 def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]:
@@ -231,7 +233,8 @@ def read_tags(path: str | Path, class_names: list[str]) -> dict[str, np.ndarray]
 
 
 def build_loss_from_config(cfg: dict) -> torch.nn.Module:
-    return build_loss(cfg["loss"]["name"], cfg["loss"]["gamma"], cfg["labels"]["multi_class"])
+    loss = LossOptions.from_config(cfg)
+    return build_loss(loss.name, gamma=loss.gamma, multi_class=cfg["labels"]["multi_class"])
 
 
 def read_ids(path: str | Path) -> list[str]:
@@ -413,8 +416,9 @@ class Runtime:
 
 
 def build_runtime(cfg: dict) -> Runtime:
-    device = pick_device(cfg["train"]["device"])
-    return Runtime(device, use_amp(cfg["train"]["amp"], device), cfg["train"]["threads"])
+    train = TrainOptions.from_config(cfg)
+    device = pick_device(train.device)
+    return Runtime(device, use_amp(train.amp, device), train.threads)
 
 
 def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, scaling: BandScaling,
@@ -428,14 +432,9 @@ def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, sc
                      use_amp(cfg["train"]["amp"], device), flips, head, tuple(bands) if bands else None)
 
 
-def build_train_options(cfg: dict) -> dict[str, Any]:
-    """The keyword arguments of ``train`` that come from the config (schedule, batches, seed, logging)."""
-    t, o = cfg["train"], cfg["optim"]
-    return {"steps": t["steps"], "batch_size": t["batch_size"], "unlabeled_batch_size": t["unlabeled_batch_size"],
-            "lr": o["lr"], "weight_decay": o["weight_decay"], "warmup_steps": o["warmup_steps"],
-            "channels_last": t["channels_last"], "seed": cfg["seed"], "num_workers": t["num_workers"],
-            "log_every": t["log_every"], "checkpoint_every": t["checkpoint_every"],
-            "deterministic": t["deterministic"]}
+def build_train_options(cfg: dict) -> tuple[TrainOptions, OptimOptions]:
+    """The options of ``train`` (the training loop) and its optimiser."""
+    return TrainOptions.from_config(cfg), OptimOptions.from_config(cfg)
 
 
 def build_simulated_points(cfg: dict, data_root: str | Path, per_image: int, strategy: str = "uniform") -> PointSet:

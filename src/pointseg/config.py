@@ -1,22 +1,73 @@
-"""Configuration: the packaged default YAML, an optional override file, then ``--set a.b=c`` overrides.
+"""Configuration: the defaults of every component's options, an optional override file, then ``--set a.b=c``
+overrides.
 
-Only keys that exist in the defaults may be set; a typo is an error that names the closest valid key.
+Each config section is the options class of the component that uses it (``pointseg.options``): its fields give the
+keys, defaults, ranges and help, in one place per option. Only keys that exist may be set; a typo is an error that
+names the closest valid key. Each method's own keys live in ``method.<name>``; the flat keys of runs made before
+(e.g. ``method.threshold``) are read as their new names (``method.fixmatch.threshold``).
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-from importlib import resources
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pointseg.data.dataset import DataOptions
+from pointseg.data.labels import LabelOptions
+from pointseg.engine import OptimOptions, TrainOptions
+from pointseg.losses import LossOptions
+from pointseg.methods import METHODS, MethodOptions
+from pointseg.models import ModelOptions
+from pointseg.options import Options
+
+log = logging.getLogger(__name__)
+
+SECTIONS: dict[str, type[Options]] = {
+    "data": DataOptions, "labels": LabelOptions, "model": ModelOptions, "loss": LossOptions,
+    "method": MethodOptions,
+    **{f"method.{name}": method.options_class for name, method in METHODS.items() if method.options_class},
+    "optim": OptimOptions, "train": TrainOptions}
+TOP = ("seed", "data", "datasets", "labels", "model", "loss", "method", "optim", "train")  # the order of a config
+# Flat keys of method options before each method had its own section, and where they live now.
+MOVED = {f"method.{key}": f"{section}.{key}" for section, cls in SECTIONS.items() if section.startswith("method.")
+         for key in cls.defaults()}
+
 
 def default_config() -> dict[str, Any]:
-    text = resources.files("pointseg").joinpath("configs/default.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    """Every key with its default, section by section."""
+    cfg: dict[str, Any] = {"seed": 0, "datasets": {}}
+    for section, cls in SECTIONS.items():
+        node = cfg
+        *parents, last = section.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = cls.defaults()
+    return {key: cfg[key] for key in TOP}
+
+
+def help_texts() -> dict[str, str]:
+    """``section.key`` -> its line of help."""
+    return {f"{section}.{key}": text for section, cls in SECTIONS.items() for key, text in cls.help().items()}
+
+
+def upgrade(settings: dict, warn: bool = False) -> dict:
+    """``settings`` with the flat method keys of older configs (``MOVED``) in their sections; ``warn``: say so (for
+    what a user typed; saved runs are upgraded silently)."""
+    method = settings.get("method")
+    if not isinstance(method, dict) or not any(f"method.{k}" in MOVED for k in method):
+        return settings
+    out = copy.deepcopy(settings)
+    for key in [k for k in method if f"method.{k}" in MOVED]:
+        section, name = MOVED[f"method.{key}"].rsplit(".", 1)
+        out["method"].setdefault(section.split(".")[1], {})[name] = out["method"].pop(key)
+        if warn:
+            log.warning("config key method.%s is now %s.%s", key, section, name)
+    return out
 
 
 def _flat_keys(cfg: dict, prefix: str = "") -> list[str]:
@@ -122,6 +173,7 @@ def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[s
         settings = user
     for item in overrides:
         settings = deep_update(settings, parse_set(item))
+    settings = upgrade(settings, warn=True)
     merge(default_config(), settings)  # unknown keys and wrong types fail here, naming the key
     return settings
 
@@ -142,99 +194,23 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Allowed values of numeric keys: (low, high, low inclusive, high inclusive); None = unbounded.
-RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "seed": (0, None, True, True),
-    "data.scale": (0, 1, False, True),
-    "data.crop": (1, None, True, True),
-    "data.ignore_index": (0, 255, True, True),
-    "data.cache_max_gb": (0, None, True, True),
-    "loss.gamma": (0, None, True, True),
-    "loss.pairwise_weight": (0, None, True, True),
-    "loss.pairwise_warmup": (0, None, True, True),
-    "loss.crf_sigma_xy": (0, None, False, True),
-    "loss.crf_sigma_rgb": (0, None, False, True),
-    "loss.crf_radius": (1, None, True, True),
-    "loss.crf_downsample": (1, None, True, True),
-    "labels.propagate_weight": (0, None, False, True),
-    "labels.superpixel_size": (2, None, True, True),
-    "labels.superpixel_compactness": (0, None, False, True),
-    "labels.propagate_max_pixels": (1, None, True, True),
-    "labels.propagate_patch": (8, None, True, True),
-    "method.unlabeled_weight": (0, None, True, True),
-    "method.threshold": (0, 1, True, True),
-    "method.cutmix_p": (0, 1, True, True),
-    "method.ema_decay": (0, 1, True, False),
-    "method.feature_dropout": (0, 1, True, False),
-    "method.fp_weight": (0, None, True, True),
-    "method.attention_dim": (1, None, True, True),
-    "method.grid_stride": (1, None, True, True),
-    "method.gamma": (0, 1, True, True),
-    "method.temperature": (0, None, False, True),
-    "method.classifier_weight": (0, None, True, True),
-    "method.sgc_weight": (0, None, True, True),
-    "optim.lr": (0, None, False, True),
-    "optim.weight_decay": (0, None, True, True),
-    "optim.warmup_steps": (0, None, True, True),
-    "train.steps": (1, None, True, True),
-    "train.batch_size": (1, None, True, True),
-    "train.unlabeled_batch_size": (1, None, True, True),
-    "train.threads": (0, None, True, True),
-    "train.num_workers": (0, None, True, True),
-    "train.log_every": (1, None, True, True),
-    "train.checkpoint_every": (1, None, True, True),
-}
-
-
-PROPAGATION = ("none", "superpixel")
-
-
-def _bounds(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f">{'=' if low_in else ''} {low:g}")
-    if high is not None:
-        parts.append(f"<{'=' if high_in else ''} {high:g}")
-    return " and ".join(parts)
-
-
 def validate(cfg: dict) -> dict:
-    """Check every numeric key against ``RANGES`` and list-valued keys; returns ``cfg`` unchanged."""
-    flat = flatten(cfg)
-    for key, (low, high, low_in, high_in) in RANGES.items():
-        value = flat.get(key)
-        if value is None:
-            continue
-        too_low = low is not None and (value < low if low_in else value <= low)
-        too_high = high is not None and (value > high if high_in else value >= high)
-        if too_low or too_high:
-            raise ValueError(f"config key {key!r} must be {_bounds(low, high, low_in, high_in)}, got {value!r}")
-    rescale = flat["data.rescale"]
-    if not (isinstance(rescale, list) and len(rescale) == 2 and all(isinstance(v, int | float) for v in rescale)
-            and 0 < rescale[0] <= rescale[1]):
-        raise ValueError(f"config key 'data.rescale' must be [low, high] with 0 < low <= high, got {rescale!r}")
-    if flat["train.amp"] not in ("auto", True, False):
-        raise ValueError(f"config key 'train.amp' must be auto, true or false, got {flat['train.amp']!r}")
-    if flat["train.trainable"] not in ("all", "added"):
-        raise ValueError(f"config key 'train.trainable' must be all or added, got {flat['train.trainable']!r}")
-    if flat["labels.propagate"] not in PROPAGATION:
-        raise ValueError(f"config key 'labels.propagate' must be one of {list(PROPAGATION)}, "
-                         f"got {flat['labels.propagate']!r}")
-    bias = flat["data.point_bias"]
-    if not (bias == "auto" or (isinstance(bias, int | float) and not isinstance(bias, bool) and 0 <= bias <= 1)):
-        raise ValueError(f"config key 'data.point_bias' must be auto or a share in [0, 1], got {bias!r}")
-    bands = flat["data.bands"]
-    if bands is not None and not (isinstance(bands, list) and bands and all(
-            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands)):
-        raise ValueError(f"config key 'data.bands' must be null or a list of 1-based band numbers, got {bands!r}")
+    """Check every key of ``cfg`` against its options class (ranges, choices) and the dataset names; returns ``cfg``
+    unchanged."""
+    if cfg["seed"] < 0:
+        raise ValueError(f"config key 'seed' must be >= 0, got {cfg['seed']!r}")
+    for section, cls in SECTIONS.items():
+        node = cfg
+        for part in section.split("."):
+            node = node[part]
+        cls.check(node, section)
+    for name, fields in cfg["datasets"].items():
+        DataOptions.check(fields, f"datasets.{name}")
     names = [cfg["data"]["name"], *cfg["datasets"]]
     bad = [n for n in names if not n or not isinstance(n, str) or "/" in n or n != n.strip()]
     if bad or len(set(names)) != len(names):
         raise ValueError(f"dataset names (data.name and the keys of datasets) must be distinct, non-empty and "
                          f"without '/', got {names}")
-    domains = flat["data.domains"]
-    if not (isinstance(domains, list) and domains and all(isinstance(d, str) for d in domains)):
-        raise ValueError(f"config key 'data.domains' must be a list of domain names, e.g. [Rural], got {domains!r}")
     return cfg
 
 

@@ -9,9 +9,14 @@ gradients), never NaN; pixels of weight 0 get exactly zero gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pointseg.options import Options, option
 
 
 def _weighted_mean(per_pixel: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -93,6 +98,22 @@ class SoftFocalLoss(nn.Module):
 
 
 LOSSES: dict[str, type[nn.Module]] = {"ce": SoftCrossEntropy, "focal": SoftFocalLoss, "kl": KLDivergence}
+
+
+@dataclass(frozen=True)
+class LossOptions(Options):
+    """The ``loss`` section: the supervised loss and the optional Gated CRF term."""
+
+    section: ClassVar[str] = "loss"
+    name: str = option("ce", "ce | focal | kl, on soft targets weighted per pixel (0 = unlabeled)",
+                       choices=tuple(LOSSES))
+    gamma: float = option(2.0, "focal: the focusing exponent", low=0)
+    pairwise_weight: float = option(0.0, "Gated CRF loss on the labeled crops (Obukhov et al. 2019); 0 = off", low=0)
+    pairwise_warmup: int = option(0, "steps over which its weight ramps up linearly", low=0)
+    crf_sigma_xy: float = option(6.0, "kernel: position sigma, in training-resolution pixels", low=0, low_open=True)
+    crf_sigma_rgb: float = option(0.1, "kernel: colour sigma, on bands scaled to [0, 1]", low=0, low_open=True)
+    crf_radius: int = option(5, "neighbours within this many (down-sampled) pixels", low=1)
+    crf_downsample: int = option(4, "the loss runs at 1/crf_downsample of the crop (2: 4x the cost)", low=1)
 
 
 def build_loss(name: str, gamma: float = 2.0, multi_class: bool = True) -> nn.Module:

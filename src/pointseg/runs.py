@@ -27,7 +27,7 @@ import yaml
 
 from pointseg import __version__, build
 from pointseg.build import TrainInputs, build_model_from_config, head_data
-from pointseg.config import default_config, dump_config, flatten, merge, validate
+from pointseg.config import default_config, dump_config, flatten, merge, upgrade, validate
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
@@ -109,7 +109,7 @@ def resume_config(run_dir: Path, settings: dict) -> dict:
         saved = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"{run_dir / CONFIG}: cannot read the run's config ({e})") from e
-    base = merge(default_config(), saved)  # keys added since the run started get their defaults
+    base = merge(default_config(), upgrade(saved))  # keys added since the run started get their defaults
     cfg = validate(merge(base, settings))
     old, new = flatten(base), flatten(cfg)
     refused = [k for k in {**old, **new} if new.get(k) != old.get(k) and k not in RESUMABLE]
@@ -301,7 +301,7 @@ def read_model(run: str | Path) -> SavedModel:
     state = read_torch_file(path, "the pointseg model", weights_only=False)
     if not isinstance(state, dict) or not {"model", "config", "classes"} <= state.keys():
         raise ValueError(f"{path}: not a pointseg model file (expected weights, config and class table)")
-    cfg = merge(default_config(), state["config"])  # keys added since the run was trained get their defaults
+    cfg = merge(default_config(), upgrade(state["config"]))  # keys added since then get their defaults
     tables = state.get("heads") or {DEFAULT_HEAD: state["classes"]}
     heads = {name: ClassTable.from_dict(table) for name, table in tables.items()}
     scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)

@@ -4,7 +4,7 @@ from PIL import Image
 
 from pointseg.data.bands import BandScaling, band_statistics
 from pointseg.data.classes import ClassTable
-from pointseg.data.dataset import TrainDataset
+from pointseg.data.dataset import TrainDataset, Windows
 from pointseg.data.labels import resize_image
 from pointseg.data.raster import RasterSource
 from tests.conftest import shared_path
@@ -53,7 +53,7 @@ def test_raster_training_samples_have_every_band_scaled_and_nodata_unlabeled(tmp
     table = ClassTable.from_csv(_s2_table(tmp_path), color_coded=False)
     source = RasterSource([root / "images" / S2[2]], table, masks=[root / "masks" / S2[2]])
     scaling = band_statistics(source, windows=8, side=128)
-    ds = TrainDataset(source, crop=32, num_classes=10, scale=1.0, scaling=scaling)
+    ds = TrainDataset(source, 10, Windows(crop=32, scale=1.0), scaling=scaling)
     sample = ds[(0, (1, 2, 3))]
     assert sample["image"].shape == (10, 32, 32) and 0 <= sample["image"].min() and sample["image"].max() <= 1
     window = source.read(source.refs[0])

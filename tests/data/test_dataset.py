@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from pointseg.data.cache import CachedSource
-from pointseg.data.dataset import EvalDataset, TrainDataset, dihedral
+from pointseg.data.dataset import EvalDataset, TrainDataset, Windows, dihedral
 from pointseg.data.points import PointSet
 from pointseg.data.sources import LoveDA
 
@@ -16,7 +16,7 @@ def source(tiny_loveda):
 
 @pytest.mark.parametrize("downsample", ["soft", "nearest"])
 def test_train_samples_have_soft_targets_matching_the_image(source, tmp_path, downsample):
-    ds = TrainDataset(CachedSource(source, tmp_path), crop=16, num_classes=7, scale=0.5, downsample=downsample)
+    ds = TrainDataset(CachedSource(source, tmp_path), 7, Windows(crop=16, scale=0.5, downsample=downsample))
     sample = ds[0]
     assert sample["image"].shape == (3, 16, 16) and sample["soft_mask"].shape == (7, 16, 16)
     assert sample["weight"].shape == (16, 16)
@@ -27,7 +27,7 @@ def test_train_samples_have_soft_targets_matching_the_image(source, tmp_path, do
 
 
 def test_window_larger_than_the_image_is_padded_as_unlabeled(source, tmp_path):
-    ds = TrainDataset(source, crop=80, num_classes=7)
+    ds = TrainDataset(source, 7, Windows(crop=80))
     weight = ds[0]["weight"]
     assert (weight == 0).sum() >= 80 * 80 - 64 * 64
 
@@ -36,7 +36,7 @@ def test_points_become_counts_and_proportions_in_the_crop(source, tmp_path):
     ref = source.refs[0]
     pts = np.array([[10, 10, 1], [11, 11, 2], [40, 50, 3]])  # the first two fall into one cell at scale 1/4
     points = PointSet([str(i) for i in range(7)], {ref.id: pts}, {ref.id: (64, 64)}, {})
-    ds = TrainDataset(source, crop=16, num_classes=7, scale=0.25, points=points)
+    ds = TrainDataset(source, 7, Windows(crop=16, scale=0.25), points=points)
     sample = ds[0]
     assert sample["weight"].sum() == 3 and sorted(sample["weight"][sample["weight"] > 0].tolist()) == [1, 2]
     shared = sample["weight"] == 2
@@ -56,8 +56,8 @@ def test_random_rescale_keeps_labels_aligned(tmp_path):
     Image.fromarray(mask).save(tmp_path / "d" / "masks" / "a.png")
     table = ClassTable(("dark", "bright"), ((0, 0, 0), (255, 255, 255)))
     source = ImageMaskFolder(tmp_path / "d", table)
-    ds = TrainDataset(CachedSource(source, tmp_path / "c"), crop=24, num_classes=2, scale=0.5, mode="area",
-                      rescale=(0.7, 1.4))
+    ds = TrainDataset(CachedSource(source, tmp_path / "c"), 2, Windows(crop=24, scale=0.5, mode="area",
+                                                                      rescale=(0.7, 1.4)))
     for _ in range(5):
         s = ds[0]
         assert np.allclose(s["image"].mean(0).numpy(), s["soft_mask"][1].numpy(), atol=2 / 255)
@@ -109,8 +109,8 @@ def test_eval_images_are_resized_with_the_mode_filter_and_masks_stay_full_resolu
 
 
 def test_cached_and_uncached_sources_give_the_same_training_samples(source, tmp_path):
-    plain = TrainDataset(source, crop=16, num_classes=7, scale=0.5, rescale=(0.8, 1.2))
-    cached = TrainDataset(CachedSource(source, tmp_path), crop=16, num_classes=7, scale=0.5, rescale=(0.8, 1.2))
+    plain = TrainDataset(source, 7, Windows(crop=16, scale=0.5, rescale=(0.8, 1.2)))
+    cached = TrainDataset(CachedSource(source, tmp_path), 7, Windows(crop=16, scale=0.5, rescale=(0.8, 1.2)))
     for item in [(0, (3, 1, 0)), (2, (3, 1, 1)), (3, (5, 2, 0))]:
         a, b = plain[item], cached[item]
         assert all(torch.equal(a[k], b[k]) for k in a)

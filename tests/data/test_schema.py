@@ -6,7 +6,7 @@ import torch
 
 from pointseg.data import schema
 from pointseg.data.cache import CachedSource
-from pointseg.data.dataset import EvalDataset, TrainDataset, UnlabeledDataset
+from pointseg.data.dataset import EvalDataset, TrainDataset, UnlabeledDataset, Windows
 from pointseg.data.points import PointSet
 from pointseg.data.sources import ImageFolder, LoveDA
 
@@ -23,8 +23,8 @@ def test_every_sample_a_dataset_makes_follows_its_schema(source, tiny_loveda):
     cases = [
         (source.read(ref), schema.SOURCE, {"H": 64, "W": 64}),
         (source.read(ref, (10, 20, 8, 100)), schema.SOURCE, {"H": 8, "W": 44}),
-        (TrainDataset(source, crop=16, num_classes=7, scale=0.5)[0], schema.TRAIN, {"S": 16, "C": 7}),
-        (TrainDataset(source, crop=16, num_classes=7, points=points)[0], schema.TRAIN, {"S": 16, "C": 7}),
+        (TrainDataset(source, 7, Windows(crop=16, scale=0.5))[0], schema.TRAIN, {"S": 16, "C": 7}),
+        (TrainDataset(source, 7, Windows(crop=16), points=points)[0], schema.TRAIN, {"S": 16, "C": 7}),
         (UnlabeledDataset(source, crop=24, tags=tags)[1], schema.UNLABELED, {"S": 24, "C": 7}),
         (EvalDataset(source, scale=0.5)[0], schema.EVAL, {"h": 32, "w": 32, "H": 64, "W": 64}),
     ]

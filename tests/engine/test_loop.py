@@ -5,11 +5,14 @@ import pytest
 import torch
 
 from pointseg.data.cache import CachedSource
-from pointseg.data.dataset import TrainDataset
+from pointseg.data.dataset import TrainDataset, Windows
 from pointseg.data.sources import LoveDA
 from pointseg.engine import (
+    OptimOptions,
+    Placement,
     StepBatches,
     Task,
+    TrainOptions,
     TrainStep,
     load_checkpoint,
     seed_everything,
@@ -29,7 +32,7 @@ class Stop(Exception):
 
 def dataset(tmp_path, tiny_loveda):
     source = LoveDA(tiny_loveda, "Train", ("Rural",))
-    return TrainDataset(CachedSource(source, tmp_path / "cache"), crop=32, num_classes=7)
+    return TrainDataset(CachedSource(source, tmp_path / "cache"), 7, Windows(crop=32))
 
 
 def run(run_dir, ds, steps, seed=0, stop_at=None, resume=False, log_every=1, checkpoint_every=2):
@@ -41,9 +44,10 @@ def run(run_dir, ds, steps, seed=0, stop_at=None, resume=False, log_every=1, che
             raise Stop
 
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt") if resume else None
-    train(model, [Task(ds)], Supervised(SoftCrossEntropy()), run_dir, steps=steps, batch_size=2, lr=1e-3,
-          warmup_steps=1, amp=False, log_every=log_every, checkpoint_every=checkpoint_every, checkpoint=checkpoint,
-          progress=False, seed=seed, on_step=on_step)
+    options = TrainOptions(steps=steps, batch_size=2, log_every=log_every, checkpoint_every=checkpoint_every)
+    optim = OptimOptions(lr=1e-3, weight_decay=0.0, warmup_steps=1)
+    train(model, [Task(ds)], Supervised(SoftCrossEntropy()), run_dir, options, optim, seed,
+          placement=Placement(progress=False), checkpoint=checkpoint, on_step=on_step)
     return model
 
 
@@ -78,7 +82,8 @@ class CountingMethod(Supervised):
 
 def test_logs_are_averaged_over_each_logging_interval(tmp_path, tiny_loveda):
     train(build_model("unet-small", 7), [Task(dataset(tmp_path, tiny_loveda))], CountingMethod(), tmp_path / "run",
-          steps=5, batch_size=2, lr=1e-3, amp=False, log_every=2, progress=False)
+          TrainOptions(steps=5, batch_size=2, log_every=2), OptimOptions(lr=1e-3, weight_decay=0.0, warmup_steps=0),
+          placement=Placement(progress=False))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["step"], x["calls"]) for x in lines] == [(2, 1.5), (4, 3.5), (5, 5.0)]
 
@@ -180,8 +185,9 @@ def test_each_step_draws_one_batch_per_task_and_one_backward_trains_every_head(t
     before = {k: v.clone() for k, v in model.state_dict().items()}
     method = CountingMethod()
     tasks = [Task(ds, head="a"), Task(ds, head="b")]
-    train(model, tasks, method, tmp_path / "run", steps=2, batch_size=2, lr=1e-3, amp=False, log_every=1,
-          progress=False)
+    train(model, tasks, method, tmp_path / "run", TrainOptions(steps=2, batch_size=2, log_every=1),
+          OptimOptions(lr=1e-3, weight_decay=0.0, warmup_steps=0),
+          placement=Placement(progress=False))
     assert method.calls == 4  # two tasks, two steps
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(x["loss"] == pytest.approx(x["a/loss"] + x["b/loss"]) for x in lines)

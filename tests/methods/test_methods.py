@@ -8,7 +8,7 @@ from torch import nn
 from pointseg.build import build_method
 from pointseg.config import load_config
 from pointseg.losses import SoftCrossEntropy, one_hot_target
-from pointseg.methods import METHODS, FixMatch
+from pointseg.methods import METHODS, FixMatch, FixMatchOptions
 from pointseg.methods.augment import StrongAugment, random_boxes
 from pointseg.methods.pseudoseg import SelfAttentionRefinement, calibrated_fusion, grad_cam, insert_background, sharpen
 from pointseg.models import build_model
@@ -37,8 +37,9 @@ EXPECTED_LOGS = {"supervised": {"loss_sup"},
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_one_step_gives_finite_loss_and_the_expected_logs(name, model_name):
     torch.manual_seed(0)
-    cfg = load_config(None, [f"method.name={name}", "method.threshold=0.0", "method.feature_dropout=0.5",
-                             "method.ema_decay=0.9", "method.grid_stride=8"])
+    cfg = load_config(None, [f"method.name={name}", "method.fixmatch.threshold=0.0",
+                             "method.fixmatch.feature_dropout=0.5", "method.fixmatch.ema_decay=0.9",
+                             "method.pseudoseg.grid_stride=8"])
     model = build_model(model_name, C)
     method = build_method(cfg, model, C)
     labeled, unlabeled = batches()
@@ -107,7 +108,8 @@ def test_sharpening_limits():
 
 @pytest.mark.parametrize("source", ["decoder", "sgc", "fused"])
 def test_pseudo_target_is_the_chosen_source_sharpened(source):
-    cfg = load_config(None, ["method.name=pseudoseg", f"method.pseudo_source={source}", "method.temperature=0.5"])
+    cfg = load_config(None, ["method.name=pseudoseg", f"method.pseudoseg.pseudo_source={source}",
+                             "method.pseudoseg.temperature=0.5"])
     method = build_method(cfg, build_model("unet-small", C), C)
     sources = {name: torch.randn(2, C, 4, 4).softmax(1) for name in ("decoder", "sgc", "fused")}
     p = sources[source]
@@ -121,8 +123,8 @@ class ZeroLoss(nn.Module):
 
 def test_sgc_loss_sends_no_gradient_into_the_backbone():
     torch.manual_seed(2)
-    cfg = load_config(None, ["method.name=pseudoseg", "method.grid_stride=8", "method.classifier_weight=0",
-                             "method.unlabeled_weight=0"])
+    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8",
+                             "method.pseudoseg.classifier_weight=0", "method.unlabeled_weight=0"])
     model = build_model("unet-small", C)
     method = build_method(cfg, model, C)
     labeled, unlabeled = batches()
@@ -136,7 +138,7 @@ def test_sgc_loss_sends_no_gradient_into_the_backbone():
 
 
 def test_fixmatch_consistency_is_divided_by_valid_pixels():
-    method = FixMatch(SoftCrossEntropy(), threshold=0.9)
+    method = FixMatch(SoftCrossEntropy(), FixMatchOptions(threshold=0.9))
     logits = torch.zeros(1, 2, 1, 4)  # CE = log 2 everywhere
     pseudo = torch.zeros(1, 1, 4, dtype=torch.long)
     confidence = torch.tensor([[[0.95, 0.95, 0.5, 0.99]]])
@@ -147,7 +149,7 @@ def test_fixmatch_consistency_is_divided_by_valid_pixels():
 
 def test_ema_teacher_update():
     model = nn.Linear(2, 1)
-    method = FixMatch(SoftCrossEntropy(), ema_decay=0.9, model=model)
+    method = FixMatch(SoftCrossEntropy(), FixMatchOptions(ema_decay=0.9), model=model)
     before = method.teacher.weight.clone()
     with torch.no_grad():
         model.weight.add_(1.0)
@@ -170,7 +172,7 @@ def test_strong_augmentation_and_boxes():
 def test_fixmatch_cutmix_partners_within_the_batch_or_from_a_second_batch():
     first, other = FixMatch(SoftCrossEntropy()).partners(4, torch.device("cpu"))
     assert first.tolist() == [0, 1, 2, 3] and other.tolist() == [3, 0, 1, 2]
-    s4p = FixMatch(SoftCrossEntropy(), cutmix_partner="second")
+    s4p = FixMatch(SoftCrossEntropy(), FixMatchOptions(cutmix_partner="second"))
     first, other = s4p.partners(4, torch.device("cpu"))
     assert first.tolist() == [0, 1] and other.tolist() == [2, 3]
     with pytest.raises(ValueError, match="even number"):
@@ -182,7 +184,7 @@ def test_s4p_learns_on_the_first_half_mixed_with_the_second():
     model = build_model("unet-small", 3)
     sizes = []
     model.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
-    method = FixMatch(SoftCrossEntropy(), threshold=0.0, cutmix_p=1.0, cutmix_partner="second")
+    method = FixMatch(SoftCrossEntropy(), FixMatchOptions(threshold=0.0, cutmix_p=1.0, cutmix_partner="second"))
     labeled = {"image": torch.rand(2, 3, 32, 32), "soft_mask": torch.full((2, 3, 32, 32), 1 / 3),
                "weight": torch.ones(2, 32, 32), "valid": torch.ones(2, 32, 32)}
     unlabeled = {"image": torch.rand(4, 3, 32, 32), "valid": torch.ones(4, 32, 32)}

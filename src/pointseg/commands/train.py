@@ -15,8 +15,8 @@ import torch
 from pointseg import build, runs
 from pointseg.commands.options import with_config
 from pointseg.config import load_config, load_settings
-from pointseg.engine import Task, load_checkpoint, train
-from pointseg.engine.distributed import Distribution, barrier, start_distributed, stop_distributed
+from pointseg.engine import Placement, Task, load_checkpoint, train
+from pointseg.engine.distributed import barrier, start_distributed, stop_distributed
 from pointseg.report import plot_loss
 
 log = logging.getLogger(__name__)
@@ -46,29 +46,29 @@ def run_training(settings: dict, out: str | Path, inputs: build.TrainInputs, res
         torch.set_num_threads(runtime.threads)
     distribution, device = start_distributed(runtime.device)
     try:
-        return _train_run(cfg, run_dir, inputs, resume, argv, on_step, distribution, device, runtime.amp)
+        return _train_run(cfg, run_dir, inputs, resume, argv, on_step, Placement(device, runtime.amp, distribution))
     finally:
         stop_distributed()
 
 
 def _train_run(cfg: dict, run_dir: Path, inputs: build.TrainInputs, resume: bool, argv: list[str] | None,
-               on_step: Callable[[int], None] | None, distribution: Distribution, device: torch.device,
-               amp: bool) -> Path:
+               on_step: Callable[[int], None] | None, placement: Placement) -> Path:
+    distribution, device = placement.distribution, torch.device(placement.device)
     initial = None
     if inputs.init is not None:
         saved = runs.read_model(inputs.init)
         initial = build.Initial(saved.state, saved.heads, saved.data)
     run = build.build_training(cfg, inputs, initial)
-    options = build.build_train_options(cfg)
+    options, optim = build.build_train_options(cfg)
     checkpoint_path = run_dir / runs.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
     created = False
-    facts = {"device": str(device), "amp": amp, "parameters": run.model.parameter_counts(),
+    facts = {"device": str(device), "amp": placement.amp, "parameters": run.model.parameter_counts(),
              "processes": distribution.world_size}
     if distribution.is_main:
         if resume:
             start = checkpoint["step"] if checkpoint else 0
-            log.info("resuming %s from step %d of %d", run_dir, start, options["steps"])
+            log.info("resuming %s from step %d of %d", run_dir, start, options.steps)
             runs.record_resume(run_dir, cfg, argv, start, **facts)
         else:
             created = runs.start_run(run_dir, cfg, inputs, argv, **facts)
@@ -76,8 +76,8 @@ def _train_run(cfg: dict, run_dir: Path, inputs: build.TrainInputs, resume: bool
     try:
         with runs.locked(run_dir) if distribution.is_main else contextlib.nullcontext():
             tasks = [Task(part.dataset, part.unlabeled, part.name) for part in run.parts]
-            train(run.model, tasks, run.method, run_dir, device=device, amp=amp, checkpoint=checkpoint,
-                  on_step=on_step, distribution=distribution, **options)
+            train(run.model, tasks, run.method, run_dir, options, optim, cfg["seed"], placement=placement,
+                  checkpoint=checkpoint, on_step=on_step)
     except BaseException:
         if distribution.is_main and not resume and not checkpoint_path.exists():
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
@@ -129,7 +129,7 @@ def main_pretrain(args: argparse.Namespace) -> Path:
         raise ValueError("pretrain learns from unlabeled images: give --unlabeled DIR or a .txt list "
                          "(e.g. from pointseg curate)")
     train = load_config(args.config, args.set)["train"]
-    s4p = ["method.name=fixmatch", "method.cutmix_partner=second"]
+    s4p = ["method.name=fixmatch", "method.fixmatch.cutmix_partner=second"]
     if train["unlabeled_batch_size"] is None:
         s4p.append(f"train.unlabeled_batch_size={2 * train['batch_size']}")
     args.set = [*s4p, *args.set]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,8 +23,91 @@ from pointseg.data.bands import BandScaling
 from pointseg.data.labels import MODES, hard_to_soft, points_to_soft, resize_image, scaled_size, soft_downsample
 from pointseg.data.points import PointSet
 from pointseg.data.sources import Source
+from pointseg.options import Options, option
 
 DOWNSAMPLE = ("soft", "nearest")
+FORMATS = ("loveda", "folder")
+
+
+def _rescale_problem(value: object) -> str | None:
+    ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value)
+          and 0 < value[0] <= value[1])
+    return None if ok else "must be [low, high] with 0 < low <= high"
+
+
+def _bands_problem(value: object) -> str | None:
+    ok = isinstance(value, list) and value and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                                                  for b in value)
+    return None if ok else "must be null or a list of 1-based band numbers"
+
+
+def _bias_problem(value: object) -> str | None:
+    ok = value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1)
+    return None if ok else "must be auto or a share in [0, 1]"
+
+
+def _domains_problem(value: object) -> str | None:
+    ok = isinstance(value, list) and value and all(isinstance(d, str) for d in value)
+    return None if ok else "must be a list of domain names, e.g. [Rural]"
+
+
+@dataclass(frozen=True)
+class DataOptions(Options):
+    """The ``data`` section: what a dataset is, how it is read, cut into training windows and cached."""
+
+    section: ClassVar[str] = "data"
+    name: str = option("seg", "the dataset's name: the model head it trains (and, with several datasets, its logs)")
+    format: str = option("loveda", "loveda | folder", choices=FORMATS)
+    domains: list = option(["Rural", "Urban"], "loveda: domains to read (missing ones are skipped if others exist)",
+                           check=_domains_problem)
+    train_split: str = option("Train", "the split a run trains on")
+    classes: str | None = option(None, "folder: path to a value,name,r,g,b class table (CSV)")
+    color_coded: bool = option(True, "folder: masks are RGB colours from the class table (false: class values)")
+    images: str = option("images", "folder: name of the image directories")
+    masks: str = option("masks", "folder: name of the mask directories")
+    scale: float = option(0.5, "training/inference resolution relative to the original images", low=0,
+                          low_open=True, high=1)
+    crop: int = option(256, "random training crop, in training-resolution pixels", low=1)
+    rescale: list = option([1.0, 1.0], "random extra scale of training crops (log-uniform range), e.g. [0.75, 1.5]",
+                           check=_rescale_problem)
+    cache_dir: str | None = option(None, "decoded-sample cache (default: $XDG_CACHE_HOME/pointseg); see "
+                                         "`pointseg cache info`")
+    cache_max_gb: float = option(20.0, "size cap of that cache: least recently used samples are evicted beyond it "
+                                       "(0: no cap)", low=0)
+    ignore_index: int = option(255, "the mask value of unlabeled pixels", low=0, high=255)
+    bands: list | None = option(None, "rasters: 1-based bands to read, e.g. [4, 3, 2] (null: every band but alpha)",
+                                check=_bands_problem)
+    point_bias: float | str = option("auto", "share of training windows drawn around a click: auto = 0.9 for rasters, "
+                                             "0 for image tiles", check=_bias_problem)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How ``TrainDataset`` cuts and labels a window: ``crop`` pixels a side at ``scale`` of the full resolution,
+    resampled with ``mode`` (``area`` = box, ``bilinear`` = triangle); labels ``downsample``d ``soft`` (with the
+    image's filter) or ``nearest``; a random extra scale in ``rescale`` (log-uniform; ``(1, 1)``: none);
+    ``ignore_index`` marks unlabeled mask pixels; with points, ``point_bias`` of the windows are drawn around a
+    click (so sparse clicks on large rasters are seen) and propagated labels weigh ``propagate_weight`` per pixel
+    (a click weighs 1)."""
+
+    crop: int
+    scale: float = 1.0
+    mode: str = "bilinear"
+    downsample: str = "soft"
+    rescale: tuple[float, float] = (1.0, 1.0)
+    ignore_index: int = 255
+    point_bias: float = 0.0
+    propagate_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.downsample not in DOWNSAMPLE:
+            raise KeyError(f"unknown label down-sampling {self.downsample!r}; valid: {list(DOWNSAMPLE)}")
+        if self.mode not in MODES:
+            raise KeyError(f"unknown resize mode {self.mode!r}; valid: {list(MODES)}")
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        if not 0 < self.rescale[0] <= self.rescale[1]:
+            raise ValueError(f"rescale must be a range (low, high) with 0 < low <= high, got {self.rescale}")
 
 
 def random_window(height: int, width: int, side: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -77,36 +162,22 @@ class TrainDataset(Dataset):
 
     Args:
         source: the samples (typically a ``CachedSource``, so a window read is a slice).
-        crop: output side in pixels.
         num_classes: number of classes ``C``.
-        scale: training resolution relative to the source's full resolution.
-        mode: the resampling filter of images and soft labels (``area`` = box, ``bilinear`` = triangle).
+        windows: how windows are cut and labeled (``Windows``).
         points: point labels; without them, dense masks are used.
-        downsample: ``soft`` (labels resampled with the image's filter) or ``nearest``.
-        rescale: range of a random extra scale factor (log-uniform), e.g. ``(0.75, 1.5)``; ``(1, 1)`` = none.
-        ignore_index: the mask value of unlabeled pixels.
         scaling: raw band values -> [0, 1] (default: the full range of the source's dtype, 0..255 for uint8).
-        point_bias: with points, the share of windows drawn around a click of the sample (so sparse clicks on
-            large rasters are seen); the rest are uniform. With 0 no extra random number is drawn.
         propagated: with points, full-resolution label masks per sample id of the clicks spread to their
             surroundings (``pointseg.propagation``), resampled like dense masks and added to the clicks' targets
-            at ``propagate_weight`` per pixel (a click weighs 1).
+            at ``windows.propagate_weight`` per pixel.
 
     Pixels a source marks invalid (``valid`` False: nodata, alpha) are unlabeled and get the value ``low``.
     """
 
-    def __init__(self, source: Source, crop: int, num_classes: int, scale: float = 1.0, mode: str = "bilinear",
-                 points: PointSet | None = None, downsample: str = "soft", rescale: tuple[float, float] = (1.0, 1.0),
-                 ignore_index: int = 255, scaling: BandScaling | None = None, point_bias: float = 0.0,
-                 propagated: dict[str, np.ndarray] | None = None, propagate_weight: float = 0.5) -> None:
-        if downsample not in DOWNSAMPLE:
-            raise KeyError(f"unknown label down-sampling {downsample!r}; valid: {list(DOWNSAMPLE)}")
-        if mode not in MODES:
-            raise KeyError(f"unknown resize mode {mode!r}; valid: {list(MODES)}")
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale}")
-        if not 0 < rescale[0] <= rescale[1]:
-            raise ValueError(f"rescale must be a range (low, high) with 0 < low <= high, got {rescale}")
+    def __init__(self, source: Source, num_classes: int, windows: Windows, points: PointSet | None = None,
+                 scaling: BandScaling | None = None, propagated: dict[str, np.ndarray] | None = None) -> None:
+        crop, scale, mode, rescale = windows.crop, windows.scale, windows.mode, tuple(windows.rescale)
+        downsample, ignore_index, point_bias = windows.downsample, windows.ignore_index, windows.point_bias
+        propagate_weight = windows.propagate_weight
         self.source = source
         self.refs = source.refs
         if points is not None:
@@ -201,8 +272,8 @@ class UnlabeledDataset(TrainDataset):
     def __init__(self, source: Source, crop: int, scale: float = 1.0, mode: str = "bilinear",
                  rescale: tuple[float, float] = (1.0, 1.0), with_mask: bool = True, ignore_index: int = 255,
                  tags: dict[str, np.ndarray] | None = None, scaling: BandScaling | None = None) -> None:
-        super().__init__(source, crop, source.classes.num_classes, scale, mode, None, "nearest", rescale, ignore_index,
-                         scaling)
+        windows = Windows(crop, scale, mode, "nearest", rescale, ignore_index)
+        super().__init__(source, source.classes.num_classes, windows, scaling=scaling)
         self.with_mask = with_mask
         if tags is not None:
             missing = [r.id for r in self.refs if r.id not in tags]

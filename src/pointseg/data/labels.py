@@ -12,11 +12,39 @@ thus lower a cell's weight instead of leaking into the proportions.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
+from pointseg.options import Options, option
+
 MODES = ("area", "bilinear")
+PROPAGATION = ("none", "superpixel")
+
+
+@dataclass(frozen=True)
+class LabelOptions(Options):
+    """The ``labels`` section: how masks and clicks become training targets."""
+
+    section: ClassVar[str] = "labels"
+    downsample: str = option("soft", "soft: class proportions with the image's footprint | nearest (baseline)",
+                             choices=("soft", "nearest"))
+    mode: str = option("area", "area (box) | bilinear (triangle): the filter shared by images and soft labels",
+                       choices=MODES)
+    multi_class: bool = option(True, "false: train on single-class pixels only (soft labels' \"MC\" ablation)")
+    propagate: str = option("superpixel", "points: none | superpixel (each click spreads over its SLIC superpixel, "
+                                          "capped)", choices=PROPAGATION)
+    propagate_weight: float = option(0.5, "weight of a propagated pixel (a click's own pixel weighs 1)", low=0,
+                                     low_open=True)
+    superpixel_size: int = option(16, "mean superpixel side, in training-resolution pixels", low=2)
+    superpixel_compactness: float = option(10.0, "SLIC: higher = squarer superpixels, lower = closer to colour "
+                                                 "edges", low=0, low_open=True)
+    propagate_max_pixels: int = option(256, "cap per click, in training-resolution pixels (the nearest of its "
+                                            "superpixel)", low=1)
+    propagate_patch: int = option(96, "side of the window around each click that SLIC segments, training-resolution "
+                                      "pixels", low=8)
 PIL_FILTERS = {"area": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR}
 
 

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+
+from pointseg.options import Options, option
+
+
+@dataclass(frozen=True)
+class OptimOptions(Options):
+    """The ``optim`` section: AdamW and its warm-up + cosine schedule."""
+
+    section: ClassVar[str] = "optim"
+    lr: float = option(0.001, "peak learning rate", low=0, low_open=True)
+    weight_decay: float = option(0.0001, "AdamW's decoupled weight decay", low=0)
+    warmup_steps: int = option(50, "steps of linear warm-up before the cosine decay", low=0)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:

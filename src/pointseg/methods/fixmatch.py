@@ -9,6 +9,8 @@ labels, UniMatch's feature perturbation (dropout on encoder features of the weak
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,32 +20,56 @@ from pointseg.calibration import label_quality
 from pointseg.methods.augment import StrongAugment, random_boxes
 from pointseg.methods.supervised import Method
 from pointseg.models import SegmentationModel
+from pointseg.options import Options, option
 
 PARTNERS = ("batch", "second")
 
 
+@dataclass(frozen=True)
+class FixMatchOptions(Options):
+    """``method.fixmatch``: FixMatch's pseudo labels and strong views, with UniMatch's options."""
+
+    section: ClassVar[str] = "method.fixmatch"
+    threshold: float = option(0.95, "confidence threshold of pseudo labels", low=0, high=1)
+    cutmix_p: float = option(0.5, "probability of CutMix between unlabeled images", low=0, high=1)
+    cutmix_partner: str = option("batch", "batch (the next image of the batch) | second (the second half of the "
+                                          "unlabeled batch: S5's second unlabeled batch; pretrain's choice)",
+                                 choices=PARTNERS)
+    ema_decay: float | None = option(None, "EMA teacher decay (e.g. 0.999); null: the model labels itself", low=0,
+                                     high=1, high_open=True)
+    feature_dropout: float = option(0.0, "UniMatch feature perturbation (dropout on encoder features), 0 = off",
+                                    low=0, high=1, high_open=True)
+    fp_weight: float = option(0.5, "weight of the feature-perturbation loss", low=0)
+    dual_strong: bool = option(False, "two strong views (UniMatch)")
+
+
 class FixMatch(Method):
     uses_unlabeled = True
+    options_class = FixMatchOptions
 
-    def __init__(self, loss: nn.Module, threshold: float = 0.95, unlabeled_weight: float = 1.0,
-                 strong: StrongAugment | None = None, cutmix_p: float = 0.5, ema_decay: float | None = None,
-                 model: SegmentationModel | None = None, feature_dropout: float = 0.0, fp_weight: float = 0.5,
-                 dual_strong: bool = False, ignore_index: int = 255, cutmix_partner: str = "batch") -> None:
+    def __init__(self, loss: nn.Module, options: FixMatchOptions = FixMatchOptions(), unlabeled_weight: float = 1.0,
+                 strong: StrongAugment | None = None, model: SegmentationModel | None = None,
+                 ignore_index: int = 255) -> None:
         super().__init__()
         self.loss = loss
-        self.threshold, self.unlabeled_weight, self.fp_weight = threshold, unlabeled_weight, fp_weight
+        self.threshold, self.unlabeled_weight, self.fp_weight = options.threshold, unlabeled_weight, options.fp_weight
         self.strong = strong or StrongAugment()
-        self.cutmix_p, self.feature_dropout, self.dual_strong = cutmix_p, feature_dropout, dual_strong
-        self.ignore_index = ignore_index
-        if cutmix_partner not in PARTNERS:
-            raise KeyError(f"unknown CutMix partner {cutmix_partner!r}; valid: {list(PARTNERS)}")
-        self.cutmix_partner = cutmix_partner
-        self.ema_decay = ema_decay
+        self.cutmix_p, self.feature_dropout = options.cutmix_p, options.feature_dropout
+        self.dual_strong, self.ignore_index = options.dual_strong, ignore_index
+        if options.cutmix_partner not in PARTNERS:
+            raise KeyError(f"unknown CutMix partner {options.cutmix_partner!r}; valid: {list(PARTNERS)}")
+        self.cutmix_partner = options.cutmix_partner
+        self.ema_decay = ema_decay = options.ema_decay
         self.teacher = None
         if ema_decay is not None:
             if model is None:
                 raise ValueError("an EMA teacher needs the model to copy")
             self.teacher = copy.deepcopy(model).requires_grad_(False)
+
+    @classmethod
+    def create(cls, loss: nn.Module, model: SegmentationModel, num_classes: int, options: Options | None,
+               unlabeled_weight: float, ignore_index: int) -> FixMatch:
+        return cls(loss, cast(FixMatchOptions, options), unlabeled_weight, StrongAugment(), model, ignore_index)
 
     @torch.no_grad()
     def pseudo_probs(self, model: SegmentationModel, images: torch.Tensor, head: str | None = None) -> torch.Tensor:

@@ -10,6 +10,8 @@ Loss: L_s (supervised) + L_u (consistency) + L_x (classifier) + L_sa (SGC on lab
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from pointseg.losses import soft_cross_entropy
 from pointseg.methods.augment import colour_jitter, random_boxes
 from pointseg.methods.supervised import Method
 from pointseg.models import SegmentationModel
+from pointseg.options import Options, option
 
 
 def grad_cam(features: torch.Tensor, classifier: nn.Module, tags: torch.Tensor) -> torch.Tensor:
@@ -94,29 +97,57 @@ def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return (probs.clamp_min(torch.finfo(probs.dtype).tiny).log() / temperature).softmax(1)  # stable for small T
 
 
+SOURCES = ("fused", "decoder", "sgc")
+NORMS = ("batch", "pixel")
+
+
+@dataclass(frozen=True)
+class PseudoSegOptions(Options):
+    """``method.pseudoseg``: the Grad-CAM classifier, its self-attention refinement (SGC), the calibrated fusion
+    and the sharpening of the pseudo labels."""
+
+    section: ClassVar[str] = "method.pseudoseg"
+    background_class: int | None = option(None, "class scored 1 - max(foreground CAMs) (LoveDA: 0); null: every "
+                                                "class has a CAM", low=0)
+    attention_dim: int = option(128, "key/query dimension of the self-attention refinement (SGC)", low=1)
+    grid_stride: int = option(16, "CAM/attention grid = crop / grid_stride", low=1)
+    gamma: float = option(0.5, "weight of the decoder in the calibrated fusion", low=0, high=1)
+    temperature: float = option(0.5, "sharpening temperature of the fused pseudo labels", low=0, low_open=True)
+    fusion_norm: str = option("batch", "RMS normaliser over the whole batch (reference) or per pixel", choices=NORMS)
+    pseudo_source: str = option("fused", "fused | decoder | sgc", choices=SOURCES)
+    classifier_weight: float = option(1.0, "weight of the multi-label classifier loss L_x", low=0)
+    sgc_weight: float = option(1.0, "weight of the SGC loss L_sa", low=0)
+
+
 class PseudoSeg(Method):
     uses_unlabeled = True
-    SOURCES = ("fused", "decoder", "sgc")
+    SOURCES = SOURCES
+    options_class = PseudoSegOptions
 
     def __init__(self, loss: nn.Module, feature_channels: tuple[int, ...], num_classes: int,
-                 background_class: int | None = None, attention_dim: int = 128, hypercolumn: tuple[int, int] = (-2, -1),
-                 grid_stride: int = 16, gamma: float = 0.5, temperature: float = 0.5, norm: str = "batch",
-                 source: str = "fused", unlabeled_weight: float = 1.0, classifier_weight: float = 1.0,
-                 sgc_weight: float = 1.0, cutout_p: float = 1.0, ignore_index: int = 255) -> None:
+                 options: PseudoSegOptions = PseudoSegOptions(), unlabeled_weight: float = 1.0,
+                 hypercolumn: tuple[int, int] = (-2, -1), cutout_p: float = 1.0, ignore_index: int = 255) -> None:
         super().__init__()
-        if source not in self.SOURCES:
-            raise KeyError(f"unknown pseudo-label source {source!r}; valid: {list(self.SOURCES)}")
-        self.loss, self.num_classes, self.background_class = loss, num_classes, background_class
-        self.foreground = [c for c in range(num_classes) if c != background_class]
+        if options.pseudo_source not in self.SOURCES:
+            raise KeyError(f"unknown pseudo-label source {options.pseudo_source!r}; valid: {list(self.SOURCES)}")
+        self.loss, self.num_classes, self.background_class = loss, num_classes, options.background_class
+        self.foreground = [c for c in range(num_classes) if c != options.background_class]
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                         nn.Linear(feature_channels[-1], len(self.foreground)))
         self.hypercolumn = hypercolumn
-        self.sgc = SelfAttentionRefinement(sum(feature_channels[i] for i in hypercolumn), num_classes, attention_dim,
-                                           background_class)
-        self.grid_stride, self.gamma, self.temperature, self.norm, self.source = (
-            grid_stride, gamma, temperature, norm, source)
-        self.unlabeled_weight, self.classifier_weight, self.sgc_weight = unlabeled_weight, classifier_weight, sgc_weight
+        self.sgc = SelfAttentionRefinement(sum(feature_channels[i] for i in hypercolumn), num_classes,
+                                           options.attention_dim, options.background_class)
+        self.grid_stride, self.gamma, self.temperature = options.grid_stride, options.gamma, options.temperature
+        self.norm, self.source = options.fusion_norm, options.pseudo_source
+        self.unlabeled_weight = unlabeled_weight
+        self.classifier_weight, self.sgc_weight = options.classifier_weight, options.sgc_weight
         self.cutout_p, self.ignore_index = cutout_p, ignore_index
+
+    @classmethod
+    def create(cls, loss: nn.Module, model: SegmentationModel, num_classes: int, options: Options | None,
+               unlabeled_weight: float, ignore_index: int) -> PseudoSeg:
+        return cls(loss, model.feature_channels, num_classes, cast(PseudoSegOptions, options), unlabeled_weight,
+                   ignore_index=ignore_index)
 
     def sgc_logits(self, features: list[torch.Tensor], tags: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """SGC logits ``(B, C, h, w)`` on the attention grid; no gradient reaches the backbone."""

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from pointseg.models import SegmentationModel
+from pointseg.options import Options, option
+
+
+@dataclass(frozen=True)
+class MethodOptions(Options):
+    """The ``method`` section's shared keys; each method's own options are in ``method.<name>`` (its ``Options``)."""
+
+    section: ClassVar[str] = "method"
+    name: str = option("supervised", "supervised | fixmatch | pseudoseg (the last two also train on unlabeled "
+                                     "images)")
+    unlabeled_weight: float = option(1.0, "weight of the loss on unlabeled images (fixmatch, pseudoseg)", low=0)
 
 
 class Method(nn.Module):
@@ -18,12 +32,20 @@ class Method(nn.Module):
     """
 
     uses_unlabeled = False
+    options_class: ClassVar[type[Options] | None] = None  # the method's own options (``method.<name>``), if any
     loss: nn.Module
     steps_done: torch.Tensor  # optimiser steps taken (a buffer, with a pairwise term only)
 
     def __init__(self) -> None:
         super().__init__()
         self.pairwise: nn.Module | None = None
+
+    @classmethod
+    def create(cls, loss: nn.Module, model: SegmentationModel, num_classes: int, options: Options | None,
+               unlabeled_weight: float, ignore_index: int) -> Method:
+        """The method for ``model`` with the supervised ``loss``, its own ``options`` (an ``options_class``) and the
+        shared ones."""
+        return cls(loss)  # type: ignore[call-arg]
 
     def add_pairwise(self, loss: nn.Module, weight: float, warmup_steps: int = 0) -> None:
         """Add ``weight * loss(logits, image, valid)`` (e.g. ``GatedCRFLoss``) to the supervised loss of the labeled

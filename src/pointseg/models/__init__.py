@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 from torch import nn
 
@@ -21,6 +23,7 @@ from pointseg.models.vit import (
     load_vit_weights,
     moe_ffn,
 )
+from pointseg.options import Options, option
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,32 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "vit-small-mobilenetv2": partial(_vit, size="small", stem="mobilenetv2"),
 }
 FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_weight")  # ViT models only
+
+
+def _part_problem(value: object) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be null, a whole number of outputs or a ratio of the width (> 0)"
+
+
+@dataclass(frozen=True)
+class ModelOptions(Options):
+    """The ``model`` section: the network and its Mixture-of-Experts options."""
+
+    section: ClassVar[str] = "model"
+    name: str = option("unet-mobilenetv2", "see pointseg.models.MODELS")
+    encoder: str | None = option(None, "model \"unet\" only: any smp encoder or tu-<timm name>")
+    encoder_weights: str | None = option("imagenet", "null, a hub name (needs network) or a local checkpoint file; "
+                                                     "unet-small has none")
+    moe_part: float | None = option(None, "vit-*: Mixture-of-Experts FFNs (S5): outputs of each expert, a whole "
+                                          "number or a ratio of the width (e.g. 0.25); null: plain FFNs",
+                                    check=_part_problem)
+    moe_gate: str = option("hard", "hard: one expert per dataset, routed by dataset | learned: a top-k gate per "
+                                   "token", choices=("hard", "learned"))
+    moe_top_k: int = option(1, "learned gate: experts per token", low=1)
+    moe_experts: int | None = option(None, "learned gate: number of experts (null: one per dataset)", low=1)
+    moe_balance_weight: float = option(0.01, "learned gate: weight of the load-balancing loss", low=0)
+    decoder_per_dataset: bool = option(False, "several datasets: each its own decoder (S5) instead of one shared "
+                                              "decoder")
 
 
 def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
