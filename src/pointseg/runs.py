@@ -33,13 +33,12 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
 from pointseg.data.raster import ground_sample_distance
 from pointseg.data.sources import ImageFolder
-from pointseg.engine import pick_device
+from pointseg.engine import CHECKPOINT, METRICS, pick_device
 from pointseg.io import atomic_path, check_writable, read_torch_file, write_json, write_text
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
 from pointseg.predictor import Predictor
 
-CONFIG, INFO, METRICS, CHECKPOINT, MODEL, LOCK = (
-    "config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "model.pt", ".lock")
+CONFIG, INFO, MODEL, LOCK = "config.yaml", "run.json", "model.pt", ".lock"  # and the loop's CHECKPOINT, METRICS
 # Keys a resumed run may change: how long it trains and where/how fast it runs, never what it learns per step.
 RESUMABLE = ("train.steps", "train.device", "train.threads", "train.num_workers", "train.log_every",
              "train.checkpoint_every", "data.cache_dir", "data.cache_max_gb")

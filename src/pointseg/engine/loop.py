@@ -36,6 +36,8 @@ from pointseg.methods import Method
 from pointseg.models import SegmentationModel
 from pointseg.options import Options, option
 
+CHECKPOINT, METRICS = "checkpoints/last.pt", "metrics.jsonl"  # what the loop writes in a run directory
+
 
 @dataclass(frozen=True)
 class TrainOptions(Options):
@@ -98,7 +100,7 @@ def train(model: SegmentationModel, tasks: Sequence[Task], method: Method, run_d
         raise ValueError("nothing to train on: no task")
     if method.uses_unlabeled and any(t.unlabeled is None for t in tasks):
         raise ValueError(f"method {type(method).__name__} needs unlabeled images")
-    ckpt_path, metrics_path = run_dir / "checkpoints" / "last.pt", run_dir / "metrics.jsonl"
+    ckpt_path, metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
     configure_determinism(device, options.deterministic)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     model.to(device)
