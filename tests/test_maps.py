@@ -178,3 +178,68 @@ def gdal_category_names(path):
         out.append(names[len(out)].decode())
     gdal.GDALClose(dataset)
     return out
+
+
+def test_a_map_cut_short_by_a_file_size_limit_is_an_error_and_leaves_nothing(tmp_path, tiny_run):
+    """``ulimit -f``: GDAL's writes fail; the map must not appear under its name and the command must fail."""
+    import resource
+    import subprocess
+    import sys
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    out = tmp_path / "maps"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    done = subprocess.run([sys.executable, "-m", "pointseg", "predict", "--run", str(tiny_run), "--input",
+                           str(landsat), "--out", str(out)], capture_output=True, text=True, preexec_fn=limit)
+    assert done.returncode == 2, done.stderr
+    assert "RGB.byte.tif: could not be written completely" in done.stderr and "Traceback" not in done.stderr
+    assert not (out / "RGB.byte.tif").exists() and not list(out.glob(".*")), "no map, no temporary file"
+
+
+def test_rasters_of_the_same_name_in_different_folders_get_a_map_each(tmp_path, tiny_run, capsys):
+    import shutil
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(landsat, tmp_path / "in" / folder / "scene.tif")
+    listing = tmp_path / "in" / "list.txt"
+    listing.write_text("a/scene.tif\nb/scene.tif\n")
+    assert main(["predict", "--run", str(tiny_run), "--input", str(listing), "--out", str(tmp_path / "maps")]) == 0
+    assert "wrote 2 GeoTIFF maps" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "maps").glob("*.tif")) == ["a_scene.tif", "b_scene.tif"]
+    listing.write_text("a/scene.tif\na/../a/scene.tif\n")
+    assert main(["predict", "--run", str(tiny_run), "--input", str(listing), "--out", str(tmp_path / "m2")]) == 2
+    assert "the same raster is listed more than once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tile", "0"], "--tile must be at least 32 model pixels"),
+    (["--tile", "7"], "--tile must be at least 32 model pixels"),
+    (["--overlap", "1.0"], "--overlap must be in [0, 1), got 1.0"),
+    (["--overlap", "-0.5"], "--overlap must be in [0, 1), got -0.5"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+])
+def test_map_arguments_out_of_range_are_refused_up_front(tmp_path, tiny_run, capsys, flags, message):
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    out = tmp_path / "maps"
+    assert main(["predict", "--run", str(tiny_run), "--input", str(landsat), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"pointseg: error: {message}" in err and "unreadable" not in err and "skipped" not in err
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_map_the_disk_cannot_hold_is_refused_before_it_is_written(tmp_path, tiny_run, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    assert main(["predict", "--run", str(tiny_run), "--input", str(landsat), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "the map of" in err and "needs about 567.9 kB, but only 1.0 kB are free there" in err
+    assert not list((tmp_path / "m").glob("*.tif"))

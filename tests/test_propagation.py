@@ -14,7 +14,15 @@ from pointseg.data.dataset import TrainDataset, Windows, combine_targets
 from pointseg.data.points import PointSet
 from pointseg.data.sources import ImageMaskFolder
 from pointseg.losses import soft_cross_entropy
-from pointseg.propagation import Propagation, click_region, propagate, propagated_labels, propagation_quality
+from pointseg.propagation import (
+    BLOCK,
+    BlockMask,
+    Propagation,
+    click_region,
+    propagate,
+    propagated_labels,
+    propagation_quality,
+)
 
 IGNORE = 255
 CLASSES = ClassTable(("dark", "light", "red"), ((0, 0, 0), (255, 255, 255), (255, 0, 0)))
@@ -57,8 +65,7 @@ def test_clashing_clicks_leave_their_overlap_unlabeled(tmp_path):
     source = write_folder(tmp_path / "d", halves(), np.zeros((48, 48), np.uint8))
     spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=10**6, patch=48)
     points = np.array([[10, 5, 0], [12, 8, 2], [20, 40, 1]])  # two classes in one dark superpixel, one in the light
-    out = np.full((48, 48), IGNORE, np.uint8)
-    propagate(source, source.refs[0], points, spread, BandScaling.full_range(3), 3, IGNORE, out)
+    out = np.asarray(propagate(source, source.refs[0], points, spread, BandScaling.full_range(3), 3, IGNORE))
     assert out[10, 5] == 0 and out[12, 8] == 2 and out[20, 40] == 1  # clicks keep their class
     dark = out[:, :24]
     assert set(np.unique(dark)) == {0, 2, IGNORE}  # the superpixel both reach: unlabeled but for the clicks
@@ -75,12 +82,12 @@ def test_propagation_is_cached_and_scored_against_the_mask(tmp_path):
     spread = Propagation(scale=1.0, superpixel_size=24, compactness=0.1, max_pixels=10**6, patch=48)
     cache = tmp_path / "cache"
     masks = propagated_labels(source, points, spread, BandScaling.full_range(3), cache, progress=False)
-    [stored] = list(cache.glob("*.propagated.npy"))
+    [stored] = list(cache.glob("*.propagated-blocks.npy"))
     first = stored.stat().st_mtime_ns
     again = propagated_labels(source, points, spread, BandScaling.full_range(3), cache, progress=False)
-    assert stored.stat().st_mtime_ns == first and np.array_equal(masks["a"], again["a"])
+    assert stored.stat().st_mtime_ns == first and np.array_equal(np.asarray(masks["a"]), np.asarray(again["a"]))
     quality = propagation_quality(masks, source, 3)
-    spread_dark = masks["a"] == 0
+    spread_dark = np.asarray(masks["a"]) == 0
     assert quality["pixels"][0] == spread_dark.sum()
     assert quality["correct"][0] == (spread_dark & (mask == 0)).sum()
     assert quality["correct"][0] < quality["pixels"][0]  # the red corner is counted wrong
@@ -132,7 +139,7 @@ def test_train_with_propagation_end_to_end(tmp_path, tiny_loveda, tiny_overrides
             for a in ("--set", o)]
     assert main(["train", "--data-root", str(tiny_loveda), "--points", str(points), "--out", str(tmp_path / "r"),
                  *sets]) == 0
-    assert len(list((tmp_path / "cache").glob("*.propagated.npy"))) == 4
+    assert len(list((tmp_path / "cache").glob("*.propagated-blocks.npy"))) == 4
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert all("loss_pairwise" in line for line in lines)
 
@@ -153,3 +160,57 @@ def test_clicks_on_a_raster_spread_by_windows_and_never_onto_nodata(tmp_path):
     assert (labels[~valid] != IGNORE).sum() == 1  # outside the data: the corner click itself, nothing spread
     rows, cols = np.nonzero(labels == 1)
     assert max(abs(rows - 360).max(), abs(cols - 400).max()) <= 16  # within the click's window
+
+
+def test_a_block_mask_reads_and_writes_like_the_dense_array():
+    rng = np.random.default_rng(0)
+    shape = (3 * BLOCK + 17, 2 * BLOCK + 5)
+    dense, blocks = np.full(shape, IGNORE, np.uint8), BlockMask(shape, IGNORE)
+    for _ in range(20):
+        h, w = rng.integers(1, BLOCK + 40, 2)
+        top, left = rng.integers(0, shape[0] - h), rng.integers(0, shape[1] - w)
+        values = rng.choice([0, 1, IGNORE], size=(h, w)).astype(np.uint8)
+        dense[top:top + h, left:left + w] = values
+        blocks.put(int(top), int(left), values)
+    assert np.array_equal(np.asarray(blocks), dense)
+    for top, left, side in [(0, 0, 5), (BLOCK - 3, BLOCK - 3, 9), (shape[0] - 4, shape[1] - 4, 10), (400, 100, 300)]:
+        assert np.array_equal(blocks[top:top + side, left:left + side], dense[top:top + side, left:left + side])
+    empty = BlockMask(shape, IGNORE)
+    empty.put(5, 5, np.full((300, 300), IGNORE, np.uint8))
+    assert empty.nbytes == 0, "windows without labels allocate nothing"
+
+
+def test_clicks_on_a_huge_sparse_raster_store_only_their_neighbourhoods(tmp_path):
+    """A 20000 x 20000 GeoTIFF of a few kilobytes (sparse blocks): its clicks' propagation keeps a few blocks, not
+    a 400 MB mask, and the cache stays under its cap."""
+    import rasterio
+    from affine import Affine
+
+    from pointseg.data.raster import RasterSource
+
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=20000, height=20000, count=3, dtype="uint8", tiled=True,
+                       compress="deflate", crs="EPSG:32633", transform=Affine(0.5, 0, 0, 0, -0.5, 0),
+                       sparse_ok=True) as dst:
+        dst.write(np.full((3, 256, 256), 200, np.uint8), window=rasterio.windows.Window(9984, 9984, 256, 256))
+    assert path.stat().st_size < 100_000
+    source = RasterSource([path], CLASSES)
+    ref = source.refs[0]
+    points = PointSet(list(CLASSES.names), {ref.id: np.array([[10000, 10000, 1], [15000, 300, 0]])},
+                      {ref.id: (20000, 20000)}, {})
+    cache = tmp_path / "cache"
+    masks = propagated_labels(source, points, Propagation(scale=0.5), BandScaling.full_range(3), cache,
+                              progress=False, max_bytes=10**6)
+    mask = masks[ref.id]
+    assert mask.shape == (20000, 20000) and mask[10000, 10000].item() == 1 and mask[15000, 300].item() == 0
+    assert sum(f.stat().st_size for f in cache.iterdir()) < 10**6
+
+
+def test_a_run_whose_cache_exceeds_its_cap_is_refused_before_anything_is_written(tmp_path, tiny_loveda,
+                                                                                  tiny_overrides, capsys):
+    # a cap of 10 kB; the run keeps 4 tiles of 64 x 64 x (3 bands + a mask)
+    sets = [a for o in [*tiny_overrides, "data.cache_max_gb=0.00001"] for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "run"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert "needs about 65.5 kB, over data.cache_max_gb=1e-05; raise it (--set data.cache_max_gb=N)" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

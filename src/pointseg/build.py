@@ -28,14 +28,14 @@ from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.engine import OptimOptions, TrainOptions, pick_device, seed_everything, stream_seed
 from pointseg.inference import use_amp
-from pointseg.io import read_list
+from pointseg.io import NotEnoughSpace, check_space, read_list, size_text
 from pointseg.losses import GatedCRFLoss, LossOptions, build_loss
 from pointseg.methods import METHODS, Method, MethodOptions
 from pointseg.models import FFN_OPTIONS, ModelOptions, SegmentationModel, build_model
 from pointseg.models.segmentation import expand_decoder_state
 from pointseg.models.vit import expand_ffn_state
 from pointseg.predictor import Predictor
-from pointseg.propagation import Propagation, propagated_labels
+from pointseg.propagation import BLOCK, Propagation, blocks_reached, propagated_labels
 
 
 @dataclass(frozen=True)
@@ -146,13 +146,43 @@ def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,
     scaling = scaling or default_scaling(source)
     propagated = None
     if points is not None and labels.propagate != "none":
-        propagated = propagated_labels(cached, points, build_propagation(cfg), scaling, cache_location(cfg)[0],
-                                       data.ignore_index)
+        directory, cap_gb = cache_location(cfg)
+        propagated = propagated_labels(cached, points, build_propagation(cfg), scaling, directory, data.ignore_index,
+                                       max_bytes=int(cap_gb * 1e9) or None)
     windows = Windows(crop=data.crop, scale=data.scale, mode=labels.mode, downsample=labels.downsample,
                       rescale=(data.rescale[0], data.rescale[1]), ignore_index=data.ignore_index,
                       point_bias=float(bias), propagate_weight=labels.propagate_weight)
     return TrainDataset(cached, source.classes.num_classes, windows, points=points, scaling=scaling,
                         propagated=propagated)
+
+
+def cache_bytes(cfg: dict, source: Source, points: PointSet | None = None) -> int:
+    """What training on ``source`` keeps in the sample cache: each used sample decoded (image tiles; rasters are
+    read by window and not cached) and the blocks its clicks' propagation writes."""
+    refs = [r for r in source.refs if points is None or r.id in points.images]
+    total = 0
+    if source.cacheable:
+        for ref in refs:
+            height, width = source.size(ref)
+            bands = source.band_count(ref) * np.dtype(source.band_dtype(ref)).itemsize
+            pixel = bands + len(source.sample_keys(ref)) - 1  # a byte for each other array (mask, valid)
+            total += height * width * pixel
+    if points is not None and cfg["labels"]["propagate"] != "none":
+        spread = build_propagation(cfg)
+        total += sum(blocks_reached(points.images[r.id], source.size(r), spread) for r in refs) * BLOCK * BLOCK
+    return total
+
+
+def check_cache_space(cfg: dict, sources: list[tuple[Source, PointSet | None]]) -> None:
+    """Refuse, before anything is written, a run whose cache (of ``sources``, each with its clicks) would not fit
+    under ``data.cache_max_gb`` or on the disk of ``data.cache_dir``."""
+    directory, cap_gb = cache_location(cfg)
+    needed = sum(cache_bytes(cfg, source, points) for source, points in sources)
+    what = "the sample cache of this run (decoded images and propagated clicks)"
+    if cap_gb and needed > cap_gb * 1e9:
+        raise NotEnoughSpace(f"{directory}: {what} needs about {size_text(needed)}, over data.cache_max_gb={cap_gb:g}; "
+                             f"raise it (--set data.cache_max_gb=N) or train on fewer images")
+    check_space(directory, needed, what, "point data.cache_dir at a larger disk (--set data.cache_dir=DIR)")
 
 
 def build_propagation(cfg: dict) -> Propagation:
@@ -327,6 +357,8 @@ def build_training(cfg: dict, inputs: TrainInputs, initial: Initial | None = Non
             raise ValueError("--mask pairs with --raster")
         source, unlabeled_sources = build_training_sources(cfg, inputs.data_root, inputs.points is None,
                                                            inputs.labeled, inputs.unlabeled)
+    uses_unlabeled = cfg["method"]["name"] in METHODS and METHODS[cfg["method"]["name"]].uses_unlabeled
+    check_cache_space(cfg, [(source, points), *[(s, None) for s in unlabeled_sources if uses_unlabeled]])
     scaling = build_scaling(cfg, source)
     parts = [DatasetPart(cfg["data"]["name"], source, build_train_dataset(cfg, source, points, scaling), None,
                          scaling)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,3 +129,32 @@ def read_list(path: str | os.PathLike, what: str) -> list[str]:
     if not entries:
         raise ValueError(f"{path}: the list of {what} is empty")
     return entries
+
+
+class NotEnoughSpace(OSError):
+    """A command would write more than the disk (or the cache's cap) holds: refused before anything is written."""
+
+
+def free_bytes(directory: str | os.PathLike) -> int:
+    """Free bytes on the disk that holds ``directory`` (or its nearest existing parent)."""
+    existing = Path(directory)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def check_space(directory: str | os.PathLike, needed: int, what: str, hint: str) -> None:
+    """``NotEnoughSpace`` naming ``what`` needs ``needed`` bytes and what the disk of ``directory`` has free, with the
+    ``hint`` of what changes it."""
+    free = free_bytes(directory)
+    if needed > free:
+        raise NotEnoughSpace(f"{directory}: {what} needs about {size_text(needed)}, but only {size_text(free)} are "
+                             f"free there; {hint}")
+
+
+def size_text(n: int | float) -> str:
+    """``n`` bytes for people: ``3.4 GB``, ``120.0 MB``, ``16.4 kB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
 from pointseg.inference import certainty
+from pointseg.io import check_space
 from pointseg.mapwriter import MapRows, MapWriter
 from pointseg.predictor import Predictor
 
@@ -177,8 +178,12 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
     t0, forward = time.perf_counter(), 0.0
     classes = predictor.classes.num_classes
+    band_bytes = (classes + 2) * min(side, height) * width * 4
+    spill = writer.map.parent if band_bytes > spill_bytes else None
+    map_bytes = height * width * (2 if writer.confidence else 1) * (2 if writer.cog else 1)  # uncompressed
+    check_space(writer.map.parent, map_bytes + (band_bytes if spill else 0), f"the map of {ref.image} ({height} x "
+                f"{width} pixels, uncompressed, with its scratch files)", "map to another --out, or a smaller raster")
     writer.map.parent.mkdir(parents=True, exist_ok=True)
-    spill = writer.map.parent if (classes + 2) * min(side, height) * width * 4 > spill_bytes else None
     band = RowBand(classes, min(side, height), width, spill)
     weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
     bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,

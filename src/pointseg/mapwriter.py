@@ -56,13 +56,13 @@ class MapWriter:
                    "nodata": NODATA, "crs": georef.crs, "transform": transform, "tiled": True, "blockxsize": BLOCK,
                    "blockysize": BLOCK, "compress": "deflate", "bigtiff": "IF_SAFER"}
         with ExitStack() as stack:  # closes (and checks) each dataset before renaming it
-            dst = stack.enter_context(_geotiff(stack.enter_context(atomic_path(self.map)), profile,
+            dst = stack.enter_context(_geotiff(stack.enter_context(atomic_path(self.map)), self.map, profile,
                                                "mode" if self.cog else None))
             dst.write_colormap(1, colormap(self.classes))
             conf = None
             if self.confidence is not None:
                 conf = stack.enter_context(_geotiff(stack.enter_context(atomic_path(self.confidence)),
-                                                    {**profile, "nodata": CONFIDENCE_NODATA},
+                                                    self.confidence, {**profile, "nodata": CONFIDENCE_NODATA},
                                                     "average" if self.cog else None))
             yield MapRows(dst, conf)
         write_text(self.map.with_name(self.map.name + ".aux.xml"), aux_xml(self.classes))
@@ -84,20 +84,21 @@ class MapRows:
             self.confidence.write(np.where(valid, confidence, CONFIDENCE_NODATA)[None], window=window)
 
 
-def check_written(path: Path) -> None:
+def check_written(path: Path, final: Path) -> None:
     """Read a closed GeoTIFF's first and last blocks back: a write that failed on close (a full disk, a file size
-    limit) leaves a file GDAL cannot read, which must not be renamed into place."""
+    limit) leaves a file GDAL cannot read, which must not be renamed into place (to ``final``)."""
     try:
         with rasterio.open(path) as ds:
             for row, col in ((0, 0), (ds.height - 1, ds.width - 1)):
                 top, left = row - row % BLOCK, col - col % BLOCK
                 ds.read(1, window=RioWindow(left, top, min(BLOCK, ds.width - left), min(BLOCK, ds.height - top)))
     except rasterio.errors.RasterioError as e:
-        raise OSError(f"{path}: the map could not be written completely ({e}); is the disk full?") from e
+        raise OSError(f"{final}: could not be written completely (the file GDAL wrote is unreadable); is the disk full "
+                      "or a file size limit reached? Nothing was left in its place") from e
 
 
 @contextmanager
-def _geotiff(path: Path, profile: dict, cog_resampling: str | None = None
+def _geotiff(path: Path, final: Path, profile: dict, cog_resampling: str | None = None
              ) -> Iterator[rasterio.io.DatasetWriter]:
     """A GeoTIFF open for writing at ``path``. With ``cog_resampling`` it is written to a scratch file beside
     ``path`` and, on success, copied to ``path`` as a Cloud-Optimised GeoTIFF whose overviews are resampled so
@@ -105,7 +106,7 @@ def _geotiff(path: Path, profile: dict, cog_resampling: str | None = None
     if not cog_resampling:
         with rasterio.open(path, "w", **profile) as dst:
             yield dst
-        check_written(path)
+        check_written(path, final)
         return
     scratch = path.with_name(path.name + ".strips.tif")
     try:
@@ -113,7 +114,7 @@ def _geotiff(path: Path, profile: dict, cog_resampling: str | None = None
             yield dst
         rasterio.shutil.copy(scratch, path, driver="COG", compress="deflate", blocksize=COG_BLOCK,
                              overview_resampling=cog_resampling, bigtiff="IF_SAFER")
-        check_written(path)
+        check_written(path, final)
     finally:
         scratch.unlink(missing_ok=True)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -79,6 +80,15 @@ class DataOptions(Options):
                                 check=_bands_problem)
     point_bias: float | str = option("auto", "share of training windows drawn around a click: auto = 0.9 for rasters, "
                                              "0 for image tiles", check=_bias_problem)
+
+
+class MaskLike(Protocol):
+    """A label mask sliced like an ``(H, W)`` array (``propagation.BlockMask`` keeps only the blocks clicks reach)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,7 @@ class TrainDataset(Dataset):
     """
 
     def __init__(self, source: Source, num_classes: int, windows: Windows, points: PointSet | None = None,
-                 scaling: BandScaling | None = None, propagated: dict[str, np.ndarray] | None = None) -> None:
+                 scaling: BandScaling | None = None, propagated: Mapping[str, MaskLike] | None = None) -> None:
         crop, scale, mode, rescale = windows.crop, windows.scale, windows.mode, tuple(windows.rescale)
         downsample, ignore_index, point_bias = windows.downsample, windows.ignore_index, windows.point_bias
         propagate_weight = windows.propagate_weight
