@@ -93,3 +93,31 @@ def test_bad_raster_training_input_is_an_error(tmp_path, capsys, extra, message)
                  *extra, *sets(TINY)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
+def test_semi_supervised_methods_train_on_a_ten_band_raster(tmp_path, method):
+    """Their strong views work on any band count (no RGB greyscale or hue on 10 Sentinel-2 bands)."""
+    root = shared_path("data", "geo", "sentinel2-strzegom")
+    table = tmp_path / "s2.csv"
+    table.write_text("value,name,r,g,b\n" + "".join(f"{v},class {v},{v * 20},0,0\n" for v in range(1, 11)))
+    name = "strzegom_20210619_33u.tif"
+    run = tmp_path / "run"
+    assert main(["train", "--raster", str(root / "images" / name), "--mask", str(root / "masks" / name),
+                 "--out", str(run), *sets([*TINY, f"data.classes={table}", "data.scale=1.0", f"method.name={method}",
+                                           "method.pseudoseg.grid_stride=8", "train.log_every=1"])]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(line["loss_unsup"]) for line in lines)
+
+
+def test_strong_views_of_ten_bands_jitter_every_band_and_leave_out_colour_operations():
+    from pointseg.methods.augment import StrongAugment, colour_jitter, random_grayscale
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 10, 16, 16)
+    y = StrongAugment(jitter_p=1.0, blur_p=0.0)(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+    assert all(not torch.allclose(x[:, b], y[:, b]) for b in range(10)), "every band is jittered"
+    assert torch.equal(random_grayscale(x, p=1.0), x), "no greyscale for 10 bands"
+    same = colour_jitter(x, 0.0, 0.0, 0.0, 0.5, p=1.0)
+    assert torch.allclose(same, x), "no hue shift for 10 bands"

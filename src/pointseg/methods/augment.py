@@ -1,7 +1,10 @@
-"""Strong photometric augmentation on batches of ``(B, 3, H, W)`` images in [0, 1], random per sample.
+"""Strong photometric augmentation on batches of ``(N, B, H, W)`` images of any band count ``B`` in [0, 1], random
+per sample.
 
-Geometry is left alone, so pseudo labels of the weak view stay aligned; boxes (CutMix, CutOut) are returned
-as masks for the caller to mix or ignore labels with.
+Brightness, contrast, saturation and blur work on any bands (contrast and saturation pull the bands towards their
+grey value: the luma of RGB, the band mean otherwise); a hue shift and random greyscale are colour operations and
+apply only to 3-band (RGB) images. Geometry is left alone, so pseudo labels of the weak view stay aligned; boxes
+(CutMix, CutOut) are returned as masks for the caller to mix or ignore labels with.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Ten
     return torch.empty(n, device=device).uniform_(low, high)
 
 
+def is_rgb(images: torch.Tensor) -> bool:
+    return images.shape[1] == 3
+
+
 def _gray(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` grey value: the luma of RGB images, the mean of the bands otherwise."""
+    if not is_rgb(images):
+        return images.mean(1, keepdim=True)
     weights = torch.tensor(GRAY_WEIGHTS, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True)  # (B, 1, H, W)
+    return (images * weights).sum(1, keepdim=True)
 
 
 def colour_jitter(images: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float,
                   p: float = 0.8) -> torch.Tensor:
-    """Per-sample brightness, contrast, saturation factors in ``[1 - s, 1 + s]`` and hue shifts in ``[-hue, hue]``."""
+    """Per-sample brightness, contrast, saturation factors in ``[1 - s, 1 + s]`` and hue shifts in ``[-hue, hue]``
+    (RGB only), each sample jittered with probability ``p``."""
     b, dev = images.shape[0], images.device
     apply = (torch.rand(b, device=dev) < p).view(b, 1, 1, 1)
     out = images * _uniform(b, 1 - brightness, 1 + brightness, dev).view(b, 1, 1, 1)
@@ -34,12 +45,16 @@ def colour_jitter(images: torch.Tensor, brightness: float, contrast: float, satu
     out = (out - mean) * _uniform(b, 1 - contrast, 1 + contrast, dev).view(b, 1, 1, 1) + mean
     gray = _gray(out)
     out = ((out - gray) * _uniform(b, 1 - saturation, 1 + saturation, dev).view(b, 1, 1, 1) + gray).clamp(0, 1)
-    if hue > 0:
+    if hue > 0 and is_rgb(images):
         out = torch.stack([TF.adjust_hue(x, float(h)) for x, h in zip(out, _uniform(b, -hue, hue, dev), strict=True)])
     return torch.where(apply, out, images)
 
 
 def random_grayscale(images: torch.Tensor, p: float) -> torch.Tensor:
+    """Each RGB image made grey with probability ``p``; other band counts are returned as they are (no random
+    number is drawn for them)."""
+    if not is_rgb(images):
+        return images
     apply = (torch.rand(images.shape[0], device=images.device) < p).view(-1, 1, 1, 1)
     return torch.where(apply, _gray(images).expand_as(images), images)
 
