@@ -136,3 +136,45 @@ def test_ground_sample_distance_of_a_geographic_raster(tmp_path):
 def test_pictures_show_true_colour_bands():
     assert picture_bands(S2 / "images" / S2_DATE, list(range(1, 11))) == (3, 2, 1)  # B04, B03, B02 by name
     assert picture_bands(DRONE, [1, 2, 3]) == (1, 2, 3)  # by colour interpretation
+
+
+def test_the_pixel_size_of_a_rotated_raster_is_its_side(tmp_path):
+    path = tmp_path / "rotated.tif"
+    transform = rasterio.Affine.translation(500000, 5000000) @ rasterio.Affine.rotation(20) @ rasterio.Affine.scale(30)
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32633",
+                       transform=transform) as dst:
+        dst.write(np.zeros((1, 8, 8), dtype=np.uint8))
+    assert ground_sample_distance(path) == pytest.approx(30.0)
+
+
+def test_map_again_with_other_clicks_is_refused_and_replaces_nothing(tmp_path, s2_clicks, capsys):
+    out = tmp_path / "out"
+    raster = S2 / "images" / S2_DATE
+    first = ["map", "--raster", str(raster), "--points", str(s2_clicks), "--out", str(out), *TINY]
+    assert main([*first, "--class-field", "landcover"]) == 0
+    info = json.loads((out / "run" / "run.json").read_text())
+    assert info["invocations"][0]["argv"][:2] == ["pointseg", "map"], "the map command is recorded with its run"
+    before = {p.name: p.read_bytes() for p in (out / "points.json", out / "points.classes.csv", out / "REPORT.md")}
+    other = tmp_path / "other.gpkg"  # the same points, classes numbered instead of named
+    meta, fids, wkb, values = pyogrio.raw.read(s2_clicks, return_fids=True)
+    codes = np.array([str(S2_NAMES.index(v) + 1) for v in values[0]], dtype=object)
+    pyogrio.raw.write(other, wkb, [codes], ["code"], crs="EPSG:3035", geometry_type="Point", driver="GPKG")
+    assert main(["map", "--raster", str(raster), "--points", str(other), "--class-field", "code", "--out", str(out),
+                 *TINY]) == 2
+    assert "holds a map run trained on other clicks" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in before} == before, "its table still matches its map"
+    assert not list(out.glob(".import-*"))
+
+
+def test_a_map_whose_training_fails_at_once_leaves_nothing(tmp_path, s2_clicks, monkeypatch, capsys):
+    import pointseg.engine.loop
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(pointseg.engine.loop, "_optimise", fail)
+    out = tmp_path / "out"
+    assert main(["map", "--raster", str(S2 / "images" / S2_DATE), "--points", str(s2_clicks), "--class-field",
+                 "landcover", "--out", str(out), *TINY]) == 2
+    assert "out of memory" in capsys.readouterr().err
+    assert not out.exists()

@@ -115,3 +115,56 @@ def test_bad_layers_are_errors_naming_the_file(tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_class_values_stored_as_text_match_the_tables_values(tmp_path, enmap_table):
+    """A CSV holds numbers as text, as does a text field: "3" is the table's value 3 (tree), as README promises."""
+    with rasterio.open(enmap("landcover_map_l2.tif")) as ds:
+        x, y = ds.transform @ (100.5, 200.5)
+        crs = ds.crs.to_string()
+    csv = tmp_path / "clicks.csv"
+    csv.write_text(f"x,y,cls\n{x},{y},3\n{x + 60},{y},\" 4.0\"\n")
+    out = tmp_path / "p.json"
+    assert main(["points", "import", "--vector", str(csv), "--crs", crs, "--raster", str(enmap("landcover_map_l2.tif")),
+                 "--class-field", "cls", "--classes", str(enmap_table), "--out", str(out)]) == 0
+    points = load_points(out)
+    assert [points.classes[c] for c in points.images["landcover_map_l2"][:, 2]] == ["tree", "soil"]
+
+
+def test_class_names_with_commas_and_quotes_survive_the_class_table(tmp_path):
+    table = ClassTable(('crops, "mixed"', "urban|dense"), ((1, 2, 3), (4, 5, 6)))
+    table.to_csv(tmp_path / "t.csv")
+    again = ClassTable.from_csv(tmp_path / "t.csv", color_coded=False)
+    assert again.names == table.names and again.colors == table.colors
+
+
+def test_points_on_two_rasters_count_once_each(tmp_path, capsys):
+    import shutil
+
+    for name in ("a.tif", "b.tif"):
+        shutil.copy(enmap("landcover_map_l2.tif"), tmp_path / name)
+    vector = enmap("landcover_point_singlepart_3035.gpkg")
+    assert main(["points", "import", "--vector", str(vector), "--raster", str(tmp_path / "a.tif"), "--raster",
+                 str(tmp_path / "b.tif"), "--class-field", "level_2", "--out", str(tmp_path / "p.json")]) == 0
+    summary = capsys.readouterr().out
+    report = load_points(tmp_path / "p.json").meta["report"]
+    assert report["imported"] <= report["total"] and report["clicks"] == 2 * report["imported"]
+    assert f"imported {report['imported']} of {report['total']} points; {report['clicks']} clicks" in summary
+
+
+def test_a_polygon_layer_and_a_table_without_geometry_are_named_as_such(tmp_path, capsys):
+    import pyogrio
+    import shapely
+
+    polygons = tmp_path / "polygons.gpkg"
+    squares = [shapely.box(x, 0, x + 10, 10) for x in (0, 20)]
+    pyogrio.raw.write(str(polygons), shapely.to_wkb(np.array(squares)), [np.array(["tree", "soil"], dtype=object)],
+                      ["cls"], driver="GPKG", geometry_type="Polygon", crs="EPSG:3035")
+    table = tmp_path / "table.gpkg"
+    pyogrio.raw.write(str(table), None, [np.array(["tree"], dtype=object)], ["cls"], driver="GPKG")
+    for vector, message in ((polygons, "a Polygon layer, but clicks are points"),
+                            (table, "the layer has no geometry (a table, not points)")):
+        assert main(["points", "import", "--vector", str(vector), "--raster", str(enmap("landcover_map_l2.tif")),
+                     "--class-field", "cls", "--out", str(tmp_path / "p.json")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "no CRS" not in err and "empty geometry" not in err

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        print("pointseg: interrupted (a training run that reached a checkpoint continues with --resume)",
-              file=sys.stderr)
+        print(getattr(args, "interrupted", "pointseg: interrupted (a training run that reached a checkpoint continues "
+                                          "with --resume)"), file=sys.stderr)
         return 130
     except (ValueError, KeyError, OSError, RuntimeError, FloatingPointError) as e:
         if args.verbose:

@@ -48,6 +48,7 @@ class PointLayer:
     y: np.ndarray
     values: np.ndarray  # object array: class names or integer ids as read (None where empty)
     empty: np.ndarray  # bool: no usable point geometry
+    kinds: np.ndarray | None = None  # object array: the geometry type of each feature ("" where empty)
 
 
 @dataclass
@@ -58,17 +59,25 @@ class ImportReport:
     crs: str  # of the coordinates in the examples: the layer's
     imported: int = 0
     merged: int = 0  # duplicates of a kept point (same pixel, same class)
+    clicks: int = 0  # points placed, once per raster they lie on (``imported`` counts each point once)
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def skip(self, kind: str, layer: PointLayer, i: int, detail: str = "") -> None:
         self.skipped[kind] += 1
-        if len(self.examples[kind]) < EXAMPLES:
-            where = "empty geometry" if layer.empty[i] else f"({layer.x[i]:.2f}, {layer.y[i]:.2f})"
-            self.examples[kind].append(f"fid {layer.fids[i]} at {where}{detail}")
+        if len(self.examples[kind]) >= EXAMPLES:
+            return
+        if layer.empty[i]:
+            shape = layer.kinds[i] if layer.kinds is not None else ""
+            self.examples[kind].append(f"fid {layer.fids[i]} ({f'a {shape}' if shape else 'an empty'} geometry)"
+                                       f"{detail}")
+        else:
+            self.examples[kind].append(f"fid {layer.fids[i]} at ({layer.x[i]:.2f}, {layer.y[i]:.2f}){detail}")
 
     def summary(self) -> str:
-        lines = [f"imported {self.imported} of {self.total} points"
+        several = f"; {self.clicks} clicks, as points on several rasters count on each" if self.clicks > self.imported \
+            else ""
+        lines = [f"imported {self.imported} of {self.total} points" + several
                  + (f" ({self.merged} repeated clicks on a pixel merged)" if self.merged else "")]
         for kind, count in self.skipped.items():
             lines.append(f"left out {count} points that {PROBLEMS[kind]}, e.g. {'; '.join(self.examples[kind])}"
@@ -76,7 +85,8 @@ class ImportReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "crs": self.crs, "imported": self.imported, "merged": self.merged,
+        return {"total": self.total, "crs": self.crs, "imported": self.imported, "clicks": self.clicks,
+                "merged": self.merged,
                 "skipped": dict(self.skipped), "examples": dict(self.examples)}
 
 
@@ -101,6 +111,8 @@ def read_point_layer(path: str | Path, class_field: str, layer: str | None = Non
     fields = list(meta["fields"])
     if csv and not {x_field, y_field} <= set(fields):
         raise ValueError(f"{path}: a CSV of points needs columns {x_field!r} and {y_field!r}; it has {fields}")
+    if wkb is None:
+        raise ValueError(f"{path}: the layer has no geometry (a table, not points); give a point layer")
     if class_field not in fields:
         raise ValueError(f"{path}: no field {class_field!r} for the classes; the layer has fields {fields}")
     layer_crs = crs or meta["crs"]
@@ -112,11 +124,15 @@ def read_point_layer(path: str | Path, class_field: str, layer: str | None = Non
     except CRSError as e:
         raise ValueError(f"{path}: unknown CRS {layer_crs!r} ({e})") from e
     geoms = shapely.from_wkb(wkb)
+    kinds = np.array(["" if g is None or g.is_empty else g.geom_type for g in geoms], dtype=object)
+    if len(geoms) and all(k not in ("Point", "") for k in kinds):
+        raise ValueError(f"{path}: a {kinds[0]} layer, but clicks are points; convert it in QGIS (e.g. Vector > "
+                         "Geometry Tools > Centroids) or give the point layer")
     empty = np.array([g is None or g.is_empty or g.geom_type != "Point" for g in geoms], dtype=bool)
     x = np.array([np.nan if e else g.x for g, e in zip(geoms, empty, strict=True)], dtype=np.float64)
     y = np.array([np.nan if e else g.y for g, e in zip(geoms, empty, strict=True)], dtype=np.float64)
     return PointLayer(path, layer, parsed_crs, np.asarray(fids), x, y,
-                      np.asarray(values[fields.index(class_field)], dtype=object), empty)
+                      np.asarray(values[fields.index(class_field)], dtype=object), empty, kinds)
 
 
 def class_table_from_values(values: np.ndarray, palette: Sequence[tuple[int, int, int]] | None = None) -> ClassTable:
@@ -135,6 +151,14 @@ def _empty(value: object) -> bool:
                                                                                and not value.strip())
 
 
+def _number(text: str) -> float | None:
+    """The number a text holds (``"3"``, ``" 3.0 "``), or ``None``."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
 def class_indices(layer: PointLayer, classes: ClassTable) -> tuple[np.ndarray, np.ndarray]:
     """Per point its class index (-1 where none) and whether the value was empty: names match ``classes.names``,
     integer ids match the table's raw ``values`` (or the names of a table made from integer values)."""
@@ -145,9 +169,15 @@ def class_indices(layer: PointLayer, classes: ClassTable) -> tuple[np.ndarray, n
     for i, value in enumerate(layer.values.tolist()):
         if _empty(value):
             empty[i] = True
-        elif isinstance(value, str):
+            continue
+        if isinstance(value, str):  # a name, or a number stored as text (a CSV column, a text field)
             index[i] = by_name.get(value.strip(), -1)
-        elif float(value).is_integer():
+            number = _number(value)
+            if index[i] < 0 and number is not None:
+                value = number
+            else:
+                continue
+        if float(value).is_integer():
             index[i] = by_value.get(int(value), by_name.get(str(int(value)), -1))
     return index, empty
 
@@ -196,7 +226,8 @@ def import_points(layer: PointLayer, rasters: Sequence[str | Path], classes: Cla
                              "map_xy": [[float(layer.x[e[3]]), float(layer.y[e[3]])] for e in entries]}
     for i in np.flatnonzero(usable & ~inside_any):
         report.skip("outside", layer, int(i))
-    report.imported = sum(len(p) for p in images.values())
+    report.clicks = sum(len(p) for p in images.values())
+    report.imported = len({fid for e in extra.values() for fid in e["fid"]})
     meta = {"source": "import", "vector": str(layer.path.resolve()), "layer": layer.layer,
             "map_crs": layer.crs.to_string(), "rasters": [str(Path(r).resolve()) for r in rasters],
             "report": report.to_dict()}

@@ -4,6 +4,8 @@ and a short report out: import the clicks -> train on the raster -> map it -> ``
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +20,12 @@ from pointseg.commands.points import import_point_layer
 from pointseg.commands.train import run_training
 from pointseg.config import deep_update, default_config, load_config, load_settings, merge
 from pointseg.data.classes import ClassTable
+from pointseg.data.points import PointSet
 from pointseg.data.raster import display_thumbnail, ground_sample_distance, open_raster, picture_bands, read_thumbnail
 from pointseg.io import check_writable, write_text
 from pointseg.maps import map_raster
 from pointseg.mapwriter import NODATA
+from pointseg.point_import import ImportReport
 from pointseg.report import plot_overlays
 
 COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped at their own resolution
@@ -46,6 +50,7 @@ class MapRequest:
     overrides: list[str] = field(default_factory=list)
     options: MapOptions = MapOptions()
     confidence: bool = False
+    argv: list[str] | None = None  # the command line, recorded in the run
 
 
 def raster_defaults(raster: str | Path) -> tuple[dict, str]:
@@ -62,28 +67,62 @@ def raster_defaults(raster: str | Path) -> tuple[dict, str]:
 
 def run_map(request: MapRequest) -> Path:
     """Import the clicks, train, map the raster; returns ``<out>/REPORT.md``. Re-running into the same folder
-    resumes the run if it was interrupted (the same inputs are required)."""
-    out = request.out
+    resumes the run if it was interrupted (the same inputs are required: other clicks are refused before anything
+    is replaced). Nothing is left in ``out`` by a run that fails before its first checkpoint."""
+    out, run_dir = request.out, request.out / "run"
     check_writable(out)
-    times: dict[str, float] = {}
+    defaults, why = raster_defaults(request.raster)
+    settings = deep_update(defaults, load_settings(request.config, request.overrides))  # checked before any write
+    cfg, times = merge(default_config(), settings), {}
     t0 = time.perf_counter()
     print(f"[1/3] importing clicks of {request.vector} (field {request.class_field!r}) onto {request.raster}")
-    points, report = import_point_layer(request.vector, [request.raster], request.class_field, out / "points.json",
-                                        request.layer, request.crs, request.classes, request.x_field,
-                                        request.y_field)
+    created = not out.exists()
+    points, report, placed = import_clicks(request, resume=(run_dir / runs.CONFIG).exists())
     print(report.summary())
     times["import"] = time.perf_counter() - t0
-    defaults, why = raster_defaults(request.raster)
-    settings = deep_update(defaults, load_settings(request.config, request.overrides))
-    run_dir = out / "run"
-    cfg = merge(default_config(), settings)
     print(f"[2/3] training on {len(points)} clicks: {build.describe(cfg)} ({why})")
     t0 = time.perf_counter()
-    run_training(settings, run_dir, build.TrainInputs(points=out / "points.json", rasters=(request.raster,)),
-                 resume=(run_dir / runs.CONFIG).exists())
+    try:
+        run_training(settings, run_dir, build.TrainInputs(points=out / "points.json", rasters=(request.raster,)),
+                     resume=(run_dir / runs.CONFIG).exists(), argv=request.argv)
+    except BaseException:
+        if not (run_dir / runs.CHECKPOINT).exists():  # nothing to resume: leave nothing behind
+            for path in placed:
+                path.unlink(missing_ok=True)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
     times["train"] = time.perf_counter() - t0
     print(f"[3/3] mapping {request.raster}")
-    trained = runs.load_run(run_dir)
+    return map_and_report(request, report.summary(), why, times)
+
+
+def import_clicks(request: MapRequest, resume: bool) -> tuple[PointSet, ImportReport, list[Path]]:
+    """The clicks as ``<out>/points.json`` and its class table. They are imported beside it first; a run already
+    in ``out`` made from other clicks (another layer, class field or table) is refused before anything is
+    replaced. Returns the points, the import report and the files this call placed."""
+    out = request.out
+    out.mkdir(parents=True, exist_ok=True)
+    final = [out / "points.json", out / "points.classes.csv"]
+    with tempfile.TemporaryDirectory(dir=out, prefix=".import-") as tmp:
+        points, report = import_point_layer(request.vector, [request.raster], request.class_field,
+                                            Path(tmp) / "points.json", request.layer, request.crs, request.classes,
+                                            request.x_field, request.y_field)
+        fresh = [Path(tmp) / p.name for p in final]
+        if resume and any(not p.exists() or p.read_bytes() != f.read_bytes() for p, f in zip(final, fresh,
+                                                                                              strict=True)):
+            raise ValueError(f"{out}: holds a map run trained on other clicks (a different point layer, class field "
+                             "or class table than this command's); map into another --out, or remove that folder")
+        placed = [p for p in final if not p.exists()]
+        for f, p in zip(fresh, final, strict=True):
+            os.replace(f, p)
+    return points, report, placed
+
+
+def map_and_report(request: MapRequest, import_summary: str, why: str, times: dict[str, float]) -> Path:
+    """Map the raster with the trained run and write ``REPORT.md`` (with the picture and the class areas)."""
+    out = request.out
+    trained = runs.load_run(out / "run")
     writer = request.options.writer(out / "map.tif", trained.classes,
                                     out / "confidence.tif" if request.confidence else None)
     result = map_raster(trained.predictor(request.options.flips), request.raster, writer, request.options.tiling)
@@ -91,7 +130,7 @@ def run_map(request: MapRequest) -> Path:
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))
     plot_overlays([(request.raster.stem, picture, None, read_thumbnail(result.map)[..., 0])], trained.classes,
                   out / "map.png")
-    text = report_text(request, trained, report.summary(), why, class_areas(result.map, trained.classes), times)
+    text = report_text(request, trained, import_summary, why, class_areas(result.map, trained.classes), times)
     path = write_text(out / "REPORT.md", text)
     print(f"done: {path}")
     return path
@@ -144,7 +183,7 @@ def main(args: argparse.Namespace) -> Path:
     return run_map(MapRequest(Path(args.raster), Path(args.points), args.class_field, Path(args.out), args.layer,
                               args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
                               Path(args.config) if args.config else None, args.set,
-                              MapOptions.from_args(args), args.confidence))
+                              MapOptions.from_args(args), args.confidence, args.argv))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -162,4 +201,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     mp.add_argument("--confidence", action="store_true", help="also write confidence.tif (max-softmax, percent)")
     with_tiling(mp)
     with_config(mp)
-    mp.set_defaults(func=main)
+    mp.set_defaults(func=main, interrupted="pointseg: interrupted (run the same map command again to continue its "
+                                           "training from the last checkpoint)")

@@ -127,11 +127,16 @@ class ClassTable:
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the table as ``value,name,r,g,b`` (values: the raw mask values, or 0..C-1), as ``from_csv`` reads."""
+        import io
+
         from pointseg.io import write_text
 
         values = self.values if self.values is not None else range(self.num_classes)
-        rows = [f"{v},{n},{c[0]},{c[1]},{c[2]}" for v, n, c in zip(values, self.names, self.colors, strict=True)]
-        return write_text(path, "value,name,r,g,b\n" + "".join(f"{r}\n" for r in rows))
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")  # names with commas or quotes are quoted
+        writer.writerow(["value", "name", "r", "g", "b"])
+        writer.writerows([v, n, *c] for v, n, c in zip(values, self.names, self.colors, strict=True))
+        return write_text(path, text.getvalue())
 
     @classmethod
     def from_csv(cls, path: str | Path, color_coded: bool = True, ignore_index: int = IGNORE_INDEX) -> ClassTable:

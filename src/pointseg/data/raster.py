@@ -133,13 +133,14 @@ def picture_bands(path: str | Path, bands: Sequence[int]) -> tuple[int, ...]:
 
 
 def ground_sample_distance(path: str | Path) -> float | None:
-    """A raster's pixel size in metres (the larger side; geographic CRSs converted at the raster's centre
-    latitude), ``None`` without a CRS."""
+    """A raster's pixel size in metres (the larger side; the sides' lengths, so a rotated grid's too; geographic CRSs
+    converted at the raster's centre latitude), ``None`` without a CRS."""
     with open_raster(path) as ds:
         if ds.crs is None:
             return None
         crs = pyproj.CRS.from_user_input(ds.crs.to_wkt())
-        width, height = abs(ds.transform.a), abs(ds.transform.e)
+        t = ds.transform
+        width, height = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
         if crs.is_geographic:
             latitude = (ds.bounds.bottom + ds.bounds.top) / 2
             return max(width * math.cos(math.radians(latitude)), height) * METRES_PER_DEGREE
