@@ -1,5 +1,6 @@
 """``pointseg map``: a raster and a GIS point layer in another CRS -> a trained model, a GeoTIFF map, a report."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -90,11 +91,11 @@ def test_rgb_uint8_with_csv_clicks_gives_a_cloud_optimised_map_with_nodata_kept(
     label = np.where(valid, np.where(bright, 1, 2), 0)
     rows, cols, values = pixel_clicks(label, 10)
     lon, lat = map_coordinates(LANDSAT, rows, cols, "EPSG:4326")
-    csv = tmp_path / "clicks.csv"
-    csv.write_text("lon,lat,kind\n" + "".join(f"{float(x)!r},{float(y)!r},{'bright' if v == 1 else 'dark'}\n"
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("lon,lat,kind\n" + "".join(f"{float(x)!r},{float(y)!r},{'bright' if v == 1 else 'dark'}\n"
                                               for x, y, v in zip(lon, lat, values, strict=True)))
     out = tmp_path / "out"
-    assert main(["map", "--raster", str(LANDSAT), "--points", str(csv), "--class-field", "kind", "--crs", "EPSG:4326",
+    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "kind", "--crs", "EPSG:4326",
                  "--x-field", "lon", "--y-field", "lat", "--out", str(out), "--cog", "--confidence", *TINY]) == 0
     for name in ("map.tif", "confidence.tif"):
         with rasterio.open(out / name) as result:
@@ -178,3 +179,29 @@ def test_a_map_whose_training_fails_at_once_leaves_nothing(tmp_path, s2_clicks, 
                  "landcover", "--out", str(out), *TINY]) == 2
     assert "out of memory" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_class_names_and_paths_reach_the_report_as_text_only(tmp_path):
+    """Names from a user's layer never become HTML, images, links or table cells in REPORT.md."""
+    import re
+
+    hostile = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "![t](http://example.com/y.png)|x"]
+    with rasterio.open(LANDSAT) as ds:
+        valid = ds.read_masks().min(0) > 0
+        level = ds.read().mean(0)
+    label = np.where(valid, np.digitize(level, np.quantile(level[valid], [1 / 3, 2 / 3])) + 1, 0)
+    rows, cols, values = pixel_clicks(label, 6)
+    x, y = map_coordinates(LANDSAT, rows, cols, "EPSG:32618")
+    clicks = tmp_path / "clicks.csv"
+    with open(clicks, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["x", "y", "name"])
+        writer.writerows([float(a), float(b), hostile[v - 1]] for a, b, v in zip(x, y, values, strict=True))
+    out = tmp_path / "out"
+    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "name", "--crs", "EPSG:32618",
+                 "--out", str(out), *TINY]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "<script" not in report and "<img" not in report and "](http" not in report
+    table = [line for line in report.splitlines() if line.startswith("| ") and "pixels" not in line]
+    assert len(table) == 3 and all(len(re.findall(r"(?<!\\)\|", line)) == 5 for line in table)
+    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in report

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from pointseg.data.labels import scaled_size, soft_downsample
 from pointseg.data.sources import Source
+from pointseg.report import md_text
 
 
 def information_kept(source: Source, scale: float, mode: str = "area", progress: bool = True) -> dict:
@@ -56,7 +57,7 @@ def format_kept_table(report: dict) -> str:
             "|---|---:|---:|---:|---:|"]
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for i, name in enumerate(report["classes"]):
-        rows.append(f"| {name} | {fmt(report['full_share'][i])} | {fmt(report['kept_nearest'][i])} | "
+        rows.append(f"| {md_text(name)} | {fmt(report['full_share'][i])} | {fmt(report['kept_nearest'][i])} | "
                     f"{fmt(report['kept_soft'][i])} | {report['images_lost_nearest'][i]} |")
     return "\n".join(rows)
 
@@ -80,7 +81,7 @@ def format_propagation_table(report: dict) -> str:
             "| class | clicks | pixels labeled | pixels per click | right |", "|---|---:|---:|---:|---:|"]
     for i, name in enumerate(report["classes"]):
         per_click, right = report["pixels_per_click"][i], report["precision"][i]
-        rows.append(f"| {name} | {report['clicks'][i]} | {report['pixels'][i]} | "
+        rows.append(f"| {md_text(name)} | {report['clicks'][i]} | {report['pixels'][i]} | "
                     f"{'n/a' if per_click is None else f'{per_click:.0f}'} | "
                     f"{'n/a' if right is None else f'{100 * right:.1f}%'} |")
     return "\n".join(rows)

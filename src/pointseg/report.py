@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,23 @@ import numpy as np  # noqa: E402
 
 from pointseg.data.classes import ClassTable  # noqa: E402
 from pointseg.io import atomic_path  # noqa: E402
+
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_text(text: object) -> str:
+    """User text (a class name, a file name, a field) as literal Markdown: HTML's special characters escaped (no
+    ``<script>`` or ``<img onerror>`` reaches a viewer), Markdown's punctuation backslash-escaped (no link, image,
+    emphasis or table cell border), line breaks as spaces."""
+    escaped = html.escape(" ".join(str(text).split()), quote=False)
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", escaped)
+
+
+def md_code_block(text: str) -> str:
+    """``text`` as a fenced code block whose fence no run of backticks in it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -13,6 +13,7 @@ from pointseg.data.points import save_points
 from pointseg.evaluate import write_predictions
 from pointseg.io import write_text
 from pointseg.metrics import format_table
+from pointseg.report import md_code_block, md_text
 
 DEMO_SCHEDULE = ("train.steps=250", "optim.warmup_steps=25")  # half the default schedule: a demo in minutes
 
@@ -41,9 +42,9 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     report = out / "REPORT.md"
     write_text(report, "\n".join([
         "# pointseg demo", "",
-        f"Data: `{data_root}`; {per_image} simulated points per Train image (`points.json`); "
+        f"Data: {md_text(data_root)}; {per_image} simulated points per Train image (`points.json`); "
         f"{build.describe(cfg)} (run directory `run/`).", "",
-        "## Val metrics (full resolution)", "", "```", format_table(metrics), "```", "",
+        "## Val metrics (full resolution)", "", md_code_block(format_table(metrics)), "",
         "![confusion](metrics_confusion.png)", "", "![overlays](metrics_overlays.png)", "",
         "![loss](run/loss.png)", "", f"Predicted masks for {predict_images} Val images: `predictions/`.", ""]))
     print(f"done: {report}")

@@ -26,7 +26,7 @@ from pointseg.io import check_writable, write_text
 from pointseg.maps import map_raster
 from pointseg.mapwriter import NODATA
 from pointseg.point_import import ImportReport
-from pointseg.report import plot_overlays
+from pointseg.report import md_code_block, md_text, plot_overlays
 
 COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped at their own resolution
 
@@ -158,7 +158,7 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         size = f"{ds.width} x {ds.height} pixels, {crs}"
     area_unit = "ha" if units in ("metre", "meter") else f"{units}²"
     divide = 1e4 if area_unit == "ha" else 1.0
-    rows = [f"| {a['class']} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
+    rows = [f"| {md_text(a['class'])} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
     files = ["`map.tif` (classes; colours and names open in QGIS: `map.qml`, `map.tif.aux.xml`)"]
     if request.confidence:
         files.append("`confidence.tif` (max-softmax probability, percent)")
@@ -166,8 +166,9 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
               "`run/` (the trained model: `pointseg predict --run run --input OTHER.tif --out maps/`)"]
     return "\n".join([
         "# pointseg map", "",
-        f"Raster `{request.raster}` ({size}); clicks from `{request.vector}`, field `{request.class_field}`.", "",
-        "```", import_summary, "```", "",
+        f"Raster {md_text(request.raster)} ({md_text(size)}); clicks from {md_text(request.vector)}, field "
+        f"{md_text(request.class_field)}.", "",
+        md_code_block(import_summary), "",
         f"Recipe: {build.describe(trained.cfg)}; {why}. Time: import {times['import']:.0f} s, training "
         f"{times['train']:.0f} s, mapping {times['map']:.0f} s.", "",
         "![image and map](map.png)", "",
