@@ -95,8 +95,9 @@ def test_rgb_uint8_with_csv_clicks_gives_a_cloud_optimised_map_with_nodata_kept(
     clicks.write_text("lon,lat,kind\n" + "".join(f"{float(x)!r},{float(y)!r},{'bright' if v == 1 else 'dark'}\n"
                                               for x, y, v in zip(lon, lat, values, strict=True)))
     out = tmp_path / "out"
-    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "kind", "--crs", "EPSG:4326",
-                 "--x-field", "lon", "--y-field", "lat", "--out", str(out), "--cog", "--confidence", *TINY]) == 0
+    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "kind",
+                 "--crs", "EPSG:4326", "--x-field", "lon", "--y-field", "lat", "--out", str(out), "--cog",
+                 "--confidence", *TINY]) == 0
     for name in ("map.tif", "confidence.tif"):
         with rasterio.open(out / name) as result:
             assert result.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -198,8 +199,8 @@ def test_class_names_and_paths_reach_the_report_as_text_only(tmp_path):
         writer.writerow(["x", "y", "name"])
         writer.writerows([float(a), float(b), hostile[v - 1]] for a, b, v in zip(x, y, values, strict=True))
     out = tmp_path / "out"
-    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "name", "--crs", "EPSG:32618",
-                 "--out", str(out), *TINY]) == 0
+    assert main(["map", "--raster", str(LANDSAT), "--points", str(clicks), "--class-field", "name",
+                 "--crs", "EPSG:32618", "--out", str(out), *TINY]) == 0
     report = (out / "REPORT.md").read_text()
     assert "<script" not in report and "<img" not in report and "](http" not in report
     table = [line for line in report.splitlines() if line.startswith("| ") and "pixels" not in line]
