@@ -37,8 +37,19 @@ def test_hand_computed_ece():
     assert expected_calibration_error(perfect, torch.tensor([[[0]]])) == 0.0
 
 
-def test_reliability_diagram(tmp_path):
+def test_reliability_diagram_draws_each_bins_accuracy_and_count(tmp_path, monkeypatch):
+    import pointseg.report
+
     probs, target = case(2)
     stats = reliability(calibration_bins(probs, target, 10))
     assert sum(stats["count"]) == 2 * 64 - 16
-    assert plot_reliability(stats, tmp_path / "r.png", "model").exists()
+    drawn = {}
+    save = pointseg.report._save
+    monkeypatch.setattr(pointseg.report, "_save", lambda fig, path: drawn.setdefault("fig", fig) and save(fig, path))
+    assert plot_reliability(stats, tmp_path / "r.png", "model").stat().st_size > 1000
+    top, bottom = drawn["fig"].axes
+    used = [i for i, n in enumerate(stats["count"]) if n > 0]
+    assert [b.get_height() for b in top.patches] == pytest.approx([stats["accuracy"][i] for i in used])
+    assert [b.get_x() + b.get_width() / 2 for b in top.patches] == pytest.approx([(i + 0.5) / 10 for i in used])
+    assert [b.get_height() for b in bottom.patches] == pytest.approx(stats["count"])
+    assert top.get_title() == f"model ECE {stats['ece']:.3f}"

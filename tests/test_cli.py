@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pointseg.cli import main
+from tests.conftest import shared_path
 
 
 def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_overrides):
@@ -24,7 +25,7 @@ def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_ov
     assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val",
                  "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert 0 <= metrics["miou"] <= 1 and metrics["pixels"] == 2 * (64 * 64 - 2 * 64)
+    assert metrics["pixels"] == 2 * (64 * 64 - 2 * 64)  # LoveDA's 0 is no-data: 2 rows of each Val tile
     assert 0 <= metrics["ece"] <= 1
     for name in ("val.txt", "val_confusion.png", "val_overlays.png", "val_reliability.png"):
         assert (out.parent / name).exists(), name
@@ -34,6 +35,18 @@ def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_ov
     mask = np.asarray(Image.open(pred_dir / "4.png"))
     assert mask.shape == (64, 64) and mask.max() < 7
     assert np.asarray(Image.open(pred_dir / "4_color.png")).shape == (64, 64, 3)
+    # evaluate's numbers are those of predict's masks against the truth, by torchmetrics (the reference)
+    import torch
+    from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+
+    preds = torch.from_numpy(np.stack([np.asarray(Image.open(pred_dir / f"{i}.png")) for i in (4, 5)])).long()
+    masks = np.stack([np.asarray(Image.open(tiny_loveda / "Val" / "Rural" / "masks_png" / f"{i}.png")) for i in (4, 5)])
+    truth = torch.from_numpy(np.where(masks == 0, 255, masks.astype(np.int64) - 1))  # LoveDA: value v is class v-1
+    cm = MulticlassConfusionMatrix(7, ignore_index=255)(preds, truth)
+    assert metrics["confusion_matrix"] == cm.tolist()
+    iou = MulticlassJaccardIndex(7, ignore_index=255, average="none")(preds, truth)
+    present = (cm.sum(0) + cm.sum(1)) > 0  # classes neither predicted nor true have no IoU
+    assert metrics["miou"] == pytest.approx(float(iou[present].mean()))
 
 
 def test_dense_training_and_resume_refusal(tmp_path, tiny_loveda, tiny_overrides, capsys):
@@ -94,30 +107,51 @@ def test_labels_inspect_reports_click_propagation_per_class(tmp_path, tiny_loved
 
 @pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
 def test_semi_supervised_from_points_uses_the_unlabeled_pixels(tmp_path, tiny_loveda, tiny_overrides, method):
-    sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.pseudoseg.grid_stride=8"]
-            for a in ("--set", o)]
+    """The unlabeled pixels of the clicked images shape the model: the same run without the unlabeled loss ends
+    with other weights, and the pseudo labels are scored against the masks of those images."""
+    import torch
+
     pts = tmp_path / "points.json"
     assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "10", "--out", str(pts)]) == 0
-    assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(tmp_path / "r"),
-                 *sets]) == 0
-    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert "loss_unsup" in last and any(k.startswith("pseudo_") for k in last), "pseudo labels monitored on masks"
+    weights = {}
+    for weight in (1.0, 0.0):
+        sets = [a for o in [*tiny_overrides, f"method.name={method}", "method.pseudoseg.grid_stride=8",
+                            "method.fixmatch.threshold=0.0", f"method.unlabeled_weight={weight}"]
+                for a in ("--set", o)]
+        run = tmp_path / f"r{weight}"
+        assert main(["train", "--data-root", str(tiny_loveda), "--points", str(pts), "--out", str(run), *sets]) == 0
+        weights[weight] = torch.load(run / "model.pt", weights_only=False)["model"]
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        assert last["loss_unsup"] > 0
+        accuracy = last["pseudo_acc"] if method == "fixmatch" else last["pseudo_target_acc"]
+        assert 0 < accuracy < 1, "pseudo labels scored on the masks of the clicked images' unlabeled pixels"
+    assert any(not torch.equal(weights[1.0][k], weights[0.0][k]) for k in weights[1.0])
 
 
 def test_few_masks_plus_unlabeled_folders(tmp_path, tiny_loveda, tiny_overrides):
+    from pointseg import build
+    from pointseg.config import load_config
+
     (tmp_path / "labeled.txt").write_text("# two labeled images\nRural/0\nRural/1\n")
     extra = tmp_path / "extra" / "Tile 1" / "images"
     extra.mkdir(parents=True)
     Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(extra / "a.jpg")
     (extra.parent / "masks").mkdir()
     Image.fromarray(np.zeros((40, 50), dtype=np.uint8)).save(extra.parent / "masks" / "a.png")  # never read
-    sets = [a for o in [*tiny_overrides, "method.name=fixmatch"] for a in ("--set", o)]
+    overrides = [*tiny_overrides, "method.name=fixmatch", "method.fixmatch.threshold=0.0"]
+    inputs = build.TrainInputs(tiny_loveda, labeled=tmp_path / "labeled.txt", unlabeled=(tmp_path / "extra",))
+    training = build.build_training(load_config(None, overrides), inputs)
+    labeled, unlabeled = training.parts[0].dataset, training.parts[0].unlabeled
+    assert [r.id for r in labeled.refs] == ["Rural/0", "Rural/1"]
+    unlabeled_images = [r.image.name for d in unlabeled.datasets for r in d.refs]
+    assert unlabeled_images == ["2.png", "3.png", "a.jpg"], "the rest of the split, then the folder (masks unused)"
+    sets = [a for o in overrides for a in ("--set", o)]
     assert main(["train", "--data-root", str(tiny_loveda), "--labeled", str(tmp_path / "labeled.txt"),
                  "--unlabeled", str(tmp_path / "extra"), "--out", str(tmp_path / "r"), *sets]) == 0
-    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert "loss_unsup" in last
+    lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["loss_unsup"] > 0 for line in lines)
     # the unlabeled Train images have masks, the folder none: quality is monitored on the former only
-    assert last["pseudo_acc"] is None or 0 <= last["pseudo_acc"] <= 1
+    assert any(line["pseudo_acc"] is not None and 0 < line["pseudo_acc"] < 1 for line in lines)
 
 
 def test_unknown_labeled_id_is_an_error(tmp_path, tiny_loveda, tiny_overrides, capsys):
@@ -296,7 +330,8 @@ def test_evaluate_and_predict_with_flips(tmp_path, tiny_run, tiny_loveda):
 
 
 def test_a_vit_with_the_imagenet_mobilenet_stem_trains_and_reloads_without_its_weights_file(tmp_path, tiny_loveda,
-                                                                                           tiny_overrides):
+                                                                                           tiny_overrides,
+                                                                                           monkeypatch):
     import torch
 
     from tests.conftest import shared_path
@@ -314,4 +349,68 @@ def test_a_vit_with_the_imagenet_mobilenet_stem_trains_and_reloads_without_its_w
     out = tmp_path / "val.json"  # evaluate rebuilds the model from model.pt alone (no weights file read)
     assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val",
                  "--out", str(out)]) == 0
-    assert 0 <= json.loads(out.read_text())["miou"] <= 1
+    metrics = json.loads(out.read_text())
+    assert metrics["pixels"] == 2 * (64 * 64 - 2 * 64) and len(metrics["confusion_matrix"]) == 7
+    import importlib
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a weights file was read to rebuild a trained model")
+
+    monkeypatch.setattr(importlib.import_module("pointseg.models.smp_unet"), "read_torch_file", no_weights)
+    again = tmp_path / "again.json"
+    assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val",
+                 "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_a_model_that_cannot_be_written_is_an_error_in_plain_words(tmp_path, tiny_loveda, tiny_overrides, capsys,
+                                                                    monkeypatch):
+    import torch
+
+    def full_disk(obj, path, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(tmp_path / "run"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints/last.pt: cannot write the checkpoint" in err and "is it full" in err
+    assert "inline_container" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, message", [
+    (["points", "simulate", "--split", "Train", "--per-image", "0"], "--per-image must be at least 1, got 0"),
+    (["labels", "inspect", "--scale", "0"], "--scale takes shares of the full resolution in (0, 1], got 0"),
+    (["curate", "--run", "RUN", "--pool", "POOL", "--budget", "3", "--batch-size", "0"],
+     "--batch-size must be at least 1, got 0"),
+    (["curate", "--run", "RUN", "--pool", "POOL", "--budget", "0"], "--budget must be at least 1, got 0"),
+])
+def test_arguments_out_of_range_are_plain_errors(tmp_path, tiny_loveda, tiny_run, capsys, command, message):
+    command = [str(tiny_run) if c == "RUN" else str(tiny_loveda / "Val") if c == "POOL" else c for c in command]
+    assert main([*command, "--data-root", str(tiny_loveda), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"pointseg: error: {message}" in err and "range()" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_raster_of_another_dtype_than_the_run_is_mapped_with_a_warning(tmp_path, caplog):
+    import rasterio
+    from affine import Affine
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    points = tmp_path / "p.json"
+    points.write_text(json.dumps({"format": "pointseg.points", "version": 1, "classes": ["dark", "bright"],
+                                  "meta": {}, "images": {"RGB.byte": {"height": 718, "width": 791,
+                                                                      "points": [[300, 400, 0], [200, 300, 1]]}}}))
+    run = tmp_path / "run"
+    assert main(["train", "--raster", str(landsat), "--points", str(points), "--out", str(run),
+                 *[a for s in ["model.name=unet-small", "data.crop=32", "train.batch_size=2", "train.steps=1",
+                               "train.amp=false"] for a in ("--set", s)]]) == 0
+    wide = tmp_path / "uint16.tif"
+    with rasterio.open(wide, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint16", crs="EPSG:32618",
+                       transform=Affine(30, 0, 0, 0, -30, 0)) as dst:
+        dst.write(np.full((3, 64, 64), 3000, np.uint16))
+    with caplog.at_level("WARNING"):
+        assert main(["predict", "--run", str(run), "--input", str(wide), "--out", str(tmp_path / "maps"),
+                     "--tile", "64"]) == 0
+    assert "uint16 bands, but the model was trained on uint8 bands" in caplog.text

@@ -243,3 +243,17 @@ def test_a_map_the_disk_cannot_hold_is_refused_before_it_is_written(tmp_path, ti
     err = capsys.readouterr().err
     assert "the map of" in err and "needs about 567.9 kB, but only 1.0 kB are free there" in err
     assert not list((tmp_path / "m").glob("*.tif"))
+
+
+def test_the_temporary_files_of_a_killed_map_go_with_the_next_one(tmp_path, tiny_run):
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    out = tmp_path / "maps"
+    out.mkdir()
+    stale = [out / ".RGB.byte.tif.k1ll3d.tmp.tif", out / ".RGB.byte.tif.k1ll3d.tmp.tif.strips.tif",
+             out / ".RGB.byte_confidence.tif.x.tmp.tif"]
+    for path in stale:
+        path.write_bytes(b"half a map")
+    (out / ".keep-me").write_text("not ours")
+    assert main(["predict", "--run", str(tiny_run), "--input", str(landsat), "--out", str(out), "--cog",
+                 "--confidence"]) == 0
+    assert sorted(p.name for p in out.glob(".*")) == [".keep-me"]

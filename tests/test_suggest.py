@@ -140,6 +140,18 @@ def test_suggest_on_a_raster_writes_a_layer_for_qgis(tmp_path, capsys):
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "5 bands, but the model takes 3 bands" in capsys.readouterr().err
 
+    # clicks made on another raster are not silently ignored: the point file must be this raster's
+    other = write_raster(tmp_path / "other.tif", 40, 40)
+    assert main(["suggest", "--run", str(run), "--raster", str(other), "--points", str(points), "--per-image", "1",
+                 "--out", str(tmp_path / "y.json")]) == 2
+    assert "clicks on rasters ['RGB.byte'], which are not among --raster ['other']" in capsys.readouterr().err
+    assert not (tmp_path / "y.json").exists()
+    # into a folder that is not there yet
+    deep = tmp_path / "new" / "folder" / "next.json"
+    assert main(["suggest", "--run", str(run), "--raster", str(landsat), "--points", str(points), "--per-image", "2",
+                 "--out", str(deep)]) == 0
+    assert deep.exists() and deep.with_suffix(".gpkg").exists()
+
 
 def test_the_default_distance_spreads_the_clicks_like_half_a_grid():
     from pointseg.suggest import auto_distance

@@ -315,6 +315,12 @@ class Training:
         """How the first dataset's bands map to [0, 1] (saved with the model)."""
         return self.parts[0].scaling
 
+    @property
+    def dtype(self) -> str:
+        """The data type of the first dataset's bands (saved with the model)."""
+        source = self.parts[0].source
+        return source.band_dtype(source.refs[0])
+
 
 def build_raster_classes(cfg: dict, points: PointSet | None) -> ClassTable:
     """The class table of raster training: ``data.classes`` (``value,name,r,g,b`` with the mask rasters' values),

@@ -104,6 +104,21 @@ def truncate_jsonl(path: str | os.PathLike, key: str, last: int) -> None:
         write_text(path, "".join(line + "\n" for line in kept))
 
 
+def write_torch_file(path: str | os.PathLike, obj: Any, what: str) -> Path:
+    """``torch.save`` of ``obj`` to ``path``, atomically; a failed write (a full disk, a file size limit) is
+    ``OSError("<path>: cannot write <what> (...)")`` instead of torch's internal message, and leaves nothing."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            free = size_text(free_bytes(Path(path).parent))
+            raise OSError(f"{path}: cannot write {what} ({free} free on its disk; is it full, or a file size limit "
+                          "reached?)") from e
+    return Path(path)
+
+
 def read_torch_file(path: str | os.PathLike, what: str, map_location: Any = "cpu", weights_only: bool = True) -> Any:
     """``torch.load`` of ``path`` with one error for every way a file can be unreadable (truncated, foreign, not a
     torch file): ``ValueError("<path>: cannot read <what> (<reason>)")``; a missing file is ``FileNotFoundError``."""

@@ -172,6 +172,10 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     if source.band_count(ref) != predictor.bands:
         raise ValueError(f"{ref.image}: {source.band_count(ref)} bands, but the model takes {predictor.bands} "
                          "bands")
+    if predictor.dtype is not None and source.band_dtype(ref) != predictor.dtype:
+        log.warning("%s: %s bands, but the model was trained on %s bands: they are scaled with the training "
+                    "statistics (%s to %s), which may not suit them; check the map", ref.image, source.band_dtype(ref),
+                    predictor.dtype, predictor.scaling.low[0], predictor.scaling.high[0])
     height, width = source.size(ref)
     side = max(1, round(tiling.tile / predictor.scale))  # window side at full resolution
     stride = max(1, round(side * (1 - tiling.overlap)))

@@ -31,7 +31,7 @@ class Predictor:
     """A model in eval mode on its device and how it sees images: the bands it reads (``read_bands``, 1-based;
     ``None``: every band but alpha) and their ``scaling`` to [0, 1], the ``scale`` of the original resolution it
     works at and the resampling ``mode``, bf16 autocast (``amp``), test-time ``flips``; its class table
-    (``classes``) is the one of the dataset ``head`` it predicts."""
+    (``classes``) is the one of the dataset ``head`` it predicts; ``dtype``: of the bands it was trained on."""
 
     model: torch.nn.Module
     classes: ClassTable
@@ -42,6 +42,7 @@ class Predictor:
     flips: bool = False
     head: str = "seg"
     read_bands: tuple[int, ...] | None = None
+    dtype: str | None = None  # of the bands the model was trained on (None: unknown)
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,7 @@ and its inputs: the data root by path, point / id / tag files by path and SHA-25
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -34,7 +35,7 @@ from pointseg.data.dataset import EvalDataset
 from pointseg.data.raster import ground_sample_distance
 from pointseg.data.sources import ImageFolder
 from pointseg.engine import CHECKPOINT, METRICS, pick_device
-from pointseg.io import atomic_path, check_writable, read_torch_file, write_json, write_text
+from pointseg.io import check_writable, read_torch_file, write_json, write_text, write_torch_file
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
 from pointseg.predictor import Predictor
 
@@ -231,6 +232,7 @@ class SavedModel:
     heads: dict[str, ClassTable]
     scaling: BandScaling
     data: dict[str, dict]  # the data section of each head's dataset (how to read it)
+    dtype: str | None = None  # of the bands it was trained on (None: not recorded)
 
 
 @dataclass
@@ -244,6 +246,7 @@ class TrainedModel:
     scaling: BandScaling
     head: str
     data: dict[str, dict]
+    dtype: str | None = None  # of the bands it was trained on
 
     @property
     def classes(self) -> ClassTable:
@@ -256,7 +259,8 @@ class TrainedModel:
 
     def predictor(self, flips: bool = False) -> Predictor:
         """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation)."""
-        return build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips)
+        predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips)
+        return dataclasses.replace(predictor, dtype=self.dtype)
 
     def dataset(self, data_root: str | Path, split: str, require_masks: bool = True) -> EvalDataset:
         """The images of ``split`` under ``data_root``, read as the head's dataset is read, as the model sees
@@ -270,18 +274,18 @@ class TrainedModel:
 
 
 def save_model(path: Path, model: SegmentationModel, cfg: dict, heads: ClassTable | Mapping[str, ClassTable],
-               scaling: BandScaling, data: Mapping[str, dict] | None = None) -> None:
+               scaling: BandScaling, data: Mapping[str, dict] | None = None, dtype: str | None = None) -> None:
     """The trained model for ``evaluate``/``predict``: weights, resolved config, the class table of each head
     (one table: the model's only head), band scaling, and the data section of each head's dataset (default: from
     ``cfg``). ``classes`` holds the first head's table."""
     tables = dict(heads) if isinstance(heads, Mapping) else {model.head_names[0]: heads}
     if list(tables) != model.head_names:
         raise ValueError(f"class tables for heads {list(tables)}, but the model has heads {model.head_names}")
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "config": cfg, "classes": next(iter(tables.values())).to_dict(),
-                    "heads": {name: table.to_dict() for name, table in tables.items()},
-                    "data": dict(data) if data is not None else head_data(cfg, list(tables)),
-                    "scaling": scaling.to_dict()}, tmp)
+    write_torch_file(path, {"model": model.state_dict(), "config": cfg,
+                            "classes": next(iter(tables.values())).to_dict(),
+                            "heads": {name: table.to_dict() for name, table in tables.items()},
+                            "data": dict(data) if data is not None else head_data(cfg, list(tables)),
+                            "scaling": scaling.to_dict(), "dtype": dtype}, "the trained model")
 
 
 def model_file(run: str | Path) -> Path:
@@ -305,7 +309,7 @@ def read_model(run: str | Path) -> SavedModel:
     heads = {name: ClassTable.from_dict(table) for name, table in tables.items()}
     scaling = BandScaling.from_dict(state["scaling"]) if "scaling" in state else BandScaling.full_range(3)
     data = {**head_data(cfg, list(heads)), **state.get("data", {})}  # files before named heads: `data`, "seg"
-    return SavedModel(path, state["model"], cfg, heads, scaling, data)
+    return SavedModel(path, state["model"], cfg, heads, scaling, data, state.get("dtype"))
 
 
 def load_run(run: str | Path, device: torch.device | str = "auto", head: str | None = None) -> TrainedModel:
@@ -327,7 +331,7 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     head = head or next(iter(heads))
     model.keep_heads([head])  # the model of one dataset: model(image) gives that head's logits
     device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data)
+    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data, saved.dtype)
 
 
 def training_resolution_cm(run: str | Path, scale: float) -> float | None:

@@ -94,9 +94,37 @@ def test_each_process_takes_its_slots_of_the_global_batch():
         StepBatches(10, 4, seed=3, world_size=3)
 
 
-def test_one_process_logs_its_own_line():
-    line = {"loss": 1.0, "images_per_s": 3.0, "pseudo_miou": None}
-    assert reduce_line(line, Distribution()) is line
+def reduce_lines(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        lines = [{"loss": 1.0, "images_per_s": 3.0, "pseudo_acc": None, "pseudo_ece": 0.2},
+                 {"loss": 3.0, "images_per_s": 5.0, "pseudo_acc": None, "pseudo_ece": None}]
+        reduced = reduce_line(lines[rank], Distribution(rank, world))
+        torch.save(reduced, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_log_lines_are_averaged_over_the_processes_and_one_process_keeps_its_own():
+    line = {"loss": 1.0, "images_per_s": 3.0, "pseudo_acc": None}
+    assert reduce_line(line, Distribution()) == {"loss": 1.0, "images_per_s": 3.0, "pseudo_acc": None}
+
+
+def test_two_processes_log_the_mean_loss_the_summed_throughput_and_none_where_none_measured(tmp_path):
+    out = tmp_path / "line"
+    context = mp.start_processes(reduce_lines, args=(2, free_port(), str(out)), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process reduction did not finish in time")
+    for rank in range(2):  # every process gets the same line, in the order of its keys
+        line = torch.load(f"{out}.{rank}")
+        assert list(line) == ["loss", "images_per_s", "pseudo_acc", "pseudo_ece"]
+        assert line == {"loss": 2.0, "images_per_s": 8.0, "pseudo_acc": None, "pseudo_ece": pytest.approx(0.2)}
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:

@@ -190,3 +190,52 @@ def test_s4p_learns_on_the_first_half_mixed_with_the_second():
     unlabeled = {"image": torch.rand(4, 3, 32, 32), "valid": torch.ones(4, 32, 32)}
     loss, _ = method(model, labeled, unlabeled)
     assert sizes == [2, 4, 2] and torch.isfinite(loss)  # labeled, pseudo labels of both halves, one strong view
+
+
+def test_image_level_tags_reach_the_grad_cams_of_unlabeled_images(monkeypatch):
+    """With tags, the Grad-CAMs of an unlabeled image are those of its given classes, not of what the classifier
+    predicts."""
+    import pointseg.methods.pseudoseg as pseudoseg
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8",
+                             "method.pseudoseg.background_class=0"])
+    model = build_model("unet-small", C)
+    method = build_method(cfg, model, C)
+    labeled, unlabeled = batches()
+    unlabeled["tags"] = torch.tensor([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]])  # per class, background first
+    seen = []
+
+    def recording(features, classifier, tags):
+        seen.append(tags.detach().clone())
+        return grad_cam(features, classifier, tags)
+
+    monkeypatch.setattr(pseudoseg, "grad_cam", recording)
+    method(model, labeled, unlabeled)
+    assert any(torch.equal(t, unlabeled["tags"][:, 1:]) for t in seen), "the unlabeled images' own tags"
+
+
+def test_cutout_pixels_are_left_out_of_the_unsupervised_loss(monkeypatch):
+    import pointseg.methods.pseudoseg as pseudoseg
+
+    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8"])
+    torch.manual_seed(0)
+    model = build_model("unet-small", C)
+    method = build_method(cfg, model, C)
+    labeled, unlabeled = batches()
+    box = torch.zeros(2, 32, 32, dtype=torch.bool)
+    box[:, 4:20, 8:24] = True
+    monkeypatch.setattr(pseudoseg, "random_boxes", lambda *args, **kwargs: box.clone())
+    base = torch.full((2, C, 32, 32), 1.0 / C)
+
+    def loss_with(target):
+        monkeypatch.setattr(method, "pseudo_target", lambda sources: target)
+        torch.manual_seed(1)  # the same colour jitter each time
+        return method(model, labeled, unlabeled)[1]["loss_unsup"]
+
+    inside = base.clone()
+    inside[:, :, box[0]] = F.one_hot(torch.zeros(int(box[0].sum()), dtype=torch.long), C).T.float()
+    outside = base.clone()
+    outside[:, :, ~box[0]] = F.one_hot(torch.zeros(int((~box[0]).sum()), dtype=torch.long), C).T.float()
+    assert loss_with(inside) == pytest.approx(loss_with(base), abs=1e-6), "targets under the box do not count"
+    assert loss_with(outside) != pytest.approx(loss_with(base), abs=1e-3), "the rest does"

@@ -29,6 +29,11 @@ class CurationRequest:
     size: int = 256
     batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        for name in ("budget", "clusters", "size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
 
 def run_curation(run: str | Path, data_root: str | Path, split: str, pools: tuple[str | Path, ...],
                  out: str | Path, request: CurationRequest, dataset_name: str | None = None) -> dict:
@@ -37,8 +42,6 @@ def run_curation(run: str | Path, data_root: str | Path, split: str, pools: tupl
     path per line, an ``--unlabeled`` input), ``<out stem>_report.json`` and the two plots beside it."""
     out = Path(out)
     check_writable(out.parent)
-    if request.budget < 1:
-        raise ValueError(f"--budget must be at least 1, got {request.budget}")
     trained = runs.load_run(run, head=dataset_name)
     cfg, predictor = trained.head_cfg, trained.predictor()
     labeled = build.build_source(cfg, data_root, split, require_masks=False)

@@ -15,6 +15,9 @@ def main_inspect(args: argparse.Namespace) -> list[dict]:
     from pointseg.label_report import format_kept_table, information_kept
     from pointseg.report import plot_information_kept
 
+    bad = [s for s in args.scale if not 0 < s <= 1]
+    if bad:
+        raise ValueError(f"--scale takes shares of the full resolution in (0, 1], got {bad[0]:g}")
     cfg = load_config(args.config, args.set)
     source = build.build_source(cfg, args.data_root, args.split)
     reports = [information_kept(source, s, args.mode) for s in args.scale]

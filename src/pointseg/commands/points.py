@@ -37,6 +37,8 @@ def import_point_layer(vector: str | Path, rasters: list[str | Path], class_fiel
 
 
 def main_simulate(args: argparse.Namespace) -> Path:
+    if args.per_image is not None and args.per_image < 1:
+        raise ValueError(f"--per-image must be at least 1, got {args.per_image}")
     cfg = load_config(args.config, args.set)
     source = build.build_source(cfg, args.data_root, args.split)
     if args.at:

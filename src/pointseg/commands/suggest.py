@@ -196,8 +196,11 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
         predictor = trained.predictor(request.flips)
         sources = [predictor.raster_source((r,)) for r in rasters]
         if made is not None:
-            check_against(made, [s.refs[0].id for s in sources], {s.refs[0].id: s.size(s.refs[0]) for s in sources
-                                                                  if s.refs[0].id in made.images},
+            ids = [s.refs[0].id for s in sources]
+            if set(made.images) - set(ids):
+                raise ValueError(f"{points}: clicks on rasters {sorted(set(made.images) - set(ids))}, which are not "
+                                 f"among --raster {ids}; give the rasters the clicks were made on")
+            check_against(made, ids, {s.refs[0].id: s.size(s.refs[0]) for s in sources if s.refs[0].id in made.images},
                           list(trained.classes.names))
         out.parent.mkdir(parents=True, exist_ok=True)
         for raster in rasters:

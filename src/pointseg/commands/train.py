@@ -83,7 +83,7 @@ def _train_run(cfg: dict, run_dir: Path, inputs: build.TrainInputs, resume: bool
             runs.discard_run(run_dir, created)  # nothing to resume: a retry starts afresh
         raise
     if distribution.is_main:
-        runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.tables, run.scaling, run.data)
+        runs.save_model(run_dir / runs.MODEL, run.model, cfg, run.tables, run.scaling, run.data, run.dtype)
         plot_loss(run_dir / runs.METRICS, run_dir / "loss.png")
     barrier(distribution)  # the model is written before any process reports it
     return run_dir / runs.MODEL

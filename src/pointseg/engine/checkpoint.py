@@ -7,15 +7,14 @@ from typing import Any
 
 import torch
 
-from pointseg.io import atomic_path, read_torch_file
+from pointseg.io import read_torch_file, write_torch_file
 
 CHECKPOINT_FORMAT = 2
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     """``state`` (step, model, method, optimiser, schedule, generators, log interval) as ``path``, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    write_torch_file(path, {"format": CHECKPOINT_FORMAT, **state}, "the checkpoint")
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
