@@ -215,10 +215,12 @@ def test_image_level_tags_reach_the_grad_cams_of_unlabeled_images(monkeypatch):
     assert any(torch.equal(t, unlabeled["tags"][:, 1:]) for t in seen), "the unlabeled images' own tags"
 
 
-def test_cutout_pixels_are_left_out_of_the_unsupervised_loss(monkeypatch):
+@pytest.mark.parametrize("view", ["paper", "v1"])
+def test_cutout_pixels_are_left_out_of_the_unsupervised_loss(monkeypatch, view):
     import pointseg.methods.pseudoseg as pseudoseg
 
-    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8"])
+    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8",
+                             f"method.pseudoseg.strong_view={view}"])
     torch.manual_seed(0)
     model = build_model("unet-small", C)
     method = build_method(cfg, model, C)
@@ -226,6 +228,7 @@ def test_cutout_pixels_are_left_out_of_the_unsupervised_loss(monkeypatch):
     box = torch.zeros(2, 32, 32, dtype=torch.bool)
     box[:, 4:20, 8:24] = True
     monkeypatch.setattr(pseudoseg, "random_boxes", lambda *args, **kwargs: box.clone())
+    monkeypatch.setattr(pseudoseg, "cutout_boxes", lambda *args, **kwargs: box.clone())
     base = torch.full((2, C, 32, 32), 1.0 / C)
 
     def loss_with(target):
@@ -239,3 +242,48 @@ def test_cutout_pixels_are_left_out_of_the_unsupervised_loss(monkeypatch):
     outside[:, :, ~box[0]] = F.one_hot(torch.zeros(int((~box[0]).sum()), dtype=torch.long), C).T.float()
     assert loss_with(inside) == pytest.approx(loss_with(base), abs=1e-6), "targets under the box do not count"
     assert loss_with(outside) != pytest.approx(loss_with(base), abs=1e-3), "the rest does"
+
+
+def test_cutout_is_one_box_of_the_given_side_clipped_at_the_edges():
+    from pointseg.methods.augment import cutout_boxes
+
+    torch.manual_seed(0)
+    boxes = cutout_boxes(200, 64, 64, 10)
+    rows, cols = boxes.any(2), boxes.any(1)
+    assert torch.all(boxes.sum((1, 2)) == rows.sum(1) * cols.sum(1)), "one rectangle each"
+    assert torch.all(rows.sum(1) <= 10) and torch.all(cols.sum(1) <= 10)
+    inside = (rows.sum(1) == 10) & (cols.sum(1) == 10)
+    assert 0.6 < inside.float().mean() < 0.8  # a centre within 5 pixels of an edge clips the box: (54 / 64)^2
+
+
+def test_the_simclr_colour_distortion_scales_with_its_strength():
+    from pointseg.methods.augment import simclr_colour
+
+    x = torch.rand(200, 3, 8, 8)
+    torch.manual_seed(0)
+    none = simclr_colour(x, 0.0)  # no jitter at strength 0: only the random greyscale (p 0.2) changes images
+    grey = (none - none.mean(1, keepdim=True)).abs().amax((1, 2, 3)) < 1e-6
+    assert torch.allclose(none[~grey], x[~grey], atol=1e-6) and 0.1 < grey.float().mean() < 0.3
+    torch.manual_seed(0)
+    mild = simclr_colour(x, 0.25)
+    torch.manual_seed(0)
+    strong = simclr_colour(x, 1.0)
+    assert (strong - x).abs().mean() > 2 * (mild - x).abs().mean()
+
+
+def test_image_level_tags_of_unlabeled_images_train_the_classifier():
+    torch.manual_seed(0)
+    cfg = load_config(None, ["method.name=pseudoseg", "method.pseudoseg.grid_stride=8", "method.unlabeled_weight=0",
+                             "method.pseudoseg.sgc_weight=0", "method.pseudoseg.background_class=0"])
+    model = build_model("unet-small", C)
+    method = build_method(cfg, model, C)
+    method.loss = ZeroLoss()
+    labeled, unlabeled = batches()
+    grads = []
+    for tags in ([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]]):
+        method.zero_grad()
+        torch.manual_seed(1)
+        loss, _ = method(model, labeled, {**unlabeled, "tags": torch.tensor(tags)})
+        loss.backward()
+        grads.append(method.classifier[-1].weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1]), "L_x sees the unlabeled images' tags"

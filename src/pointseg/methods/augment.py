@@ -59,6 +59,29 @@ def random_grayscale(images: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(apply, _gray(images).expand_as(images), images)
 
 
+SIMCLR_JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue at strength 1 (Chen et al. 2020)
+SIMCLR_JITTER_P, SIMCLR_GRAYSCALE_P = 0.8, 0.2
+
+
+def simclr_colour(images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """SimCLR's colour distortion of strength ``s``: colour jitter ``(0.8s, 0.8s, 0.8s, 0.2s)`` with probability
+    0.8, then greyscale with probability 0.2 (RGB only, as ``colour_jitter`` and ``random_grayscale``)."""
+    brightness, contrast, saturation, hue = (strength * f for f in SIMCLR_JITTER)
+    jittered = colour_jitter(images, brightness, contrast, saturation, hue, SIMCLR_JITTER_P)
+    return random_grayscale(jittered, SIMCLR_GRAYSCALE_P)
+
+
+def cutout_boxes(batch: int, height: int, width: int, size: int, device: torch.device | None = None
+                 ) -> torch.Tensor:
+    """``(B, H, W)`` bool masks, each one ``size`` x ``size`` box whose centre is uniform over the image (clipped
+    at its edges; DeVries and Taylor's CutOut)."""
+    masks = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    for i in range(batch):
+        row, col = int(torch.randint(0, height, ())), int(torch.randint(0, width, ()))
+        masks[i, max(0, row - size // 2):row + (size + 1) // 2, max(0, col - size // 2):col + (size + 1) // 2] = True
+    return masks
+
+
 def random_blur(images: torch.Tensor, p: float, sigma: tuple[float, float] = (0.1, 2.0)) -> torch.Tensor:
     """Gaussian blur with a random sigma per sample (kernel covering 3 sigma each side)."""
     out = []

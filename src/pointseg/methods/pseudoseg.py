@@ -3,8 +3,10 @@
 A multi-label classifier on the last encoder stage gives Grad-CAMs; self-attention over a hypercolumn of two
 encoder stages propagates them (SGC); decoder and SGC logits are fused after a common RMS normalisation and
 averaged; the chosen source (fused by default) is sharpened and used as soft pseudo labels for a strongly
-augmented (colour jitter + CutOut) view.
-Loss: L_s (supervised) + L_u (consistency) + L_x (classifier) + L_sa (SGC on labeled pixels).
+augmented view: SimCLR's colour distortion of strength s and one CutOut box (50 x 50 pixels), whose pixels are left
+out of the loss, as in the paper (``strong_view: v1`` keeps pointseg's earlier, weaker view).
+Loss: L_s (supervised) + L_u (consistency) + L_x (classifier, on every image with image-level labels: the labeled
+ones and, with tags, the unlabeled ones) + L_sa (SGC on labeled pixels).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 
 from pointseg.calibration import label_quality
 from pointseg.losses import soft_cross_entropy
-from pointseg.methods.augment import colour_jitter, random_boxes
+from pointseg.methods.augment import colour_jitter, cutout_boxes, random_boxes, simclr_colour
 from pointseg.methods.supervised import Method
 from pointseg.models import SegmentationModel
 from pointseg.options import Options, option
@@ -117,6 +119,11 @@ class PseudoSegOptions(Options):
     pseudo_source: str = option("fused", "fused | decoder | sgc", choices=SOURCES)
     classifier_weight: float = option(1.0, "weight of the multi-label classifier loss L_x", low=0)
     sgc_weight: float = option(1.0, "weight of the SGC loss L_sa", low=0)
+    strong_view: str = option("paper", "paper: SimCLR colour distortion of strength s, then one CutOut box of "
+                                       "cutout_size pixels (the paper) | v1: jitter 0.5/0.5/0.5/0.25 without greyscale "
+                                       "and a box of 2-40% of the crop (pointseg before)", choices=("paper", "v1"))
+    strength: float = option(1.0, "paper strong view: the colour distortion's strength s", low=0)
+    cutout_size: int = option(50, "paper strong view: the CutOut box's side, in crop pixels", low=1)
 
 
 class PseudoSeg(Method):
@@ -142,6 +149,7 @@ class PseudoSeg(Method):
         self.unlabeled_weight = unlabeled_weight
         self.classifier_weight, self.sgc_weight = options.classifier_weight, options.sgc_weight
         self.cutout_p, self.ignore_index = cutout_p, ignore_index
+        self.strong_view, self.strength, self.cutout_size = options.strong_view, options.strength, options.cutout_size
 
     @classmethod
     def create(cls, loss: nn.Module, model: SegmentationModel, num_classes: int, options: Options | None,
@@ -178,6 +186,17 @@ class PseudoSeg(Method):
         return {"decoder": decoder.softmax(1), "sgc": sgc.softmax(1),
                 "fused": calibrated_fusion(decoder, sgc, self.gamma, self.norm)}
 
+    def strong_views(self, weak: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The strong views of the weak ones and their CutOut boxes ``(B, H, W)`` (filled with 0.5)."""
+        b, h, w = valid.shape
+        if self.strong_view == "v1":
+            cutout = random_boxes(b, h, w, p=self.cutout_p, device=weak.device)
+            jittered = colour_jitter(weak, 0.5, 0.5, 0.5, 0.25)
+        else:
+            cutout = cutout_boxes(b, h, w, self.cutout_size, device=weak.device)
+            jittered = simclr_colour(weak, self.strength)
+        return torch.where(cutout[:, None], 0.5, jittered), cutout
+
     def pseudo_target(self, sources: dict[str, torch.Tensor]) -> torch.Tensor:
         """The chosen source sharpened with temperature T: the soft pseudo label of the strong view."""
         return sharpen(sources[self.source], self.temperature)
@@ -188,7 +207,7 @@ class PseudoSeg(Method):
         features = model.encode(image, head)
         loss_sup, logs = self.labeled_loss(model.decode(features, head), labeled)
         present = ((soft * weight[:, None]).sum((2, 3)) > 0).float()[:, self.foreground]  # (B, Cf) image-level labels
-        loss_cls = F.binary_cross_entropy_with_logits(self.classifier(features[-1].float()).float(), present)
+        scores = self.classifier(features[-1].float()).float()
         sgc = F.interpolate(self.sgc_logits(features, present, torch.ones_like(weight)), image.shape[-2:],
                             mode="bilinear", align_corners=False)
         loss_sgc = soft_cross_entropy(sgc, soft, weight)
@@ -197,10 +216,13 @@ class PseudoSeg(Method):
         tags = unlabeled["tags"][:, self.foreground] if "tags" in unlabeled else None  # given image-level labels
         sources = self.pseudo_labels(model, weak, valid, tags, head)
         target = self.pseudo_target(sources)  # (B, C, H, W)
-        b, h, w = valid.shape
-        cutout = random_boxes(b, h, w, p=self.cutout_p, device=weak.device)  # (B, H, W), ignored in L_u
-        strong = torch.where(cutout[:, None], 0.5, colour_jitter(weak, 0.5, 0.5, 0.5, 0.25))
-        loss_unsup = soft_cross_entropy(model(strong, head), target, valid * ~cutout)
+        strong, cutout = self.strong_views(weak, valid)  # CutOut pixels are left out of L_u
+        strong_features = model.encode(strong, head)
+        loss_unsup = soft_cross_entropy(model.decode(strong_features, head), target, valid * ~cutout)
+        if tags is not None:  # L_x over every image with image-level labels: the tagged unlabeled ones too
+            scores = torch.cat([scores, self.classifier(strong_features[-1].float()).float()])
+            present = torch.cat([present, tags])
+        loss_cls = F.binary_cross_entropy_with_logits(scores, present)
         loss = loss_sup + self.unlabeled_weight * loss_unsup + self.classifier_weight * loss_cls + \
             self.sgc_weight * loss_sgc
         logs |= {"loss_unsup": loss_unsup.item(), "loss_cls": loss_cls.item(), "loss_sgc": loss_sgc.item()}
