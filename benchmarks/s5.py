@@ -9,7 +9,9 @@ Phases (one result JSON per cell and seed in ``results/``; finished cells are sk
   (RSSCN7, down-scaled AID) and the Dubai images (no masks); never Val.
 - ``multi``: dense masks of LoveDA Rural (Train / Val) and Dubai (tiles 1-5 train, 6-7 val, linked under
   ``--work``): two separate ViT-tiny models, one shared ViT-tiny with a head per dataset, one with MoE FFNs
-  (``model.moe_part``); and the shared and MoE models with a decoder per dataset (``*_decoders``, S5's design).
+  (``model.moe_part``); and the shared and MoE models with a decoder per dataset (``*_decoders``, S5's design);
+  ``unet_shared`` / ``unet_shared_decoders``: the shared model and its decoder-per-dataset twin as the default
+  ImageNet MobileNetV2 U-Net.
   mIoU per dataset, parameters in all and per added dataset.
 - ``ddp``: images/s of ``--ddp-steps`` steps on 1 process (2 threads) and on 2 torchrun processes (1 thread
   each), and Val mIoU of the default U-Net recipe trained by 1 process and by 2.
@@ -36,6 +38,7 @@ from pointseg.io import write_json, write_text
 
 VIT = ["model.name=vit-tiny", "model.encoder_weights=null", "data.domains=[Rural]"]
 MOE = ["model.moe_part=0.25"]
+MOBILENET = "mobilenet_v2-b0353104.pth"
 DUBAI_TRAIN, DUBAI_VAL = range(1, 6), range(6, 8)
 
 
@@ -134,6 +137,8 @@ def multi_cells(args: argparse.Namespace, seed: int) -> None:
     for cell in ("shared", "moe"):  # added after seeds 0-1 of the four above: a decoder per dataset (S5's design)
         extra, roots, evals = cells[cell]
         cells[f"{cell}_decoders"] = ([*extra, "model.decoder_per_dataset=true"], roots, evals)
+    for cell in ("shared", "shared_decoders"):  # issue 20: the default U-Net (ImageNet MobileNetV2), not the ViT
+        cells[f"unet_{cell}"] = cells[cell]
     cells = {cell: cells[cell] for cell in args.cells or cells}
     for cell, (extra, roots, evals) in cells.items():
         out = args.results / f"s5_multi_{cell}_seed{seed}.json"
@@ -142,8 +147,11 @@ def multi_cells(args: argparse.Namespace, seed: int) -> None:
         work = args.work / f"s5_multi_{cell}_seed{seed}"
         commands: list[str] = []
         if not (work / "run" / "model.pt").exists():
+            model = VIT if not cell.startswith("unet_") else [
+                "model.name=unet-mobilenetv2", f"model.encoder_weights={args.weights / MOBILENET}",
+                "data.domains=[Rural]"]
             train_s = timed(pointseg("train", *roots, "--out", str(work / "run"),
-                                     *sets_args([*VIT, *extra, f"seed={seed}", f"train.steps={args.steps}"])),
+                                     *sets_args([*model, *extra, f"seed={seed}", f"train.steps={args.steps}"])),
                             commands)
         else:
             train_s = None

@@ -3,7 +3,10 @@
 1. ``points``: 20 simulated points per Train image (0-15); supervised vs fixmatch vs pseudoseg, both models.
 2. ``few-masks``: dense masks of 2 Train images (``--labeled``, ids 0 and 1), the other 14 Train images
    and the Dubai set (out of domain) unlabeled; supervised vs fixmatch vs pseudoseg.
-3. ``ablation``: PseudoSeg pseudo-label source (decoder / sgc, T 0.5) and sharpening of the fused labels
+3. ``view``: PseudoSeg's strong view as the paper has it (SimCLR colour distortion, one 50 x 50 CutOut box; the
+   default since issue 20) against pointseg's earlier view (``strong_view=v1``), 20 points, MobileNetV2 U-Net, on
+   one machine (results ``semi_view_{paper,v1}_seed*.json``).
+4. ``ablation``: PseudoSeg pseudo-label source (decoder / sgc, T 0.5) and sharpening of the fused labels
    (T 0.7, 1.0), 20 points, MobileNetV2 U-Net; fused at T 0.5 is the ``points`` cell of that model. Every
    PseudoSeg run logs the accuracy and ECE of all three sources, whichever one it trains on.
 
@@ -46,7 +49,7 @@ def main() -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--work", default="/tmp/pointseg-semi")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--parts", nargs="+", default=["points", "few-masks", "ablation"])
+    p.add_argument("--parts", nargs="+", default=["points", "few-masks", "ablation", "view"])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = p.parse_args()
@@ -72,6 +75,11 @@ def main() -> None:
                     run_cell(cell_name("few", model, method), seed, args.data_root, work,
                              [*base, f"method.name={method}"], ["--labeled", str(labeled), "--unlabeled", args.dubai],
                              part="few-masks", model=model, method=method)
+            if "view" in args.parts and model == "unet-mobilenetv2":
+                for view in ("paper", "v1"):
+                    run_cell(f"semi_view_{view}", seed, args.data_root, work,
+                             [*base, "method.name=pseudoseg", f"method.pseudoseg.strong_view={view}"],
+                             ["--points", str(points)], part="view", view=view)
             if "ablation" in args.parts and model == "unet-mobilenetv2":
                 for source, t in ABLATION:
                     sets = [*base, "method.name=pseudoseg", f"method.pseudoseg.pseudo_source={source}",
