@@ -414,3 +414,30 @@ def test_a_raster_of_another_dtype_than_the_run_is_mapped_with_a_warning(tmp_pat
         assert main(["predict", "--run", str(run), "--input", str(wide), "--out", str(tmp_path / "maps"),
                      "--tile", "64"]) == 0
     assert "uint16 bands, but the model was trained on uint8 bands" in caplog.text
+
+
+def test_the_sample_is_copied_out_and_not_over_files_already_there(tmp_path, capsys):
+    assert main(["sample", "--out", str(tmp_path / "s")]) == 0
+    names = sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert "landsat/RGB.byte.tif" in names and "landsat/clicks.gpkg" in names and "dubai/LICENSE.txt" in names
+    assert len([n for n in names if n.startswith("dubai/Train/images/")]) == 6
+    assert sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file()) < 4e6, "a small wheel"
+    assert main(["sample", "--out", str(tmp_path / "s")]) == 2
+    assert "already there" in capsys.readouterr().err
+
+
+def test_the_demo_runs_on_the_shipped_sample_offline_without_weights(tmp_path, capsys, monkeypatch):
+    """No --data-root, no weights file, no network: the demo says so and trains unet-small from scratch."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--per-image", "5", "--set", "train.steps=2", "--set", "data.crop=64",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    said = capsys.readouterr().out
+    assert "could not be fetched (offline?); training unet-small from scratch instead" in said
+    cfg = json.loads((out / "run" / "run.json").read_text())
+    assert cfg["invocations"][0]["parameters"]["total"] < 1e6, "unet-small"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 3 and metrics["classes"][:2] == ["building", "land"]
+    assert sorted(p.name for p in (out / "predictions").glob("*_color.png")) == [
+        f"image_part_00{i}_color.png" for i in (7, 8, 9)]
+    assert "# pointseg demo" in (out / "REPORT.md").read_text()

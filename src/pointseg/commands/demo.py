@@ -1,33 +1,44 @@
-"""``pointseg demo``: the whole chain on a LoveDA root, written as one report."""
+"""``pointseg demo``: the whole chain (simulated clicks -> train -> evaluate -> predict), written as one report, on
+the sample shipped with pointseg or on a LoveDA root."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from pointseg import build, runs
 from pointseg.commands.evaluate import run_evaluation
+from pointseg.commands.sample import dubai_settings, sample_dir
 from pointseg.commands.train import run_training
 from pointseg.config import load_config, load_settings
 from pointseg.data.points import save_points
 from pointseg.evaluate import write_predictions
-from pointseg.io import write_text
+from pointseg.io import check_writable, write_text
 from pointseg.metrics import format_table
+from pointseg.models.smp_unet import is_weights_file
 from pointseg.report import md_code_block, md_text
 
+log = logging.getLogger(__name__)
 DEMO_SCHEDULE = ("train.steps=250", "optim.warmup_steps=25")  # half the default schedule: a demo in minutes
 
 
-def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
+def run_demo(data_root: str | Path | None, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
              download: bool = False, per_image: int = 20, predict_images: int = 4) -> Path:
-    """Simulate points on Train, train, evaluate on Val, predict a few Val images; returns ``REPORT.md``."""
-    data_root, out = Path(data_root), Path(out)
+    """Simulate points on Train, train, evaluate on Val, predict a few Val images; returns ``REPORT.md``.
+    ``data_root``: a LoveDA root; ``None``: the Dubai tiles of the sample shipped with pointseg."""
+    out = Path(out)
+    check_writable(out)
+    if data_root is None:
+        data_root = sample_dir() / "dubai"
+        overrides = [*dubai_settings(data_root), *overrides]
+    data_root = Path(data_root)
     if download and not (data_root / "Train").is_dir():
         from pointseg.data.download import download_loveda
 
         download_loveda(data_root)
-    overrides = [*DEMO_SCHEDULE, *overrides]  # the user's --set come last and win
-    cfg = load_config(None, overrides)
+    overrides = with_encoder(load_config(None, [*DEMO_SCHEDULE, *overrides]), [*DEMO_SCHEDULE, *overrides])
+    cfg = load_config(None, overrides)  # the user's --set come last and win
     print(f"[1/4] simulating {per_image} points per image")
     points_path = save_points(out / "points.json", build.build_simulated_points(cfg, data_root, per_image))
     print(f"[2/4] training: {build.describe(cfg)}")
@@ -51,14 +62,32 @@ def run_demo(data_root: str | Path, out: str | Path, overrides: list[str] | tupl
     return report
 
 
+def with_encoder(cfg: dict, overrides: list[str]) -> list[str]:
+    """``overrides``, or, when the encoder's pretrained weights come from the hub and cannot be fetched (offline),
+    ``unet-small`` trained from scratch instead, said on the terminal."""
+    weights = cfg["model"]["encoder_weights"]
+    if cfg["model"]["name"] == "unet-small" or weights in (None, "none", "") or is_weights_file(weights):
+        return overrides
+    try:
+        build.build_model_from_config(cfg, 2)  # fetches the weights, or finds them in the hub's cache
+    except (RuntimeError, OSError, ValueError) as e:
+        log.info("fetching %s weights failed: %s", weights, e)
+        print(f"pointseg demo: the encoder's pretrained weights ({weights!r}) could not be fetched (offline?); "
+              "training unet-small from scratch instead. Offline, give a weights file: --set "
+              "model.encoder_weights=FILE (e.g. torchvision's mobilenet_v2-b0353104.pth)")
+        return [*overrides, "model.name=unet-small", "model.encoder_weights=null"]
+    return overrides
+
+
 def main(args: argparse.Namespace) -> Path:
     """Simulate 20 points/image -> train -> evaluate on Val -> predict a few images -> REPORT.md."""
     return run_demo(args.data_root, args.out, args.set, download=args.download, per_image=args.per_image)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    de = sub.add_parser("demo", help="the whole chain on LoveDA, in minutes on a CPU")
-    de.add_argument("--data-root", required=True)
+    de = sub.add_parser("demo", help="the whole chain on the sample shipped with pointseg (or a LoveDA root), in "
+                                     "minutes on a CPU")
+    de.add_argument("--data-root", help="a LoveDA root (default: the Dubai tiles of the sample)")
     de.add_argument("--out", required=True)
     de.add_argument("--per-image", type=int, default=20)
     de.add_argument("--download", action="store_true", help="download LoveDA into --data-root if missing")

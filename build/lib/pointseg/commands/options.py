@@ -1,0 +1,48 @@
+"""Arguments several subcommands share: the config (``--config``, ``--set``) and how rasters are cut and written."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from pointseg.data.classes import ClassTable
+from pointseg.maps import Tiling
+from pointseg.mapwriter import MapWriter
+
+MIN_TILE = 32  # model pixels: the smallest window side maps are cut into from the command line
+
+
+def with_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", help="YAML file overriding the default config")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+
+
+def with_tiling(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--tile", type=int, default=Tiling.tile, help="raster window side in model pixels")
+    sp.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
+    sp.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
+    sp.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+    sp.add_argument("--flips", action="store_true",
+                    help="test-time augmentation: average the class probabilities of the image and its left-right, "
+                         "up-down and double flips (4x the forward passes)")
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``."""
+
+    tiling: Tiling = Tiling()
+    cog: bool = False
+    flips: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MapOptions:
+        """From ``with_tiling``'s arguments; out-of-range values are errors here, before any work."""
+        if args.tile < MIN_TILE:
+            raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
+                             f"times slower and see too little context), got {args.tile}")
+        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips)
+
+    def writer(self, target: str | Path, classes: ClassTable, confidence: str | Path | None = None) -> MapWriter:
+        return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog)

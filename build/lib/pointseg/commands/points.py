@@ -1,0 +1,94 @@
+"""``pointseg points``: clicks simulated from dense masks (or suggested clicks answered from them), and clicks
+imported from a GIS point layer onto rasters."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pointseg import build
+from pointseg.commands.options import with_config
+from pointseg.config import load_config
+from pointseg.data.classes import ClassTable
+from pointseg.data.points import STRATEGIES, PointSet, answer, load_points, save_points, simulate
+from pointseg.io import check_writable
+from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
+
+
+def import_point_layer(vector: str | Path, rasters: list[str | Path], class_field: str, out: str | Path,
+                       layer: str | None = None, crs: str | None = None, classes: str | Path | None = None,
+                       x_field: str = "x", y_field: str = "y") -> tuple[PointSet, ImportReport]:
+    """Clicks of a vector layer onto ``rasters`` as the point file ``out``; see ``pointseg.point_import``.
+
+    The classes come from the class table ``classes`` (``value,name,r,g,b``: names or raster values in the field)
+    or else from the field's distinct values; the table used is written beside ``out`` as ``<stem>.classes.csv``.
+    """
+    out = Path(out)
+    check_writable(out.parent)
+    points_layer = read_point_layer(vector, class_field, layer, crs, x_field, y_field)
+    table = (ClassTable.from_csv(classes, color_coded=False) if classes
+             else class_table_from_values(points_layer.values))
+    points, report = import_points(points_layer, rasters, table)
+    if report.imported == 0:
+        raise ValueError(f"{vector}: no point could be placed on the rasters\n{report.summary()}")
+    save_points(out, points)
+    table.to_csv(out.with_suffix(".classes.csv"))
+    return points, report
+
+
+def main_simulate(args: argparse.Namespace) -> Path:
+    if args.per_image is not None and args.per_image < 1:
+        raise ValueError(f"--per-image must be at least 1, got {args.per_image}")
+    cfg = load_config(args.config, args.set)
+    source = build.build_source(cfg, args.data_root, args.split)
+    if args.at:
+        points, dropped = answer(source, load_points(args.at, unclassified=True))
+        save_points(args.out, points)
+        print(f"answered the suggested clicks of {args.at} from the masks of {args.data_root} ({args.split}): "
+              f"{len(points)} points on {len(points.images)} images in {args.out}")
+        if dropped:
+            print(f"left out {len(dropped)} suggestions on unlabeled pixels, e.g. {', '.join(dropped[:3])}")
+        return Path(args.out)
+    if args.per_image is None:
+        raise ValueError("points simulate needs --per-image N (or --at SUGGESTIONS to answer suggested clicks)")
+    points = simulate(source, args.per_image, args.seed, args.strategy)
+    save_points(args.out, points)
+    print(f"wrote {len(points)} points on {len(points.images)} images to {args.out}")
+    return Path(args.out)
+
+
+def main_import(args: argparse.Namespace) -> Path:
+    points, report = import_point_layer(args.vector, args.raster, args.class_field, args.out, args.layer, args.crs,
+                                        args.classes, args.x_field, args.y_field)
+    print(report.summary())
+    print(f"wrote {len(points)} points on {len(points.images)} rasters to {args.out} (classes: "
+          f"{', '.join(points.classes)}; table {Path(args.out).with_suffix('.classes.csv')})")
+    return Path(args.out)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pts = sub.add_parser("points", help="point labels").add_subparsers(dest="points_command", required=True)
+    sim = pts.add_parser("simulate", help="simulate N clicks per image from dense masks")
+    sim.add_argument("--data-root", required=True)
+    sim.add_argument("--split", default="Train")
+    sim.add_argument("--per-image", type=int, help="clicks per image")
+    sim.add_argument("--at", metavar="SUGGESTIONS", help="instead: give the suggested clicks of this point file "
+                                                         "(pointseg suggest) the classes of the dense masks")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--strategy", choices=STRATEGIES, default="uniform")
+    sim.add_argument("--out", required=True)
+    with_config(sim)
+    sim.set_defaults(func=main_simulate)
+
+    imp = pts.add_parser("import", help="clicks from a GIS point layer (GeoPackage, Shapefile, GeoJSON, CSV) onto "
+                                        "rasters, reprojected to each raster's CRS")
+    imp.add_argument("--vector", required=True, help="point layer file")
+    imp.add_argument("--layer", help="layer name (files with several layers, e.g. GeoPackages)")
+    imp.add_argument("--raster", required=True, action="append", help="raster the points are clicked on (repeatable)")
+    imp.add_argument("--class-field", required=True, help="field holding class names or integer class values")
+    imp.add_argument("--classes", help="class table CSV value,name,r,g,b (default: the field's distinct values)")
+    imp.add_argument("--crs", help="CRS of the points (required for a CSV, e.g. EPSG:4326)")
+    imp.add_argument("--x-field", default="x", help="CSV column of x / longitude")
+    imp.add_argument("--y-field", default="y", help="CSV column of y / latitude")
+    imp.add_argument("--out", required=True, help="point file to write (its class table goes beside it)")
+    imp.set_defaults(func=main_import)

@@ -1,0 +1,1 @@
+"""Data: sources that read windows of samples, class tables, bands, clicks and labels, the cache, datasets."""
