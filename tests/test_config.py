@@ -91,3 +91,15 @@ def test_out_of_range_values_are_errors(item, message):
 def test_malformed_yaml_in_set_is_an_error_naming_the_item():
     with pytest.raises(ValueError, match=re.escape("--set 'data.rescale=[1,': the value is not valid YAML")):
         parse_set("data.rescale=[1,")
+
+
+def test_pointseg_config_prints_the_resolved_config_with_each_keys_help(capsys):
+    import yaml
+
+    from pointseg.cli import main
+
+    assert main(["config", "--set", "method.name=fixmatch", "--set", "method.fixmatch.threshold=0.8"]) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text) == load_config(None, ["method.name=fixmatch", "method.fixmatch.threshold=0.8"])
+    assert "  threshold: 0.8  # confidence threshold of pseudo labels" in text
+    assert "datasets: {}  # more datasets trained at once" in text

@@ -1,5 +1,5 @@
 """The ``pointseg`` command line: points simulate/import, labels inspect, train, pretrain, curate, evaluate,
-predict, suggest, map, export, cache, download, sample, demo. Each subcommand lives in its own module of
+predict, suggest, map, export, config, cache, download, sample, demo. Each subcommand lives in its own module of
 ``pointseg.commands``; this module assembles them and turns errors into one line and an exit code."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 
 from pointseg.commands import (
     cache,
+    config,
     curate,
     demo,
     download,
@@ -24,7 +25,8 @@ from pointseg.commands import (
     train,
 )
 
-COMMANDS = (points, suggest, labels, train, curate, evaluate, predict, map, export, cache, download, sample, demo)
+COMMANDS = (points, suggest, labels, train, curate, evaluate, predict, map, export, config, cache, download, sample,
+            demo)
 
 
 def parser() -> argparse.ArgumentParser:
