@@ -441,3 +441,18 @@ def test_the_demo_runs_on_the_shipped_sample_offline_without_weights(tmp_path, c
     assert sorted(p.name for p in (out / "predictions").glob("*_color.png")) == [
         f"image_part_00{i}_color.png" for i in (7, 8, 9)]
     assert "# pointseg demo" in (out / "REPORT.md").read_text()
+
+
+def test_ctrl_c_says_how_to_continue_each_command(monkeypatch, capsys):
+    import pointseg.commands.map
+    import pointseg.commands.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pointseg.commands.map, "run_map", interrupted)
+    monkeypatch.setattr(pointseg.commands.train, "run_training", interrupted)
+    assert main(["map", "--raster", "r.tif", "--points", "p.gpkg", "--class-field", "c", "--out", "o"]) == 130
+    assert "run the same map command again to continue" in capsys.readouterr().err
+    assert main(["train", "--data-root", "r", "--out", "o"]) == 130
+    assert "continues with --resume" in capsys.readouterr().err

@@ -214,3 +214,28 @@ def test_a_run_whose_cache_exceeds_its_cap_is_refused_before_anything_is_written
     err = capsys.readouterr().err
     assert "needs about 65.5 kB, over data.cache_max_gb=1e-05; raise it (--set data.cache_max_gb=N)" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_clicks_on_a_float_raster_with_nan_nodata_spread_without_error(tmp_path):
+    import rasterio
+    from affine import Affine
+
+    from pointseg.data.raster import RasterSource
+
+    path = tmp_path / "float.tif"
+    image = np.zeros((3, 64, 64), np.float32)
+    image[:, :, 32:] = 1.0
+    image[:, :8, :] = np.nan  # nodata rows
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="float32", nodata=np.nan,
+                       crs="EPSG:32633", transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+        dst.write(image)
+    source = RasterSource([path], CLASSES)
+    ref = source.refs[0]
+    points = PointSet(list(CLASSES.names), {ref.id: np.array([[20, 10, 0], [20, 50, 1], [2, 2, 2]])},
+                      {ref.id: (64, 64)}, {})
+    scaling = BandScaling((0.0,) * 3, (1.0,) * 3)
+    masks = propagated_labels(source, points, Propagation(scale=1.0, superpixel_size=16, compactness=0.1, patch=48),
+                              scaling, tmp_path / "c", progress=False)
+    labels = np.asarray(masks[ref.id])
+    assert (labels[8:, :32] == 0).sum() > 20 and (labels[8:, 32:] == 1).sum() > 20
+    assert (labels[:8] != IGNORE).sum() == 1, "nothing spreads onto NaN nodata; the click itself keeps its class"
