@@ -66,11 +66,16 @@ def test_clicks_imported_from_qgis_train_a_model_on_the_raster_and_resume_keeps_
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
 
 
-def test_sentinel2_with_a_mask_raster_trains_a_ten_band_model(tmp_path):
+def sentinel2(tmp_path):
+    """The Sentinel-2 scene, its mask raster and a class table of the mask's 10 values."""
     root = shared_path("data", "geo", "sentinel2-strzegom")
     table = tmp_path / "s2.csv"
     table.write_text("value,name,r,g,b\n" + "".join(f"{v},class {v},{v * 20},0,0\n" for v in range(1, 11)))
-    name = "strzegom_20210619_33u.tif"
+    return root, table, "strzegom_20210619_33u.tif"
+
+
+def test_sentinel2_with_a_mask_raster_trains_a_ten_band_model(tmp_path):
+    root, table, name = sentinel2(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--raster", str(root / "images" / name), "--mask", str(root / "masks" / name),
                  "--out", str(run), *sets([*TINY, f"data.classes={table}", "data.scale=1.0"])]) == 0
@@ -98,10 +103,7 @@ def test_bad_raster_training_input_is_an_error(tmp_path, capsys, extra, message)
 @pytest.mark.parametrize("method", ["fixmatch", "pseudoseg"])
 def test_semi_supervised_methods_train_on_a_ten_band_raster(tmp_path, method):
     """Their strong views work on any band count (no RGB greyscale or hue on 10 Sentinel-2 bands)."""
-    root = shared_path("data", "geo", "sentinel2-strzegom")
-    table = tmp_path / "s2.csv"
-    table.write_text("value,name,r,g,b\n" + "".join(f"{v},class {v},{v * 20},0,0\n" for v in range(1, 11)))
-    name = "strzegom_20210619_33u.tif"
+    root, table, name = sentinel2(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--raster", str(root / "images" / name), "--mask", str(root / "masks" / name),
                  "--out", str(run), *sets([*TINY, f"data.classes={table}", "data.scale=1.0", f"method.name={method}",

@@ -68,16 +68,21 @@ def grads_of_share(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_give_the_gradients_of_one_process_on_the_same_global_batch(tmp_path):
-    out = tmp_path / "grads.pt"
-    context = mp.start_processes(grads_of_share, args=(2, free_port(), str(out)), nprocs=2, join=False,
+def in_two_processes(function, out) -> None:
+    """``function(rank, 2, port, out)`` in two spawned processes joined in a gloo group; fails past ``TIMEOUT_S``."""
+    context = mp.start_processes(function, args=(2, free_port(), str(out)), nprocs=2, join=False,
                                  start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
-            pytest.fail("the 2-process step did not finish in time")
+            pytest.fail(f"{function.__name__} in 2 processes did not finish in time")
+
+
+def test_two_processes_give_the_gradients_of_one_process_on_the_same_global_batch(tmp_path):
+    out = tmp_path / "grads.pt"
+    in_two_processes(grads_of_share, out)
     model = tiny_model()
     loss, _ = TrainStep(model, Supervised(SoftCrossEntropy()))([(None, global_batch(), None)])
     loss.backward()
@@ -113,14 +118,7 @@ def test_log_lines_are_averaged_over_the_processes_and_one_process_keeps_its_own
 
 def test_two_processes_log_the_mean_loss_the_summed_throughput_and_none_where_none_measured(tmp_path):
     out = tmp_path / "line"
-    context = mp.start_processes(reduce_lines, args=(2, free_port(), str(out)), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the 2-process reduction did not finish in time")
+    in_two_processes(reduce_lines, out)
     for rank in range(2):  # every process gets the same line, in the order of its keys
         line = torch.load(f"{out}.{rank}")
         assert list(line) == ["loss", "images_per_s", "pseudo_acc", "pseudo_ece"]
