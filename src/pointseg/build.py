@@ -460,14 +460,14 @@ def build_runtime(cfg: dict) -> Runtime:
 
 
 def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, scaling: BandScaling,
-                    head: str, flips: bool = False) -> Predictor:
+                    head: str, flips: bool = False, dtype: str | None = None) -> Predictor:
     """The ``Predictor`` of a trained ``model`` whose config (with ``data`` as its ``head``'s dataset is read) is
     ``cfg``: it reads the bands ``data.bands``, sees images at ``data.scale`` with the ``labels.mode`` filter, and
     uses bf16 autocast as ``train.amp`` resolves on the model's device."""
     device = next(model.parameters()).device
     bands = cfg["data"]["bands"]
     return Predictor(model, classes, scaling, cfg["data"]["scale"], cfg["labels"]["mode"],
-                     use_amp(cfg["train"]["amp"], device), flips, head, tuple(bands) if bands else None)
+                     use_amp(cfg["train"]["amp"], device), flips, head, tuple(bands) if bands else None, dtype)
 
 
 def build_train_options(cfg: dict) -> tuple[TrainOptions, OptimOptions]:

@@ -75,9 +75,10 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def remove_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files ``atomic_path(path)`` leaves when its process is killed mid-write."""
+    """Delete the temporary files ``atomic_path(path)`` leaves when its process is killed mid-write (and the
+    files a writer kept beside such a temporary, named after it, e.g. a COG's scratch copy)."""
     path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*{TMP_SUFFIX}{path.suffix}")) if path.parent.is_dir() else []
+    stale = sorted(path.parent.glob(f".{path.name}.*{TMP_SUFFIX}{path.suffix}*")) if path.parent.is_dir() else []
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale

@@ -24,7 +24,7 @@ from rasterio.windows import Window as RioWindow
 
 from pointseg.data.classes import ClassTable
 from pointseg.data.sources import GeoRef
-from pointseg.io import TMP_SUFFIX, atomic_path, write_text
+from pointseg.io import atomic_path, remove_temporaries, write_text
 
 NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
@@ -49,9 +49,8 @@ class MapWriter:
         renamed into place, and the class names (``.aux.xml``) and QGIS style (``.qml``) are written beside the
         map."""
         for path in (self.map, self.confidence):
-            if path is not None and path.parent.is_dir():  # the files of an earlier, killed write (COG scratch too)
-                for stale in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}{path.suffix}*"):
-                    stale.unlink(missing_ok=True)
+            if path is not None:
+                remove_temporaries(path)  # of an earlier, killed write (COG scratch too)
         transform = rasterio.Affine(*georef.transform) if georef.transform else rasterio.Affine.identity()
         profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
                    "nodata": NODATA, "crs": georef.crs, "transform": transform, "tiled": True, "blockxsize": BLOCK,

@@ -109,14 +109,20 @@ class BlockMask:
         return cls((height, width), int(ignore), np.load(blocks_path, mmap_mode="r"), index[2:])
 
 
+def click_window(row: int, col: int, size: tuple[int, int], spread: Propagation) -> tuple[int, int, int]:
+    """Top, left and side (full resolution) of the window around a click that its propagation reads and writes:
+    ``spread.patch`` training-resolution pixels a side, shifted inside the image."""
+    side = max(1, round(spread.patch / spread.scale))
+    return (int(np.clip(row - side // 2, 0, max(size[0] - side, 0))),
+            int(np.clip(col - side // 2, 0, max(size[1] - side, 0))), side)
+
+
 def blocks_reached(points: np.ndarray, size: tuple[int, int], spread: Propagation) -> int:
     """How many blocks the propagation of ``points`` on an image of ``size`` may write (an upper bound)."""
     height, width = size
-    side = max(1, round(spread.patch / spread.scale))
     keys: set[tuple[int, int]] = set()
     for row, col, _ in points:
-        top = int(np.clip(row - side // 2, 0, max(height - side, 0)))
-        left = int(np.clip(col - side // 2, 0, max(width - side, 0)))
+        top, left, side = click_window(row, col, size, spread)
         keys.update((br, bc) for br in range(top // BLOCK, (min(top + side, height) - 1) // BLOCK + 1)
                     for bc in range(left // BLOCK, (min(left + side, width) - 1) // BLOCK + 1))
     return len(keys)
@@ -156,16 +162,14 @@ def click_region(image: np.ndarray, row: int, col: int, spread: Propagation) -> 
 def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propagation, scaling: BandScaling,
               num_classes: int, ignore_index: int) -> BlockMask:
     """The propagated labels of ``points`` (N, 3) of one sample. Reads and writes only windows around the clicks."""
-    out = BlockMask(source.size(ref), ignore_index)
     if num_classes >= 255:
         raise ValueError("click propagation needs fewer than 255 classes")
     clash = num_classes  # a value no class has: pixels two classes reach, unlabeled at the end
     height, width = source.size(ref)
-    side = max(1, round(spread.patch / spread.scale))  # window side at full resolution
+    out = BlockMask((height, width), ignore_index)
     windows = []
     for row, col, cls in points:
-        top = int(np.clip(row - side // 2, 0, max(height - side, 0)))
-        left = int(np.clip(col - side // 2, 0, max(width - side, 0)))
+        top, left, side = click_window(row, col, (height, width), spread)
         window = source.read(ref, (top, left, side, side))
         h, w = window["image"].shape[:2]
         low = scaled_size(h, w, spread.scale)

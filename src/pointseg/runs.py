@@ -11,7 +11,6 @@ and its inputs: the data root by path, point / id / tag files by path and SHA-25
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -259,8 +258,8 @@ class TrainedModel:
 
     def predictor(self, flips: bool = False) -> Predictor:
         """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation)."""
-        predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips)
-        return dataclasses.replace(predictor, dtype=self.dtype)
+        return build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips,
+                                     self.dtype)
 
     def dataset(self, data_root: str | Path, split: str, require_masks: bool = True) -> EvalDataset:
         """The images of ``split`` under ``data_root``, read as the head's dataset is read, as the model sees

@@ -6,16 +6,14 @@ import argparse
 from pathlib import Path
 
 from pointseg import runs
-from pointseg.export import OUTPUTS, check_export, export_onnx
+from pointseg.export import OUTPUTS, export_onnx
 from pointseg.maps import Tiling
 
 
 def main(args: argparse.Namespace) -> Path:
-    if not 0 <= args.overlap < 1:
-        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    Tiling(args.tile, args.overlap)  # the window checks of maps, before the run is loaded
     trained = runs.load_run(args.run, device="cpu", head=args.dataset)
     predictor = trained.predictor()
-    check_export(predictor, args.tile, args.output)
     resolution = args.resolution or runs.training_resolution_cm(args.run, predictor.scale)
     result = export_onnx(predictor, args.out, args.tile, args.overlap, args.output, resolution)
     print(f"wrote {result.path}: {args.output} of {args.tile} x {args.tile} windows; onnxruntime matches torch to "

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from pointseg import runs
-from pointseg.commands.options import MapOptions
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import UNCLASSIFIED, PointSet, check_against, load_points, save_points
 from pointseg.data.sources import GeoRef
@@ -22,7 +21,7 @@ from pointseg.evaluate import display_rgb
 from pointseg.inference import SCORES, certainty
 from pointseg.io import atomic_path, check_writable
 from pointseg.maps import predict_raster
-from pointseg.mapwriter import NODATA
+from pointseg.mapwriter import NODATA, MapWriter
 from pointseg.predictor import Predictor
 from pointseg.report import plot_suggestions
 from pointseg.suggest import Suggestion, auto_distance, class_rarity, suggest_clicks
@@ -80,17 +79,20 @@ class Suggestions:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     scores: dict[str, list] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        counts = self.made.class_counts() if self.made else np.zeros(self.classes.num_classes, np.int64)
+        self.rarity = class_rarity(counts, self.request.class_weight)
+
     def add(self, image: ScoredImage) -> list[Suggestion]:
         """Pick the next clicks of ``image`` away from its clicks so far; draw them; returns them."""
         existing = self.made.images.get(image.id, np.zeros((0, 3), np.int64)) if self.made else np.zeros((0, 3),
                                                                                                         np.int64)
-        counts = self.made.class_counts() if self.made else np.zeros(self.classes.num_classes, np.int64)
         distance = self.request.min_distance
         if distance is None:
             distance = auto_distance(image.size, len(existing) + self.request.per_image)
         try:
             found = suggest_clicks(image.uncertainty, image.predicted, image.valid, existing,
-                                   class_rarity(counts, self.request.class_weight), self.request.per_image, distance,
+                                   self.rarity, self.request.per_image, distance,
                                    image.size, image.step)
         except ValueError as e:
             raise ValueError(f"{image.id}: {e}") from e
@@ -161,7 +163,7 @@ def score_raster(predictor: Predictor, raster: Path, score: str, scratch: Path) 
     height, width = source.size(ref)
     step = max(1, int(np.ceil(max(height, width) / PICK_SIDE)))
     shape = (-(-height // step), -(-width // step))
-    writer = MapOptions().writer(scratch / "map.tif", predictor.classes, scratch / "certainty.tif")
+    writer = MapWriter(scratch / "map.tif", predictor.classes, scratch / "certainty.tif")
     predict_raster(predictor, source, ref, writer, certainty_kind=score)
     with rasterio.open(writer.map) as m, rasterio.open(scratch / "certainty.tif") as c:
         predicted = m.read(1, out_shape=shape, resampling=Resampling.nearest)
