@@ -27,11 +27,14 @@ from pointseg.data.points import PointSet, check_against, load_points, simulate
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.engine import OptimOptions, TrainOptions, pick_device, seed_everything, stream_seed
+from pointseg.fast import FastOptions
+from pointseg.features import FeatureCache
 from pointseg.inference import use_amp
 from pointseg.io import NotEnoughSpace, check_space, read_list, size_text
 from pointseg.losses import GatedCRFLoss, LossOptions, build_loss
 from pointseg.methods import METHODS, Method, MethodOptions
-from pointseg.models import FFN_OPTIONS, ModelOptions, SegmentationModel, build_model
+from pointseg.models import FFN_OPTIONS, HYPERCOLUMN_OPTIONS, ModelOptions, SegmentationModel, build_model
+from pointseg.models.hypercolumn import warm_start_state
 from pointseg.models.segmentation import expand_decoder_state
 from pointseg.models.vit import expand_ffn_state
 from pointseg.predictor import Predictor
@@ -206,7 +209,8 @@ def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretra
     m = ModelOptions.from_config(cfg)
     return build_model(m.name, num_classes, encoder=m.encoder,
                        encoder_weights=m.encoder_weights if pretrained else None, in_channels=in_channels,
-                       ffn={key: getattr(m, key) for key in FFN_OPTIONS}, decoder_per_dataset=m.decoder_per_dataset)
+                       ffn={key: getattr(m, key) for key in FFN_OPTIONS}, decoder_per_dataset=m.decoder_per_dataset,
+                       hypercolumn={key: getattr(m, key) for key in HYPERCOLUMN_OPTIONS})
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:
@@ -401,7 +405,8 @@ def build_run_model(cfg: dict, tables: dict[str, ClassTable], bands: int, initia
     model = build_model_from_config(cfg, {n: t.num_classes for n, t in initial.heads.items()}, pretrained=False,
                                     in_channels=bands)
     try:
-        state = expand_decoder_state(expand_ffn_state(initial.state, model), model)
+        state = warm_start_state(initial.state, model) or expand_decoder_state(expand_ffn_state(initial.state, model),
+                                                                             model)
         missing, unexpected = model.load_state_dict(state, strict=False)
         problem = f"missing {missing[:2]}, unexpected {unexpected[:2]}" if missing or unexpected else ""
     except RuntimeError as e:  # tensors of other shapes
@@ -490,3 +495,16 @@ def cache_location(cfg: dict) -> tuple[Path, float]:
     """The decoded-sample cache directory and its size cap in GB (0: none)."""
     data = cfg["data"]
     return (Path(data["cache_dir"]) if data["cache_dir"] else default_cache_dir()), data["cache_max_gb"]
+
+
+def build_feature_cache(cfg: dict, model: SegmentationModel, source: Source, scaling: BandScaling) -> FeatureCache:
+    """The encoder features of a hypercolumn ``model`` for images of ``source`` as the run reads them, cached
+    beside the decoded samples (``data.cache_dir``, within ``data.cache_max_gb``)."""
+    directory, cap_gb = cache_location(cfg)
+    return FeatureCache(model, source, scaling, cfg["data"]["scale"], cfg["labels"]["mode"],
+                        cfg["model"]["hypercolumn_stages"], directory, int(cap_gb * 1e9),
+                        FastOptions.from_config(cfg).window)
+
+
+def build_fast_options(cfg: dict) -> FastOptions:
+    return FastOptions.from_config(cfg)

@@ -20,6 +20,7 @@ import yaml
 from pointseg.data.dataset import DataOptions
 from pointseg.data.labels import LabelOptions
 from pointseg.engine import OptimOptions, TrainOptions
+from pointseg.fast import FastOptions
 from pointseg.losses import LossOptions
 from pointseg.methods import METHODS, MethodOptions
 from pointseg.models import ModelOptions
@@ -31,8 +32,9 @@ SECTIONS: dict[str, type[Options]] = {
     "data": DataOptions, "labels": LabelOptions, "model": ModelOptions, "loss": LossOptions,
     "method": MethodOptions,
     **{f"method.{name}": method.options_class for name, method in METHODS.items() if method.options_class},
-    "optim": OptimOptions, "train": TrainOptions}
-TOP = ("seed", "data", "datasets", "labels", "model", "loss", "method", "optim", "train")  # the order of a config
+    "optim": OptimOptions, "train": TrainOptions, "fast": FastOptions}
+# the order of a config
+TOP = ("seed", "data", "datasets", "labels", "model", "loss", "method", "optim", "train", "fast")
 # Flat keys of method options before each method had its own section, and where they live now.
 MOVED = {f"method.{key}": f"{section}.{key}" for section, cls in SECTIONS.items() if section.startswith("method.")
          for key in cls.defaults()}

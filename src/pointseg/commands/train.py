@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pointseg import build, runs
+from pointseg import build, fastloop, runs
 from pointseg.commands.options import with_config
 from pointseg.config import load_config, load_settings
 from pointseg.engine import Placement, Task, load_checkpoint, train
@@ -110,7 +110,13 @@ def main(args: argparse.Namespace) -> Path:
     inputs = build.TrainInputs(data_root, args.points, args.labeled, tuple(args.unlabeled), args.tags,
                          tuple(args.raster), tuple(args.mask), dataset_roots,
                          runs.model_file(args.init) if args.init else None)
-    path = run_training(load_settings(args.config, args.set), args.out, inputs, args.resume, args.argv)
+    settings = load_settings(args.config, args.set)
+    if getattr(args, "fast", False):
+        return report_fast(fastloop.fast_train(settings, args.out, inputs, args.argv)) if not args.resume else \
+            _no_fast_resume()
+    if args.init:
+        settings = fastloop.warm_start_settings(settings, args.init)
+    path = run_training(settings, args.out, inputs, args.resume, args.argv)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return path
     counts = runs.read_info(path.parent)["invocations"][-1]["parameters"]
@@ -118,6 +124,30 @@ def main(args: argparse.Namespace) -> Path:
     print(f"trained model saved to {path} ({counts['total'] / 1e6:.2f}M parameters; added per dataset (head and "
           f"experts): {added})")
     return path
+
+
+def _no_fast_resume() -> Path:
+    raise ValueError("--fast fits in seconds and does not resume: start a new run in another --out")
+
+
+def report_fast(fast: fastloop.FastRun) -> Path:
+    """Print what a fast fit did; returns its model file."""
+    s = fast.seconds
+    print(f"fast model fitted on {fast.samples} samples in {s['fit']:.1f} s (encoder features {s['features']:.1f} s, "
+          f"{fast.cache.encoded} images encoded, the rest read from the feature cache)")
+    print(click_accuracy_text(fast.accuracy, list(fast.trained.classes.names)))
+    path = fast.run_dir / runs.MODEL
+    print(f"saved to {path}")
+    return path
+
+
+def click_accuracy_text(accuracy: dict | None, names: list[str]) -> str:
+    """Click accuracy in a line (with the classes that have clicks)."""
+    if accuracy is None:
+        return "click accuracy: too few clicks for cross-validation"
+    per_class = ", ".join(f"{n} {v:.0%}" for n, v in zip(names, accuracy["per_class"], strict=True) if v is not None)
+    return (f"click accuracy ({accuracy['folds']}-fold cross-validation over {accuracy['clicks']} clicks): "
+            f"{accuracy['accuracy']:.1%}, click mIoU {accuracy['miou']:.3f}; per class: {per_class}")
 
 
 def main_pretrain(args: argparse.Namespace) -> Path:
@@ -163,6 +193,10 @@ def add_train_arguments(sp: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
     add_train_arguments(tr)
+    tr.add_argument("--fast", action="store_true",
+                    help="fit the fast model in seconds: a softmax head over the frozen encoder's hypercolumn, on "
+                         "the clicks (--points) and their propagation, with its click accuracy; warm-start the full "
+                         "recipe from it with train --init FASTRUN")
     with_config(tr)
     tr.set_defaults(func=main)
     pre = sub.add_parser("pretrain", help="semi-supervised pre-training (S5's S4P): train with method fixmatch on "

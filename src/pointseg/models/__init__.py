@@ -10,6 +10,13 @@ from typing import ClassVar
 
 from torch import nn
 
+from pointseg.models.hypercolumn import (
+    SCALES,
+    HypercolumnDecoder,
+    HypercolumnHead,
+    UNetHypercolumnDecoder,
+    UNetHypercolumnHead,
+)
 from pointseg.models.segmentation import DEFAULT_HEAD, IMAGENET_MEAN, IMAGENET_STD, SegmentationModel
 from pointseg.models.smp_unet import is_weights_file, load_encoder_weights, smp_unet, unet_head
 from pointseg.models.unet_small import UNetSmallDecoder, UNetSmallEncoder
@@ -67,6 +74,27 @@ def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | No
                              32, cycle(mean, in_channels), cycle(std, in_channels))
 
 
+def _hypercolumn(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, in_channels: int = 3,
+                 stages: tuple[int, ...] = (0, 1, 2, 3, 4, 5), scale: float = 0.5, means: tuple[int, ...] = (3, 7),
+                 unet: bool = False) -> SegmentationModel:
+    """smp's encoder with a linear head over its hypercolumn (``models.hypercolumn``: the fast model of the click
+    loop); with ``unet``, smp's U-Net decoder and head too, their logits added (the warm-started full model)."""
+    net = smp_unet(1, encoder, encoder_weights, in_channels)
+    hypercolumn = HypercolumnDecoder(net.encoder.out_channels, stages, means)
+    decoder: nn.Module = hypercolumn
+    net.decoder.out_channels = net.segmentation_head[0].in_channels
+    make_head: Callable[[int], nn.Module] = partial(HypercolumnHead, hypercolumn.part_channels, scale=scale)
+    if unet:
+        decoder = UNetHypercolumnDecoder(net.decoder, hypercolumn)
+
+        def make_head(num_classes: int) -> nn.Module:
+            return UNetHypercolumnHead(unet_head(net.decoder.out_channels, num_classes),
+                                       HypercolumnHead(hypercolumn.part_channels, num_classes, scale))
+    return SegmentationModel(net.encoder, decoder, dict(heads), make_head, 32, cycle(mean, in_channels),
+                             cycle(std, in_channels))
+
+
 def _vit(heads: Heads, size: str = "tiny", encoder_weights: str | None = None, in_channels: int = 3,
          stem: str | None = None, moe_part: float | None = None, moe_gate: str = "hard", moe_top_k: int = 1,
          moe_experts: int | None = None, moe_balance_weight: float = 0.01) -> SegmentationModel:
@@ -96,12 +124,36 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "unet-efficientnet-lite0": partial(_unet, encoder="tu-tf_efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3),
     "unet-efficientnet-lite2": partial(_unet, encoder="tu-tf_efficientnet_lite2", mean=(0.5,) * 3, std=(0.5,) * 3),
     "unet": _unet,
+    "hypercolumn-mobilenetv2": partial(_hypercolumn, encoder="mobilenet_v2"),
+    "unet-hypercolumn-mobilenetv2": partial(_hypercolumn, encoder="mobilenet_v2", unet=True),
     "vit-tiny": partial(_vit, size="tiny"),
     "vit-small": partial(_vit, size="small"),
     "vit-tiny-mobilenetv2": partial(_vit, size="tiny", stem="mobilenetv2"),
     "vit-small-mobilenetv2": partial(_vit, size="small", stem="mobilenetv2"),
 }
 FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_weight")  # ViT models only
+HYPERCOLUMN_OPTIONS = {"hypercolumn_stages": "stages", "hypercolumn_scale": "scale", "hypercolumn_means": "means"}
+
+
+def is_hypercolumn(name: str) -> bool:
+    """Whether model ``name`` has a head over the encoder's hypercolumn (the fast model, or the U-Net with one)."""
+    return "hypercolumn" in name
+
+
+def _stages_problem(value: object) -> str | None:
+    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                  for s in value) and len(set(value)) == len(value)
+    return None if ok else "must be a list of distinct encoder stages (0: the image's bands), e.g. [0, 1, 2, 3, 4, 5]"
+
+
+def _means_problem(value: object) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 and s % 2
+                                         for s in value)
+    return None if ok else "must be a list of odd window sides, e.g. [3, 7] ([] for none)"
+
+
+def _scale_problem(value: object) -> str | None:
+    return None if value in SCALES else f"must be one of {list(SCALES)}"
 
 
 def _part_problem(value: object) -> str | None:
@@ -126,17 +178,25 @@ class ModelOptions(Options):
     moe_top_k: int = option(1, "learned gate: experts per token", low=1)
     moe_experts: int | None = option(None, "learned gate: number of experts (null: one per dataset)", low=1)
     moe_balance_weight: float = option(0.01, "learned gate: weight of the load-balancing loss", low=0)
+    hypercolumn_stages: list = option([0, 1, 2, 3, 4, 5], "hypercolumn models: the encoder stages the head sees "
+                                                          "(0: the image's bands)", check=_stages_problem)
+    hypercolumn_scale: float = option(0.5, "hypercolumn models: the grid the head works on, relative to the model's "
+                                           "input", check=_scale_problem)
+    hypercolumn_means: list = option([3, 7], "hypercolumn models: local means of the bands (window sides) that join "
+                                             "stage 0", check=_means_problem)
     decoder_per_dataset: bool = option(False, "several datasets: each its own decoder (S5) instead of one shared "
                                               "decoder")
 
 
 def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
                 encoder_weights: str | None = None, in_channels: int = 3,
-                ffn: Mapping[str, object] | None = None, decoder_per_dataset: bool = False) -> SegmentationModel:
+                ffn: Mapping[str, object] | None = None, decoder_per_dataset: bool = False,
+                hypercolumn: Mapping[str, object] | None = None) -> SegmentationModel:
     """Build ``MODELS[name]`` for images of ``in_channels`` bands with one head of ``num_classes`` classes, or one
     head per entry of ``num_classes`` (name -> classes); ``encoder`` picks any smp/timm encoder for the generic
     ``unet``; ``ffn``: the ``FFN_OPTIONS`` of a ViT (mixture of experts); ``decoder_per_dataset``: a decoder
-    for each head (``SegmentationModel.split_decoder``)."""
+    for each head (``SegmentationModel.split_decoder``); ``hypercolumn``: the ``HYPERCOLUMN_OPTIONS`` of a
+    hypercolumn model (ignored by others)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
     kwargs: dict = {"encoder_weights": encoder_weights, "in_channels": in_channels}
@@ -148,10 +208,13 @@ def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
         if not name.startswith("vit-"):
             raise ValueError(f"model.moe_part makes the FFNs of a ViT experts; {name!r} has none (use vit-tiny)")
         kwargs.update(ffn)
+    if is_hypercolumn(name) and hypercolumn:
+        kwargs.update({HYPERCOLUMN_OPTIONS[k]: tuple(v) if isinstance(v, list) else v for k, v in hypercolumn.items()})
     model = MODELS[name](as_heads(num_classes), **kwargs)
     if decoder_per_dataset:
         model.split_decoder()
     return model
 
 
-__all__ = ["DEFAULT_HEAD", "MODELS", "SegmentationModel", "as_heads", "build_model", "load_encoder_weights"]
+__all__ = ["DEFAULT_HEAD", "HYPERCOLUMN_OPTIONS", "MODELS", "SegmentationModel", "as_heads", "build_model",
+           "is_hypercolumn", "load_encoder_weights"]

@@ -1,0 +1,188 @@
+"""The click loop as one function: clicks so far -> the fast model (``pointseg.fast``) -> maps of the requested
+images -> suggested clicks; then, optionally, the full recipe warm-started from it in the background.
+
+Used by ``pointseg train --fast``, ``pointseg map --fast`` and the benchmark. A fast run is a normal run
+directory (``config.yaml``, ``run.json``, ``model.pt``) plus ``fast.json``: the fit's samples, times and click
+accuracy; ``predict``, ``evaluate``, ``map``, ``suggest`` and ``export`` take it like any other run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pointseg import build, runs
+from pointseg.data.points import UNCLASSIFIED, PointSet
+from pointseg.fast import click_accuracy, collect, fit_softmax, set_head, unit_probabilities
+from pointseg.features import FeatureCache, Unit
+from pointseg.inference import certainty
+from pointseg.io import write_json
+from pointseg.models import is_hypercolumn
+from pointseg.propagation import click_window
+from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
+
+log = logging.getLogger(__name__)
+FAST_MODEL = "hypercolumn-mobilenetv2"
+FAST_INFO = "fast.json"
+
+
+@dataclass
+class FastRun:
+    """A fitted fast model: its run directory, model and classes, the feature cache it read (and the units of
+    the images it was fitted on), the number of samples, the times of each part, and the click accuracy."""
+
+    run_dir: Path
+    trained: runs.TrainedModel
+    cache: FeatureCache
+    units: list[Unit]
+    samples: int
+    seconds: dict[str, float]
+    accuracy: dict | None
+
+    def probabilities(self, units: Sequence[Unit] | None = None) -> dict[str, np.ndarray]:
+        """Class probabilities ``(C, h, w)`` at full resolution of ``units`` (default: those fitted on), by unit
+        name, from cached features."""
+        return {u.name: unit_probabilities(self.trained.model, self.cache, u) for u in units or self.units}
+
+
+def fast_settings(settings: dict) -> dict:
+    """``settings`` with the fast model, unless they name a hypercolumn model already."""
+    model = settings.get("model", {})
+    if is_hypercolumn(str(model.get("name", ""))):
+        return settings
+    if model.get("name"):
+        log.warning("train --fast fits the fast model %s; model.name=%s is not used", FAST_MODEL, model["name"])
+    return {**settings, "model": {**model, "name": FAST_MODEL}}
+
+
+def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv: list[str] | None = None
+               ) -> FastRun:
+    """Fit the fast model on ``inputs`` (clicks on tiles or rasters) into the new run directory ``out``."""
+    if inputs.points is None:
+        raise ValueError("train --fast fits a head on clicks: give --points (dense masks: train without --fast)")
+    if inputs.unlabeled or inputs.dataset_roots or inputs.init:
+        raise ValueError("train --fast learns from the clicks of one dataset: leave out --unlabeled, --init and "
+                         "further --data-root NAME=PATH")
+    run_dir = Path(out)
+    cfg, inputs = runs.prepare_new(run_dir, fast_settings(settings), inputs)
+    runtime = build.build_runtime(cfg)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    times = {}
+    t0 = time.perf_counter()
+    run = build.build_training(cfg, inputs)
+    part, model = run.parts[0], run.model.eval()
+    dataset = part.dataset
+    times["setup"] = time.perf_counter() - t0
+    cache = build.build_feature_cache(cfg, model, dataset.source, part.scaling)
+    units = cache.units(dataset.refs)
+    cache.check_space(units)
+    t0 = time.perf_counter()
+    options, clicks = build.build_fast_options(cfg), dataset.points.images  # type: ignore[union-attr]
+    samples = collect(model, cache, clicks, dataset.propagated, dataset.propagate_weight, dataset.ignore_index,
+                      units)
+    times["features"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    num_classes = part.source.classes.num_classes
+    weight, bias = fit_softmax(samples.x, samples.y, samples.weight, num_classes, options.c, options.class_weight,
+                               options.max_iter)
+    set_head(model, weight, bias)
+    times["fit"] = time.perf_counter() - t0
+    reach = click_window(0, 0, (1 << 30, 1 << 30), build.build_propagation(cfg))[2]
+    accuracy = click_accuracy(samples, num_classes, options, reach, cfg["seed"])
+    times["click_accuracy"] = accuracy["seconds"] if accuracy else 0.0
+    created = runs.start_run(run_dir, cfg, inputs, argv, device=str(runtime.device), amp=runtime.amp,
+                             parameters=model.parameter_counts())
+    try:
+        runs.save_model(run_dir / runs.MODEL, model, cfg, run.tables, run.scaling, run.data, run.dtype)
+        write_json(run_dir / FAST_INFO, {"samples": len(samples), "clicks": int((samples.click >= 0).sum()),
+                                         "encoded": cache.encoded, "seconds": times, "click_accuracy": accuracy})
+    except BaseException:
+        runs.discard_run(run_dir, created)
+        raise
+    trained = runs.TrainedModel(model, cfg, run.tables, run.scaling, model.head_names[0], run.data, run.dtype)
+    return FastRun(run_dir, trained, cache, units, len(samples), times, accuracy)
+
+
+@dataclass
+class Round:
+    """One round of the loop: the fast run, the maps (predicted classes, full resolution) of the requested units
+    and the seconds they took, and the suggested clicks (the clicks so far plus unclassified suggestions)."""
+
+    fast: FastRun
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    map_seconds: float = 0.0
+    suggestions: PointSet | None = None
+
+
+def suggest_from(probabilities: Mapping[str, np.ndarray], units: Sequence[Unit], made: PointSet, per_image: int,
+                 score: str = "margin", class_weight: float = 1.0) -> PointSet:
+    """``per_image`` suggested clicks on each whole-image unit (``pointseg.suggest``'s rule) from its
+    probabilities: the clicks so far plus the suggestions, unclassified."""
+    rarity = class_rarity(made.class_counts(), class_weight)
+    images, sizes = {k: v for k, v in made.images.items()}, dict(made.sizes)
+    for unit in units:
+        if unit.window is not None:
+            raise ValueError("suggestions from the loop are for image tiles; for a raster use pointseg suggest")
+        probs = torch.from_numpy(probabilities[unit.name])
+        existing = made.images.get(unit.ref.id, np.zeros((0, 3), np.int64))
+        size = (int(probs.shape[1]), int(probs.shape[2]))
+        found = suggest_clicks((1 - certainty(probs, score)).numpy(), probs.argmax(0).numpy(), None, existing,
+                               rarity, per_image, auto_distance(size, len(existing) + per_image), size)
+        new = np.array([[s.row, s.col, UNCLASSIFIED] for s in found], dtype=np.int64).reshape(-1, 3)
+        images[unit.ref.id], sizes[unit.ref.id] = np.concatenate([existing, new]), size
+    return PointSet(made.classes, images, sizes, {**made.meta, "suggested_by": "fast model"})
+
+
+def fast_round(settings: dict, out: str | Path, inputs: build.TrainInputs, map_units: Sequence[Unit] | None = None,
+               suggest: int = 0, argv: list[str] | None = None) -> Round:
+    """One round: fit the fast model into ``out``, map ``map_units`` (default: the images fitted on) from cached
+    features, and with ``suggest`` > 0 propose that many clicks per image."""
+    fast = fast_train(settings, out, inputs, argv)
+    t0 = time.perf_counter()
+    probabilities = fast.probabilities(map_units)
+    maps = {name: p.argmax(0).astype(np.uint8) for name, p in probabilities.items()}
+    result = Round(fast, maps, time.perf_counter() - t0)
+    if suggest:
+        from pointseg.data.points import load_points
+
+        made = load_points(inputs.points)  # type: ignore[arg-type]
+        result.suggestions = suggest_from(probabilities, map_units or fast.units, made, suggest)
+    return result
+
+
+def full_recipe(fast_run: str | Path, out: str | Path, inputs: build.TrainInputs, settings: Sequence[str] = (),
+                background: bool = True, threads: int = 1) -> subprocess.Popen:
+    """Start the full recipe warm-started from ``fast_run`` (``train --init``) in a process of its own, at a lower
+    priority and on ``threads`` threads so the fast loop stays responsive; returns the process."""
+    cmd = [sys.executable, "-m", "pointseg", "train", "--init", str(fast_run), "--out", str(out),
+           "--set", f"train.threads={threads}", *[a for s in settings for a in ("--set", s)]]
+    if inputs.data_root:
+        cmd += ["--data-root", str(inputs.data_root)]
+    cmd += [a for r in inputs.rasters for a in ("--raster", str(r))]
+    if inputs.points:
+        cmd += ["--points", str(inputs.points)]
+    nice = (lambda: os.nice(10)) if background and hasattr(os, "nice") else None
+    return subprocess.Popen(cmd, preexec_fn=nice)  # noqa: PLW1509 (a niceness change only)
+
+
+def warm_start_settings(settings: dict, init: str | Path) -> dict:
+    """``settings`` for a run started from ``init``: from a fast run, the U-Net with a hypercolumn head and the
+    fast run's hypercolumn (PEARL's warm start), unless the settings name a model."""
+    saved = runs.read_model(init).cfg["model"]
+    name = str(saved["name"])
+    if not is_hypercolumn(name) or name.startswith("unet-") or settings.get("model", {}).get("name"):
+        return settings
+    warm = "unet-" + name
+    log.info("--init %s is a fast run: training model %s, its hypercolumn head starting from the fit", init, warm)
+    hypercolumn = {k: v for k, v in saved.items() if k.startswith("hypercolumn_")}
+    return {**settings, "model": {**settings.get("model", {}), **hypercolumn, "name": warm}}
