@@ -4,7 +4,9 @@ and a short report out: import the clicks -> train on the raster -> map it -> ``
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -14,10 +16,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window as RioWindow
 
-from pointseg import build, runs
+from pointseg import build, fastloop, runs
 from pointseg.commands.options import MapOptions, with_config, with_tiling
 from pointseg.commands.points import import_point_layer
-from pointseg.commands.train import run_training
+from pointseg.commands.train import click_accuracy_text, run_training
 from pointseg.config import deep_update, default_config, load_config, load_settings, merge
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet
@@ -51,6 +53,7 @@ class MapRequest:
     options: MapOptions = MapOptions()
     confidence: bool = False
     argv: list[str] | None = None  # the command line, recorded in the run
+    fast: bool = False  # the fast model (``train --fast``) instead of the full recipe
 
 
 def raster_defaults(raster: str | Path) -> tuple[dict, str]:
@@ -80,11 +83,17 @@ def run_map(request: MapRequest) -> Path:
     points, report, placed = import_clicks(request, resume=(run_dir / runs.CONFIG).exists())
     print(report.summary())
     times["import"] = time.perf_counter() - t0
-    print(f"[2/3] training on {len(points)} clicks: {build.describe(cfg)} ({why})")
+    recipe = "the fast model (a softmax head over the frozen encoder's hypercolumn)" if request.fast else \
+        build.describe(cfg)
+    print(f"[2/3] training on {len(points)} clicks: {recipe} ({why})")
     t0 = time.perf_counter()
+    inputs = build.TrainInputs(points=out / "points.json", rasters=(request.raster,))
     try:
-        run_training(settings, run_dir, build.TrainInputs(points=out / "points.json", rasters=(request.raster,)),
-                     resume=(run_dir / runs.CONFIG).exists(), argv=request.argv)
+        if not request.fast:
+            run_training(settings, run_dir, inputs, resume=(run_dir / runs.CONFIG).exists(), argv=request.argv)
+        elif not (run_dir / fastloop.FAST_INFO).exists():  # a fast run already there was fitted on these clicks
+            shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished fit: it takes seconds to redo
+            fastloop.fast_train(settings, run_dir, inputs, request.argv)
     except BaseException:
         if not (run_dir / runs.CHECKPOINT).exists():  # nothing to resume: leave nothing behind
             for path in placed:
@@ -157,6 +166,10 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         units = ds.crs.linear_units if ds.crs and ds.crs.is_projected else "CRS unit"
         size = f"{ds.width} x {ds.height} pixels, {crs}"
     area_unit = "ha" if units in ("metre", "meter") else f"{units}²"
+    fast_info = request.out / "run" / fastloop.FAST_INFO
+    accuracy = json.loads(fast_info.read_text(encoding="utf-8"))["click_accuracy"] if fast_info.exists() else None
+    recipe = ("the fast model: a softmax head over the frozen encoder's hypercolumn, fitted on the clicks and "
+              "their propagation" if fast_info.exists() else build.describe(trained.cfg))
     divide = 1e4 if area_unit == "ha" else 1.0
     rows = [f"| {md_text(a['class'])} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
     files = ["`map.tif` (classes; colours and names open in QGIS: `map.qml`, `map.tif.aux.xml`)"]
@@ -169,8 +182,11 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         f"Raster {md_text(request.raster)} ({md_text(size)}); clicks from {md_text(request.vector)}, field "
         f"{md_text(request.class_field)}.", "",
         md_code_block(import_summary), "",
-        f"Recipe: {build.describe(trained.cfg)}; {why}. Time: import {times['import']:.0f} s, training "
+        f"Recipe: {recipe}; {why}. Time: import {times['import']:.0f} s, training "
         f"{times['train']:.0f} s, mapping {times['map']:.0f} s.", "",
+        *([md_text(click_accuracy_text(accuracy, list(trained.classes.names))) + " (each fold's clicks predicted by "
+           "a head fitted without them: an estimate of the map's accuracy at clicked places, no reference needed)",
+           ""] if fast_info.exists() else []),
         "![image and map](map.png)", "",
         f"| class | pixels | share | area ({area_unit}) |", "|---|---:|---:|---:|", *rows, "",
         "The map is not scored here: no reference is known for it. Score it against a reference mask raster on its "
@@ -184,7 +200,7 @@ def main(args: argparse.Namespace) -> Path:
     return run_map(MapRequest(Path(args.raster), Path(args.points), args.class_field, Path(args.out), args.layer,
                               args.crs, args.x_field, args.y_field, Path(args.classes) if args.classes else None,
                               Path(args.config) if args.config else None, args.set,
-                              MapOptions.from_args(args), args.confidence, args.argv))
+                              MapOptions.from_args(args), args.confidence, args.argv, args.fast))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -200,6 +216,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mp.add_argument("--y-field", default="y", help="CSV column of y (northing/latitude)")
     mp.add_argument("--classes", help="class table value,name,r,g,b (names and colours; default: the field's values)")
     mp.add_argument("--confidence", action="store_true", help="also write confidence.tif (max-softmax, percent)")
+    mp.add_argument("--fast", action="store_true", help="map with the fast model (seconds: a head over the frozen "
+                                                        "encoder, see train --fast), with its click accuracy")
     with_tiling(mp)
     with_config(mp)
     mp.set_defaults(func=main, interrupted="pointseg: interrupted (run the same map command again to continue its "

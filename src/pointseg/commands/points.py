@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pointseg import build
+from pointseg import build, runs
 from pointseg.commands.options import with_config
 from pointseg.config import load_config
 from pointseg.data.classes import ClassTable
-from pointseg.data.points import STRATEGIES, PointSet, answer, load_points, save_points, simulate
+from pointseg.data.points import STRATEGIES, PointSet, answer, corrective, load_points, save_points, simulate
+from pointseg.data.sources import Source
 from pointseg.io import check_writable
 from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
 
@@ -36,11 +37,50 @@ def import_point_layer(vector: str | Path, rasters: list[str | Path], class_fiel
     return points, report
 
 
+def simulation_source(args: argparse.Namespace, cfg: dict, classes: ClassTable | None) -> Source:
+    """The images and masks clicks are simulated on: ``--data-root``/``--split`` tiles, or ``--raster`` with its
+    ``--mask`` (classes from ``--classes``, else ``classes``: a run's)."""
+    if args.raster or args.mask:
+        if not (args.raster and args.mask) or args.data_root:
+            raise ValueError("simulate on a raster with --raster R --mask M (its reference mask), without --data-root")
+        table = ClassTable.from_csv(args.classes, color_coded=False) if args.classes else classes
+        if table is None:
+            raise ValueError("--raster with --mask needs the mask's class table: --classes TABLE.csv (value,name,"
+                             "r,g,b; 0 or the ignore value for unlabelled pixels)")
+        return build.build_raster_source(cfg, (args.raster,), table, (args.mask,))
+    if not args.data_root:
+        raise ValueError("points simulate needs --data-root R (with --split) or --raster R --mask M")
+    return build.build_source(cfg, args.data_root, args.split)
+
+
+def simulate_corrective(args: argparse.Namespace, cfg: dict) -> PointSet:
+    """The clicks so far plus ``--per-image`` clicks per image where the run's map disagrees with the masks."""
+    if not args.run or not args.points:
+        raise ValueError("--strategy corrective needs --run RUN (the model whose map is corrected) and --points "
+                         "SO_FAR (the clicks it was trained on)")
+    trained = runs.load_run(args.run)
+    source = simulation_source(args, trained.head_cfg, trained.classes)
+    made = load_points(args.points)
+    if made.classes != list(trained.classes.names):
+        raise ValueError(f"{args.points}: classes {made.classes} differ from the run's {list(trained.classes.names)}")
+    dataset = build.build_eval_dataset(trained.head_cfg, source, trained.scaling)
+    predictions = {sample["id"]: predicted for sample, predicted in trained.predictor().iter_predictions(dataset)}
+    return corrective(source, predictions, made, args.per_image, args.seed)
+
+
 def main_simulate(args: argparse.Namespace) -> Path:
     if args.per_image is not None and args.per_image < 1:
         raise ValueError(f"--per-image must be at least 1, got {args.per_image}")
     cfg = load_config(args.config, args.set)
-    source = build.build_source(cfg, args.data_root, args.split)
+    if args.strategy == "corrective":
+        if args.per_image is None:
+            raise ValueError("--strategy corrective needs --per-image K (clicks added per image)")
+        points = simulate_corrective(args, cfg)
+        save_points(args.out, points)
+        print(f"wrote {len(points)} points ({args.per_image} per image where the map of {args.run} is wrong, added to "
+              f"those of {args.points}) on {len(points.images)} images to {args.out}")
+        return Path(args.out)
+    source = simulation_source(args, cfg, None)
     if args.at:
         points, dropped = answer(source, load_points(args.at, unclassified=True))
         save_points(args.out, points)
@@ -69,13 +109,19 @@ def main_import(args: argparse.Namespace) -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     pts = sub.add_parser("points", help="point labels").add_subparsers(dest="points_command", required=True)
     sim = pts.add_parser("simulate", help="simulate N clicks per image from dense masks")
-    sim.add_argument("--data-root", required=True)
+    sim.add_argument("--data-root", help="tiles with masks (with --split)")
     sim.add_argument("--split", default="Train")
+    sim.add_argument("--raster", help="instead of --data-root: a raster, with its reference --mask")
+    sim.add_argument("--mask", help="the mask raster of --raster (its unlabelled pixels are never clicked)")
+    sim.add_argument("--classes", help="class table value,name,r,g,b of --mask (default with --run: the run's)")
+    sim.add_argument("--run", help="corrective: the run whose map the new clicks correct")
+    sim.add_argument("--points", help="corrective: the clicks so far (kept, and never clicked again)")
     sim.add_argument("--per-image", type=int, help="clicks per image")
     sim.add_argument("--at", metavar="SUGGESTIONS", help="instead: give the suggested clicks of this point file "
                                                          "(pointseg suggest) the classes of the dense masks")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--strategy", choices=STRATEGIES, default="uniform")
+    sim.add_argument("--strategy", choices=[*STRATEGIES, "corrective"], default="uniform",
+                     help="uniform | class-balanced | corrective: --per-image clicks where --run's map is wrong")
     sim.add_argument("--out", required=True)
     with_config(sim)
     sim.set_defaults(func=main_simulate)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,45 @@ def simulate(source: Source, per_image: int, seed: int = 0, strategy: str = "uni
         sizes[ref.id] = mask.shape
     meta = {"strategy": strategy, "per_image": per_image, "seed": seed, "source": source.description}
     return PointSet(list(source.classes.names), images, sizes, meta)
+
+
+def corrective_points(mask: np.ndarray, predicted: np.ndarray, existing: np.ndarray, n: int,
+                      rng: np.random.Generator, ignore_index: int = 255) -> np.ndarray:
+    """``existing`` clicks (N, 3) plus ``n`` new ones where a map is wrong: drawn uniformly among the labelled
+    pixels of ``mask`` where ``predicted`` disagrees with it and no click is yet (classes from the mask); when
+    fewer than ``n`` pixels are wrong, the rest are drawn uniformly among the other labelled pixels. The simulated
+    analyst who clicks where the map is wrong."""
+    if mask.shape != predicted.shape:
+        raise ValueError(f"a map of {predicted.shape} for a mask of {mask.shape} (height, width)")
+    labelled = mask != ignore_index
+    free = labelled.copy()
+    free[existing[:, 0], existing[:, 1]] = False
+    wrong = np.flatnonzero((free & (predicted != mask)).ravel())
+    picked = rng.choice(wrong, size=min(n, wrong.size), replace=False)
+    if picked.size < n:
+        right = np.flatnonzero((free & (predicted == mask)).ravel())
+        picked = np.concatenate([picked, rng.choice(right, size=min(n - picked.size, right.size), replace=False)])
+    rows, cols = np.divmod(picked, mask.shape[1])
+    new = np.stack([rows, cols, mask.ravel()[picked]], axis=1).astype(np.int64)
+    return np.concatenate([existing.astype(np.int64).reshape(-1, 3), new])
+
+
+def corrective(source: Source, predictions: Mapping[str, np.ndarray], made: PointSet, per_image: int,
+               seed: int = 0) -> PointSet:
+    """``made`` plus ``per_image`` corrective clicks (``corrective_points``) on every image of ``source`` that has
+    a map in ``predictions`` (full-resolution classes by image id), seeded by the seed and the image."""
+    images, sizes = dict(made.images), dict(made.sizes)
+    for ref in source.refs:
+        if ref.id not in predictions:
+            continue
+        mask = source.read_mask(ref)
+        existing = made.images.get(ref.id, np.zeros((0, 3), np.int64))
+        rng = np.random.default_rng([seed, zlib.crc32(ref.id.encode()), len(existing)])
+        images[ref.id] = corrective_points(mask, predictions[ref.id], existing, per_image, rng,
+                                           source.classes.ignore_index)
+        sizes[ref.id] = mask.shape
+    meta = {**made.meta, "strategy": "corrective", "per_image_added": per_image, "seed": seed}
+    return PointSet(made.classes, images, sizes, meta)
 
 
 def answer(source: Source, points: PointSet) -> tuple[PointSet, list[str]]:
