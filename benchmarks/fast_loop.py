@@ -30,7 +30,15 @@ import torch
 from click_levers import selection_root
 from pointseg import build
 from pointseg.config import default_config, load_settings, merge
-from pointseg.data.points import answer, corrective, corrective_points, image_rng, save_points, simulate
+from pointseg.data.points import (
+    answer,
+    corrective,
+    corrective_points,
+    image_rng,
+    load_points,
+    save_points,
+    simulate,
+)
 from pointseg.data.sources import Source
 from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FastRun, fast_train, suggest_from
@@ -145,7 +153,7 @@ def phase_select(work: Path, seeds: list[int]) -> None:
                     cm = np.array(record["Val"]["confusion_matrix"])
                     pooled = cm if pooled is None else pooled + cm
                     folds.append({"fold": fold, "miou": record["Val"]["miou"], "seconds": record["seconds"]})
-                metrics = summarize(pooled, list(json.loads(points.read_text().splitlines()[0] + "}")["classes"]))
+                metrics = summarize(pooled, load_points(points).classes)
                 write_json(path, {"phase": "select", "cell": cell, "seed": seed, "sets": sets, "folds": folds,
                                   "pooled": compact(metrics)})
                 print(f"select {cell} seed {seed}: pooled mIoU {metrics['miou']:.4f}", flush=True)
@@ -196,8 +204,6 @@ def phase_budget(work: Path, seeds: list[int]) -> None:
 def next_clicks(strategy: str, source: Source, made_path: Path, maps: dict, probabilities_of: FastRun | None,
                 seed: int, out: Path) -> Path:
     """The clicks so far plus ``STEP`` per tile placed by ``strategy`` (answered from the masks)."""
-    from pointseg.data.points import load_points
-
     made = load_points(made_path)
     if strategy == "corrective":
         points = corrective(source, maps, made, STEP, seed)
@@ -319,7 +325,6 @@ def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> N
     from sklearn.ensemble import RandomForestClassifier
 
     from pointseg.data.classes import ClassTable
-    from pointseg.data.points import load_points
     from pointseg.data.raster import RasterSource
 
     table = s2_table(work)

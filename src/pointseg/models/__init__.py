@@ -76,7 +76,7 @@ def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | No
 
 def _hypercolumn(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, in_channels: int = 3,
-                 stages: tuple[int, ...] = (0, 1, 2, 3, 4, 5), scale: float = 0.5, means: tuple[int, ...] = (3, 7),
+                 stages: tuple[int, ...] = (1, 2, 3, 4, 5), scale: float = 0.25, means: tuple[int, ...] = (3, 7),
                  unet: bool = False) -> SegmentationModel:
     """smp's encoder with a linear head over its hypercolumn (``models.hypercolumn``: the fast model of the click
     loop); with ``unet``, smp's U-Net decoder and head too, their logits added (the warm-started full model)."""
@@ -178,10 +178,11 @@ class ModelOptions(Options):
     moe_top_k: int = option(1, "learned gate: experts per token", low=1)
     moe_experts: int | None = option(None, "learned gate: number of experts (null: one per dataset)", low=1)
     moe_balance_weight: float = option(0.01, "learned gate: weight of the load-balancing loss", low=0)
-    hypercolumn_stages: list = option([0, 1, 2, 3, 4, 5], "hypercolumn models: the encoder stages the head sees "
-                                                          "(0: the image's bands)", check=_stages_problem)
-    hypercolumn_scale: float = option(0.5, "hypercolumn models: the grid the head works on, relative to the model's "
-                                           "input", check=_scale_problem)
+    hypercolumn_stages: list = option([1, 2, 3, 4, 5], "hypercolumn models: the encoder stages the head sees "
+                                                       "(0: the image's bands and their local means; chosen on "
+                                                       "folds of Train, BENCHMARKS 9)", check=_stages_problem)
+    hypercolumn_scale: float = option(0.25, "hypercolumn models: the grid the head works on, relative to the "
+                                            "model's input", check=_scale_problem)
     hypercolumn_means: list = option([3, 7], "hypercolumn models: local means of the bands (window sides) that join "
                                              "stage 0", check=_means_problem)
     decoder_per_dataset: bool = option(False, "several datasets: each its own decoder (S5) instead of one shared "

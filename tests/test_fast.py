@@ -1,0 +1,206 @@
+"""The fast model: its head against scikit-learn, the hypercolumn head's algebra, the warm start, the feature
+cache, corrective clicks, and fast runs through the CLI like any other run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from pointseg import runs
+from pointseg.cli import main
+from pointseg.commands.sample import sample_dir
+from pointseg.data.points import corrective_points, load_points
+from pointseg.data.sources import LoveDA
+from pointseg.fast import ABSENT_LOGIT, fit_softmax
+from pointseg.features import FeatureCache
+from pointseg.models import build_model
+from pointseg.models.hypercolumn import HypercolumnHead, resample, warm_start_state
+from tests.conftest import shared_path
+
+FAST = ["model.encoder_weights=null", "data.scale=1.0", "train.amp=false", "fast.folds=3"]
+
+
+def sets(options: list[str]) -> list[str]:
+    return [a for o in options for a in ("--set", o)]
+
+
+def test_the_head_agrees_with_scikit_learns_logistic_regression():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1.5, (3, 6))
+    y = np.repeat([0, 1, 3], [40, 25, 15])  # class 2 has no samples
+    x = centres[np.searchsorted([0, 1, 3], y)] + rng.normal(0, 1.0, (80, 6)) * rng.uniform(0.5, 3, 6)
+    weights = rng.uniform(0.5, 1.5, 80)
+    w, b = fit_softmax(torch.tensor(x, dtype=torch.float64), y, weights, 4, c=0.1, max_iter=500)
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=0.1, class_weight="balanced", max_iter=5000, tol=1e-10)
+    reference.fit(scaler.transform(x), y, sample_weight=weights)
+    test = rng.normal(0, 2, (200, 6))
+    ours = (torch.tensor(test) @ w.T + b).numpy()
+    assert (ours.argmax(1) == reference.predict(scaler.transform(test))).all()
+    theirs = reference.predict_log_proba(scaler.transform(test))
+    ours_present = torch.tensor(ours[:, [0, 1, 3]]).log_softmax(1).numpy()
+    assert np.abs(ours_present - theirs).max() < 1e-4
+    assert b[2] == ABSENT_LOGIT and (w[2] == 0).all()  # a class without clicks is never predicted
+
+
+def test_the_hypercolumn_head_equals_a_1x1_convolution_over_the_concatenated_grid():
+    torch.manual_seed(0)
+    image = torch.rand(2, 5, 32, 48)
+    parts = [image, torch.rand(2, 4, 16, 24), torch.rand(2, 6, 2, 3)]  # input-sized, finer and coarser than the grid
+    head = HypercolumnHead((5, 4, 6), 3, scale=0.25)
+    grid = (8, 12)
+    stacked = torch.cat([resample(p, grid) for p in parts], 1)
+    by_hand = torch.nn.functional.interpolate(head.conv(stacked), size=(32, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(head([image, *parts]), by_hand, atol=1e-5)
+    assert torch.allclose(resample(image, grid), torch.nn.functional.avg_pool2d(image, 4))  # box down
+
+
+def test_the_warm_started_model_starts_as_the_fast_fit_and_the_u_nets_gradients_flow():
+    torch.manual_seed(0)
+    fast = build_model("hypercolumn-mobilenetv2", 4).eval()
+    with torch.no_grad():
+        for p in fast.heads.parameters():
+            p.normal_()
+    warm = build_model("unet-hypercolumn-mobilenetv2", 4)
+    warm.load_state_dict(warm_start_state(fast.state_dict(), warm))
+    warm.eval()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(warm(image), fast(image), atol=1e-5)
+    warm.train()
+    warm(image).logsumexp(1).mean().backward()
+    assert warm.heads["seg"].unet[0].weight.grad.abs().sum() > 0  # the zeroed U-Net head learns from step one
+    assert warm.heads["seg"].hypercolumn.conv.weight.grad.abs().sum() > 0
+    assert warm_start_state(warm.state_dict(), warm) is None  # a full run is loaded as it is
+
+
+class Counting(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = encoder, 0
+        self.out_channels = encoder.out_channels
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_the_cache_encodes_each_image_once_and_again_when_the_image_or_weights_change(tmp_path, tiny_loveda):
+    from pointseg.data.bands import BandScaling
+    from pointseg.data.cache import CachedSource
+
+    source = CachedSource(LoveDA(tiny_loveda, "Train", ("Rural",)), tmp_path / "samples")
+    model = build_model("hypercolumn-mobilenetv2", 7).eval()
+    model.encoder = Counting(model.encoder)
+
+    def cache() -> FeatureCache:
+        return FeatureCache(model, source, BandScaling.full_range(3), 1.0, "area", (1, 5), tmp_path / "features")
+
+    first = cache()
+    features = [first.get(u) for u in first.units()]
+    assert model.encoder.calls == 4 and first.encoded == 4
+    assert features[0][2] is None and features[0][5].shape == (1, 1280, 2, 2)
+    again = cache()
+    assert all(torch.equal(a[1], again.get(u)[1]) for a, u in zip(features, again.units(), strict=True))
+    assert model.encoder.calls == 4 and again.encoded == 0  # read from disk
+    image = source.refs[0].image
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert [cache().get(u) for u in cache().units()] and model.encoder.calls == 5  # that image only
+    with torch.no_grad():
+        next(model.encoder.parameters()).add_(1)
+    changed = cache()
+    changed.get(changed.units()[1])
+    assert model.encoder.calls == 6
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "features").iterdir())[:3] == [
+        "features-0.npy", "features-0.npy", "features-0.npy"]  # stage 0 is always kept, in the sample-cache layout
+
+
+def test_corrective_clicks_land_only_on_wrong_labelled_unclicked_pixels():
+    mask = np.full((20, 20), 255, dtype=np.uint8)
+    mask[5:15, 5:15] = 1
+    mask[5:15, 5:8] = 2
+    predicted = np.ones((20, 20), dtype=np.uint8)  # wrong on the 30 pixels of class 2
+    existing = np.array([[6, 6, 2], [10, 10, 1]])
+    out = corrective_points(mask, predicted, existing, 12, np.random.default_rng(0))
+    new = out[2:]
+    assert (out[:2] == existing).all() and len(new) == 12 and len({(r, c) for r, c, _ in new}) == 12
+    assert (mask[new[:, 0], new[:, 1]] == 2).all() and (new[:, 2] == 2).all()
+    assert not ((new[:, 0] == 6) & (new[:, 1] == 6)).any()
+    everywhere = corrective_points(mask, predicted, existing, 40, np.random.default_rng(0))[2:]
+    assert (mask[everywhere[:, 0], everywhere[:, 1]] != 255).all()
+    assert (mask[everywhere[:29, 0], everywhere[:29, 1]] == 2).all()  # the 29 wrong pixels first, then right ones
+    right = corrective_points(mask, mask, np.zeros((0, 3), np.int64), 5, np.random.default_rng(0))
+    assert len(right) == 5 and (mask[right[:, 0], right[:, 1]] != 255).all()  # a right map: uniform
+
+
+@pytest.fixture
+def fast_run(tmp_path, tiny_loveda, tiny_overrides):
+    points = tmp_path / "points.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "12", "--out",
+                 str(points)]) == 0
+    run = tmp_path / "fast"
+    assert main(["train", "--fast", "--data-root", str(tiny_loveda), "--points", str(points), "--out", str(run),
+                 *sets([*tiny_overrides, *FAST])]) == 0
+    return run, points
+
+
+def test_a_fast_run_is_a_normal_run(tmp_path, tiny_loveda, fast_run, capsys):
+    run, points = fast_run
+    info = json.loads((run / "fast.json").read_text())
+    assert info["encoded"] == 4 and info["click_accuracy"]["folds"] == 3
+    assert info["click_accuracy"]["clicks"] == len(load_points(points))
+    assert "click accuracy (3-fold" in capsys.readouterr().out
+    assert runs.load_run(run).cfg["model"]["name"] == "hypercolumn-mobilenetv2"
+    assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val", "--out",
+                 str(tmp_path / "val.json")]) == 0
+    assert json.loads((tmp_path / "val.json").read_text())["miou"] > 0.2  # colour-coded blocks: the bands suffice
+    assert main(["predict", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val", "--out",
+                 str(tmp_path / "maps")]) == 0
+    onnx = tmp_path / "fast.onnx"
+    assert main(["export", "--run", str(run), "--out", str(onnx), "--tile", "64"]) == 0
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = runs.load_run(run, device="cpu").model(image).softmax(1).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: image.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-3
+
+
+def test_corrective_simulation_and_the_warm_start_from_the_cli(tmp_path, tiny_loveda, tiny_overrides, fast_run):
+    run, points = fast_run
+    more = tmp_path / "more.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--strategy", "corrective", "--run", str(run),
+                 "--points", str(points), "--per-image", "5", "--out", str(more)]) == 0
+    before, after = load_points(points), load_points(more)
+    trained = runs.load_run(run)
+    dataset = trained.dataset(tiny_loveda, "Train")
+    predicted = {s["id"]: (p, s["mask"].numpy()) for s, p in trained.predictor().iter_predictions(dataset)}
+    for image_id, pts in after.images.items():
+        assert (pts[: len(before.images[image_id])] == before.images[image_id]).all()
+        new = pts[len(before.images[image_id]):]
+        pred, mask = predicted[image_id]
+        assert len(new) == 5 and (pred[new[:, 0], new[:, 1]] != mask[new[:, 0], new[:, 1]]).all()
+        assert (new[:, 2] == mask[new[:, 0], new[:, 1]]).all()
+    warm = tmp_path / "warm"
+    assert main(["train", "--init", str(run), "--data-root", str(tiny_loveda), "--points", str(more), "--out",
+                 str(warm), *sets([*tiny_overrides, *FAST[:1], "train.steps=2"])]) == 0
+    assert runs.load_run(warm).cfg["model"]["name"] == "unet-hypercolumn-mobilenetv2"
+
+
+def test_map_fast_reports_its_click_accuracy(tmp_path):
+    landsat = sample_dir() / "landsat"
+    out = tmp_path / "map"
+    assert main(["map", "--fast", "--raster", f"{landsat}/RGB.byte.tif", "--points", f"{landsat}/clicks.gpkg",
+                 "--class-field", "class", "--classes", f"{landsat}/classes.csv", "--out", str(out),
+                 *sets(["model.encoder_weights=" + str(shared_path("weights", "mobilenet_v2-b0353104.pth")),
+                        "train.amp=false"])]) == 0
+    report = (out / "REPORT.md").read_text()
+    assert "click accuracy" in report and "5\\-fold cross\\-validation over 40 clicks" in report
+    assert (out / "map.tif").exists() and (out / "run" / "fast.json").exists()
