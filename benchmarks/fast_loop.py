@@ -350,7 +350,6 @@ def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> N
                         "click_accuracy": fast.accuracy and {k: v for k, v in fast.accuracy.items()
                                                              if k != "confusion_matrix"}}
         made = load_points(points)
-        x, y = [], []
         with_mask = RasterSource([raster], classes, None, [mask])
         ref = with_mask.refs[0]
         image = np.asarray(with_mask.read(ref)["image"])

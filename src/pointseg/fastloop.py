@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from pointseg import build, runs
-from pointseg.data.points import UNCLASSIFIED, PointSet
+from pointseg.data.points import UNCLASSIFIED, PointSet, load_points
+from pointseg.data.sources import Source
 from pointseg.fast import click_accuracy, collect, fit_softmax, set_head, unit_probabilities
 from pointseg.features import FeatureCache, Unit
 from pointseg.inference import certainty
@@ -48,10 +49,17 @@ class FastRun:
     seconds: dict[str, float]
     accuracy: dict | None
 
-    def probabilities(self, units: Sequence[Unit] | None = None) -> dict[str, np.ndarray]:
-        """Class probabilities ``(C, h, w)`` at full resolution of ``units`` (default: those fitted on), by unit
-        name, from cached features."""
-        return {u.name: unit_probabilities(self.trained.model, self.cache, u) for u in units or self.units}
+    def cache_for(self, source: Source) -> FeatureCache:
+        """The feature cache of other images (e.g. a validation split), read as the run reads its own."""
+        cfg = self.trained.head_cfg
+        return build.build_feature_cache(cfg, self.trained.model, build.build_cached(cfg, source), self.trained.scaling)
+
+    def probabilities(self, source: Source | None = None) -> dict[str, np.ndarray]:
+        """Class probabilities ``(C, h, w)`` at full resolution of every unit of ``source`` (default: the images
+        fitted on), by unit name, from cached features (computed on first use)."""
+        cache = self.cache if source is None else self.cache_for(source)
+        units = self.units if source is None else cache.units()
+        return {u.name: unit_probabilities(self.trained.model, cache, u) for u in units}
 
 
 def fast_settings(settings: dict) -> dict:
@@ -143,20 +151,18 @@ def suggest_from(probabilities: Mapping[str, np.ndarray], units: Sequence[Unit],
     return PointSet(made.classes, images, sizes, {**made.meta, "suggested_by": "fast model"})
 
 
-def fast_round(settings: dict, out: str | Path, inputs: build.TrainInputs, map_units: Sequence[Unit] | None = None,
-               suggest: int = 0, argv: list[str] | None = None) -> Round:
-    """One round: fit the fast model into ``out``, map ``map_units`` (default: the images fitted on) from cached
-    features, and with ``suggest`` > 0 propose that many clicks per image."""
+def fast_round(settings: dict, out: str | Path, inputs: build.TrainInputs, suggest: int = 0,
+               argv: list[str] | None = None) -> Round:
+    """One round: fit the fast model into ``out``, map the images it was fitted on from cached features, and with
+    ``suggest`` > 0 propose that many clicks per image (``FastRun.probabilities(source)`` maps others)."""
     fast = fast_train(settings, out, inputs, argv)
     t0 = time.perf_counter()
-    probabilities = fast.probabilities(map_units)
+    probabilities = fast.probabilities()
     maps = {name: p.argmax(0).astype(np.uint8) for name, p in probabilities.items()}
     result = Round(fast, maps, time.perf_counter() - t0)
     if suggest:
-        from pointseg.data.points import load_points
-
         made = load_points(inputs.points)  # type: ignore[arg-type]
-        result.suggestions = suggest_from(probabilities, map_units or fast.units, made, suggest)
+        result.suggestions = suggest_from(probabilities, fast.units, made, suggest)
     return result
 
 
