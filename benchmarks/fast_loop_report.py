@@ -109,7 +109,8 @@ def tracking() -> str:
 
 def warm_table() -> str:
     rows = ["| cell | seed | warm start, Val | default recipe, Val | gain | warm start, same scene | default, same "
-            "scene | gain | fast model (its init), Val / same scene | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+            "scene | gain | fast model (its init), Val / same scene | train s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for cell, base, start in (("p20", lambda s: load(f"clicks_levers_default_seed{s}"),
                                lambda s: load(f"fast_budget_p20_seed{s}")),
                               ("corrective_r4", lambda s: load(f"clicks_budget_default_p50_seed{s}"),

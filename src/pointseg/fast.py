@@ -45,7 +45,8 @@ class FastOptions(Options):
     section: ClassVar[str] = "fast"
     c: float = option(0.1, "inverse strength of the L2 penalty on the head's weights over standardised features "
                            "(scikit-learn's C)", low=0, low_open=True)
-    class_weight: str = option("balanced", "balanced: a class's samples weigh n / (k n_c), as in scikit-learn | none",
+    class_weight: str = option("balanced", "balanced: each class weighs the same in all (scikit-learn's, with sample "
+                                           "weights) | none",
                                choices=CLASS_WEIGHTS)
     max_iter: int = option(100, "L-BFGS iterations of a fit", low=1)
     folds: int = option(5, "click accuracy: folds of the cross-validation over the clicks (0: none)", low=0)
@@ -156,15 +157,16 @@ def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, 
                    np.concatenate(unit_index), np.concatenate(pos), np.concatenate(click))
 
 
-def class_weights(y: np.ndarray, num_classes: int, kind: str) -> np.ndarray:
-    """Per class: ``balanced`` (scikit-learn's n / (k n_c) over the k classes present) or 1."""
+def class_weights(y: np.ndarray, sample_weight: np.ndarray, num_classes: int, kind: str) -> np.ndarray:
+    """Per class: ``balanced``, ``W / (k W_c)`` with ``W`` the samples' total weight, ``W_c`` that of class c's and
+    k the classes present (scikit-learn's, with sample weights), so every class weighs the same in all; or 1."""
     if kind not in CLASS_WEIGHTS:
         raise KeyError(f"unknown class weighting {kind!r}; valid: {list(CLASS_WEIGHTS)}")
-    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
     if kind == "none":
         return np.ones(num_classes)
-    present = counts > 0
-    return np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 0.0)
+    totals = np.bincount(y, sample_weight, minlength=num_classes)
+    present = totals > 0
+    return np.where(present, sample_weight.sum() / (present.sum() * np.where(present, totals, 1)), 0.0)
 
 
 def fit_softmax(x: torch.Tensor, y: np.ndarray, sample_weight: np.ndarray, num_classes: int, c: float,
@@ -174,7 +176,7 @@ def fit_softmax(x: torch.Tensor, y: np.ndarray, sample_weight: np.ndarray, num_c
     z = (x - mean) / std
     present = np.unique(y)
     index = torch.from_numpy(np.searchsorted(present, y))
-    s = torch.from_numpy(sample_weight * class_weights(y, num_classes, class_weight)[y]).to(x.dtype)
+    s = torch.from_numpy(sample_weight * class_weights(y, sample_weight, num_classes, class_weight)[y]).to(x.dtype)
     total = s.sum()
     weight = torch.zeros(len(present), x.shape[1], dtype=x.dtype, requires_grad=True)
     bias = torch.zeros(len(present), dtype=x.dtype, requires_grad=True)
