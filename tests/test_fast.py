@@ -161,8 +161,9 @@ def test_a_fast_run_is_a_normal_run(tmp_path, tiny_loveda, fast_run):
     assert main(["evaluate", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val", "--out",
                  str(tmp_path / "val.json")]) == 0
     assert json.loads((tmp_path / "val.json").read_text())["miou"] > 0.2  # colour-coded blocks: the bands suffice
-    assert main(["predict", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val", "--out",
-                 str(tmp_path / "maps")]) == 0
+    assert main(["predict", "--run", str(run), "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
+                 "--out", str(tmp_path / "maps")]) == 0
+    assert len(list((tmp_path / "maps").glob("*.png"))) >= 2
     onnx = tmp_path / "fast.onnx"
     assert main(["export", "--run", str(run), "--out", str(onnx), "--tile", "64"]) == 0
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
@@ -171,6 +172,9 @@ def test_a_fast_run_is_a_normal_run(tmp_path, tiny_loveda, fast_run):
         want = runs.load_run(run, device="cpu").model(image).softmax(1).numpy()
     got = session.run(None, {session.get_inputs()[0].name: image.numpy()})[0]
     assert np.abs(got - want).max() < 1e-3
+    assert main(["suggest", "--run", str(run), "--data-root", str(tiny_loveda), "--split", "Val", "--per-image", "3",
+                 "--out", str(tmp_path / "next.json")]) == 0
+    assert len(load_points(tmp_path / "next.json", unclassified=True)) == 6
 
 
 def test_corrective_simulation_and_the_warm_start_from_the_cli(tmp_path, tiny_loveda, tiny_overrides, fast_run):
@@ -190,7 +194,8 @@ def test_corrective_simulation_and_the_warm_start_from_the_cli(tmp_path, tiny_lo
         assert (new[:, 2] == mask[new[:, 0], new[:, 1]]).all()
     warm = tmp_path / "warm"
     assert main(["train", "--init", str(run), "--data-root", str(tiny_loveda), "--points", str(more), "--out",
-                 str(warm), *sets([*tiny_overrides, *FAST[:1], "train.steps=2"])]) == 0
+                 str(warm), *sets([*[o for o in tiny_overrides if not o.startswith("model.name")], *FAST[:1],
+                                   "train.steps=2"])]) == 0
     assert runs.load_run(warm).cfg["model"]["name"] == "unet-hypercolumn-mobilenetv2"
 
 
@@ -204,3 +209,43 @@ def test_map_fast_reports_its_click_accuracy(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "click accuracy" in report and "5\\-fold cross\\-validation over 40 clicks" in report
     assert (out / "map.tif").exists() and (out / "run" / "fast.json").exists()
+
+
+def test_clicks_on_a_sentinel2_raster_uniform_then_where_the_fast_map_is_wrong(tmp_path):
+    import rasterio
+
+    s2 = shared_path("data", "geo", "sentinel2-strzegom")
+    raster, mask_path = s2 / "images" / "strzegom_20220719_33u.tif", s2 / "masks" / "strzegom_20220719_33u.tif"
+    table = tmp_path / "classes.csv"
+    table.write_text("value,name,r,g,b\n" + "".join(f"{v},class {v},0,0,0\n" for v in range(1, 11)))
+    first, more = tmp_path / "first.json", tmp_path / "more.json"
+    assert main(["points", "simulate", "--raster", str(raster), "--mask", str(mask_path), "--classes", str(table),
+                 "--per-image", "60", "--out", str(first)]) == 0
+    with rasterio.open(mask_path) as ds:
+        mask = ds.read(1)
+    pts = next(iter(load_points(first).images.values()))
+    assert len(pts) == 60 and (mask[pts[:, 0], pts[:, 1]] > 0).all()  # never on the unlabelled 0
+    assert (mask[pts[:, 0], pts[:, 1]] == pts[:, 2] + 1).all()  # class index = value - 1 in the table's order
+    run = tmp_path / "fast"
+    assert main(["train", "--fast", "--raster", str(raster), "--points", str(first), "--out", str(run),
+                 *sets(["model.encoder_weights=null", "data.scale=1.0", "train.amp=false", f"data.classes={table}",
+                        "fast.folds=0"])]) == 0
+    assert main(["points", "simulate", "--raster", str(raster), "--mask", str(mask_path), "--strategy", "corrective",
+                 "--run", str(run), "--points", str(first), "--per-image", "10", "--out", str(more)]) == 0
+    new = next(iter(load_points(more).images.values()))[60:]
+    trained = runs.load_run(run)
+    source = trained.predictor().raster_source([raster], [mask_path])
+    dataset = runs.build.build_eval_dataset(trained.head_cfg, source, trained.scaling)
+    (_, predicted), = list(trained.predictor().iter_predictions(dataset))
+    assert len(new) == 10 and (mask[new[:, 0], new[:, 1]] > 0).all()
+    assert (predicted[new[:, 0], new[:, 1]] != new[:, 2]).all()
+
+
+def test_simulating_on_a_raster_needs_its_mask_and_table(tmp_path, capsys):
+    raster = shared_path("data", "geo", "sentinel2-strzegom", "images", "strzegom_20220719_33u.tif")
+    assert main(["points", "simulate", "--raster", str(raster), "--per-image", "5", "--out",
+                 str(tmp_path / "p.json")]) == 2
+    assert "--raster R --mask M" in capsys.readouterr().err
+    assert main(["points", "simulate", "--strategy", "corrective", "--data-root", str(tmp_path), "--per-image", "5",
+                 "--out", str(tmp_path / "p.json")]) == 2
+    assert "needs --run RUN" in capsys.readouterr().err
