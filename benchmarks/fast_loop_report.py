@@ -25,7 +25,7 @@ def stat(values: list[float]) -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.3f} (1 seed)"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"  # sample std, as section 6
 
 
 def section6(per_image: int, seed: int) -> dict | None:
@@ -123,6 +123,13 @@ def warm_table() -> str:
                         f"{w['val']['miou'] - d['val']['miou']:+.3f} | {w['same_scene']['miou']:.3f} | "
                         f"{d['same_scene']['miou']:.3f} | {w['same_scene']['miou'] - d['same_scene']['miou']:+.3f} | "
                         f"{f['Val']['miou']:.3f} / {f['Train']['miou']:.3f} | {w['train_seconds']:.0f} |")
+        warm = [w for s in SEEDS if (w := load(f"fast_warm_{cell}_seed{s}"))]
+        if len(warm) > 1:
+            base_cells = [base(s) for s in SEEDS if load(f"fast_warm_{cell}_seed{s}")]
+            rows.append(f"| {cell}, mean ± std | | {stat([w['val']['miou'] for w in warm])} | "
+                        f"{stat([d['val']['miou'] for d in base_cells])} | | "
+                        f"{stat([w['same_scene']['miou'] for w in warm])} | "
+                        f"{stat([d['same_scene']['miou'] for d in base_cells])} | | | |")
     return "\n".join(rows)
 
 

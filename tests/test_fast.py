@@ -118,6 +118,9 @@ def test_the_cache_encodes_each_image_once_and_again_when_the_image_or_weights_c
     changed = cache()
     changed.get(changed.units()[1])
     assert model.encoder.calls == 6
+    other_bands = FeatureCache(model, source, BandScaling.full_range(3), 1.0, "area", (1, 5), tmp_path / "features",
+                               bands=[3, 2, 1])
+    assert other_bands.key(other_bands.units()[0]) != cache().key(cache().units()[0])
     assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "features").iterdir())[:3] == [
         "features-0.npy", "features-0.npy", "features-0.npy"]  # stage 0 is always kept, in the sample-cache layout
 

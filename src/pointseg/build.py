@@ -503,7 +503,7 @@ def build_feature_cache(cfg: dict, model: SegmentationModel, source: Source, sca
     directory, cap_gb = cache_location(cfg)
     return FeatureCache(model, source, scaling, cfg["data"]["scale"], cfg["labels"]["mode"],
                         cfg["model"]["hypercolumn_stages"], directory, int(cap_gb * 1e9),
-                        FastOptions.from_config(cfg).window)
+                        FastOptions.from_config(cfg).window, cfg["data"]["bands"])
 
 
 def build_fast_options(cfg: dict) -> FastOptions:

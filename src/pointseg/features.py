@@ -68,13 +68,15 @@ def encoder_digest(model: SegmentationModel) -> str:
 class FeatureCache:
     """The encoder features of ``model`` (a ``SegmentationModel`` whose decoder reads ``stages``) for images read
     from ``source`` with bands ``scaling`` at ``scale`` (``mode`` filter), kept in ``directory`` under
-    ``max_bytes`` (0: no cap). ``encoded`` counts the windows the encoder ran on (the rest came from disk)."""
+    ``max_bytes`` (0: no cap); ``bands``: the bands the source reads (part of the key). ``encoded`` counts the windows the encoder ran on (the rest came from disk)."""
 
     def __init__(self, model: SegmentationModel, source: Source, scaling: BandScaling, scale: float, mode: str,
-                 stages: Sequence[int], directory: str | Path, max_bytes: int = 0, window: int = 1024) -> None:
+                 stages: Sequence[int], directory: str | Path, max_bytes: int = 0, window: int = 1024,
+                 bands: Sequence[int] | None = None) -> None:
         self.model, self.source, self.scaling, self.scale, self.mode = model, source, scaling, scale, mode
         self.stages = tuple(sorted({0, *stages}))  # stage 0, the input, also gives the input's size
         self.directory, self.max_bytes, self.window = Path(directory), max_bytes, window
+        self.bands = list(bands) if bands else None  # the bands read (1-based; None: every band but alpha)
         self.digest = encoder_digest(model)
         self.encoded, self.used = 0, set[str]()
 
@@ -119,7 +121,7 @@ class FeatureCache:
     def key(self, unit: Unit) -> str:
         st = unit.ref.image.stat()
         parts = [VERSION, str(unit.ref.image.resolve()), st.st_mtime_ns, st.st_size, unit.window, self.digest,
-                 self.scaling.to_dict(), self.scale, self.mode, self.stages]
+                 self.bands, self.scaling.to_dict(), self.scale, self.mode, self.stages]
         return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
     def paths(self, key: str) -> list[Path]:
