@@ -68,7 +68,8 @@ def encoder_digest(model: SegmentationModel) -> str:
 class FeatureCache:
     """The encoder features of ``model`` (a ``SegmentationModel`` whose decoder reads ``stages``) for images read
     from ``source`` with bands ``scaling`` at ``scale`` (``mode`` filter), kept in ``directory`` under
-    ``max_bytes`` (0: no cap); ``bands``: the bands the source reads (part of the key). ``encoded`` counts the windows the encoder ran on (the rest came from disk)."""
+    ``max_bytes`` (0: no cap); ``bands``: the bands the source reads (part of the key). ``encoded`` counts the
+    windows the encoder ran on (the rest came from disk)."""
 
     def __init__(self, model: SegmentationModel, source: Source, scaling: BandScaling, scale: float, mode: str,
                  stages: Sequence[int], directory: str | Path, max_bytes: int = 0, window: int = 1024,
