@@ -252,3 +252,26 @@ def test_simulating_on_a_raster_needs_its_mask_and_table(tmp_path, capsys):
     assert main(["points", "simulate", "--strategy", "corrective", "--data-root", str(tmp_path), "--per-image", "5",
                  "--out", str(tmp_path / "p.json")]) == 2
     assert "needs --run RUN" in capsys.readouterr().err
+
+
+def test_one_round_of_the_loop_and_the_full_recipe_in_the_background(tmp_path, tiny_loveda, tiny_overrides):
+    from pointseg import build, fastloop
+    from pointseg.config import load_settings
+
+    points = tmp_path / "points.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "12", "--out",
+                 str(points)]) == 0
+    plain = [o for o in tiny_overrides if not o.startswith("model.name")]
+    inputs = build.TrainInputs(data_root=tiny_loveda, points=points)
+    result = fastloop.fast_round(load_settings(None, [*plain, *FAST]), tmp_path / "round1", inputs, suggest=3)
+    assert sorted(result.maps) == [f"Rural/{i}" for i in range(4)] and result.maps["Rural/0"].shape == (64, 64)
+    assert result.fast.accuracy is not None and result.fast.seconds["fit"] < 30
+    suggested = result.suggestions
+    assert suggested is not None and all(len(p) == 15 for p in suggested.images.values())
+    assert all((p[12:, 2] == -1).all() for p in suggested.images.values())  # the suggestions are unclassified
+    assert result.fast.probabilities(build.build_source(result.fast.trained.cfg, tiny_loveda, "Val")).keys() == {
+        "Rural/4", "Rural/5"}
+    process = fastloop.full_recipe(tmp_path / "round1", tmp_path / "full", inputs,
+                                   [*plain, "model.encoder_weights=null", "train.steps=2"])
+    assert process.wait(timeout=300) == 0
+    assert runs.load_run(tmp_path / "full").cfg["model"]["name"] == "unet-hypercolumn-mobilenetv2"
