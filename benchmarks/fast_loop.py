@@ -287,7 +287,7 @@ def warm_cell(work: Path, cell: str, seed: int, fast_run: Path, points: Path) ->
     for split, name in (("Val", "val"), ("Train", "same_scene")):
         evaluate = cli("evaluate", "--run", str(out / "run"), "--data-root", str(LOVEDA), "--split", split, "--out",
                        str(out / f"{name}.json"))
-        run(evaluate)
+        record[f"evaluate_{name}_seconds"] = round(run(evaluate), 1)  # the 16 Train tiles: their maps and scores
         record["commands"].append(shlex.join(evaluate))
         record[name] = compact(json.loads((out / f"{name}.json").read_text()))
     write_json(path, record)
