@@ -321,6 +321,83 @@ def s2_features(image: np.ndarray) -> np.ndarray:
     return np.concatenate([bands, *means], axis=-1)
 
 
+S2_PAIRS = (("strzegom_20210619_33u", "strzegom_20221012_33u"), ("strzegom_20230209_33u", "strzegom_20230301_33u"))
+S2_STAGES = {"all": "[0,1,2,3,4,5]", "no_bands": "[1,2,3,4,5]", "bands": "[0]"}
+S2_GRIDS = {"g1": "1.0", "g05": "0.5", "g025": "0.25"}
+
+
+def s2_fit(work: Path, name: str, seed: int, clicked: str, sets: list[str]) -> tuple[FastRun, Path]:
+    """300 class-balanced clicks on ``clicked`` and the fast model on them."""
+    table = s2_table(work)
+    raster, mask = S2 / "images" / f"{clicked}.tif", S2 / "masks" / f"{clicked}.tif"
+    points = work / "s2" / f"clicks_{clicked}_seed{seed}.json"
+    points.parent.mkdir(parents=True, exist_ok=True)
+    if not points.exists():
+        run(cli("points", "simulate", "--raster", str(raster), "--mask", str(mask), "--classes", str(table),
+                "--strategy", "class-balanced", "--per-image", "300", "--seed", str(seed), "--out", str(points)))
+    out = work / "s2" / f"{name}_seed{seed}"
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    base = [f"model.encoder_weights={WEIGHTS}", f"data.cache_dir={work / 'cache'}", f"seed={seed}",
+            f"data.classes={table}", "data.scale=1.0"]
+    fast = fast_train(load_settings(None, [*base, *sets]), out, build.TrainInputs(points=points, rasters=(raster,)))
+    return fast, points
+
+
+def s2_score(fast: FastRun, date: str) -> dict:
+    """The fast model's map of ``date`` from cached features, scored on its labelled pixels."""
+    from pointseg.data.raster import RasterSource
+
+    classes = fast.trained.classes
+    source = RasterSource([S2 / "images" / f"{date}.tif"], classes, None, [S2 / "masks" / f"{date}.tif"])
+    cache = fast.cache_for(source)
+    n = classes.num_classes
+    cm = torch.zeros(n, n, dtype=torch.int64)
+    for unit in cache.units():
+        predicted = unit_probabilities(fast.trained.model, cache, unit).argmax(0)
+        mask = np.asarray(source.read(unit.ref, unit.window)["mask"]).astype(np.int64)
+        cm += confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(mask), n, classes.ignore_index)
+    return compact(summarize(cm.numpy(), list(classes.names)))
+
+
+def phase_select_s2(work: Path, seeds: list[int]) -> None:
+    for seed in seeds:
+        for stages_name, stages in S2_STAGES.items():
+            for grid_name, grid in S2_GRIDS.items():
+                cell = f"{stages_name}_{grid_name}"
+                path = result_path("select_s2", cell, seed)
+                if path.exists():
+                    continue
+                sets = [f"model.hypercolumn_stages={stages}", f"model.hypercolumn_scale={grid}", "fast.folds=0"]
+                pairs = []
+                for clicked, scored in S2_PAIRS:
+                    fast, _ = s2_fit(work, f"select_{cell}_{clicked}", seed, clicked, sets)
+                    pairs.append({"clicked": clicked, "scored": scored, **s2_score(fast, scored)})
+                score = float(np.mean([p["miou"] for p in pairs]))
+                write_json(path, {"phase": "select_s2", "cell": cell, "seed": seed, "sets": sets, "pairs": pairs,
+                                  "score": score})
+                print(f"select_s2 {cell} seed {seed}: {score:.4f}", flush=True)
+    mean = {}
+    for stages_name in S2_STAGES:
+        for grid_name in S2_GRIDS:
+            cell = f"{stages_name}_{grid_name}"
+            mean[cell] = float(np.mean([json.loads(result_path("select_s2", cell, s).read_text())["score"]
+                                        for s in seeds]))
+    best = max(mean.values())
+    channels = {"bands": 0, "no_bands": 1, "all": 2}
+    near = [c for c, v in mean.items() if v >= best - TIE]
+    chosen = min(near, key=lambda c: (-list(S2_GRIDS).index(c.rsplit("_", 1)[1]), channels[c.rsplit("_", 1)[0]]))
+    stages_name, grid_name = chosen.rsplit("_", 1)
+    write_json(RESULTS / "fast_select_s2_choice.json", {"mean_miou": mean, "chosen": chosen, "sets": [
+        f"model.hypercolumn_stages={S2_STAGES[stages_name]}", f"model.hypercolumn_scale={S2_GRIDS[grid_name]}"]})
+    print(f"chosen for coarse rasters: {chosen} ({mean[chosen]:.4f}; best {best:.4f})", flush=True)
+
+
+def s2_chosen_sets() -> list[str]:
+    """The stages and grid select_s2 chose for rasters of coarse pixels (the LoveDA choice until then)."""
+    path = RESULTS / "fast_select_s2_choice.json"
+    return json.loads(path.read_text())["sets"] if path.exists() else chosen_sets()
+
+
 def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
@@ -341,7 +418,7 @@ def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> N
         out = work / "s2" / f"fast_seed{seed}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
         sets = [f"model.encoder_weights={WEIGHTS}", f"data.cache_dir={work / 'cache'}", f"seed={seed}",
-                f"data.classes={table}", "data.scale=1.0", *chosen_sets()]
+                f"data.classes={table}", "data.scale=1.0", *s2_chosen_sets()]
         t0 = time.perf_counter()
         fast = fast_train(load_settings(None, sets), out, build.TrainInputs(points=points, rasters=(raster,)))
         fit_s = time.perf_counter() - t0
@@ -379,7 +456,7 @@ def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> N
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["select", "budget", "rounds", "warm", "sentinel2", "plot"])
+    p.add_argument("phase", choices=["select", "budget", "rounds", "warm", "select_s2", "sentinel2", "plot"])
     p.add_argument("--work", type=Path, default=Path("/tmp/fast-loop"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--clicked", default="strzegom_20220719_33u")
@@ -393,8 +470,8 @@ def main() -> None:
 
         plot()
     else:
-        {"select": phase_select, "budget": phase_budget, "rounds": phase_rounds, "warm": phase_warm}[args.phase](
-            args.work, args.seeds)
+        {"select": phase_select, "budget": phase_budget, "rounds": phase_rounds, "warm": phase_warm,
+         "select_s2": phase_select_s2}[args.phase](args.work, args.seeds)
 
 
 if __name__ == "__main__":
