@@ -86,25 +86,30 @@ def rounds_table() -> str:
 
 
 def tracking() -> str:
-    """How click accuracy tracks the masks' mIoU over every fast fit of the budget and rounds phases."""
-    pairs = []
+    """How click accuracy tracks the masks' scores, by how the clicks were placed (uniform clicks are a uniform
+    sample of the labelled pixels; corrective and suggested ones are not)."""
+    fits: dict[str, list[tuple[float, float, float, float]]] = {"uniform": [], "corrective": [], "suggest": []}
+
+    def add(kind: str, c: dict) -> None:
+        fits[kind].append((c["click_accuracy"]["accuracy"], c["Train"]["pixel_accuracy"],
+                           c["click_accuracy"]["miou"], c["Train"]["miou"]))
+
     for path in sorted(RESULTS.glob("fast_budget_*.json")):
-        c = json.loads(path.read_text())
-        pairs.append((c["click_accuracy"]["accuracy"], c["click_accuracy"]["miou"], c["Train"]["miou"],
-                      c["Train"]["pixel_accuracy"]))
+        add("uniform", json.loads(path.read_text()))
     for path in sorted(RESULTS.glob("fast_rounds_*.json")):
-        for c in json.loads(path.read_text())["rounds"]:
-            pairs.append((c["click_accuracy"]["accuracy"], c["click_accuracy"]["miou"], c["Train"]["miou"],
-                          c["Train"]["pixel_accuracy"]))
-    if len(pairs) < 3:
-        return ""
-    a = np.array(pairs)
-    r_miou = np.corrcoef(a[:, 1], a[:, 2])[0, 1]
-    r_acc = np.corrcoef(a[:, 0], a[:, 3])[0, 1]
-    return (f"Over {len(a)} fast fits: click accuracy {a[:, 0].mean():.3f} against the masks' pixel accuracy "
-            f"{a[:, 3].mean():.3f} (mean difference {np.mean(a[:, 0] - a[:, 3]):+.3f}, correlation {r_acc:.2f}); "
-            f"click mIoU {a[:, 1].mean():.3f} against the masks' mIoU {a[:, 2].mean():.3f} (mean difference "
-            f"{np.mean(a[:, 1] - a[:, 2]):+.3f}, correlation {r_miou:.2f}).")
+        cell = json.loads(path.read_text())
+        for r, c in enumerate(cell["rounds"]):
+            add("uniform" if r == 0 else cell["cell"], c)
+    rows = ["| clicks placed | fits | click accuracy | masks' pixel accuracy (same scene) | difference | correlation | "
+            "click mIoU | masks' mIoU | correlation |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, values in fits.items():
+        if len(values) < 3:
+            continue
+        a = np.array(values)
+        rows.append(f"| {kind} | {len(a)} | {a[:, 0].mean():.3f} | {a[:, 1].mean():.3f} | "
+                    f"{np.mean(a[:, 0] - a[:, 1]):+.3f} | {np.corrcoef(a[:, 0], a[:, 1])[0, 1]:.2f} | "
+                    f"{a[:, 2].mean():.3f} | {a[:, 3].mean():.3f} | {np.corrcoef(a[:, 2], a[:, 3])[0, 1]:.2f} |")
+    return "\n".join(rows)
 
 
 def warm_table() -> str:
