@@ -185,7 +185,8 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         f"Recipe: {recipe}; {why}. Time: import {times['import']:.0f} s, training "
         f"{times['train']:.0f} s, mapping {times['map']:.0f} s.", "",
         *([md_text(click_accuracy_text(accuracy, list(trained.classes.names))) + " (each fold's clicks predicted by "
-           "a head fitted without them: an estimate of the map's accuracy at clicked places, no reference needed)",
+           "a head fitted without them: no reference needed; it estimates the map's accuracy when the clicks were "
+           "placed without looking at a map, and reads low for clicks placed where a map was wrong)",
            ""] if fast_info.exists() else []),
         "![image and map](map.png)", "",
         f"| class | pixels | share | area ({area_unit}) |", "|---|---:|---:|---:|", *rows, "",
