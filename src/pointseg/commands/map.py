@@ -31,6 +31,9 @@ from pointseg.point_import import ImportReport
 from pointseg.report import md_code_block, md_text, plot_overlays
 
 COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped at their own resolution
+# The fast model's hypercolumn on such rasters: the bands and their local means with every encoder stage, chosen on
+# other dates of a Sentinel-2 scene than those benchmarked (BENCHMARKS 9, select_s2).
+COARSE_HYPERCOLUMN = {"hypercolumn_stages": [0, 1, 2, 3, 4, 5], "hypercolumn_scale": 0.25}
 
 
 @dataclass
@@ -56,13 +59,15 @@ class MapRequest:
     fast: bool = False  # the fast model (``train --fast``) instead of the full recipe
 
 
-def raster_defaults(raster: str | Path) -> tuple[dict, str]:
+def raster_defaults(raster: str | Path, fast: bool = False) -> tuple[dict, str]:
     """Settings that suit ``raster``, with the reason: imagery with pixels of ``COARSE_GSD_M`` or more (Sentinel-2,
     Landsat, most satellite data) is used at full resolution (``data.scale: 1``), since halving 10 m pixels
-    erases fields and roads; finer aerial or drone imagery keeps the default scale."""
+    erases fields and roads, and the ``fast`` model's head also sees the bands (``COARSE_HYPERCOLUMN``); finer
+    aerial or drone imagery keeps the defaults."""
     gsd = ground_sample_distance(raster)
     if gsd is not None and gsd >= COARSE_GSD_M:
-        return {"data": {"scale": 1.0}}, f"pixels of {gsd:.3g} m: trained and mapped at full resolution"
+        settings = {"data": {"scale": 1.0}, **({"model": dict(COARSE_HYPERCOLUMN)} if fast else {})}
+        return settings, f"pixels of {gsd:.3g} m: trained and mapped at full resolution"
     default = load_config()["data"]["scale"]
     where = f"pixels of {gsd:.3g} m" if gsd is not None else "no CRS"
     return {}, f"{where}: trained and mapped at {default:g} of the raster's resolution"
@@ -74,7 +79,7 @@ def run_map(request: MapRequest) -> Path:
     is replaced). Nothing is left in ``out`` by a run that fails before its first checkpoint."""
     out, run_dir = request.out, request.out / "run"
     check_writable(out)
-    defaults, why = raster_defaults(request.raster)
+    defaults, why = raster_defaults(request.raster, request.fast)
     settings = deep_update(defaults, load_settings(request.config, request.overrides))  # checked before any write
     cfg, times = merge(default_config(), settings), {}
     t0 = time.perf_counter()
