@@ -1,0 +1,178 @@
+"""An app project: one folder that holds everything of an analyst's session.
+
+``project.json``: what is mapped (rasters, or a tile folder and split), the class palette (names and colours), the
+view and the settings; ``clicks.json``: the clicks (id, image, row, column, class); ``rounds/`` the fast runs.
+Every change is written atomically before it is acknowledged (``io.write_json``: a temporary file renamed into
+place), under a lock, so a killed server loses no acknowledged click and two tabs on one project do not overwrite
+each other's clicks: each change is applied to the state on disk, not to a copy a page holds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pointseg.data.classes import default_colors
+from pointseg.io import write_json
+
+PROJECT, CLICKS = "project.json", "clicks.json"
+MAX_NAME = 64  # characters of a class name
+HEX = set("0123456789abcdefABCDEF")
+
+
+class ProjectError(ValueError):
+    """A request the project refuses (a 4xx answer with this message)."""
+
+
+def check_colour(colour: object) -> str:
+    if not (isinstance(colour, str) and len(colour) == 7 and colour[0] == "#" and set(colour[1:]) <= HEX):
+        raise ProjectError(f"colour {colour!r}: give #rrggbb")
+    return colour.lower()
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise ProjectError(f"a class name is 1 to {MAX_NAME} characters")
+    return name.strip()
+
+
+@dataclass
+class Click:
+    id: int
+    image: str
+    row: int
+    col: int
+    cls: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "image": self.image, "row": self.row, "col": self.col, "class": self.cls}
+
+
+class Project:
+    """The state in ``folder`` (created by ``create``, reopened by ``open``)."""
+
+    def __init__(self, folder: Path, info: dict[str, Any]) -> None:
+        self.folder, self.info = folder, info
+        self.lock = threading.RLock()
+
+    @classmethod
+    def create(cls, folder: str | Path, images: dict[str, dict[str, Any]], classes: list[dict[str, str]],
+               source: dict[str, Any]) -> Project:
+        """A new project of ``images`` (id -> ``{"height", "width"}``) with the class palette ``classes`` (names
+        and ``#rrggbb`` colours) on ``source`` (how the images are read: rasters or a tile folder)."""
+        folder = Path(folder)
+        if (folder / PROJECT).exists():
+            raise ProjectError(f"{folder}: already holds a project; reopen it with --project alone")
+        colours = default_colors(len(classes))
+        palette = [{"name": check_name(c["name"]),
+                    "color": check_colour(c.get("color") or "#{:02x}{:02x}{:02x}".format(*colours[i]))}
+                   for i, c in enumerate(classes)]
+        names = [c["name"] for c in palette]
+        if len(set(names)) != len(names):
+            raise ProjectError("class names must differ")
+        info = {"version": 1, "source": source, "images": images, "classes": palette, "view": None, "rounds": 0}
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / CLICKS, {"next_id": 1, "clicks": []})
+        write_json(folder / PROJECT, info)
+        return cls(folder, info)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Project:
+        folder = Path(folder)
+        try:
+            info = json.loads((folder / PROJECT).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ProjectError(f"{folder}: no project here (no {PROJECT}); start one with --raster or --data-root") \
+                from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise ProjectError(f"{folder / PROJECT}: cannot read the project ({e})") from e
+        return cls(folder, info)
+
+    # --- clicks -------------------------------------------------------------------------------------------------
+
+    def _read_clicks(self) -> dict[str, Any]:
+        return json.loads((self.folder / CLICKS).read_text(encoding="utf-8"))
+
+    def clicks(self) -> list[Click]:
+        with self.lock:
+            return [Click(c["id"], c["image"], c["row"], c["col"], c["class"]) for c in self._read_clicks()["clicks"]]
+
+    def _check_click(self, image: object, row: object, col: object, cls: object) -> tuple[str, int, int, int]:
+        images = self.info["images"]
+        if not isinstance(image, str) or image not in images:
+            raise ProjectError(f"image {str(image)[:80]!r} is not in the project")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (row, col, cls)):
+            raise ProjectError("row, col and class are whole numbers")
+        r, c, k = int(row), int(col), int(cls)  # type: ignore[call-overload]
+        size = images[image]
+        if not (0 <= r < size["height"] and 0 <= c < size["width"]):
+            raise ProjectError(f"pixel ({r}, {c}) is outside {image} ({size['height']} x {size['width']})")
+        if not 0 <= k < len(self.info["classes"]):
+            raise ProjectError(f"class {k} is not in the palette (0..{len(self.info['classes']) - 1})")
+        return image, r, c, k
+
+    def add_click(self, image: object, row: object, col: object, cls: object) -> Click:
+        """Add a click; written before it returns. A click on a pixel that has one replaces its class."""
+        image, row, col, cls = self._check_click(image, row, col, cls)
+        with self.lock:
+            state = self._read_clicks()
+            for c in state["clicks"]:
+                if (c["image"], c["row"], c["col"]) == (image, row, col):
+                    c["class"] = cls
+                    write_json(self.folder / CLICKS, state)
+                    return Click(c["id"], image, row, col, cls)
+            click = Click(state["next_id"], image, row, col, cls)
+            state["next_id"] += 1
+            state["clicks"].append(click.to_dict())
+            write_json(self.folder / CLICKS, state)
+            return click
+
+    def set_class(self, click_id: int, cls: object) -> Click:
+        with self.lock:
+            state = self._read_clicks()
+            for c in state["clicks"]:
+                if c["id"] == click_id:
+                    self._check_click(c["image"], c["row"], c["col"], cls)
+                    c["class"] = cls
+                    write_json(self.folder / CLICKS, state)
+                    return Click(c["id"], c["image"], c["row"], c["col"], c["class"])
+        raise ProjectError(f"no click {click_id}")
+
+    def delete_click(self, click_id: int) -> None:
+        with self.lock:
+            state = self._read_clicks()
+            kept = [c for c in state["clicks"] if c["id"] != click_id]
+            if len(kept) == len(state["clicks"]):
+                raise ProjectError(f"no click {click_id}")
+            state["clicks"] = kept
+            write_json(self.folder / CLICKS, state)
+
+    # --- classes and view ---------------------------------------------------------------------------------------
+
+    def add_class(self, name: object, colour: object) -> dict[str, str]:
+        entry = {"name": check_name(name), "color": check_colour(colour)}
+        with self.lock:
+            if entry["name"] in [c["name"] for c in self.info["classes"]]:
+                raise ProjectError(f"there is a class {entry['name']!r} already")
+            self.info["classes"].append(entry)
+            write_json(self.folder / PROJECT, self.info)
+        return entry
+
+    def set_view(self, view: object) -> None:
+        if not (isinstance(view, dict) and set(view) <= {"image", "center", "zoom"}):
+            raise ProjectError("a view is {image, center, zoom}")
+        with self.lock:
+            self.info["view"] = view
+            write_json(self.folder / PROJECT, self.info)
+
+    def state(self) -> dict[str, Any]:
+        """What the page shows: the palette, the images, the clicks with their counts per class, the view."""
+        clicks = self.clicks()
+        counts = [0] * len(self.info["classes"])
+        for c in clicks:
+            counts[c.cls] += 1
+        return {"classes": self.info["classes"], "images": self.info["images"], "view": self.info["view"],
+                "clicks": [c.to_dict() for c in clicks], "counts": counts, "rounds": self.info["rounds"]}

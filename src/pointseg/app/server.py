@@ -1,0 +1,79 @@
+"""The app's web server: FastAPI behind ``security.Guard``; the page is the package's static files.
+
+The JSON API under ``/api/``: ``GET state``; ``POST clicks`` ``{image, row, col, class}`` (answered after the
+click is written); ``PATCH clicks/{id}`` ``{class}``; ``DELETE clicks/{id}``; ``POST classes`` ``{name, color}``;
+``PUT view``. Refusals are 4xx JSON ``{"detail": reason}``; nothing a request names reaches the file system
+beyond the project's files and the static folder (``StaticFiles`` resolves paths inside it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from pointseg.app.project import Project, ProjectError
+from pointseg.app.security import Guard
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def body(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise ProjectError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProjectError("the body is a JSON object")
+    return data
+
+
+def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int = 8765) -> Guard:
+    """The ASGI app of ``project``, answering only requests with ``token`` on ``host:port``."""
+    api = FastAPI(title="pointseg app", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.exception_handler(ProjectError)
+    async def refused(_: Request, error: ProjectError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": "invalid request: " + "; ".join(str(e.get("msg")) for e in error.errors())},
+                            status_code=422)
+
+    @api.get("/")
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+
+    @api.get("/api/state")
+    async def state() -> dict[str, Any]:
+        return project.state()
+
+    @api.post("/api/clicks", status_code=201)
+    async def add_click(request: Request) -> dict[str, Any]:
+        data = await body(request)
+        return project.add_click(data.get("image"), data.get("row"), data.get("col"), data.get("class")).to_dict()
+
+    @api.patch("/api/clicks/{click_id}")
+    async def reclassify(click_id: int, request: Request) -> dict[str, Any]:
+        return project.set_class(click_id, (await body(request)).get("class")).to_dict()
+
+    @api.delete("/api/clicks/{click_id}", status_code=204)
+    async def delete(click_id: int) -> None:
+        project.delete_click(click_id)
+
+    @api.post("/api/classes", status_code=201)
+    async def add_class(request: Request) -> dict[str, str]:
+        data = await body(request)
+        return project.add_class(data.get("name"), data.get("color"))
+
+    @api.put("/api/view", status_code=204)
+    async def view(request: Request) -> None:
+        project.set_view(await body(request))
+
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return Guard(api, token, host, port)
