@@ -9,6 +9,7 @@ import logging
 import sys
 
 from pointseg.commands import (
+    app,
     cache,
     config,
     curate,
@@ -26,7 +27,7 @@ from pointseg.commands import (
 )
 
 COMMANDS = (points, suggest, labels, train, curate, evaluate, predict, map, export, config, cache, download, sample,
-            demo)
+            demo, app)
 
 
 def parser() -> argparse.ArgumentParser:

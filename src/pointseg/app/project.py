@@ -60,9 +60,10 @@ class Project:
 
     @classmethod
     def create(cls, folder: str | Path, images: dict[str, dict[str, Any]], classes: list[dict[str, str]],
-               source: dict[str, Any]) -> Project:
+               source: dict[str, Any], settings: dict[str, Any] | None = None) -> Project:
         """A new project of ``images`` (id -> ``{"height", "width"}``) with the class palette ``classes`` (names
-        and ``#rrggbb`` colours) on ``source`` (how the images are read: rasters or a tile folder)."""
+        and ``#rrggbb`` colours) on ``source`` (how the images are read: rasters or a tile folder); ``settings``:
+        the config keys its models are fitted with."""
         folder = Path(folder)
         if (folder / PROJECT).exists():
             raise ProjectError(f"{folder}: already holds a project; reopen it with --project alone")
@@ -73,7 +74,8 @@ class Project:
         names = [c["name"] for c in palette]
         if len(set(names)) != len(names):
             raise ProjectError("class names must differ")
-        info = {"version": 1, "source": source, "images": images, "classes": palette, "view": None, "rounds": 0}
+        info = {"version": 1, "source": source, "images": images, "classes": palette, "view": None, "rounds": 0,
+                "settings": settings or {}}
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / CLICKS, {"next_id": 1, "clicks": []})
         write_json(folder / PROJECT, info)

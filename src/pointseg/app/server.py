@@ -11,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from pointseg.app.project import Project, ProjectError
 from pointseg.app.security import Guard
+from pointseg.app.session import Session
+from pointseg.app.tiles import ImageTiles, class_tile
 
 STATIC = Path(__file__).parent / "static"
 
@@ -32,9 +34,17 @@ async def body(request: Request) -> dict[str, Any]:
     return data
 
 
-def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int = 8765) -> Guard:
-    """The ASGI app of ``project``, answering only requests with ``token`` on ``host:port``."""
+def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int = 8765,
+               session: Session | None = None) -> Guard:
+    """The ASGI app of ``project``, answering only requests with ``token`` on ``host:port``; ``session``: the
+    model in the loop (``None``: clicks only)."""
     api = FastAPI(title="pointseg app", docs_url=None, redoc_url=None, openapi_url=None)
+    imagery = ImageTiles(session.raster) if session is not None else None
+
+    def tiles() -> ImageTiles:
+        if imagery is None:
+            raise ProjectError("this project has no raster to show")
+        return imagery
 
     @api.exception_handler(ProjectError)
     async def refused(_: Request, error: ProjectError) -> JSONResponse:
@@ -74,6 +84,36 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
     @api.put("/api/view", status_code=204)
     async def view(request: Request) -> None:
         project.set_view(await body(request))
+
+    @api.get("/api/raster")
+    def raster() -> dict[str, Any]:
+        image = tiles()
+        return {"name": image.raster.name, "height": image.size[0], "width": image.size[1], "levels": image.levels,
+                "crs": image.crs, "transform": image.transform, "tile": 256}
+
+    @api.get("/api/tiles/image/{z}/{x}/{y}.png")
+    def image_tile(z: int, x: int, y: int) -> Response:
+        try:
+            return Response(tiles().tile(z, x, y), media_type="image/png")
+        except ValueError as e:
+            return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @api.get("/api/tiles/map/{z}/{x}/{y}.png")
+    def map_tile(z: int, x: int, y: int) -> Response:
+        if session is None:
+            raise ProjectError("this project has no model")
+        colours = [c["color"] for c in project.info["classes"]]
+        try:
+            return Response(class_tile(session.classes_of, colours, z, x, y, tiles().size), media_type="image/png",
+                            headers={"cache-control": "no-store"})
+        except ValueError as e:
+            return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @api.post("/api/update")
+    def update() -> dict[str, Any]:
+        if session is None:
+            raise ProjectError("this project has no model")
+        return session.update()
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Guard(api, token, host, port)

@@ -1,25 +1,163 @@
-// The page: every piece of user text goes in with textContent, never as HTML.
-const api = (path, options = {}) =>
-  fetch(`/api/${path}`, { credentials: "same-origin", ...options }).then(async (r) => {
-    if (!r.ok) throw new Error((await r.json()).detail);
-    return r.status === 204 ? null : r.json();
-  });
+// pointseg app: the raster in its own pixel grid (Leaflet's CRS.Simple), clicks, and the fast model's map.
+// User text (class names, file names, messages) goes into the page with textContent only, never as HTML.
+"use strict";
 
-function palette(state) {
-  const box = document.getElementById("palette");
-  box.replaceChildren();
-  state.classes.forEach((c, i) => {
-    const row = document.createElement("div");
+const api = async (path, options = {}) => {
+  const init = { credentials: "same-origin", ...options };
+  if (init.json !== undefined) {
+    init.body = JSON.stringify(init.json);
+    init.headers = { "content-type": "application/json" };
+    delete init.json;
+  }
+  const response = await fetch(`/api/${path}`, init);
+  if (!response.ok) throw new Error((await response.json()).detail);
+  return response.status === 204 ? null : response.json();
+};
+
+const app = { state: null, raster: null, active: 0, markers: new Map(), undo: [], round: 0 };
+const say = (text) => { document.getElementById("status").textContent = text; };
+
+function toLatLng(row, col) {
+  const unit = 2 ** app.raster.levels;
+  return L.latLng(-(row + 0.5) / unit, (col + 0.5) / unit);
+}
+
+function toPixel(latlng) {
+  const unit = 2 ** app.raster.levels;
+  return [Math.floor(-latlng.lat * unit), Math.floor(latlng.lng * unit)];
+}
+
+function drawPalette() {
+  const list = document.getElementById("palette");
+  list.replaceChildren();
+  app.state.classes.forEach((c, i) => {
+    const item = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = c.color;
     const label = document.createElement("span");
-    label.textContent = `${i + 1}. ${c.name} (${state.counts[i]})`;
-    row.append(swatch, label);
-    box.append(row);
+    label.className = "name";
+    label.textContent = c.name;
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = ` (${app.state.counts[i] || 0})`;
+    item.append(swatch, label, count);
+    item.dataset.index = i;
+    if (i === app.active) item.classList.add("active");
+    item.addEventListener("click", () => { app.active = i; drawPalette(); });
+    list.append(item);
   });
 }
 
-api("state")
-  .then(palette)
-  .catch((e) => { document.getElementById("status").textContent = e.message; });
+function drawClick(click) {
+  const colour = app.state.classes[click.class].color;
+  let marker = app.markers.get(click.id);
+  if (marker) {
+    marker.setStyle({ fillColor: colour });
+  } else {
+    marker = L.circleMarker(toLatLng(click.row, click.col), { radius: 6, color: "#fff", weight: 1.5,
+      fillColor: colour, fillOpacity: 1 }).addTo(app.map);
+    marker.on("click", (event) => { L.DomEvent.stopPropagation(event); pointMenu(click.id); });
+    app.markers.set(click.id, marker);
+  }
+  marker.click = click;
+}
+
+function pointMenu(id) {
+  const marker = app.markers.get(id);
+  const box = document.createElement("div");
+  const remove = document.createElement("button");
+  remove.textContent = "Delete";
+  remove.addEventListener("click", () => { app.map.closePopup(); deleteClick(id, true); });
+  const set = document.createElement("button");
+  set.textContent = `Make it ${app.state.classes[app.active].name}`;
+  set.addEventListener("click", () => { app.map.closePopup(); reclassify(id, app.active, true); });
+  box.append(remove, document.createTextNode(" "), set);
+  L.popup().setLatLng(marker.getLatLng()).setContent(box).openOn(app.map);
+}
+
+async function refresh() {
+  app.state = await api("state");
+  for (const [id, marker] of app.markers) {
+    if (!app.state.clicks.some((c) => c.id === id)) { marker.remove(); app.markers.delete(id); }
+  }
+  app.state.clicks.forEach(drawClick);
+  drawPalette();
+}
+
+async function addClick(row, col, cls, remember) {
+  const image = Object.keys(app.state.images)[0];
+  const click = await api("clicks", { method: "POST", json: { image, row, col, class: cls } });
+  if (remember) app.undo.push(() => deleteClick(click.id, false));
+  await refresh();
+}
+
+async function deleteClick(id, remember) {
+  const old = app.markers.get(id).click;
+  await api(`clicks/${id}`, { method: "DELETE" });
+  if (remember) app.undo.push(() => addClick(old.row, old.col, old.class, false));
+  await refresh();
+}
+
+async function reclassify(id, cls, remember) {
+  const old = app.markers.get(id).click;
+  await api(`clicks/${id}`, { method: "PATCH", json: { class: cls } });
+  if (remember) app.undo.push(() => reclassify(id, old.class, false));
+  await refresh();
+}
+
+async function updateMap() {
+  say("fitting the model on the clicks…");
+  const t0 = performance.now();
+  const result = await api("update", { method: "POST" });
+  app.round = result.round;
+  app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
+  const accuracy = result.click_accuracy ? `, click accuracy ${(100 * result.click_accuracy.accuracy).toFixed(0)}%` : "";
+  say(`map of round ${result.round} in ${((performance.now() - t0) / 1000).toFixed(1)} s${accuracy}`);
+}
+
+async function start() {
+  app.raster = await api("raster");
+  document.getElementById("raster").textContent = `${app.raster.name}: ${app.raster.width} x ${app.raster.height}` +
+    ` pixels, ${app.raster.crs || "no CRS"}`;
+  const unit = 2 ** app.raster.levels;
+  const bounds = L.latLngBounds([-app.raster.height / unit, 0], [0, app.raster.width / unit]);
+  app.map = L.map("map", { crs: L.CRS.Simple, minZoom: 0, maxZoom: app.raster.levels + 3, zoomSnap: 1 });
+  const tileOptions = { tileSize: 256, noWrap: true, bounds, maxNativeZoom: app.raster.levels, minZoom: 0,
+    maxZoom: app.raster.levels + 3 };
+  L.tileLayer("/api/tiles/image/{z}/{x}/{y}.png", tileOptions).addTo(app.map);
+  app.mapLayer = L.tileLayer("/api/tiles/map/{z}/{x}/{y}.png?round=0",
+    { ...tileOptions, opacity: 0.6 }).addTo(app.map);
+  app.map.fitBounds(bounds);
+  app.map.on("click", (event) => {
+    const [row, col] = toPixel(event.latlng);
+    if (row < 0 || col < 0 || row >= app.raster.height || col >= app.raster.width) return;
+    addClick(row, col, app.active, true).catch((e) => say(e.message));
+  });
+  app.map.on("mousemove", (event) => {
+    const [row, col] = toPixel(event.latlng);
+    const [a, b, c, d, e, f] = app.raster.transform;
+    const x = a * (col + 0.5) + b * (row + 0.5) + c, y = d * (col + 0.5) + e * (row + 0.5) + f;
+    document.getElementById("pointer").textContent = `row ${row}, col ${col}; x ${x.toFixed(1)}, y ${y.toFixed(1)}`;
+  });
+  document.getElementById("opacity").addEventListener("input", (e) => app.mapLayer.setOpacity(e.target.value / 100));
+  document.getElementById("update").addEventListener("click", () => updateMap().catch((e) => say(e.message)));
+  document.getElementById("undo").addEventListener("click", () => {
+    const step = app.undo.pop();
+    if (step) step().catch((e) => say(e.message));
+  });
+  document.getElementById("new-class").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = document.getElementById("new-name").value, color = document.getElementById("new-colour").value;
+    api("classes", { method: "POST", json: { name, color } }).then(refresh).catch((e) => say(e.message));
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.target.tagName === "INPUT") return;
+    const n = Number(event.key);
+    if (n >= 1 && n <= 9 && n <= app.state.classes.length) { app.active = n - 1; drawPalette(); }
+  });
+  await refresh();
+  if (app.state.rounds > 0) app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.state.rounds}`);
+}
+
+start().catch((e) => say(e.message));

@@ -1,0 +1,111 @@
+"""The model in the app's loop: "Update map" fits the fast model (``fastloop.fast_train``, the CLI's function) on
+the project's clicks into ``rounds/<n>/``, and the map layer is drawn from it window by window from cached encoder
+features, so only the windows in view are computed. Reopening a project loads its latest round.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pointseg import build, runs
+from pointseg.app.project import Project, ProjectError
+from pointseg.data.classes import ClassTable
+from pointseg.data.points import PointSet, save_points
+from pointseg.data.raster import RasterSource
+from pointseg.fast import unit_probabilities
+from pointseg.fastloop import FAST_INFO, FastRun, fast_train
+from pointseg.features import Unit
+from pointseg.io import write_json
+
+ROUNDS = "rounds"
+
+
+def palette_table(project: Project) -> ClassTable:
+    """The palette as a class table whose values are the class indices."""
+    colours = [tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in project.info["classes"]]
+    return ClassTable(tuple(c["name"] for c in project.info["classes"]), tuple(colours))  # type: ignore[arg-type]
+
+
+class Session:
+    """The fast model of ``project`` (``settings``: config keys over the defaults, e.g. the encoder weights)."""
+
+    def __init__(self, project: Project, settings: dict[str, Any]) -> None:
+        self.project, self.settings = project, settings
+        self.raster = Path(project.info["source"]["rasters"][0])
+        self.fast: FastRun | None = None
+        self.maps: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+        self.restore()
+
+    def round_dir(self, n: int) -> Path:
+        return self.project.folder / ROUNDS / f"{n:03d}"
+
+    def points(self) -> PointSet:
+        table = palette_table(self.project)
+        clicks = self.project.clicks()
+        images = {image: np.array([[c.row, c.col, c.cls] for c in clicks if c.image == image], dtype=np.int64)
+                  .reshape(-1, 3) for image in self.project.info["images"]}
+        sizes = {k: (v["height"], v["width"]) for k, v in self.project.info["images"].items()}
+        return PointSet(list(table.names), {k: v for k, v in images.items() if len(v)}, sizes, {"source": "app"})
+
+    def update(self) -> dict[str, Any]:
+        """Fit the fast model on the clicks so far; the next round's facts (times, click accuracy)."""
+        points = self.points()
+        if len(points) == 0:
+            raise ProjectError("click some points first")
+        if len({int(c) for p in points.images.values() for c in p[:, 2]}) < 2:
+            raise ProjectError("the map needs clicks of at least two classes")
+        with self.lock:
+            n = int(self.project.info["rounds"]) + 1
+            folder = self.round_dir(n)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_points(folder / "points.json", points)
+            palette_table(self.project).to_csv(folder / "points.classes.csv")
+            fast = fast_train(self.settings, folder / "run",
+                              build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)))
+            self.fast, self.maps = fast, {}
+            with self.project.lock:
+                self.project.info["rounds"] = n
+                write_json(self.project.folder / "project.json", self.project.info)
+        return {"round": n, "seconds": fast.seconds, "click_accuracy": fast.accuracy}
+
+    def restore(self) -> None:
+        """Load the latest round's fast model, if the project has one."""
+        n = int(self.project.info.get("rounds", 0))
+        run = self.round_dir(n) / "run"
+        if n == 0 or not (run / runs.MODEL).exists():
+            return
+        trained = runs.load_run(run, device="cpu")
+        source = RasterSource([self.raster], trained.classes, trained.head_cfg["data"]["bands"])
+        cache = build.build_feature_cache(trained.head_cfg, trained.model, source, trained.scaling)
+        info = json.loads((run / FAST_INFO).read_text(encoding="utf-8"))
+        self.fast = FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
+                            info["click_accuracy"])
+
+    def classes_of(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        """The map's classes in ``window`` (top, left, height, width) of the raster, or ``None`` without a map."""
+        fast = self.fast
+        if fast is None:
+            return None
+        top, left, height, width = window
+        out = np.full((height, width), 255, dtype=np.uint8)
+        for unit in fast.units:
+            ut, ul, uh, uw = unit.window or (0, 0, *fast.cache.source.size(unit.ref))
+            r0, c0, r1, c1 = max(top, ut), max(left, ul), min(top + height, ut + uh), min(left + width, ul + uw)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            classes = self.unit_map(unit)
+            out[r0 - top:r1 - top, c0 - left:c1 - left] = classes[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
+        return out
+
+    def unit_map(self, unit: Unit) -> np.ndarray:
+        fast = self.fast
+        assert fast is not None
+        if unit.name not in self.maps:
+            self.maps[unit.name] = unit_probabilities(fast.trained.model, fast.cache, unit).argmax(0).astype(np.uint8)
+        return self.maps[unit.name]

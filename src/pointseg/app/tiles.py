@@ -1,0 +1,107 @@
+"""Tiles of a raster in its own pixel grid (no basemap offline, so no reprojection): zoom ``z`` of ``levels``
+shows ``TILE * 2 ** (levels - z)`` raster pixels a side per tile, so the deepest zoom is the raster's own pixels.
+
+Imagery is read by window with rio-tiler (decimated reads use the raster's overviews where it has them), shown in
+true colour (``data.raster.picture_bands``: colour interpretation or band names) with each band stretched between
+its 2nd and 98th percentile of a decimated read; pixels without data are transparent. Class maps are drawn in the
+palette's colours from a function that gives the classes of a window.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rio_tiler.io import Reader
+
+from pointseg.data.raster import open_raster, picture_bands, read_thumbnail
+
+TILE = 256
+Window = tuple[int, int, int, int]  # top, left, height, width in raster pixels
+
+
+def zoom_levels(height: int, width: int) -> int:
+    """The deepest zoom: at zoom 0 one tile holds the whole raster."""
+    return max(0, math.ceil(math.log2(max(height, width) / TILE)))
+
+
+def tile_window(z: int, x: int, y: int, size: tuple[int, int]) -> tuple[Window, int]:
+    """The raster window of tile ``(z, x, y)`` (clipped to the raster) and the pixels a tile pixel spans.
+
+    Raises:
+        ValueError: for a tile outside the raster or a zoom beyond its levels.
+    """
+    levels = zoom_levels(*size)
+    if not 0 <= z <= levels:
+        raise ValueError(f"zoom {z} is outside 0..{levels}")
+    span = 2 ** (levels - z)
+    top, left = y * TILE * span, x * TILE * span
+    if x < 0 or y < 0 or top >= size[0] or left >= size[1]:
+        raise ValueError(f"tile {z}/{x}/{y} is outside the raster")
+    return (top, left, min(TILE * span, size[0] - top), min(TILE * span, size[1] - left)), span
+
+
+def png(rgba: np.ndarray) -> bytes:
+    """A ``(TILE, TILE, 4)`` uint8 array as PNG bytes."""
+    out = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(out, format="PNG")
+    return out.getvalue()
+
+
+def padded(rgba: np.ndarray) -> np.ndarray:
+    """``rgba`` (h, w, 4) on a transparent ``TILE x TILE`` tile (a tile at the raster's edge is partly empty)."""
+    tile = np.zeros((TILE, TILE, 4), dtype=np.uint8)
+    tile[: rgba.shape[0], : rgba.shape[1]] = rgba[:TILE, :TILE]
+    return tile
+
+
+class ImageTiles:
+    """True-colour tiles of ``raster``."""
+
+    def __init__(self, raster: str | Path) -> None:
+        self.raster = Path(raster)
+        with open_raster(self.raster) as ds:
+            self.size = (ds.height, ds.width)
+            self.bands = picture_bands(self.raster, list(range(1, ds.count + 1)))[:3]
+            self.crs = ds.crs.to_string() if ds.crs else None
+            self.transform = tuple(ds.transform)[:6]
+        sample = read_thumbnail(self.raster, 1024, self.bands).astype(np.float64)
+        self.low = np.percentile(sample.reshape(-1, sample.shape[-1]), 2, axis=0)
+        self.high = np.percentile(sample.reshape(-1, sample.shape[-1]), 98, axis=0)
+
+    @property
+    def levels(self) -> int:
+        return zoom_levels(*self.size)
+
+    def tile(self, z: int, x: int, y: int) -> bytes:
+        (top, left, height, width), span = tile_window(z, x, y, self.size)
+        out = (max(1, round(height / span)), max(1, round(width / span)))
+        with Reader(str(self.raster)) as reader:
+            image = reader.read(indexes=list(self.bands), window=((top, top + height), (left, left + width)),
+                                height=out[0], width=out[1])
+        data = image.data.astype(np.float64)  # (B, h, w)
+        if data.shape[0] == 1:
+            data = np.repeat(data, 3, axis=0)
+        scale = np.maximum(self.high - self.low, np.finfo(np.float64).eps)
+        rgb = np.clip((data - self.low[:, None, None]) / scale[:, None, None] * 255, 0, 255).astype(np.uint8)
+        alpha = np.asarray(image.mask).astype(np.uint8).reshape(out)
+        return png(padded(np.dstack([*rgb, np.where(alpha > 0, 255, 0).astype(np.uint8)])))
+
+
+def class_tile(classes_of: Callable[[Window], np.ndarray | None], colours: Sequence[str], z: int, x: int, y: int,
+               size: tuple[int, int], opacity: int = 255) -> bytes:
+    """A tile of a class map in the palette's ``colours`` (``#rrggbb``); ``classes_of(window)`` gives the
+    window's classes at full resolution (255: none), or ``None`` when there is no map yet (a transparent tile)."""
+    (top, left, height, width), span = tile_window(z, x, y, size)
+    classes = classes_of((top, left, height, width))
+    if classes is None:
+        return png(np.zeros((TILE, TILE, 4), dtype=np.uint8))
+    picked = classes[span // 2::span, span // 2::span] if span > 1 else classes
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for i, colour in enumerate(colours):
+        lut[i] = [int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), opacity]
+    return png(padded(lut[picked]))
