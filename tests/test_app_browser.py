@@ -106,5 +106,19 @@ def test_click_update_reload_delete_in_a_real_browser(server, tmp_path):
         page.get_by_text("Delete").click()
         page.wait_for_function("app.state.clicks.length === 5")
         page.screenshot(path=str(tmp_path / "after-delete.png"))
+        gpkg = tmp_path / "clicks.gpkg"
+        with page.expect_download() as download:
+            page.get_by_text("clicks (GeoPackage)").click()
+        download.value.save_as(gpkg)
+        map_tif = tmp_path / "map.tif"
+        map_tif.write_bytes(page.request.get(f"{url}/api/export/map.tif").body())
         browser.close()
     assert len(project.clicks()) == 5 and first.id not in [c.id for c in project.clicks()]
+    import pyogrio
+
+    meta, _, geometry, fields = pyogrio.raw.read(gpkg)
+    assert len(geometry) == 5 and "32633" in meta["crs"]
+    assert sorted(fields[0]) == sorted(["<b>red</b> fields"] * 2 + ["green"] * 3)
+    with rasterio.open(map_tif) as ds:
+        classes = ds.read(1)
+        assert ds.crs.to_epsg() == 32633 and classes[128, 40] == 0 and classes[128, 215] == 1

@@ -20,6 +20,7 @@ from pointseg.app.project import Project, ProjectError
 from pointseg.app.security import Guard
 from pointseg.app.session import Session
 from pointseg.app.tiles import ImageTiles, class_tile
+from pointseg.data.points import save_points
 
 STATIC = Path(__file__).parent / "static"
 
@@ -114,6 +115,18 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         if session is None:
             raise ProjectError("this project has no model")
         return session.update()
+
+    @api.get("/api/export/{name}")
+    def export(name: str) -> FileResponse:
+        if session is None:
+            raise ProjectError("this project has no raster")
+        folder = project.folder / "exports"
+        makers = {"map.tif": session.export_map, "clicks.gpkg": session.export_clicks,
+                  "points.json": lambda p: save_points(p, session.points())}
+        if name not in makers:
+            raise ProjectError(f"export one of {sorted(makers)}")
+        path = makers[name](folder / name)
+        return FileResponse(path, filename=name)
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Guard(api, token, host, port)

@@ -16,11 +16,13 @@ from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
-from pointseg.data.raster import RasterSource
+from pointseg.data.raster import RasterSource, open_raster
 from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train
 from pointseg.features import Unit
-from pointseg.io import write_json
+from pointseg.io import atomic_path, write_json
+from pointseg.maps import map_raster
+from pointseg.mapwriter import MapWriter
 
 ROUNDS = "rounds"
 
@@ -102,6 +104,36 @@ class Session:
             classes = self.unit_map(unit)
             out[r0 - top:r1 - top, c0 - left:c1 - left] = classes[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
         return out
+
+    def export_map(self, path: Path) -> Path:
+        """The whole raster mapped by the latest model through the CLI's writer (colours, names, QGIS style)."""
+        if self.fast is None:
+            raise ProjectError("no map yet: press Update map first")
+        writer = MapWriter(path, self.fast.trained.classes)
+        map_raster(self.fast.trained.predictor(), self.raster, writer)
+        return path
+
+    def export_clicks(self, path: Path) -> Path:
+        """The clicks as a GeoPackage point layer in the raster's CRS (pixel centres), field ``class`` (names)."""
+        import pyogrio.raw
+        import shapely
+
+        clicks = self.project.clicks()
+        if not clicks:
+            raise ProjectError("no clicks to export")
+        names = [c["name"] for c in self.project.info["classes"]]
+        with open_raster(self.raster) as ds:
+            transform, crs = ds.transform, ds.crs
+        xy = [transform * (c.col + 0.5, c.row + 0.5) for c in clicks]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.unlink()
+            pyogrio.raw.write(tmp, geometry=np.array(shapely.to_wkb(shapely.points(xy)), dtype=object),
+                              field_data=[np.array([names[c.cls] for c in clicks], dtype=object),
+                                          np.array([c.id for c in clicks])],
+                              fields=["class", "click_id"], crs=crs.to_wkt() if crs else None,
+                              geometry_type="Point", driver="GPKG", layer=self.raster.stem)
+        return path
 
     def unit_map(self, unit: Unit) -> np.ndarray:
         fast = self.fast
