@@ -101,3 +101,52 @@ def test_bodies_are_limited(client):
 def test_paths_stay_inside_the_static_folder(client, path):
     answer = client.get(path)
     assert answer.status_code == 404 and "import" not in answer.text and "root:" not in answer.text
+
+
+def test_a_simulated_analyst_through_the_api_sees_the_mious_evaluate_gives(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from pointseg.app.session import Session
+    from pointseg.cli import main
+    from pointseg.data.points import corrective_points
+
+    rng = np.random.default_rng(0)
+    mask = np.kron(rng.integers(1, 4, (4, 4)), np.ones((32, 32), dtype=np.int64)).astype(np.uint8)  # values 1..3
+    mask[:8] = 0  # unlabelled
+    colours = np.array([[0, 0, 0], [200, 30, 30], [30, 200, 30], [30, 30, 200]])
+    image = np.clip(colours[mask].transpose(2, 0, 1) + rng.integers(0, 40, (3, 128, 128)), 0, 255).astype(np.uint8)
+    profile = {"driver": "GTiff", "width": 128, "height": 128, "crs": "EPSG:32633",
+               "transform": from_origin(400000, 5500000, 1, 1)}
+    with rasterio.open(tmp_path / "scene.tif", "w", count=3, dtype="uint8", **profile) as ds:
+        ds.write(image)
+    with rasterio.open(tmp_path / "mask.tif", "w", count=1, dtype="uint8", nodata=0, **profile) as ds:
+        ds.write(mask[None])
+    table = tmp_path / "classes.csv"
+    table.write_text("value,name,r,g,b\n1,red,200,30,30\n2,green,30,200,30\n3,blue,30,30,200\n")
+    project = Project.create(tmp_path / "project", {"scene": {"height": 128, "width": 128}},
+                             [{"name": n} for n in ("red", "green", "blue")],
+                             {"rasters": [str(tmp_path / "scene.tif")], "mask": str(tmp_path / "mask.tif"),
+                              "class_values": [1, 2, 3]},
+                             {"model": {"encoder_weights": None}, "data": {"cache_dir": str(tmp_path / "cache")},
+                              "fast": {"folds": 0}})
+    client = TestClient(create_app(project, TOKEN, session=Session(project, project.info["settings"])),
+                        base_url="http://127.0.0.1:8765", headers={"authorization": f"Bearer {TOKEN}"})
+    labelled = np.where(mask > 0, mask - 1, 255).astype(np.uint8)
+    clicks = corrective_points(labelled, labelled, np.zeros((0, 3), np.int64), 6, np.random.default_rng(1))
+    for round_ in range(3):
+        for row, col, cls in clicks[len(project.clicks()):].tolist():
+            assert client.post("/api/clicks", json={"image": "scene", "row": row, "col": col, "class": cls}
+                               ).status_code == 201
+        reported = client.post("/api/update").json()["metrics"]
+        exported = tmp_path / f"map{round_}.tif"
+        exported.write_bytes(client.get("/api/export/map.tif").content)
+        assert main(["evaluate", "--map", str(exported), "--mask", str(tmp_path / "mask.tif"), "--classes",
+                     str(table), "--out", str(tmp_path / f"m{round_}.json")]) == 0
+        evaluated = json.loads((tmp_path / f"m{round_}.json").read_text())
+        assert reported["miou"] == pytest.approx(evaluated["miou"], abs=1e-9)
+        assert reported["confusion_matrix"] == evaluated["confusion_matrix"]
+        with rasterio.open(exported) as ds:
+            predicted = ds.read(1)
+        clicks = corrective_points(labelled, predicted, clicks, 4, np.random.default_rng(round_))

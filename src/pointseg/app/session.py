@@ -21,7 +21,6 @@ from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train
 from pointseg.features import Unit
 from pointseg.io import atomic_path, write_json
-from pointseg.maps import map_raster
 from pointseg.mapwriter import MapWriter
 
 ROUNDS = "rounds"
@@ -74,7 +73,31 @@ class Session:
             with self.project.lock:
                 self.project.info["rounds"] = n
                 write_json(self.project.folder / "project.json", self.project.info)
-        return {"round": n, "seconds": fast.seconds, "click_accuracy": fast.accuracy}
+        result = {"round": n, "seconds": fast.seconds, "click_accuracy": fast.accuracy}
+        if self.project.info["source"].get("mask"):
+            result["metrics"] = self.score()
+        return result
+
+    def score(self) -> dict[str, Any]:
+        """The map against the project's reference mask (``--mask``): mIoU, per-class IoU and the confusion matrix
+        (rows: the mask's classes), over the mask's labelled pixels."""
+        import torch
+
+        from pointseg.metrics import confusion_matrix, summarize
+
+        source_info = self.project.info["source"]
+        values = source_info.get("class_values")
+        table = palette_table(self.project)
+        table = ClassTable(table.names, table.colors, tuple(values) if values else None)
+        source = RasterSource([self.raster], table, None, [source_info["mask"]])
+        ref = source.refs[0]
+        mask = source.read_mask(ref)
+        predicted = self.classes_of((0, 0, *mask.shape))
+        assert predicted is not None
+        n = table.num_classes
+        cm = confusion_matrix(torch.from_numpy(predicted.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)),
+                              n, table.ignore_index)
+        return summarize(cm.numpy(), list(table.names))
 
     def restore(self) -> None:
         """Load the latest round's fast model, if the project has one."""
@@ -106,11 +129,23 @@ class Session:
         return out
 
     def export_map(self, path: Path) -> Path:
-        """The whole raster mapped by the latest model through the CLI's writer (colours, names, QGIS style)."""
-        if self.fast is None:
+        """The whole raster's map as the page shows it (from cached features), through the CLI's writer (colours,
+        names, QGIS style), a band of rows at a time."""
+        fast = self.fast
+        if fast is None:
             raise ProjectError("no map yet: press Update map first")
-        writer = MapWriter(path, self.fast.trained.classes)
-        map_raster(self.fast.trained.predictor(), self.raster, writer)
+        source = fast.cache.source
+        ref = source.refs[0]
+        height, width = source.size(ref)
+        rows, georef = fast.cache.window, source.georef(ref)
+        assert georef is not None  # a raster
+        with MapWriter(path, fast.trained.classes).open(height, width, georef) as out:
+            for top in range(0, height, rows):
+                h = min(rows, height - top)
+                classes = self.classes_of((top, 0, h, width))
+                assert classes is not None
+                valid = np.asarray(source.read(ref, (top, 0, h, width)).get("valid", np.ones((h, width), bool)))
+                out.write(top, classes, np.zeros_like(classes), valid & (classes != 255))
         return path
 
     def export_clicks(self, path: Path) -> Path:

@@ -48,7 +48,12 @@ def start_project(args: argparse.Namespace) -> Project:
     classes = [{"name": n, "color": hex_colour(c)} for n, c in zip(table.names, table.colors, strict=True)] \
         if table else []
     settings = load_settings(args.config, args.set)
-    project = Project.create(project_dir, images, classes, {"rasters": [str(raster.resolve())]}, settings)
+    source: dict = {"rasters": [str(raster.resolve())]}
+    if args.mask:
+        if table is None or table.values is None:
+            raise ValueError("--mask needs --classes TABLE.csv with the mask's class values")
+        source |= {"mask": str(Path(args.mask).resolve()), "class_values": list(table.values)}
+    project = Project.create(project_dir, images, classes, source, settings)
     for image, pts in (points.images.items() if points else []):
         for row, col, cls in pts.tolist():
             project.add_click(image, row, col, cls)
@@ -87,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--points", help="clicks to start from: a point layer (GeoPackage, Shapefile, GeoJSON, CSV)")
     ap.add_argument("--class-field", help="the point layer's field with class names or values")
     ap.add_argument("--classes", help="class table value,name,r,g,b (the palette)")
+    ap.add_argument("--mask", help="a reference mask raster on the grid of --raster (demos, benchmarks): the app "
+                                   "scores every map against it (needs --classes with its values)")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     ap.add_argument("--port", type=int, default=8765)
     with_config(ap)

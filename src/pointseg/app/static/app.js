@@ -114,6 +114,25 @@ async function updateMap() {
   app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
   const accuracy = result.click_accuracy ? `, click accuracy ${(100 * result.click_accuracy.accuracy).toFixed(0)}%` : "";
   say(`map of round ${result.round} in ${((performance.now() - t0) / 1000).toFixed(1)} s${accuracy}`);
+  if (result.metrics) drawMetrics(result.metrics);
+}
+
+function drawMetrics(metrics) {
+  const table = document.getElementById("metrics");
+  table.replaceChildren();
+  const row = (cells, header = false) => {
+    const tr = document.createElement("tr");
+    cells.forEach((text) => {
+      const cell = document.createElement(header ? "th" : "td");
+      cell.textContent = text;
+      tr.append(cell);
+    });
+    table.append(tr);
+  };
+  row(["against the mask", `mIoU ${metrics.miou.toFixed(3)}`], true);
+  for (const [name, iou] of Object.entries(metrics.per_class_iou)) {
+    row([name, iou === null ? "-" : iou.toFixed(3)]);
+  }
 }
 
 async function start() {
