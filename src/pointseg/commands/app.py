@@ -11,9 +11,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pointseg.commands.map import raster_defaults
 from pointseg.commands.options import with_config
 from pointseg.commands.points import import_point_layer
-from pointseg.config import load_settings
+from pointseg.config import deep_update, load_settings
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import open_raster
 
@@ -47,7 +48,9 @@ def start_project(args: argparse.Namespace) -> Project:
         table = ClassTable.from_csv(project_dir / "import" / "points.classes.csv", color_coded=False)
     classes = [{"name": n, "color": hex_colour(c)} for n, c in zip(table.names, table.colors, strict=True)] \
         if table else []
-    settings = load_settings(args.config, args.set)
+    defaults, why = raster_defaults(raster, fast=True)
+    print(f"{raster.name}: {why}")
+    settings = deep_update(defaults, load_settings(args.config, args.set))
     source: dict = {"rasters": [str(raster.resolve())]}
     if args.mask:
         if table is None or table.values is None:
