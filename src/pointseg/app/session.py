@@ -159,7 +159,7 @@ class Session:
         names = [c["name"] for c in self.project.info["classes"]]
         with open_raster(self.raster) as ds:
             transform, crs = ds.transform, ds.crs
-        xy = [transform * (c.col + 0.5, c.row + 0.5) for c in clicks]
+        xy = [transform @ (c.col + 0.5, c.row + 0.5) for c in clicks]
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.unlink()
