@@ -4,6 +4,7 @@ two clients on one project, the token, Host and Origin checks, body limits, and 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -130,7 +131,7 @@ def test_a_simulated_analyst_through_the_api_sees_the_mious_evaluate_gives(tmp_p
                              {"rasters": [str(tmp_path / "scene.tif")], "mask": str(tmp_path / "mask.tif"),
                               "class_values": [1, 2, 3]},
                              {"model": {"encoder_weights": None}, "data": {"cache_dir": str(tmp_path / "cache")},
-                              "fast": {"folds": 0}})
+                              "fast": {"folds": 3}})
     client = TestClient(create_app(project, TOKEN, session=Session(project, project.info["settings"])),
                         base_url="http://127.0.0.1:8765", headers={"authorization": f"Bearer {TOKEN}"})
     labelled = np.where(mask > 0, mask - 1, 255).astype(np.uint8)
@@ -140,6 +141,14 @@ def test_a_simulated_analyst_through_the_api_sees_the_mious_evaluate_gives(tmp_p
             assert client.post("/api/clicks", json={"image": "scene", "row": row, "col": col, "class": cls}
                                ).status_code == 201
         reported = client.post("/api/update").json()["metrics"]
+        for _ in range(600):  # the click accuracy follows the map, computed in the background
+            accuracy = client.get("/api/accuracy").json()
+            if accuracy["click_accuracy"] is not None:
+                break
+            time.sleep(0.1)
+        assert accuracy["round"] == round_ + 1 and accuracy["click_accuracy"]["folds"] == 3
+        run = project.folder / "rounds" / f"{round_ + 1:03d}" / "run"
+        assert json.loads((run / "fast.json").read_text())["click_accuracy"]["folds"] == 3
         exported = tmp_path / f"map{round_}.tif"
         exported.write_bytes(client.get("/api/export/map.tif").content)
         assert main(["evaluate", "--map", str(exported), "--mask", str(tmp_path / "mask.tif"), "--classes",

@@ -8,13 +8,15 @@ accuracy; ``predict``, ``evaluate``, ``map``, ``suggest`` and ``export`` take it
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,16 @@ class FastRun:
     samples: int
     seconds: dict[str, float]
     accuracy: dict | None
+    later: Callable[[], dict | None] | None = None  # the click accuracy, when it was left for later
+
+    def compute_accuracy(self) -> dict | None:
+        """The click accuracy left for later (``fast_train(accuracy=False)``), also written into ``fast.json``."""
+        if self.later is not None:
+            self.accuracy, self.later = self.later(), None
+            self.seconds["click_accuracy"] = self.accuracy["seconds"] if self.accuracy else 0.0
+            info = json.loads((self.run_dir / FAST_INFO).read_text(encoding="utf-8"))
+            write_json(self.run_dir / FAST_INFO, {**info, "seconds": self.seconds, "click_accuracy": self.accuracy})
+        return self.accuracy
 
     def cache_for(self, source: Source) -> FeatureCache:
         """The feature cache of other images (e.g. a validation split), read as the run reads its own."""
@@ -72,9 +84,10 @@ def fast_settings(settings: dict) -> dict:
     return {**settings, "model": {**model, "name": FAST_MODEL}}
 
 
-def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv: list[str] | None = None
-               ) -> FastRun:
-    """Fit the fast model on ``inputs`` (clicks on tiles or rasters) into the new run directory ``out``."""
+def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv: list[str] | None = None,
+               accuracy_now: bool = True) -> FastRun:
+    """Fit the fast model on ``inputs`` (clicks on tiles or rasters) into the new run directory ``out``; without
+    ``accuracy_now`` the click accuracy is left for ``FastRun.compute_accuracy`` (the app paints the map first)."""
     if inputs.points is None:
         raise ValueError("train --fast fits a head on clicks: give --points (dense masks: train without --fast)")
     if inputs.unlabeled or inputs.dataset_roots or inputs.init:
@@ -106,7 +119,8 @@ def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv:
     set_head(model, weight, bias)
     times["fit"] = time.perf_counter() - t0
     reach = click_window(0, 0, (1 << 30, 1 << 30), build.build_propagation(cfg))[2]
-    accuracy = click_accuracy(samples, num_classes, options, reach, cfg["seed"])
+    later = partial(click_accuracy, samples, num_classes, options, reach, cfg["seed"])
+    accuracy = later() if accuracy_now else None
     times["click_accuracy"] = accuracy["seconds"] if accuracy else 0.0
     created = runs.start_run(run_dir, cfg, inputs, argv, device=str(runtime.device), amp=runtime.amp,
                              parameters=model.parameter_counts())
@@ -118,7 +132,7 @@ def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv:
         runs.discard_run(run_dir, created)
         raise
     trained = runs.TrainedModel(model, cfg, run.tables, run.scaling, model.head_names[0], run.data, run.dtype)
-    return FastRun(run_dir, trained, cache, units, len(samples), times, accuracy)
+    return FastRun(run_dir, trained, cache, units, len(samples), times, accuracy, None if accuracy_now else later)
 
 
 @dataclass

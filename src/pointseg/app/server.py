@@ -116,6 +116,12 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
             raise ProjectError("this project has no model")
         return session.update()
 
+    @api.get("/api/accuracy")
+    def accuracy() -> dict[str, Any]:
+        if session is None:
+            raise ProjectError("this project has no model")
+        return session.accuracy()
+
     @api.get("/api/export/{name}")
     def export(name: str) -> FileResponse:
         if session is None:

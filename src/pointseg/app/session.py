@@ -68,15 +68,23 @@ class Session:
             save_points(folder / "points.json", points)
             palette_table(self.project).to_csv(folder / "points.classes.csv")
             fast = fast_train(self.settings, folder / "run",
-                              build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)))
+                              build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)),
+                              accuracy_now=False)  # the map first; the click accuracy in the background
             self.fast, self.maps = fast, {}
             with self.project.lock:
                 self.project.info["rounds"] = n
                 write_json(self.project.folder / "project.json", self.project.info)
-        result = {"round": n, "seconds": fast.seconds, "click_accuracy": fast.accuracy}
+        threading.Thread(target=fast.compute_accuracy, daemon=True).start()
+        result = {"round": n, "seconds": fast.seconds}
         if self.project.info["source"].get("mask"):
             result["metrics"] = self.score()
         return result
+
+    def accuracy(self) -> dict[str, Any]:
+        """The latest round's click accuracy (``None`` while it is computed)."""
+        fast = self.fast
+        return {"round": int(self.project.info["rounds"]),
+                "click_accuracy": None if fast is None or fast.later is not None else fast.accuracy}
 
     def score(self) -> dict[str, Any]:
         """The map against the project's reference mask (``--mask``): mIoU, per-class IoU and the confusion matrix

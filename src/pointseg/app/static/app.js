@@ -112,9 +112,19 @@ async function updateMap() {
   const result = await api("update", { method: "POST" });
   app.round = result.round;
   app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
-  const accuracy = result.click_accuracy ? `, click accuracy ${(100 * result.click_accuracy.accuracy).toFixed(0)}%` : "";
-  say(`map of round ${result.round} in ${((performance.now() - t0) / 1000).toFixed(1)} s${accuracy}`);
+  const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+  say(`map of round ${result.round} in ${seconds} s`);
   if (result.metrics) drawMetrics(result.metrics);
+  for (let tries = 0; tries < 120; tries += 1) {  // the click accuracy follows in the background
+    await new Promise((done) => setTimeout(done, 1000));
+    const answer = await api("accuracy");
+    if (answer.round !== result.round) return;
+    if (answer.click_accuracy) {
+      say(`map of round ${result.round} in ${seconds} s; click accuracy ` +
+        `${(100 * answer.click_accuracy.accuracy).toFixed(0)}% (cross-validated over the clicks)`);
+      return;
+    }
+  }
 }
 
 function drawMetrics(metrics) {
