@@ -106,6 +106,18 @@ def test_click_update_reload_delete_in_a_real_browser(server, tmp_path):
         page.get_by_text("Delete").click()
         page.wait_for_function("app.state.clicks.length === 5")
         page.screenshot(path=str(tmp_path / "after-delete.png"))
+        page.click("#suggest")
+        page.wait_for_function("app.rings.length === 10")
+        page.check("#show-certainty")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(tmp_path / "suggestions.png"))
+        ring = page.evaluate("[app.rings[0].suggestion.row, app.rings[0].suggestion.col]")
+        page.locator(".ring").first.click()
+        page.keyboard.press("2")  # answers the selected suggestion with class 2
+        page.wait_for_function("app.state.clicks.length === 6 && app.rings.length === 9")
+        assert [(c.row, c.col, c.cls) for c in project.clicks()][-1] == (ring[0], ring[1], 1)
+        page.click("#undo")
+        page.wait_for_function("app.state.clicks.length === 5")
         gpkg = tmp_path / "clicks.gpkg"
         with page.expect_download() as download:
             page.get_by_text("clicks (GeoPackage)").click()

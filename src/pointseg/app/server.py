@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pointseg.app.project import Project, ProjectError
 from pointseg.app.security import Guard
 from pointseg.app.session import Session
-from pointseg.app.tiles import ImageTiles, class_tile
+from pointseg.app.tiles import ImageTiles, certainty_lut, class_lut, lut_tile
 from pointseg.data.points import save_points
 
 STATIC = Path(__file__).parent / "static"
@@ -99,16 +99,25 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         except ValueError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
 
-    @api.get("/api/tiles/map/{z}/{x}/{y}.png")
-    def map_tile(z: int, x: int, y: int) -> Response:
+    @api.get("/api/tiles/{layer}/{z}/{x}/{y}.png")
+    def layer_tile(layer: str, z: int, x: int, y: int) -> Response:
         if session is None:
             raise ProjectError("this project has no model")
-        colours = [c["color"] for c in project.info["classes"]]
+        layers = {"map": (session.classes_of, class_lut([c["color"] for c in project.info["classes"]])),
+                  "certainty": (session.certainty_of, certainty_lut())}
+        if layer not in layers:
+            return JSONResponse({"detail": f"no layer {layer[:40]!r}"}, status_code=404)
         try:
-            return Response(class_tile(session.classes_of, colours, z, x, y, tiles().size), media_type="image/png",
+            return Response(lut_tile(*layers[layer], z, x, y, tiles().size), media_type="image/png",
                             headers={"cache-control": "no-store"})
         except ValueError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @api.get("/api/suggestions")
+    def suggestions(k: int = 10) -> list[dict[str, Any]]:
+        if session is None:
+            raise ProjectError("this project has no model")
+        return session.suggest(k)
 
     @api.post("/api/update")
     def update() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError
@@ -20,8 +21,10 @@ from pointseg.data.raster import RasterSource, open_raster
 from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train
 from pointseg.features import Unit
+from pointseg.inference import certainty
 from pointseg.io import atomic_path, write_json
 from pointseg.mapwriter import MapWriter
+from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
 
 ROUNDS = "rounds"
 
@@ -89,8 +92,6 @@ class Session:
     def score(self) -> dict[str, Any]:
         """The map against the project's reference mask (``--mask``): mIoU, per-class IoU and the confusion matrix
         (rows: the mask's classes), over the mask's labelled pixels."""
-        import torch
-
         from pointseg.metrics import confusion_matrix, summarize
 
         source_info = self.project.info["source"]
@@ -121,7 +122,16 @@ class Session:
                             info["click_accuracy"])
 
     def classes_of(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
-        """The map's classes in ``window`` (top, left, height, width) of the raster, or ``None`` without a map."""
+        """The map's classes in ``window`` (top, left, height, width) of the raster (255: none), or ``None`` without
+        a map."""
+        return self.layer_of(window, 0)
+
+    def certainty_of(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        """How sure the map is in ``window``: the margin between its two most probable classes, in percent (255:
+        no map there)."""
+        return self.layer_of(window, 1)
+
+    def layer_of(self, window: tuple[int, int, int, int], layer: int) -> np.ndarray | None:
         fast = self.fast
         if fast is None:
             return None
@@ -132,9 +142,38 @@ class Session:
             r0, c0, r1, c1 = max(top, ut), max(left, ul), min(top + height, ut + uh), min(left + width, ul + uw)
             if r0 >= r1 or c0 >= c1:
                 continue
-            classes = self.unit_map(unit)
-            out[r0 - top:r1 - top, c0 - left:c1 - left] = classes[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
+            values = self.unit_map(unit)[layer]
+            out[r0 - top:r1 - top, c0 - left:c1 - left] = values[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
         return out
+
+    def suggest(self, k: int, max_side: int = 2048) -> list[dict[str, Any]]:
+        """``k`` suggested clicks on the raster (``pointseg.suggest``'s rule on the map's margin), scored on at most
+        ``max_side`` pixels a side."""
+        fast = self.fast
+        if fast is None:
+            raise ProjectError("no map yet: press Update map first")
+        if not 1 <= k <= 100:
+            raise ProjectError("ask for 1 to 100 suggestions")
+        height, width = fast.cache.source.size(fast.cache.source.refs[0])
+        step = max(1, -(-max(height, width) // max_side))
+        bands = [self.unit_layers((top, 0, min(fast.cache.window, height - top), width), step)
+                 for top in range(0, height, fast.cache.window)]
+        classes = np.concatenate([b[0] for b in bands])
+        certainty = np.concatenate([b[1] for b in bands])
+        clicks = self.project.clicks()
+        existing = np.array([[c.row, c.col, c.cls] for c in clicks], dtype=np.int64).reshape(-1, 3)
+        counts = np.bincount(existing[:, 2], minlength=len(self.project.info["classes"]))
+        found = suggest_clicks(1 - certainty / 100.0, np.where(classes == 255, 0, classes), classes != 255, existing,
+                               class_rarity(counts), k, auto_distance((height, width), len(existing) + k),
+                               (height, width), step)
+        return [{"rank": i + 1, "row": f.row, "col": f.col, "score": round(f.score, 4), "predicted": f.predicted}
+                for i, f in enumerate(found)]
+
+    def unit_layers(self, window: tuple[int, int, int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+        classes, certainty = self.classes_of(window), self.certainty_of(window)
+        assert classes is not None and certainty is not None
+        offset = step // 2
+        return classes[offset::step, offset::step], certainty[offset::step, offset::step]
 
     def export_map(self, path: Path) -> Path:
         """The whole raster's map as the page shows it (from cached features), through the CLI's writer (colours,
@@ -179,8 +218,11 @@ class Session:
         return path
 
     def unit_map(self, unit: Unit) -> np.ndarray:
+        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8, computed once per round."""
         fast = self.fast
         assert fast is not None
         if unit.name not in self.maps:
-            self.maps[unit.name] = unit_probabilities(fast.trained.model, fast.cache, unit).argmax(0).astype(np.uint8)
+            probs = torch.from_numpy(unit_probabilities(fast.trained.model, fast.cache, unit))
+            sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)
+            self.maps[unit.name] = torch.stack([probs.argmax(0).to(torch.uint8), sure]).numpy()
         return self.maps[unit.name]

@@ -92,16 +92,28 @@ class ImageTiles:
         return png(padded(np.dstack([*rgb, np.where(alpha > 0, 255, 0).astype(np.uint8)])))
 
 
-def class_tile(classes_of: Callable[[Window], np.ndarray | None], colours: Sequence[str], z: int, x: int, y: int,
-               size: tuple[int, int], opacity: int = 255) -> bytes:
-    """A tile of a class map in the palette's ``colours`` (``#rrggbb``); ``classes_of(window)`` gives the
-    window's classes at full resolution (255: none), or ``None`` when there is no map yet (a transparent tile)."""
+def lut_tile(values_of: Callable[[Window], np.ndarray | None], lut: np.ndarray, z: int, x: int, y: int,
+             size: tuple[int, int]) -> bytes:
+    """A tile of a layer of uint8 values drawn through ``lut`` (256 x RGBA); ``values_of(window)`` gives the
+    window's values at full resolution, or ``None`` when there is no layer yet (a transparent tile)."""
     (top, left, height, width), span = tile_window(z, x, y, size)
-    classes = classes_of((top, left, height, width))
-    if classes is None:
+    values = values_of((top, left, height, width))
+    if values is None:
         return png(np.zeros((TILE, TILE, 4), dtype=np.uint8))
-    picked = classes[span // 2::span, span // 2::span] if span > 1 else classes
+    return png(padded(lut[values[span // 2::span, span // 2::span] if span > 1 else values]))
+
+
+def class_lut(colours: Sequence[str]) -> np.ndarray:
+    """Class ``i`` in the palette's colour ``colours[i]`` (``#rrggbb``); 255 (no class) transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
     for i, colour in enumerate(colours):
-        lut[i] = [int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), opacity]
-    return png(padded(lut[picked]))
+        lut[i] = [int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255]
+    return lut
+
+
+def certainty_lut() -> np.ndarray:
+    """Certainty 0-100 (percent) from dark (unsure) to white (sure); 255 (no map) transparent."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    grey = np.round(np.arange(101) * 2.55).astype(np.uint8)
+    lut[:101] = np.stack([grey, grey, grey, np.full(101, 255, np.uint8)], 1)
+    return lut

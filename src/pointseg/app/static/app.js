@@ -14,7 +14,8 @@ const api = async (path, options = {}) => {
   return response.status === 204 ? null : response.json();
 };
 
-const app = { state: null, raster: null, active: 0, markers: new Map(), undo: [], round: 0 };
+const app = { state: null, raster: null, active: 0, markers: new Map(), undo: [], round: 0, rings: [],
+  selected: null };
 const say = (text) => { document.getElementById("status").textContent = text; };
 
 function toLatLng(row, col) {
@@ -106,12 +107,46 @@ async function reclassify(id, cls, remember) {
   await refresh();
 }
 
+function clearRings() {
+  app.rings.forEach((ring) => ring.remove());
+  app.rings = [];
+  app.selected = null;
+}
+
+async function suggestClicks() {
+  clearRings();
+  const found = await api("suggestions?k=10");
+  found.forEach((s) => {
+    const icon = L.divIcon({ className: "ring", html: String(Number(s.rank)), iconSize: [22, 22] });
+    const ring = L.marker(toLatLng(s.row, s.col), { icon }).addTo(app.map);
+    ring.suggestion = s;
+    ring.on("click", (event) => {
+      L.DomEvent.stopPropagation(event);
+      app.rings.forEach((r) => r.getElement().classList.remove("selected"));
+      ring.getElement().classList.add("selected");
+      app.selected = ring;
+    });
+    app.rings.push(ring);
+  });
+  say(`${found.length} suggested clicks: select a ring, press the key of its class`);
+}
+
+async function answerSuggestion(cls) {
+  const ring = app.selected;
+  app.selected = null;
+  app.rings = app.rings.filter((r) => r !== ring);
+  ring.remove();
+  await addClick(ring.suggestion.row, ring.suggestion.col, cls, true);
+}
+
 async function updateMap() {
   say("fitting the model on the clicks…");
   const t0 = performance.now();
   const result = await api("update", { method: "POST" });
   app.round = result.round;
   app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
+  app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}`);
+  clearRings();
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   say(`map of round ${result.round} in ${seconds} s`);
   if (result.metrics) drawMetrics(result.metrics);
@@ -157,7 +192,12 @@ async function start() {
   L.tileLayer("/api/tiles/image/{z}/{x}/{y}.png", tileOptions).addTo(app.map);
   app.mapLayer = L.tileLayer("/api/tiles/map/{z}/{x}/{y}.png?round=0",
     { ...tileOptions, opacity: 0.6 }).addTo(app.map);
+  app.certaintyLayer = L.tileLayer("/api/tiles/certainty/{z}/{x}/{y}.png?round=0", tileOptions);
   app.map.fitBounds(bounds);
+  document.getElementById("show-certainty").addEventListener("change", (e) => {
+    if (e.target.checked) app.certaintyLayer.addTo(app.map); else app.certaintyLayer.remove();
+  });
+  document.getElementById("suggest").addEventListener("click", () => suggestClicks().catch((e) => say(e.message)));
   app.map.on("click", (event) => {
     const [row, col] = toPixel(event.latlng);
     if (row < 0 || col < 0 || row >= app.raster.height || col >= app.raster.width) return;
@@ -183,10 +223,16 @@ async function start() {
   document.addEventListener("keydown", (event) => {
     if (event.target.tagName === "INPUT") return;
     const n = Number(event.key);
-    if (n >= 1 && n <= 9 && n <= app.state.classes.length) { app.active = n - 1; drawPalette(); }
+    if (!(n >= 1 && n <= 9 && n <= app.state.classes.length)) return;
+    if (app.selected) answerSuggestion(n - 1).catch((e) => say(e.message));
+    else { app.active = n - 1; drawPalette(); }
   });
   await refresh();
-  if (app.state.rounds > 0) app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.state.rounds}`);
+  if (app.state.rounds > 0) {
+    app.round = app.state.rounds;
+    app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
+    app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}`);
+  }
 }
 
 start().catch((e) => say(e.message));
