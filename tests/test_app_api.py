@@ -159,3 +159,45 @@ def test_a_simulated_analyst_through_the_api_sees_the_mious_evaluate_gives(tmp_p
         with rasterio.open(exported) as ds:
             predicted = ds.read(1)
         clicks = corrective_points(labelled, predicted, clicks, 4, np.random.default_rng(round_))
+
+
+def test_train_fully_in_the_background_then_its_map_replaces_the_fast_one(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from pointseg.app.session import Session
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    image[0, :, :32] = 250
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 640, 10, 10)) as ds:
+        ds.write(image)
+    settings = {"model": {"encoder_weights": None}, "data": {"cache_dir": str(tmp_path / "cache"), "crop": 32},
+                "train": {"steps": 3, "batch_size": 2, "amp": False, "checkpoint_every": 3}, "fast": {"folds": 0},
+                "optim": {"warmup_steps": 1}}
+    project = Project.create(tmp_path / "project", {"scene": {"height": 64, "width": 64}},
+                             [{"name": "left"}, {"name": "right"}], {"rasters": [str(tmp_path / "scene.tif")]},
+                             settings)
+    session = Session(project, settings)
+    client = TestClient(create_app(project, TOKEN, session=session), base_url="http://127.0.0.1:8765",
+                        headers={"authorization": f"Bearer {TOKEN}"})
+    assert client.post("/api/train").json()["detail"].startswith("press Update map first")
+    for row, col, cls in ((10, 5, 0), (50, 20, 0), (10, 50, 1), (40, 60, 1)):
+        client.post("/api/clicks", json={"image": "scene", "row": row, "col": col, "class": cls})
+    client.post("/api/update")
+    fast_map = session.classes_of((0, 0, 64, 64))
+    assert client.post("/api/train").json()["state"] == "running"
+    assert client.post("/api/train").status_code == 400  # one at a time
+    with client.stream("GET", "/api/train/events") as events:
+        states = [json.loads(line[6:])["state"] for line in events.iter_lines() if line.startswith("data: ")]
+    assert states[-1] == "done" and set(states[:-1]) <= {"running"}
+    assert session.full is not None and session.full.cfg["model"]["name"] == "unet-hypercolumn-mobilenetv2"
+    full_map = session.classes_of((0, 0, 64, 64))
+    assert full_map is not None and fast_map is not None and full_map.shape == fast_map.shape
+    assert client.get("/api/tiles/map/0/0/0.png").status_code == 200
+    session.settings = {**settings, "train": {**settings["train"], "steps": 500}}
+    assert client.post("/api/train").json()["state"] == "running"
+    cancelled = client.post("/api/train/cancel").json()
+    assert cancelled["state"] == "cancelled" and session.training.poll() is not None

@@ -8,12 +8,15 @@ beyond the project's files and the static folder (``StaticFiles`` resolves paths
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pointseg.app.project import Project, ProjectError
@@ -41,6 +44,11 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
     model in the loop (``None``: clicks only)."""
     api = FastAPI(title="pointseg app", docs_url=None, redoc_url=None, openapi_url=None)
     imagery = ImageTiles(session.raster) if session is not None else None
+
+    def model() -> Session:
+        if session is None:
+            raise ProjectError("this project has no model")
+        return session
 
     def tiles() -> ImageTiles:
         if imagery is None:
@@ -124,6 +132,31 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         if session is None:
             raise ProjectError("this project has no model")
         return session.update()
+
+    @api.post("/api/train", status_code=202)
+    def train_full() -> dict[str, Any]:
+        return model().train_full()
+
+    @api.get("/api/train")
+    def training() -> dict[str, Any]:
+        return model().training_status()
+
+    @api.post("/api/train/cancel")
+    def cancel() -> dict[str, Any]:
+        return model().cancel_training()
+
+    @api.get("/api/train/events")
+    async def training_events() -> StreamingResponse:
+        """Server-sent events: the full recipe's progress every second until it ends."""
+        async def events() -> AsyncIterator[str]:
+            while True:
+                status = model().training_status()
+                yield f"data: {json.dumps(status)}\n\n"
+                if status["state"] != "running":
+                    return
+                await asyncio.sleep(1)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-store"})
 
     @api.get("/api/accuracy")
     def accuracy() -> dict[str, Any]:

@@ -6,20 +6,25 @@ features, so only the windows in view are computed. Reopening a project loads it
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError
+from pointseg.config import flatten
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
 from pointseg.data.raster import RasterSource, open_raster
+from pointseg.engine import METRICS
 from pointseg.fast import unit_probabilities
-from pointseg.fastloop import FAST_INFO, FastRun, fast_train
+from pointseg.fastloop import FAST_INFO, FastRun, fast_train, full_recipe
 from pointseg.features import Unit
 from pointseg.inference import certainty
 from pointseg.io import atomic_path, write_json
@@ -43,6 +48,10 @@ class Session:
         self.raster = Path(project.info["source"]["rasters"][0])
         self.fast: FastRun | None = None
         self.maps: dict[str, np.ndarray] = {}
+        self.full: runs.TrainedModel | None = None  # the full recipe's model, once trained: it draws the map
+        self.training: subprocess.Popen | None = None
+        self.training_dir: Path | None = None
+        self.cancelled = False
         self.lock = threading.Lock()
         self.restore()
 
@@ -73,7 +82,7 @@ class Session:
             fast = fast_train(self.settings, folder / "run",
                               build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)),
                               accuracy_now=False)  # the map first; the click accuracy in the background
-            self.fast, self.maps = fast, {}
+            self.fast, self.maps, self.full = fast, {}, None
             with self.project.lock:
                 self.project.info["rounds"] = n
                 write_json(self.project.folder / "project.json", self.project.info)
@@ -217,12 +226,66 @@ class Session:
                               geometry_type="Point", driver="GPKG", layer=self.raster.stem)
         return path
 
+    # --- the full recipe in the background ---------------------------------------------------------------------
+
+    def train_full(self, threads: int = 1) -> dict[str, Any]:
+        """Start the default recipe warm-started from the latest fast round, in a process of its own (one thread,
+        lower priority: the fast loop stays responsive); its map replaces the fast one when it is done."""
+        if self.fast is None:
+            raise ProjectError("press Update map first: the full recipe starts from the fast model")
+        if self.training is not None and self.training.poll() is None:
+            raise ProjectError("the full recipe is already training")
+        run = self.fast.run_dir
+        out = run.parent / "full"
+        shutil.rmtree(out, ignore_errors=True)
+        sets = [f"{k}={json.dumps(v)}" for k, v in flatten(self.settings).items()]
+        self.training = full_recipe(run, out, build.TrainInputs(points=run.parent / "points.json",
+                                                                 rasters=(self.raster,)), sets, threads=threads)
+        self.training_dir, self.cancelled = out, False
+        return self.training_status()
+
+    def training_status(self) -> dict[str, Any]:
+        """``idle``, ``running`` (with the step reached), ``done``, ``failed`` or ``cancelled``."""
+        process, out = self.training, self.training_dir
+        if process is None or out is None:
+            return {"state": "idle"}
+        steps = int(yaml.safe_load((out / runs.CONFIG).read_text())["train"]["steps"]) if (
+            out / runs.CONFIG).exists() else None
+        step = 0
+        if (out / METRICS).exists():
+            lines = (out / METRICS).read_text().strip().splitlines()
+            step = int(json.loads(lines[-1]).get("step", 0)) if lines else 0
+        code = process.poll()
+        if code is None:
+            return {"state": "running", "step": step, "steps": steps}
+        if self.cancelled:
+            return {"state": "cancelled", "step": step, "steps": steps}
+        if code != 0 or not (out / runs.MODEL).exists():
+            return {"state": "failed", "code": code}
+        if self.full is None:
+            self.full, self.maps = runs.load_run(out, device="cpu"), {}
+        return {"state": "done", "step": steps, "steps": steps}
+
+    def cancel_training(self) -> dict[str, Any]:
+        if self.training is not None and self.training.poll() is None:
+            self.cancelled = True
+            self.training.terminate()
+            self.training.wait(timeout=30)
+        return self.training_status()
+
     def unit_map(self, unit: Unit) -> np.ndarray:
-        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8, computed once per round."""
+        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8, computed once per model: from
+        the fast model's cached features, or by the full recipe's model when it has finished."""
         fast = self.fast
         assert fast is not None
         if unit.name not in self.maps:
-            probs = torch.from_numpy(unit_probabilities(fast.trained.model, fast.cache, unit))
+            if self.full is not None:
+                window = fast.cache.source.read(unit.ref, unit.window)
+                raw = {"image": np.asarray(window["image"]), "valid": np.asarray(
+                    window.get("valid", np.ones(np.asarray(window["image"]).shape[:2], bool)))}
+                probs = torch.from_numpy(self.full.predictor().window_probabilities([raw])[0][0])
+            else:
+                probs = torch.from_numpy(unit_probabilities(fast.trained.model, fast.cache, unit))
             sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)
             self.maps[unit.name] = torch.stack([probs.argmax(0).to(torch.uint8), sure]).numpy()
         return self.maps[unit.name]

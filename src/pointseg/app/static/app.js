@@ -139,6 +139,27 @@ async function answerSuggestion(cls) {
   await addClick(ring.suggestion.row, ring.suggestion.col, cls, true);
 }
 
+function followTraining() {
+  const events = new EventSource("/api/train/events");
+  document.getElementById("cancel").disabled = false;
+  events.onmessage = (message) => {
+    const status = JSON.parse(message.data);
+    const bar = document.getElementById("progress");
+    if (status.steps) { bar.max = status.steps; bar.value = status.step; }
+    if (status.state === "running") { say(`training fully: step ${status.step} of ${status.steps}`); return; }
+    events.close();
+    document.getElementById("cancel").disabled = true;
+    app.training = status.state;
+    if (status.state === "done") {
+      app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}&full=1`);
+      app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}&full=1`);
+      say("the fully trained model's map replaces the fast one");
+    } else {
+      say(`full training ${status.state}`);
+    }
+  };
+}
+
 async function updateMap() {
   say("fitting the model on the clicks…");
   const t0 = performance.now();
@@ -197,6 +218,10 @@ async function start() {
   document.getElementById("show-certainty").addEventListener("change", (e) => {
     if (e.target.checked) app.certaintyLayer.addTo(app.map); else app.certaintyLayer.remove();
   });
+  document.getElementById("train").addEventListener("click", () =>
+    api("train", { method: "POST" }).then(followTraining).catch((e) => say(e.message)));
+  document.getElementById("cancel").addEventListener("click", () =>
+    api("train/cancel", { method: "POST" }).catch((e) => say(e.message)));
   document.getElementById("suggest").addEventListener("click", () => suggestClicks().catch((e) => say(e.message)));
   app.map.on("click", (event) => {
     const [row, col] = toPixel(event.latlng);
