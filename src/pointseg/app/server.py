@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
     """The ASGI app of ``project``, answering only requests with ``token`` on ``host:port``; ``session``: the
     model in the loop (``None``: clicks only)."""
     api = FastAPI(title="pointseg app", docs_url=None, redoc_url=None, openapi_url=None)
-    imagery = ImageTiles(session.raster) if session is not None else None
+    imagery = ImageTiles(session.raster, project.folder / "overviews") if session is not None else None
+    if imagery is not None:  # the first views read the raster; overviews follow in the background
+        threading.Thread(target=imagery.build_overviews, daemon=True).start()
 
     def model() -> Session:
         if session is None:

@@ -59,19 +59,66 @@ def padded(rgba: np.ndarray) -> np.ndarray:
     return tile
 
 
-class ImageTiles:
-    """True-colour tiles of ``raster``."""
+SAMPLES = 4  # the stretch is computed on SAMPLES x SAMPLES windows of TILE pixels spread over the raster
 
-    def __init__(self, raster: str | Path) -> None:
-        self.raster = Path(raster)
+
+def stretch_sample(raster: Path, bands: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """Pixels ``(N, B)`` of a grid of full-resolution windows spread over the raster (valid pixels only): a fast
+    stand-in for a decimated read, which on a large raster without overviews reads every block."""
+    from rasterio.windows import Window as RioWindow
+
+    rows = np.linspace(0, max(size[0] - TILE, 0), SAMPLES).astype(int)
+    cols = np.linspace(0, max(size[1] - TILE, 0), SAMPLES).astype(int)
+    pixels = []
+    with open_raster(raster) as ds:
+        for top in sorted(set(rows)):
+            for left in sorted(set(cols)):
+                window = RioWindow(left, top, min(TILE, size[1]), min(TILE, size[0]))
+                data = ds.read(list(bands), window=window)
+                valid = ds.read_masks(list(bands), window=window).min(0) > 0
+                pixels.append(data[:, valid].T)
+    return np.concatenate(pixels).astype(np.float64)
+
+
+class ImageTiles:
+    """True-colour tiles of ``raster``; with ``overviews`` (a folder), reads move to a VRT of the raster with
+    overviews built there (``build_overviews``), unless the raster has its own."""
+
+    def __init__(self, raster: str | Path, overviews: str | Path | None = None) -> None:
+        self.raster = self.source = Path(raster)
         with open_raster(self.raster) as ds:
             self.size = (ds.height, ds.width)
             self.bands = picture_bands(self.raster, list(range(1, ds.count + 1)))[:3]
             self.crs = ds.crs.to_string() if ds.crs else None
             self.transform = tuple(ds.transform)[:6]
-        sample = read_thumbnail(self.raster, 1024, self.bands).astype(np.float64)
-        self.low = np.percentile(sample.reshape(-1, sample.shape[-1]), 2, axis=0)
-        self.high = np.percentile(sample.reshape(-1, sample.shape[-1]), 98, axis=0)
+            self.has_overviews = bool(ds.overviews(1))
+        sample = stretch_sample(self.raster, self.bands, self.size)
+        if not len(sample):
+            sample = read_thumbnail(self.raster, 1024, self.bands).astype(np.float64).reshape(-1, len(self.bands))
+        self.low, self.high = np.percentile(sample, 2, axis=0), np.percentile(sample, 98, axis=0)
+        self.vrt = Path(overviews) / f"{self.raster.stem}.vrt" if overviews else None
+        if self.vrt is not None and self.vrt.exists() and self.vrt.with_suffix(".vrt.ovr").exists():
+            self.source = self.vrt
+
+    def build_overviews(self) -> Path | None:
+        """Overviews of the raster in the overview folder (a VRT that points at the raster and its ``.ovr``),
+        built under temporary names and moved into place; tiles read from them as soon as they exist."""
+        if self.has_overviews or self.vrt is None or self.source == self.vrt:
+            return None
+        import rasterio
+        import rasterio.shutil
+        from rasterio.enums import Resampling
+
+        self.vrt.parent.mkdir(parents=True, exist_ok=True)
+        building = self.vrt.with_name(f".{self.vrt.stem}.building.vrt")
+        rasterio.shutil.copy(self.raster, building, driver="VRT")
+        factors = [2 ** i for i in range(1, self.levels + 1)]
+        with rasterio.open(building, "r+") as ds:
+            ds.build_overviews(factors, Resampling.average)
+        Path(f"{building}.ovr").replace(f"{self.vrt}.ovr")
+        building.replace(self.vrt)
+        self.source = self.vrt
+        return self.vrt
 
     @property
     def levels(self) -> int:
@@ -80,7 +127,7 @@ class ImageTiles:
     def tile(self, z: int, x: int, y: int) -> bytes:
         (top, left, height, width), span = tile_window(z, x, y, self.size)
         out = (max(1, round(height / span)), max(1, round(width / span)))
-        with Reader(str(self.raster)) as reader:
+        with Reader(str(self.source)) as reader:
             image = reader.read(indexes=list(self.bands), window=((top, top + height), (left, left + width)),
                                 height=out[0], width=out[1])
         data = image.data.astype(np.float64)  # (B, h, w)
