@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pointseg.data.bands import BandScaling, band_statistics
+from pointseg.data.bands import BandScaling, stored_band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable, default_colors
 from pointseg.data.dataset import (
@@ -126,8 +126,9 @@ def build_cached(cfg: dict, source: Source) -> Source:
 
 def build_scaling(cfg: dict, source: Source) -> BandScaling:
     """How the bands of ``source`` map to [0, 1]: the dtype's range for uint8, else percentiles of sampled windows
-    (drawn from the run's ``bands`` seed stream)."""
-    return band_statistics(source, seed=stream_seed(cfg["seed"], "bands"))
+    (drawn from the run's ``bands`` seed stream), computed once and kept in the sample cache."""
+    directory, _ = cache_location(cfg)
+    return stored_band_statistics(source, directory, seed=stream_seed(cfg["seed"], "bands"))
 
 
 def build_train_dataset(cfg: dict, source: Source, points: PointSet | None,

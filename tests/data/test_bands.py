@@ -67,3 +67,19 @@ def _s2_table(tmp_path):
     path = tmp_path / "s2.csv"
     path.write_text("value,name,r,g,b\n" + "\n".join(f"{v},c{v},{v * 20},0,0" for v in range(1, 11)) + "\n")
     return path
+
+
+def test_band_statistics_are_stored_once_and_read_back_exactly(tmp_path, monkeypatch):
+    from pointseg.data.bands import stored_band_statistics
+
+    s2 = shared_path("data", "geo", "sentinel2-strzegom", "images", "strzegom_20220719_33u.tif")
+    source = RasterSource([s2], ClassTable(("a",), ((0, 0, 0),)))
+    computed = stored_band_statistics(source, tmp_path, seed=3)
+    assert computed == band_statistics(source, seed=3)
+    assert len(list(tmp_path.glob("*.band-statistics.npy"))) == 1
+    monkeypatch.setattr(RasterSource, "read", lambda *a, **k: pytest.fail("the stored statistics are read back"))
+    assert stored_band_statistics(source, tmp_path, seed=3) == computed  # exactly, float64 on disk
+    other_bands = RasterSource([s2], ClassTable(("a",), ((0, 0, 0),)), [3, 2, 1])
+    monkeypatch.undo()
+    assert stored_band_statistics(other_bands, tmp_path, seed=3).bands == 3  # another key
+    assert len(list(tmp_path.glob("*.band-statistics.npy"))) == 2

@@ -9,11 +9,15 @@ data were.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pointseg.data.sources import Source
+from pointseg.io import atomic_path
 
 PERCENTILES = (2.0, 98.0)
 
@@ -54,6 +58,40 @@ class BandScaling:
     @classmethod
     def from_dict(cls, d: dict) -> BandScaling:
         return cls(tuple(d["low"]), tuple(d["high"]))
+
+
+STATISTICS_VERSION = 1  # of the statistics' computation: a change of it invalidates stored statistics
+
+
+def statistics_key(source: Source, windows: int, side: int, seed: int, percentiles: tuple[float, float]) -> str:
+    """What ``band_statistics`` depends on: every sample file (path, modification time, size), the bands read,
+    the sampling and the percentiles."""
+    files = []
+    for ref in source.refs:
+        st = ref.image.stat()
+        files.append([str(ref.image.resolve()), st.st_mtime_ns, st.st_size])
+    read = getattr(source, "bands", None)
+    parts = [STATISTICS_VERSION, files, repr(read), windows, side, seed, list(percentiles)]
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def stored_band_statistics(source: Source, directory: str | Path, seed: int = 0) -> BandScaling:
+    """``band_statistics`` of ``source``, computed once and kept in ``directory`` (the sample cache:
+    ``<key>.band-statistics.npy``, the low and high of each band, float64, so a stored scaling is the computed one
+    exactly). A click loop that refits every few seconds reads them back instead of sampling the raster again."""
+    ref = source.refs[0]
+    if np.dtype(source.band_dtype(ref)) == np.uint8:
+        return band_statistics(source, seed=seed)
+    path = Path(directory) / f"{statistics_key(source, 64, 256, seed, PERCENTILES)}.band-statistics.npy"
+    try:
+        low, high = np.load(path)
+        return BandScaling(tuple(map(float, low)), tuple(map(float, high)))
+    except (OSError, ValueError, EOFError):
+        pass
+    scaling = band_statistics(source, seed=seed)
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.array([scaling.low, scaling.high], dtype=np.float64))
+    return scaling
 
 
 def band_statistics(source: Source, windows: int = 64, side: int = 256, seed: int = 0,
