@@ -31,7 +31,7 @@ from pointseg.inference import certainty
 from pointseg.io import write_json
 from pointseg.models import is_hypercolumn
 from pointseg.propagation import click_window
-from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
+from pointseg.suggest import class_rarity, suggest_clicks
 
 log = logging.getLogger(__name__)
 FAST_MODEL = "hypercolumn-mobilenetv2"
@@ -159,7 +159,7 @@ def suggest_from(probabilities: Mapping[str, np.ndarray], units: Sequence[Unit],
         existing = made.images.get(unit.ref.id, np.zeros((0, 3), np.int64))
         size = (int(probs.shape[1]), int(probs.shape[2]))
         found = suggest_clicks((1 - certainty(probs, score)).numpy(), probs.argmax(0).numpy(), None, existing,
-                               rarity, per_image, auto_distance(size, len(existing) + per_image), size)
+                               rarity, per_image, None, size)
         new = np.array([[s.row, s.col, UNCLASSIFIED] for s in found], dtype=np.int64).reshape(-1, 3)
         images[unit.ref.id], sizes[unit.ref.id] = np.concatenate([existing, new]), size
     return PointSet(made.classes, images, sizes, {**made.meta, "suggested_by": "fast model"})

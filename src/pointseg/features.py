@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pointseg.data.bands import BandScaling
 from pointseg.data.cache import evict
-from pointseg.data.labels import resize_image, scaled_size
+from pointseg.data.labels import scaled_size
 from pointseg.data.sources import SampleRef, Source
+from pointseg.inference import pad_to_multiple
 from pointseg.io import NotEnoughSpace, atomic_path, check_space, size_text
 from pointseg.models.segmentation import SegmentationModel
+from pointseg.predictor import model_pixels
 
 VERSION = 1  # of the computation and its files: a change of it invalidates cached features
 Window = tuple[int, int, int, int]  # top, left, height, width at full resolution
@@ -143,26 +144,12 @@ class FeatureCache:
             out[stage] = torch.from_numpy(np.asarray(array, dtype=np.float32))[None]
         return out
 
-    def __iter__(self) -> Iterator[Unit]:
-        return iter(self.units())
-
-    def pixels(self, unit: Unit) -> tuple[np.ndarray, np.ndarray]:
-        """The unit's raw pixels ``(h, w, B)`` at full resolution and where they are valid."""
-        window = self.source.read(unit.ref, unit.window)
-        image = np.array(window["image"])
-        valid = np.asarray(window["valid"]) if "valid" in window else np.ones(image.shape[:2], dtype=bool)
-        image[~valid] = np.asarray(self.scaling.low).astype(image.dtype)
-        return image, valid
-
     @torch.no_grad()
     def _encode(self, unit: Unit, key: str, paths: list[Path]) -> list[np.ndarray]:
-        image, _ = self.pixels(unit)
-        pixels = self.scaling(resize_image(image, self.model_size(unit), self.mode))
-        x = torch.from_numpy(pixels)[None].to(next(self.model.parameters()).device)
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.model.size_divisor, (-w) % self.model.size_divisor
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        window = self.source.read(unit.ref, unit.window)
+        pixels = self.scaling(model_pixels(window, self.scaling, self.scale, self.mode))
+        x = pad_to_multiple(torch.from_numpy(pixels)[None].to(next(self.model.parameters()).device),
+                            self.model.size_divisor)
         self.model.eval()
         features = self.model.encode(x)
         arrays = [features[s][0].float().cpu().numpy().astype(np.float16) for s in self.stages]

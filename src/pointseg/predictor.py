@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
-from pointseg.data.labels import resize_image
+from pointseg.data.labels import resize_image, scaled_size
 from pointseg.data.raster import RasterSource
 from pointseg.inference import autocast, predict_logits
 
@@ -108,7 +108,8 @@ class Predictor:
         each window at ``scale``; softmax comes before resampling back (a quarter of the work at scale 0.5, and
         still a distribution per pixel)."""
         sizes = {w["valid"].shape for w in windows}
-        images = [torch.from_numpy(self.scaling(self._model_pixels(w))) for w in windows]
+        images = [torch.from_numpy(self.scaling(model_pixels(w, self.scaling, self.scale, self.mode)))
+                  for w in windows]
         if len(sizes) == 1:  # one batch (the usual case: only rasters smaller than a window differ)
             logits, seconds = self.timed_logits(torch.stack(images))
             return list(_at_size(logits.softmax(1), next(iter(sizes)))), seconds
@@ -119,12 +120,16 @@ class Predictor:
             total += seconds
         return probs, total
 
-    def _model_pixels(self, window: dict[str, np.ndarray]) -> np.ndarray:
-        """A window's raw pixels with nodata set to the bands' low, resampled to the model's ``scale``."""
-        pixels = np.array(window["image"])
-        pixels[~window["valid"]] = np.asarray(self.scaling.low).astype(pixels.dtype)
-        h, w = pixels.shape[:2]
-        return resize_image(pixels, (max(1, round(h * self.scale)), max(1, round(w * self.scale))), self.mode)
+
+
+def model_pixels(window: dict[str, np.ndarray], scaling: BandScaling, scale: float, mode: str) -> np.ndarray:
+    """A window's raw pixels (``image``, and ``valid`` where it has one) with nodata set to the bands' low,
+    resampled to ``scale`` with the ``mode`` filter."""
+    pixels = np.array(window["image"])
+    if "valid" in window:
+        pixels[~np.asarray(window["valid"])] = np.asarray(scaling.low).astype(pixels.dtype)
+    h, w = pixels.shape[:2]
+    return resize_image(pixels, scaled_size(h, w, scale), mode)
 
 
 def _at_size(probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

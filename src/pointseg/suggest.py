@@ -78,12 +78,13 @@ def pick(score: np.ndarray, k: int, min_distance: float, taken: np.ndarray | Non
 
 
 def suggest_clicks(uncertainty: np.ndarray, predicted: np.ndarray, valid: np.ndarray | None, existing: np.ndarray,
-                   rarity: np.ndarray, k: int, min_distance: float, full_size: tuple[int, int], step: int = 1
+                   rarity: np.ndarray, k: int, min_distance: float | None, full_size: tuple[int, int], step: int = 1
                    ) -> list[Suggestion]:
     """The next ``k`` clicks of one image from its ``uncertainty`` and ``predicted`` classes (h, w), given at
     every ``step``-th full-resolution pixel (1: full resolution) of an image of ``full_size``; ``valid`` (h, w)
-    where there is data; ``existing`` (N, 3) clicks at full resolution. Returns full-resolution rows and columns
-    (the centre of the scored cell)."""
+    where there is data; ``existing`` (N, 3) clicks at full resolution; ``min_distance`` ``None``:
+    ``auto_distance`` for the clicks made and asked for. Returns full-resolution rows and columns (the centre of
+    the scored cell)."""
     score = uncertainty.astype(np.float64) * rarity[predicted]
     if valid is not None:
         score[~valid] = np.nan
@@ -91,6 +92,8 @@ def suggest_clicks(uncertainty: np.ndarray, predicted: np.ndarray, valid: np.nda
     if k > available:
         raise ValueError(f"asks for {k} clicks but the image has only {available} pixels with data"
                          + (f" (at 1/{step} of its resolution)" if step > 1 else ""))
+    if min_distance is None:
+        min_distance = auto_distance(full_size, len(existing) + k)
     taken = existing[:, :2] // step if len(existing) else None
     picked = pick(score, k, min_distance / step, taken)
     return [Suggestion(min(r * step + step // 2, full_size[0] - 1), min(c * step + step // 2, full_size[1] - 1),

@@ -33,6 +33,16 @@ def check_colour(colour: object) -> str:
     return colour.lower()
 
 
+def hex_colour(rgb: tuple[int, int, int] | tuple[int, ...]) -> str:
+    """``(r, g, b)`` as ``#rrggbb``."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` as ``(r, g, b)``."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
 def check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
         raise ProjectError(f"a class name is 1 to {MAX_NAME} characters")
@@ -69,7 +79,7 @@ class Project:
             raise ProjectError(f"{folder}: already holds a project; reopen it with --project alone")
         colours = default_colors(len(classes))
         palette = [{"name": check_name(c["name"]),
-                    "color": check_colour(c.get("color") or "#{:02x}{:02x}{:02x}".format(*colours[i]))}
+                    "color": check_colour(c.get("color") or hex_colour(colours[i]))}
                    for i, c in enumerate(classes)]
         names = [c["name"] for c in palette]
         if len(set(names)) != len(names):
@@ -162,6 +172,12 @@ class Project:
             self.info["classes"].append(entry)
             write_json(self.folder / PROJECT, self.info)
         return entry
+
+    def set_rounds(self, n: int) -> None:
+        """The fast rounds made so far (the latest is reopened)."""
+        with self.lock:
+            self.info["rounds"] = n
+            write_json(self.folder / PROJECT, self.info)
 
     def set_view(self, view: object) -> None:
         if not (isinstance(view, dict) and set(view) <= {"image", "center", "zoom"}):

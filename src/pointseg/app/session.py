@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from pointseg import build, runs
-from pointseg.app.project import Project, ProjectError
+from pointseg.app.project import Project, ProjectError, rgb
 from pointseg.config import flatten
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
@@ -27,17 +27,17 @@ from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train, full_recipe
 from pointseg.features import Unit
 from pointseg.inference import certainty
-from pointseg.io import atomic_path, write_json
+from pointseg.io import atomic_path
 from pointseg.mapwriter import MapWriter
-from pointseg.suggest import auto_distance, class_rarity, suggest_clicks
+from pointseg.suggest import class_rarity, suggest_clicks
 
 ROUNDS = "rounds"
 
 
 def palette_table(project: Project) -> ClassTable:
     """The palette as a class table whose values are the class indices."""
-    colours = [tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in project.info["classes"]]
-    return ClassTable(tuple(c["name"] for c in project.info["classes"]), tuple(colours))  # type: ignore[arg-type]
+    classes = project.info["classes"]
+    return ClassTable(tuple(c["name"] for c in classes), tuple(rgb(c["color"]) for c in classes))
 
 
 class Session:
@@ -83,9 +83,7 @@ class Session:
                               build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)),
                               accuracy_now=False)  # the map first; the click accuracy in the background
             self.fast, self.maps, self.full = fast, {}, None
-            with self.project.lock:
-                self.project.info["rounds"] = n
-                write_json(self.project.folder / "project.json", self.project.info)
+            self.project.set_rounds(n)
         threading.Thread(target=fast.compute_accuracy, daemon=True).start()
         result = {"round": n, "seconds": fast.seconds}
         if self.project.info["source"].get("mask"):
@@ -173,8 +171,7 @@ class Session:
         existing = np.array([[c.row, c.col, c.cls] for c in clicks], dtype=np.int64).reshape(-1, 3)
         counts = np.bincount(existing[:, 2], minlength=len(self.project.info["classes"]))
         found = suggest_clicks(1 - certainty / 100.0, np.where(classes == 255, 0, classes), classes != 255, existing,
-                               class_rarity(counts), k, auto_distance((height, width), len(existing) + k),
-                               (height, width), step)
+                               class_rarity(counts), k, None, (height, width), step)
         return [{"rank": i + 1, "row": f.row, "col": f.col, "score": round(f.score, 4), "predicted": f.predicted}
                 for i, f in enumerate(found)]
 

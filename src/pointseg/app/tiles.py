@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from rio_tiler.io import Reader
 
+from pointseg.app.project import rgb
 from pointseg.data.raster import open_raster, picture_bands, read_thumbnail
 
 TILE = 256
@@ -154,7 +155,7 @@ def class_lut(colours: Sequence[str]) -> np.ndarray:
     """Class ``i`` in the palette's colour ``colours[i]`` (``#rrggbb``); 255 (no class) transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
     for i, colour in enumerate(colours):
-        lut[i] = [int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 255]
+        lut[i] = [*rgb(colour), 255]
     return lut
 
 

@@ -24,14 +24,10 @@ if TYPE_CHECKING:
 NEEDS = "pointseg app needs its extra: pip install 'pointseg[app]' (FastAPI, uvicorn, rio-tiler)"
 
 
-def hex_colour(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
 def start_project(args: argparse.Namespace) -> Project:
     """A new project on ``--raster``, its palette from ``--classes`` or the point layer's classes, its clicks
     from ``--points``."""
-    from pointseg.app.project import Project
+    from pointseg.app.project import Project, hex_colour
 
     raster = Path(args.raster)
     with open_raster(raster) as ds:

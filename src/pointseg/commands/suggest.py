@@ -24,7 +24,7 @@ from pointseg.maps import predict_raster
 from pointseg.mapwriter import NODATA, MapWriter
 from pointseg.predictor import Predictor
 from pointseg.report import plot_suggestions
-from pointseg.suggest import Suggestion, auto_distance, class_rarity, suggest_clicks
+from pointseg.suggest import Suggestion, class_rarity, suggest_clicks
 
 PICK_SIDE = 2048  # rasters: suggestions are picked on at most this many pixels a side (memory bounded)
 
@@ -87,12 +87,9 @@ class Suggestions:
         """Pick the next clicks of ``image`` away from its clicks so far; draw them; returns them."""
         existing = self.made.images.get(image.id, np.zeros((0, 3), np.int64)) if self.made else np.zeros((0, 3),
                                                                                                         np.int64)
-        distance = self.request.min_distance
-        if distance is None:
-            distance = auto_distance(image.size, len(existing) + self.request.per_image)
         try:
             found = suggest_clicks(image.uncertainty, image.predicted, image.valid, existing,
-                                   self.rarity, self.request.per_image, distance,
+                                   self.rarity, self.request.per_image, self.request.min_distance,
                                    image.size, image.step)
         except ValueError as e:
             raise ValueError(f"{image.id}: {e}") from e

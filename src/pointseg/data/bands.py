@@ -60,6 +60,7 @@ class BandScaling:
         return cls(tuple(d["low"]), tuple(d["high"]))
 
 
+WINDOWS, SIDE = 64, 256  # the bands' statistics sample WINDOWS windows of SIDE x SIDE pixels
 STATISTICS_VERSION = 1  # of the statistics' computation: a change of it invalidates stored statistics
 
 
@@ -82,7 +83,7 @@ def stored_band_statistics(source: Source, directory: str | Path, seed: int = 0)
     ref = source.refs[0]
     if np.dtype(source.band_dtype(ref)) == np.uint8:
         return band_statistics(source, seed=seed)
-    path = Path(directory) / f"{statistics_key(source, 64, 256, seed, PERCENTILES)}.band-statistics.npy"
+    path = Path(directory) / f"{statistics_key(source, WINDOWS, SIDE, seed, PERCENTILES)}.band-statistics.npy"
     try:
         low, high = np.load(path)
         return BandScaling(tuple(map(float, low)), tuple(map(float, high)))
@@ -94,7 +95,7 @@ def stored_band_statistics(source: Source, directory: str | Path, seed: int = 0)
     return scaling
 
 
-def band_statistics(source: Source, windows: int = 64, side: int = 256, seed: int = 0,
+def band_statistics(source: Source, windows: int = WINDOWS, side: int = SIDE, seed: int = 0,
                     percentiles: tuple[float, float] = PERCENTILES) -> BandScaling:
     """The scaling of ``source``'s bands: the full range for uint8, else percentiles of valid pixels in
     ``windows`` random ``side x side`` windows (seeded), spread over its samples."""
