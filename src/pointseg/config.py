@@ -182,7 +182,13 @@ def load_settings(path: str | Path | None = None, overrides: list[str] | tuple[s
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults <- YAML file at ``path`` <- each ``key=value`` of ``overrides``, in that order; validated."""
-    return validate(merge(default_config(), load_settings(path, overrides)))
+    return resolve_settings(load_settings(path, overrides))
+
+
+def resolve_settings(settings: dict) -> dict:
+    """The whole config: ``settings`` (what the user asked for, as ``load_settings`` returns) over the defaults,
+    validated."""
+    return validate(merge(default_config(), settings))
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:

@@ -63,8 +63,7 @@ class FastRun:
 
     def cache_for(self, source: Source) -> FeatureCache:
         """The feature cache of other images (e.g. a validation split), read as the run reads its own."""
-        cfg = self.trained.head_cfg
-        return build.build_feature_cache(cfg, self.trained.model, build.build_cached(cfg, source), self.trained.scaling)
+        return feature_cache(self.trained, source)
 
     def probabilities(self, source: Source | None = None) -> dict[str, np.ndarray]:
         """Class probabilities ``(C, h, w)`` at full resolution of every unit of ``source`` (default: the images
@@ -72,6 +71,12 @@ class FastRun:
         cache = self.cache if source is None else self.cache_for(source)
         units = self.units if source is None else cache.units()
         return {u.name: unit_probabilities(self.trained.model, cache, u) for u in units}
+
+
+def feature_cache(trained: runs.TrainedModel, source: Source) -> FeatureCache:
+    """The encoder features of ``source``'s images as ``trained`` (a fast model) reads them, cached."""
+    cfg = trained.head_cfg
+    return build.build_feature_cache(cfg, trained.model, build.build_cached(cfg, source), trained.scaling)
 
 
 def fast_settings(settings: dict) -> dict:
