@@ -126,7 +126,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
         out.append({"clicks": len(project.clicks()), "miou": result["metrics"]["miou"],
                     "first_repaint_s": seconds, "repaint_s": again, "fit_s": result["seconds"]["fit"]})
         print(f"seed {seed} round {r}: {out[-1]}", flush=True)
-        predicted = session.classes_of((0, 0, *labelled.shape))
+        predicted = session.classes_of(DATE, (0, 0, *labelled.shape))
         clicks = corrective_points(labelled, predicted, clicks, step, np.random.default_rng([seed, r]))
     busy = None
     if seed == 0:  # one repaint while the full recipe trains in the background

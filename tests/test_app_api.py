@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from pointseg.app.project import CLICKS, Project, ProjectError
@@ -187,17 +188,85 @@ def test_train_fully_in_the_background_then_its_map_replaces_the_fast_one(tmp_pa
     for row, col, cls in ((10, 5, 0), (50, 20, 0), (10, 50, 1), (40, 60, 1)):
         client.post("/api/clicks", json={"image": "scene", "row": row, "col": col, "class": cls})
     client.post("/api/update")
-    fast_map = session.classes_of((0, 0, 64, 64))
+    fast_map = session.classes_of("scene", (0, 0, 64, 64))
     assert client.post("/api/train").json()["state"] == "running"
     assert client.post("/api/train").status_code == 400  # one at a time
     with client.stream("GET", "/api/train/events") as events:
         states = [json.loads(line[6:])["state"] for line in events.iter_lines() if line.startswith("data: ")]
     assert states[-1] == "done" and set(states[:-1]) <= {"running"}
     assert session.full is not None and session.full.cfg["model"]["name"] == "unet-hypercolumn-mobilenetv2"
-    full_map = session.classes_of((0, 0, 64, 64))
+    full_map = session.classes_of("scene", (0, 0, 64, 64))
     assert full_map is not None and fast_map is not None and full_map.shape == fast_map.shape
     assert client.get("/api/tiles/map/0/0/0.png").status_code == 200
     session.settings = {**settings, "train": {**settings["train"], "steps": 500}}
     assert client.post("/api/train").json()["state"] == "running"
     cancelled = client.post("/api/train/cancel").json()
     assert cancelled["state"] == "cancelled" and session.training.poll() is not None
+
+
+def test_a_tile_folder_project_maps_scores_and_exports_every_tile(tmp_path, tiny_loveda):
+    import io
+    import zipfile
+
+    import numpy as np
+    import onnxruntime
+    import rasterio
+
+    from pointseg.app.session import Session
+    from pointseg.cli import main, parser
+    from pointseg.commands.app import start_tiles
+    from pointseg.data.sources import LoveDA
+    from pointseg.metrics import confusion_matrix, summarize
+
+    clicks = tmp_path / "clicks.json"
+    assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--split", "Train", "--per-image", "12",
+                 "--out", str(clicks)]) == 0
+    sets = ["model.encoder_weights=null", f"data.cache_dir={tmp_path / 'cache'}", "fast.folds=0"]
+    args = parser().parse_args(["app", "--data-root", str(tiny_loveda), "--split", "Train", "--points", str(clicks),
+                                "--mask", "--project", str(tmp_path / "project"),
+                                *[a for s in sets for a in ("--set", s)]])
+    project = start_tiles(args)
+    ids = ["Rural/0", "Rural/1", "Rural/2", "Rural/3"]
+    assert list(project.info["images"]) == ids and len(project.clicks()) == 48
+    session = Session(project, project.info["settings"])
+    client = TestClient(create_app(project, TOKEN, session=session), base_url="http://127.0.0.1:8765",
+                        headers={"authorization": f"Bearer {TOKEN}"})
+    assert client.post("/api/classes", json={"name": "x", "color": "#000000"}).json()["detail"].startswith(
+        "the classes of a tile folder")
+    assert client.get("/api/raster", params={"image": "Rural/2"}).json()["height"] == 64
+    assert client.get("/api/raster", params={"image": "../Rural/2"}).status_code == 400
+    assert client.get("/api/tiles/image/0/0/0.png", params={"image": "Rural/3"}).status_code == 200
+    reported = client.post("/api/update").json()["metrics"]
+
+    source = LoveDA(tiny_loveda, "Train", ("Rural",))
+    cm = np.zeros((7, 7), dtype=np.int64)
+    for ref in source.refs:  # the app's score is the exported maps' against the masks
+        answer = client.get("/api/export/map.tif", params={"image": ref.id})
+        assert answer.status_code == 200
+        with rasterio.open(io.BytesIO(answer.content)) as ds:
+            predicted = ds.read(1)
+            assert ds.crs is None and predicted.shape == (64, 64)
+        tile = client.get("/api/tiles/map/0/0/0.png", params={"image": ref.id})
+        assert tile.status_code == 200
+        cm += confusion_matrix(torch.from_numpy(predicted.astype(np.int64)),
+                               torch.from_numpy(source.read_mask(ref).astype(np.int64)), 7).numpy()
+    assert reported == summarize(cm, list(source.classes.names))
+
+    found = client.get("/api/suggestions", params={"k": 3, "image": "Rural/1"}).json()
+    assert len(found) == 3 and {s["image"] for s in found} == {"Rural/1"}
+    assert "no georeferencing" in client.get("/api/export/clicks.gpkg").json()["detail"]
+    exported = json.loads(client.get("/api/export/points.json").content)
+    assert sorted(exported["images"]) == ids
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/run.zip").content)) as run:
+        assert {"run/model.pt", "run/fast.json"} <= set(run.namelist())
+    graph = onnxruntime.InferenceSession(client.get("/api/export/model.onnx").content)
+    assert graph.get_inputs()[0].name == "image"
+
+    client.put("/api/view", json={"image": "Rural/1", "center": [20, 30], "zoom": 2})
+    reopened = Project.open(project.folder)
+    assert reopened.state()["view"] == {"image": "Rural/1", "center": [20, 30], "zoom": 2}
+    again = Session(reopened, reopened.info["settings"])  # a restarted server draws the same maps
+    for ref in source.refs:
+        assert np.array_equal(again.classes_of(ref.id, (0, 0, 64, 64)), session.classes_of(ref.id, (0, 0, 64, 64)))
+    assert client.put("/api/view", json={"image": "nope", "center": [1, 2], "zoom": 1}).status_code == 400
+    assert client.put("/api/view", json={"image": "Rural/1", "center": "x", "zoom": 1}).status_code == 400

@@ -165,6 +165,8 @@ class Project:
     # --- classes and view ---------------------------------------------------------------------------------------
 
     def add_class(self, name: object, colour: object) -> dict[str, str]:
+        if "data_root" in self.info["source"]:
+            raise ProjectError("the classes of a tile folder are its dataset's class table (data.classes)")
         entry = {"name": check_name(name), "color": check_colour(colour)}
         with self.lock:
             if entry["name"] in [c["name"] for c in self.info["classes"]]:
@@ -180,8 +182,16 @@ class Project:
             write_json(self.folder / PROJECT, self.info)
 
     def set_view(self, view: object) -> None:
-        if not (isinstance(view, dict) and set(view) <= {"image", "center", "zoom"}):
+        """Where the page looks: ``{image, center: [row, col], zoom}`` (kept for the next visit)."""
+        if not (isinstance(view, dict) and set(view) == {"image", "center", "zoom"}):
             raise ProjectError("a view is {image, center, zoom}")
+        center, zoom = view["center"], view["zoom"]
+        if not (isinstance(center, list) and len(center) == 2 and all(isinstance(v, int | float) and
+                                                                      not isinstance(v, bool) for v in center)
+                and isinstance(zoom, int | float) and not isinstance(zoom, bool) and -10 <= zoom <= 40):
+            raise ProjectError("a view's center is [row, col] and its zoom a number")
+        if view["image"] not in self.info["images"]:
+            raise ProjectError(f"image {str(view['image'])[:80]!r} is not in the project")
         with self.lock:
             self.info["view"] = view
             write_json(self.folder / PROJECT, self.info)
@@ -193,4 +203,5 @@ class Project:
         for c in clicks:
             counts[c.cls] += 1
         return {"classes": self.info["classes"], "images": self.info["images"], "view": self.info["view"],
-                "clicks": [c.to_dict() for c in clicks], "counts": counts, "rounds": self.info["rounds"]}
+                "clicks": [c.to_dict() for c in clicks], "counts": counts, "rounds": self.info["rounds"],
+                "fixed_classes": "data_root" in self.info["source"]}

@@ -2,14 +2,17 @@
 
 The JSON API under ``/api/``: ``GET state``; ``POST clicks`` ``{image, row, col, class}`` (answered after the
 click is written); ``PATCH clicks/{id}`` ``{class}``; ``DELETE clicks/{id}``; ``POST classes`` ``{name, color}``;
-``PUT view``. Refusals are 4xx JSON ``{"detail": reason}``; nothing a request names reaches the file system
-beyond the project's files and the static folder (``StaticFiles`` resolves paths inside it).
+``PUT view``; per image (``?image=ID``, default the first): ``GET raster``, ``tiles/{image,map,certainty}/z/x/y.png``,
+``suggestions``, ``export/map.tif``. Refusals are 4xx JSON ``{"detail": reason}``; nothing a request names reaches
+the file system beyond the project's files and the static folder (``StaticFiles`` resolves paths inside it;
+image ids are looked up in the project, never used as paths).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,19 +47,27 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
     """The ASGI app of ``project``, answering only requests with ``token`` on ``host:port``; ``session``: the
     model in the loop (``None``: clicks only)."""
     api = FastAPI(title="pointseg app", docs_url=None, redoc_url=None, openapi_url=None)
-    imagery = ImageTiles(session.raster, project.folder / "overviews") if session is not None else None
-    if imagery is not None:  # the first views read the raster; overviews follow in the background
-        threading.Thread(target=imagery.build_overviews, daemon=True).start()
+    imagery: dict[str, ImageTiles] = {}
+    imagery_lock = threading.Lock()
 
     def model() -> Session:
         if session is None:
             raise ProjectError("this project has no model")
         return session
 
-    def tiles() -> ImageTiles:
-        if imagery is None:
-            raise ProjectError("this project has no raster to show")
-        return imagery
+    def tiles(image: str | None) -> ImageTiles:
+        """The imagery of ``image`` (opened on first use; the first views read the image, and overviews of a
+        large one are built into the project in the background)."""
+        ref = model().ref(image)
+        with imagery_lock:
+            if ref.id not in imagery:
+                vrt = project.folder / "overviews" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', ref.id)}.vrt"
+                imagery[ref.id] = ImageTiles(ref.image, vrt)
+                threading.Thread(target=imagery[ref.id].build_overviews, daemon=True).start()
+            return imagery[ref.id]
+
+    if session is not None:
+        tiles(None)
 
     @api.exception_handler(ProjectError)
     async def refused(_: Request, error: ProjectError) -> JSONResponse:
@@ -98,43 +109,41 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         project.set_view(await body(request))
 
     @api.get("/api/raster")
-    def raster() -> dict[str, Any]:
-        image = tiles()
-        return {"name": image.raster.name, "height": image.size[0], "width": image.size[1], "levels": image.levels,
-                "crs": image.crs, "transform": image.transform, "tile": 256}
+    def raster(image: str | None = None) -> dict[str, Any]:
+        shown = tiles(image)
+        return {"image": model().ref(image).id, "name": shown.raster.name, "height": shown.size[0],
+                "width": shown.size[1], "levels": shown.levels, "crs": shown.crs, "transform": shown.transform,
+                "tile": 256}
 
     @api.get("/api/tiles/image/{z}/{x}/{y}.png")
-    def image_tile(z: int, x: int, y: int) -> Response:
+    def image_tile(z: int, x: int, y: int, image: str | None = None) -> Response:
+        shown = tiles(image)
         try:
-            return Response(tiles().tile(z, x, y), media_type="image/png")
+            return Response(shown.tile(z, x, y), media_type="image/png")
         except ValueError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
 
     @api.get("/api/tiles/{layer}/{z}/{x}/{y}.png")
-    def layer_tile(layer: str, z: int, x: int, y: int) -> Response:
-        if session is None:
-            raise ProjectError("this project has no model")
-        layers = {"map": (session.classes_of, class_lut([c["color"] for c in project.info["classes"]])),
-                  "certainty": (session.certainty_of, certainty_lut())}
+    def layer_tile(layer: str, z: int, x: int, y: int, image: str | None = None) -> Response:
+        ref, shown = model().ref(image), tiles(image)
+        layers = {"map": (model().classes_of, class_lut([c["color"] for c in project.info["classes"]])),
+                  "certainty": (model().certainty_of, certainty_lut())}
         if layer not in layers:
             return JSONResponse({"detail": f"no layer {layer[:40]!r}"}, status_code=404)
+        values_of, lut = layers[layer]
         try:
-            return Response(lut_tile(*layers[layer], z, x, y, tiles().size), media_type="image/png",
-                            headers={"cache-control": "no-store"})
+            return Response(lut_tile(lambda window: values_of(ref.id, window), lut, z, x, y, shown.size),
+                            media_type="image/png", headers={"cache-control": "no-store"})
         except ValueError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
 
     @api.get("/api/suggestions")
-    def suggestions(k: int = 10) -> list[dict[str, Any]]:
-        if session is None:
-            raise ProjectError("this project has no model")
-        return session.suggest(k)
+    def suggestions(k: int = 10, image: str | None = None) -> list[dict[str, Any]]:
+        return model().suggest(image, k)
 
     @api.post("/api/update")
     def update() -> dict[str, Any]:
-        if session is None:
-            raise ProjectError("this project has no model")
-        return session.update()
+        return model().update()
 
     @api.post("/api/train", status_code=202)
     def train_full() -> dict[str, Any]:
@@ -163,17 +172,17 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
 
     @api.get("/api/accuracy")
     def accuracy() -> dict[str, Any]:
-        if session is None:
-            raise ProjectError("this project has no model")
-        return session.accuracy()
+        return model().accuracy()
 
     @api.get("/api/export/{name}")
-    def export(name: str) -> FileResponse:
-        if session is None:
-            raise ProjectError("this project has no raster")
+    def export(name: str, image: str | None = None) -> FileResponse:
+        """``map.tif`` (of ``image``), ``clicks.gpkg``, ``points.json``, ``run.zip`` (the map's run directory) or
+        ``model.onnx``; written into the project's ``exports/`` and sent."""
+        current = model()
         folder = project.folder / "exports"
-        makers = {"map.tif": session.export_map, "clicks.gpkg": session.export_clicks,
-                  "points.json": lambda p: save_points(p, session.points())}
+        makers = {"map.tif": lambda p: current.export_map(p, image), "clicks.gpkg": current.export_clicks,
+                  "points.json": lambda p: save_points(p, current.points()), "run.zip": current.export_run,
+                  "model.onnx": current.export_onnx}
         if name not in makers:
             raise ProjectError(f"export one of {sorted(makers)}")
         path = makers[name](folder / name)

@@ -1,6 +1,7 @@
 """The model in the app's loop: "Update map" fits the fast model (``fastloop.fast_train``, the CLI's function) on
-the project's clicks into ``rounds/<n>/``, and the map layer is drawn from it window by window from cached encoder
-features, so only the windows in view are computed. Reopening a project loads its latest round.
+the project's clicks into ``rounds/<n>/``, and the map layer of each image (a raster, or a tile of a folder) is
+drawn from it window by window from cached encoder features, so only the windows in view are computed. Reopening a
+project loads its latest round (and the full recipe's model, if it finished).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,20 +20,22 @@ import yaml
 
 from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError, rgb
-from pointseg.config import flatten
+from pointseg.config import flatten, resolve_settings
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
-from pointseg.data.raster import RasterSource, open_raster
+from pointseg.data.sources import GeoRef, SampleRef, Source
 from pointseg.engine import METRICS
+from pointseg.export import export_onnx
 from pointseg.fast import unit_probabilities
-from pointseg.fastloop import FAST_INFO, FastRun, fast_train, full_recipe
-from pointseg.features import Unit
+from pointseg.fastloop import FAST_INFO, FastRun, fast_train, feature_cache, full_recipe
+from pointseg.features import FeatureCache, Unit
 from pointseg.inference import certainty
 from pointseg.io import atomic_path
+from pointseg.maps import Tiling
 from pointseg.mapwriter import MapWriter
 from pointseg.suggest import class_rarity, suggest_clicks
 
-ROUNDS = "rounds"
+ROUNDS, FULL = "rounds", "full"
 
 
 def palette_table(project: Project) -> ClassTable:
@@ -40,13 +44,26 @@ def palette_table(project: Project) -> ClassTable:
     return ClassTable(tuple(c["name"] for c in classes), tuple(rgb(c["color"]) for c in classes))
 
 
+def project_source(project: Project, cfg: dict) -> Source:
+    """Every image of ``project`` as its models read them: its raster, or the split of its tile folder (with the
+    split's masks where there are some)."""
+    source = project.info["source"]
+    if "rasters" in source:
+        return build.build_raster_source(cfg, tuple(source["rasters"]), palette_table(project))
+    return build.build_source(cfg, source["data_root"], source["split"], require_masks=False)
+
+
 class Session:
     """The fast model of ``project`` (``settings``: config keys over the defaults, e.g. the encoder weights)."""
 
     def __init__(self, project: Project, settings: dict[str, Any]) -> None:
         self.project, self.settings = project, settings
-        self.raster = Path(project.info["source"]["rasters"][0])
+        self.cfg = resolve_settings(settings)
+        self.source = project_source(project, self.cfg)
+        self.refs = {ref.id: ref for ref in self.source.refs}
         self.fast: FastRun | None = None
+        self.cache: FeatureCache | None = None  # the features of every image of the project, for the maps
+        self.units: dict[str, list[Unit]] = {}  # the cache's units of each image
         self.maps: dict[str, np.ndarray] = {}
         self.full: runs.TrainedModel | None = None  # the full recipe's model, once trained: it draws the map
         self.training: subprocess.Popen | None = None
@@ -55,8 +72,23 @@ class Session:
         self.lock = threading.Lock()
         self.restore()
 
+    def ref(self, image: str | None = None) -> SampleRef:
+        """The project's image ``image`` (``None``: its first)."""
+        if image is None:
+            return self.source.refs[0]
+        if image not in self.refs:
+            raise ProjectError(f"image {image[:80]!r} is not in the project")
+        return self.refs[image]
+
     def round_dir(self, n: int) -> Path:
         return self.project.folder / ROUNDS / f"{n:03d}"
+
+    def inputs(self, points: Path) -> build.TrainInputs:
+        """What a run of the project trains on: ``points`` on its raster or its tile folder."""
+        source = self.project.info["source"]
+        if "rasters" in source:
+            return build.TrainInputs(points=points, rasters=tuple(source["rasters"]))
+        return build.TrainInputs(points=points, data_root=source["data_root"])
 
     def points(self) -> PointSet:
         table = palette_table(self.project)
@@ -65,6 +97,12 @@ class Session:
                   .reshape(-1, 3) for image in self.project.info["images"]}
         sizes = {k: (v["height"], v["width"]) for k, v in self.project.info["images"].items()}
         return PointSet(list(table.names), {k: v for k, v in images.items() if len(v)}, sizes, {"source": "app"})
+
+    def attach(self, fast: FastRun, cache: FeatureCache | None = None) -> None:
+        """Draw the maps with ``fast`` from now on (``cache``: the project's feature cache for it, if built)."""
+        cache = cache or feature_cache(fast.trained, self.source)
+        self.units = {ref.id: cache.units([ref]) for ref in self.source.refs}
+        self.fast, self.cache, self.maps, self.full = fast, cache, {}, None
 
     def update(self) -> dict[str, Any]:
         """Fit the fast model on the clicks so far; the next round's facts (times, click accuracy)."""
@@ -79,10 +117,9 @@ class Session:
             folder.mkdir(parents=True, exist_ok=True)
             save_points(folder / "points.json", points)
             palette_table(self.project).to_csv(folder / "points.classes.csv")
-            fast = fast_train(self.settings, folder / "run",
-                              build.TrainInputs(points=folder / "points.json", rasters=(self.raster,)),
+            fast = fast_train(self.settings, folder / "run", self.inputs(folder / "points.json"),
                               accuracy_now=False)  # the map first; the click accuracy in the background
-            self.fast, self.maps, self.full = fast, {}, None
+            self.attach(fast)
             self.project.set_rounds(n)
         threading.Thread(target=fast.compute_accuracy, daemon=True).start()
         result = {"round": n, "seconds": fast.seconds}
@@ -97,55 +134,64 @@ class Session:
                 "click_accuracy": None if fast is None or fast.later is not None else fast.accuracy}
 
     def score(self) -> dict[str, Any]:
-        """The map against the project's reference mask (``--mask``): mIoU, per-class IoU and the confusion matrix
-        (rows: the mask's classes), over the mask's labelled pixels."""
+        """The maps against the project's reference masks (``--mask``: a mask raster, or the tile folder's masks):
+        mIoU, per-class IoU and the confusion matrix (rows: the masks' classes), over their labelled pixels."""
         from pointseg.metrics import confusion_matrix, summarize
 
         source_info = self.project.info["source"]
-        values = source_info.get("class_values")
-        table = palette_table(self.project)
-        table = ClassTable(table.names, table.colors, tuple(values) if values else None)
-        source = RasterSource([self.raster], table, None, [source_info["mask"]])
-        ref = source.refs[0]
-        mask = source.read_mask(ref)
-        predicted = self.classes_of((0, 0, *mask.shape))
-        assert predicted is not None
-        n = table.num_classes
-        cm = confusion_matrix(torch.from_numpy(predicted.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)),
-                              n, table.ignore_index)
-        return summarize(cm.numpy(), list(table.names))
+        source = self.source
+        if "rasters" in source_info:  # the mask's values for the palette's classes (added classes: none)
+            table = palette_table(self.project)
+            values = list(source_info["class_values"])
+            values += range(max(values) + 1, max(values) + 1 + table.num_classes - len(values))
+            table = ClassTable(table.names, table.colors, tuple(values))
+            source = build.build_raster_source(self.cfg, tuple(source_info["rasters"]), table,
+                                               (source_info["mask"],))
+        n = source.classes.num_classes
+        cm = torch.zeros((n, n), dtype=torch.int64)
+        for ref in source.refs:
+            if ref.mask is None:
+                continue
+            mask = source.read_mask(ref)
+            predicted = self.classes_of(ref.id, (0, 0, *mask.shape))
+            assert predicted is not None
+            cm += confusion_matrix(torch.from_numpy(predicted.astype(np.int64)),
+                                   torch.from_numpy(mask.astype(np.int64)), n, source.classes.ignore_index)
+        return summarize(cm.numpy(), list(source.classes.names))
 
     def restore(self) -> None:
-        """Load the latest round's fast model, if the project has one."""
+        """Load the latest round's fast model, if the project has one, and its full recipe's model if it
+        finished."""
         n = int(self.project.info.get("rounds", 0))
         run = self.round_dir(n) / "run"
         if n == 0 or not (run / runs.MODEL).exists():
             return
         trained = runs.load_run(run, device="cpu")
-        source = RasterSource([self.raster], trained.classes, trained.head_cfg["data"]["bands"])
-        cache = build.build_feature_cache(trained.head_cfg, trained.model, source, trained.scaling)
+        cache = feature_cache(trained, self.source)
         info = json.loads((run / FAST_INFO).read_text(encoding="utf-8"))
-        self.fast = FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
-                            info["click_accuracy"])
+        self.attach(FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
+                            info["click_accuracy"]), cache)
+        if (self.round_dir(n) / FULL / runs.MODEL).exists():
+            self.full = runs.load_run(self.round_dir(n) / FULL, device="cpu")
 
-    def classes_of(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
-        """The map's classes in ``window`` (top, left, height, width) of the raster (255: none), or ``None`` without
-        a map."""
-        return self.layer_of(window, 0)
+    def classes_of(self, image: str, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        """The map's classes in ``window`` (top, left, height, width) of ``image`` (255: none), or ``None``
+        without a map."""
+        return self.layer_of(image, window, 0)
 
-    def certainty_of(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
-        """How sure the map is in ``window``: the margin between its two most probable classes, in percent (255:
-        no map there)."""
-        return self.layer_of(window, 1)
+    def certainty_of(self, image: str, window: tuple[int, int, int, int]) -> np.ndarray | None:
+        """How sure the map is in ``window`` of ``image``: the margin between its two most probable classes, in
+        percent (255: no map there)."""
+        return self.layer_of(image, window, 1)
 
-    def layer_of(self, window: tuple[int, int, int, int], layer: int) -> np.ndarray | None:
-        fast = self.fast
-        if fast is None:
+    def layer_of(self, image: str, window: tuple[int, int, int, int], layer: int) -> np.ndarray | None:
+        cache = self.cache
+        if cache is None:
             return None
         top, left, height, width = window
         out = np.full((height, width), 255, dtype=np.uint8)
-        for unit in fast.units:
-            ut, ul, uh, uw = unit.window or (0, 0, *fast.cache.source.size(unit.ref))
+        for unit in self.units.get(image, []):
+            ut, ul, uh, uw = unit.window or (0, 0, *cache.source.size(unit.ref))
             r0, c0, r1, c1 = max(top, ut), max(left, ul), min(top + height, ut + uh), min(left + width, ul + uw)
             if r0 >= r1 or c0 >= c1:
                 continue
@@ -153,75 +199,108 @@ class Session:
             out[r0 - top:r1 - top, c0 - left:c1 - left] = values[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
         return out
 
-    def suggest(self, k: int, max_side: int = 2048) -> list[dict[str, Any]]:
-        """``k`` suggested clicks on the raster (``pointseg.suggest``'s rule on the map's margin), scored on at most
+    def suggest(self, image: str | None, k: int, max_side: int = 2048) -> list[dict[str, Any]]:
+        """``k`` suggested clicks on ``image`` (``pointseg.suggest``'s rule on the map's margin), scored on at most
         ``max_side`` pixels a side."""
-        fast = self.fast
-        if fast is None:
+        if self.cache is None:
             raise ProjectError("no map yet: press Update map first")
         if not 1 <= k <= 100:
             raise ProjectError("ask for 1 to 100 suggestions")
-        height, width = fast.cache.source.size(fast.cache.source.refs[0])
+        ref = self.ref(image)
+        height, width = self.source.size(ref)
         step = max(1, -(-max(height, width) // max_side))
-        bands = [self.unit_layers((top, 0, min(fast.cache.window, height - top), width), step)
-                 for top in range(0, height, fast.cache.window)]
+        rows = self.cache.window
+        bands = [self.unit_layers(ref.id, (top, 0, min(rows, height - top), width), step)
+                 for top in range(0, height, rows)]
         classes = np.concatenate([b[0] for b in bands])
         certainty = np.concatenate([b[1] for b in bands])
         clicks = self.project.clicks()
-        existing = np.array([[c.row, c.col, c.cls] for c in clicks], dtype=np.int64).reshape(-1, 3)
-        counts = np.bincount(existing[:, 2], minlength=len(self.project.info["classes"]))
+        existing = np.array([[c.row, c.col, c.cls] for c in clicks if c.image == ref.id],
+                            dtype=np.int64).reshape(-1, 3)
+        counts = np.bincount([c.cls for c in clicks], minlength=len(self.project.info["classes"]))
         found = suggest_clicks(1 - certainty / 100.0, np.where(classes == 255, 0, classes), classes != 255, existing,
                                class_rarity(counts), k, None, (height, width), step)
-        return [{"rank": i + 1, "row": f.row, "col": f.col, "score": round(f.score, 4), "predicted": f.predicted}
-                for i, f in enumerate(found)]
+        return [{"rank": i + 1, "image": ref.id, "row": f.row, "col": f.col, "score": round(f.score, 4),
+                 "predicted": f.predicted} for i, f in enumerate(found)]
 
-    def unit_layers(self, window: tuple[int, int, int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
-        classes, certainty = self.classes_of(window), self.certainty_of(window)
+    def unit_layers(self, image: str, window: tuple[int, int, int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+        classes, certainty = self.classes_of(image, window), self.certainty_of(image, window)
         assert classes is not None and certainty is not None
         offset = step // 2
         return classes[offset::step, offset::step], certainty[offset::step, offset::step]
 
-    def export_map(self, path: Path) -> Path:
-        """The whole raster's map as the page shows it (from cached features), through the CLI's writer (colours,
-        names, QGIS style), a band of rows at a time."""
-        fast = self.fast
-        if fast is None:
+    def export_map(self, path: Path, image: str | None = None) -> Path:
+        """The whole map of ``image`` as the page shows it (from cached features), through the CLI's writer
+        (colours, names, QGIS style), a band of rows at a time."""
+        fast, cache = self.fast, self.cache
+        if fast is None or cache is None:
             raise ProjectError("no map yet: press Update map first")
-        source = fast.cache.source
-        ref = source.refs[0]
-        height, width = source.size(ref)
-        rows, georef = fast.cache.window, source.georef(ref)
-        assert georef is not None  # a raster
-        with MapWriter(path, fast.trained.classes).open(height, width, georef) as out:
-            for top in range(0, height, rows):
-                h = min(rows, height - top)
-                classes = self.classes_of((top, 0, h, width))
+        ref = self.ref(image)
+        height, width = self.source.size(ref)
+        georef = self.source.georef(ref)
+        with MapWriter(path, fast.trained.classes).open(height, width, georef or GeoRef(None, None)) as out:
+            for top in range(0, height, cache.window):
+                h = min(cache.window, height - top)
+                classes = self.classes_of(ref.id, (top, 0, h, width))
                 assert classes is not None
-                valid = np.asarray(source.read(ref, (top, 0, h, width)).get("valid", np.ones((h, width), bool)))
-                out.write(top, classes, np.zeros_like(classes), valid & (classes != 255))
+                out.write(top, classes, np.zeros_like(classes), classes != 255)
         return path
 
     def export_clicks(self, path: Path) -> Path:
-        """The clicks as a GeoPackage point layer in the raster's CRS (pixel centres), field ``class`` (names)."""
+        """The clicks as a GeoPackage, a point layer per georeferenced image in its CRS (pixel centres), fields
+        ``class`` (names) and ``click_id``."""
         import pyogrio.raw
+        import rasterio
         import shapely
 
         clicks = self.project.clicks()
         if not clicks:
             raise ProjectError("no clicks to export")
         names = [c["name"] for c in self.project.info["classes"]]
-        with open_raster(self.raster) as ds:
-            transform, crs = ds.transform, ds.crs
-        xy = [transform @ (c.col + 0.5, c.row + 0.5) for c in clicks]
+        layers = []
+        for image in dict.fromkeys(c.image for c in clicks):
+            georef = self.source.georef(self.ref(image))
+            if georef is not None and georef.transform is not None:
+                mine = [c for c in clicks if c.image == image]
+                xy = [rasterio.Affine(*georef.transform) @ (c.col + 0.5, c.row + 0.5) for c in mine]
+                layers.append((image, mine, xy, georef.crs))
+        if not layers:
+            raise ProjectError("the clicked images carry no georeferencing: export the point file instead")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.unlink()
-            pyogrio.raw.write(tmp, geometry=np.array(shapely.to_wkb(shapely.points(xy)), dtype=object),
-                              field_data=[np.array([names[c.cls] for c in clicks], dtype=object),
-                                          np.array([c.id for c in clicks])],
-                              fields=["class", "click_id"], crs=crs.to_wkt() if crs else None,
-                              geometry_type="Point", driver="GPKG", layer=self.raster.stem)
+            for image, mine, xy, crs in layers:
+                pyogrio.raw.write(tmp, geometry=np.array(shapely.to_wkb(shapely.points(xy)), dtype=object),
+                                  field_data=[np.array([names[c.cls] for c in mine], dtype=object),
+                                              np.array([c.id for c in mine])],
+                                  fields=["class", "click_id"], crs=crs, geometry_type="Point", driver="GPKG",
+                                  layer=image, append=tmp.exists())
         return path
+
+    def latest_run(self) -> Path:
+        """The run directory whose model draws the map: the full recipe's once it finished, else the fast
+        round's."""
+        if self.fast is None:
+            raise ProjectError("no model yet: press Update map first")
+        full = self.fast.run_dir.parent / FULL
+        return full if self.full is not None and (full / runs.MODEL).exists() else self.fast.run_dir
+
+    def export_run(self, path: Path) -> Path:
+        """The run directory of the map's model as a zip (``predict --run`` takes it unpacked)."""
+        run = self.latest_run()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, tempfile.TemporaryDirectory(dir=path.parent) as folder:
+            made = shutil.make_archive(str(Path(folder) / "run"), "zip", run.parent, run.name)
+            Path(made).replace(tmp)
+        return path
+
+    def export_onnx(self, path: Path) -> Path:
+        """The map's model as ONNX (``pointseg export``'s graph and Deepness metadata)."""
+        run = self.latest_run()
+        predictor = runs.load_run(run, device="cpu").predictor()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return export_onnx(predictor, path, Tiling.tile, Tiling.overlap,
+                           resolution_cm=runs.training_resolution_cm(run, predictor.scale)).path
 
     # --- the full recipe in the background ---------------------------------------------------------------------
 
@@ -233,11 +312,10 @@ class Session:
         if self.training is not None and self.training.poll() is None:
             raise ProjectError("the full recipe is already training")
         run = self.fast.run_dir
-        out = run.parent / "full"
+        out = run.parent / FULL
         shutil.rmtree(out, ignore_errors=True)
         sets = [f"{k}={json.dumps(v)}" for k, v in flatten(self.settings).items()]
-        self.training = full_recipe(run, out, build.TrainInputs(points=run.parent / "points.json",
-                                                                 rasters=(self.raster,)), sets, threads=threads)
+        self.training = full_recipe(run, out, self.inputs(run.parent / "points.json"), sets, threads=threads)
         self.training_dir, self.cancelled = out, False
         return self.training_status()
 
@@ -271,18 +349,21 @@ class Session:
         return self.training_status()
 
     def unit_map(self, unit: Unit) -> np.ndarray:
-        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8, computed once per model: from
-        the fast model's cached features, or by the full recipe's model when it has finished."""
-        fast = self.fast
-        assert fast is not None
+        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8 (255 where the image has no
+        data), computed once per model: from the fast model's cached features, or by the full recipe's model when
+        it has finished."""
+        fast, cache = self.fast, self.cache
+        assert fast is not None and cache is not None
         if unit.name not in self.maps:
+            window = cache.source.read(unit.ref, unit.window)
+            image = np.asarray(window["image"])
+            valid = np.asarray(window.get("valid", np.ones(image.shape[:2], bool)))
             if self.full is not None:
-                window = fast.cache.source.read(unit.ref, unit.window)
-                raw = {"image": np.asarray(window["image"]), "valid": np.asarray(
-                    window.get("valid", np.ones(np.asarray(window["image"]).shape[:2], bool)))}
-                probs = torch.from_numpy(self.full.predictor().window_probabilities([raw])[0][0])
+                probs = torch.from_numpy(self.full.predictor().window_probabilities([{"image": image,
+                                                                                        "valid": valid}])[0][0])
             else:
-                probs = torch.from_numpy(unit_probabilities(fast.trained.model, fast.cache, unit))
+                probs = torch.from_numpy(unit_probabilities(fast.trained.model, cache, unit))
             sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)
-            self.maps[unit.name] = torch.stack([probs.argmax(0).to(torch.uint8), sure]).numpy()
+            layers = torch.stack([probs.argmax(0).to(torch.uint8), sure]).numpy()
+            self.maps[unit.name] = np.where(valid, layers, np.uint8(255))
         return self.maps[unit.name]

@@ -81,9 +81,12 @@ def stretch_sample(raster: Path, bands: Sequence[int], size: tuple[int, int]) ->
     return np.concatenate(pixels).astype(np.float64)
 
 
+OVERVIEW_LEVELS = 3  # images of fewer zoom levels (up to 2048 pixels a side) get no overviews
+
+
 class ImageTiles:
-    """True-colour tiles of ``raster``; with ``overviews`` (a folder), reads move to a VRT of the raster with
-    overviews built there (``build_overviews``), unless the raster has its own."""
+    """True-colour tiles of ``raster``; with ``overviews`` (a VRT path in the project), reads move to a VRT of the
+    raster with overviews built there (``build_overviews``), unless the raster has its own or is small."""
 
     def __init__(self, raster: str | Path, overviews: str | Path | None = None) -> None:
         self.raster = self.source = Path(raster)
@@ -97,14 +100,14 @@ class ImageTiles:
         if not len(sample):
             sample = read_thumbnail(self.raster, 1024, self.bands).astype(np.float64).reshape(-1, len(self.bands))
         self.low, self.high = np.percentile(sample, 2, axis=0), np.percentile(sample, 98, axis=0)
-        self.vrt = Path(overviews) / f"{self.raster.stem}.vrt" if overviews else None
+        self.vrt = Path(overviews) if overviews else None
         if self.vrt is not None and self.vrt.exists() and self.vrt.with_suffix(".vrt.ovr").exists():
             self.source = self.vrt
 
     def build_overviews(self) -> Path | None:
         """Overviews of the raster in the overview folder (a VRT that points at the raster and its ``.ovr``),
         built under temporary names and moved into place; tiles read from them as soon as they exist."""
-        if self.has_overviews or self.vrt is None or self.source == self.vrt:
+        if self.has_overviews or self.vrt is None or self.source == self.vrt or self.levels < OVERVIEW_LEVELS:
             return None
         import rasterio
         import rasterio.shutil

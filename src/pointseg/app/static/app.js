@@ -14,9 +14,12 @@ const api = async (path, options = {}) => {
   return response.status === 204 ? null : response.json();
 };
 
-const app = { state: null, raster: null, active: 0, markers: new Map(), undo: [], round: 0, rings: [],
-  selected: null };
+const app = { state: null, raster: null, image: null, active: 0, markers: new Map(), undo: [], round: 0,
+  rings: [], selected: null, full: false };
 const say = (text) => { document.getElementById("status").textContent = text; };
+const imageQuery = () => `image=${encodeURIComponent(app.image)}`;
+const layerUrl = (layer) =>
+  `/api/tiles/${layer}/{z}/{x}/{y}.png?${imageQuery()}&round=${app.round}${app.full ? "&full=1" : ""}`;
 
 function toLatLng(row, col) {
   const unit = 2 ** app.raster.levels;
@@ -79,29 +82,30 @@ function pointMenu(id) {
 
 async function refresh() {
   app.state = await api("state");
+  const shown = app.state.clicks.filter((c) => c.image === app.image);
   for (const [id, marker] of app.markers) {
-    if (!app.state.clicks.some((c) => c.id === id)) { marker.remove(); app.markers.delete(id); }
+    if (!shown.some((c) => c.id === id)) { marker.remove(); app.markers.delete(id); }
   }
-  app.state.clicks.forEach(drawClick);
+  shown.forEach(drawClick);
   drawPalette();
+  document.getElementById("new-class").hidden = app.state.fixed_classes;
 }
 
-async function addClick(row, col, cls, remember) {
-  const image = Object.keys(app.state.images)[0];
+async function addClick(row, col, cls, remember, image = app.image) {
   const click = await api("clicks", { method: "POST", json: { image, row, col, class: cls } });
   if (remember) app.undo.push(() => deleteClick(click.id, false));
   await refresh();
 }
 
 async function deleteClick(id, remember) {
-  const old = app.markers.get(id).click;
+  const old = app.state.clicks.find((c) => c.id === id);
   await api(`clicks/${id}`, { method: "DELETE" });
-  if (remember) app.undo.push(() => addClick(old.row, old.col, old.class, false));
+  if (remember) app.undo.push(() => addClick(old.row, old.col, old.class, false, old.image));
   await refresh();
 }
 
 async function reclassify(id, cls, remember) {
-  const old = app.markers.get(id).click;
+  const old = app.state.clicks.find((c) => c.id === id);
   await api(`clicks/${id}`, { method: "PATCH", json: { class: cls } });
   if (remember) app.undo.push(() => reclassify(id, old.class, false));
   await refresh();
@@ -115,7 +119,7 @@ function clearRings() {
 
 async function suggestClicks() {
   clearRings();
-  const found = await api("suggestions?k=10");
+  const found = await api(`suggestions?k=10&${imageQuery()}`);
   found.forEach((s) => {
     const icon = L.divIcon({ className: "ring", html: String(Number(s.rank)), iconSize: [22, 22] });
     const ring = L.marker(toLatLng(s.row, s.col), { icon }).addTo(app.map);
@@ -151,8 +155,8 @@ function followTraining() {
     document.getElementById("cancel").disabled = true;
     app.training = status.state;
     if (status.state === "done") {
-      app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}&full=1`);
-      app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}&full=1`);
+      app.full = true;
+      repaint();
       say("the fully trained model's map replaces the fast one");
     } else {
       say(`full training ${status.state}`);
@@ -165,8 +169,8 @@ async function updateMap() {
   const t0 = performance.now();
   const result = await api("update", { method: "POST" });
   app.round = result.round;
-  app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
-  app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}`);
+  app.full = false;
+  repaint();
   clearRings();
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   say(`map of round ${result.round} in ${seconds} s`);
@@ -183,46 +187,61 @@ async function updateMap() {
   }
 }
 
+function repaint() {
+  app.mapLayer.setUrl(layerUrl("map"));
+  app.certaintyLayer.setUrl(layerUrl("certainty"));
+}
+
 function drawMetrics(metrics) {
   const table = document.getElementById("metrics");
   table.replaceChildren();
   const row = (cells, header = false) => {
     const tr = document.createElement("tr");
-    cells.forEach((text) => {
-      const cell = document.createElement(header ? "th" : "td");
+    cells.forEach((text, i) => {
+      const cell = document.createElement(header || i === 0 ? "th" : "td");
       cell.textContent = text;
       tr.append(cell);
     });
     table.append(tr);
   };
-  row(["against the mask", `mIoU ${metrics.miou.toFixed(3)}`], true);
-  for (const [name, iou] of Object.entries(metrics.per_class_iou)) {
-    row([name, iou === null ? "-" : iou.toFixed(3)]);
-  }
+  const names = Object.keys(metrics.per_class_iou);
+  row([`mIoU ${metrics.miou.toFixed(3)}`, "IoU", ...names.map((_, i) => String(i + 1))], true);
+  names.forEach((name, i) => {  // rows: the mask's classes; columns: the map's
+    const iou = metrics.per_class_iou[name];
+    row([`${i + 1} ${name}`, iou === null ? "-" : iou.toFixed(3), ...metrics.confusion_matrix[i].map(String)]);
+  });
 }
 
-async function start() {
-  app.raster = await api("raster");
-  document.getElementById("raster").textContent = `${app.raster.name}: ${app.raster.width} x ${app.raster.height}` +
-    ` pixels, ${app.raster.crs || "no CRS"}`;
+function saveView() {  // where the page looks, kept in the project for the next visit
+  clearTimeout(app.viewTimer);
+  app.viewTimer = setTimeout(() => {
+    const center = toPixel(app.map.getCenter());
+    api("view", { method: "PUT", json: { image: app.image, center, zoom: app.map.getZoom() } }).catch(() => {});
+  }, 500);
+}
+
+async function showImage(image, view = null) {
+  app.image = image;
+  app.raster = await api(`raster?${imageQuery()}`);
+  document.getElementById("raster").textContent = `${app.raster.name}: ${app.raster.width} x ` +
+    `${app.raster.height} pixels, ${app.raster.crs || "no CRS"}`;
+  if (app.map) app.map.remove();
+  app.markers.clear();
+  app.rings = [];
+  app.selected = null;
   const unit = 2 ** app.raster.levels;
   const bounds = L.latLngBounds([-app.raster.height / unit, 0], [0, app.raster.width / unit]);
   app.map = L.map("map", { crs: L.CRS.Simple, minZoom: 0, maxZoom: app.raster.levels + 3, zoomSnap: 1 });
   const tileOptions = { tileSize: 256, noWrap: true, bounds, maxNativeZoom: app.raster.levels, minZoom: 0,
     maxZoom: app.raster.levels + 3 };
-  L.tileLayer("/api/tiles/image/{z}/{x}/{y}.png", tileOptions).addTo(app.map);
-  app.mapLayer = L.tileLayer("/api/tiles/map/{z}/{x}/{y}.png?round=0",
-    { ...tileOptions, opacity: 0.6 }).addTo(app.map);
-  app.certaintyLayer = L.tileLayer("/api/tiles/certainty/{z}/{x}/{y}.png?round=0", tileOptions);
-  app.map.fitBounds(bounds);
-  document.getElementById("show-certainty").addEventListener("change", (e) => {
-    if (e.target.checked) app.certaintyLayer.addTo(app.map); else app.certaintyLayer.remove();
-  });
-  document.getElementById("train").addEventListener("click", () =>
-    api("train", { method: "POST" }).then(followTraining).catch((e) => say(e.message)));
-  document.getElementById("cancel").addEventListener("click", () =>
-    api("train/cancel", { method: "POST" }).catch((e) => say(e.message)));
-  document.getElementById("suggest").addEventListener("click", () => suggestClicks().catch((e) => say(e.message)));
+  L.tileLayer(`/api/tiles/image/{z}/{x}/{y}.png?${imageQuery()}`, tileOptions).addTo(app.map);
+  app.mapLayer = L.tileLayer(layerUrl("map"),
+    { ...tileOptions, opacity: document.getElementById("opacity").value / 100 }).addTo(app.map);
+  app.certaintyLayer = L.tileLayer(layerUrl("certainty"), tileOptions);
+  if (document.getElementById("show-certainty").checked) app.certaintyLayer.addTo(app.map);
+  if (view) app.map.setView(toLatLng(view.center[0], view.center[1]), view.zoom);
+  else app.map.fitBounds(bounds);
+  app.map.on("moveend", saveView);
   app.map.on("click", (event) => {
     const [row, col] = toPixel(event.latlng);
     if (row < 0 || col < 0 || row >= app.raster.height || col >= app.raster.width) return;
@@ -234,6 +253,31 @@ async function start() {
     const x = a * (col + 0.5) + b * (row + 0.5) + c, y = d * (col + 0.5) + e * (row + 0.5) + f;
     document.getElementById("pointer").textContent = `row ${row}, col ${col}; x ${x.toFixed(1)}, y ${y.toFixed(1)}`;
   });
+  document.getElementById("export-map").href = `/api/export/map.tif?${imageQuery()}`;
+  document.getElementById("image").value = image;
+  await refresh();
+}
+
+async function start() {
+  app.state = await api("state");
+  const images = Object.keys(app.state.images);
+  const picker = document.getElementById("image");
+  images.forEach((id) => {
+    const option = document.createElement("option");
+    option.value = id;
+    option.textContent = id;
+    picker.append(option);
+  });
+  picker.hidden = images.length < 2;
+  picker.addEventListener("change", () => showImage(picker.value).catch((e) => say(e.message)));
+  document.getElementById("show-certainty").addEventListener("change", (e) => {
+    if (e.target.checked) app.certaintyLayer.addTo(app.map); else app.certaintyLayer.remove();
+  });
+  document.getElementById("train").addEventListener("click", () =>
+    api("train", { method: "POST" }).then(followTraining).catch((e) => say(e.message)));
+  document.getElementById("cancel").addEventListener("click", () =>
+    api("train/cancel", { method: "POST" }).catch((e) => say(e.message)));
+  document.getElementById("suggest").addEventListener("click", () => suggestClicks().catch((e) => say(e.message)));
   document.getElementById("opacity").addEventListener("input", (e) => app.mapLayer.setOpacity(e.target.value / 100));
   document.getElementById("update").addEventListener("click", () => updateMap().catch((e) => say(e.message)));
   document.getElementById("undo").addEventListener("click", () => {
@@ -246,18 +290,17 @@ async function start() {
     api("classes", { method: "POST", json: { name, color } }).then(refresh).catch((e) => say(e.message));
   });
   document.addEventListener("keydown", (event) => {
-    if (event.target.tagName === "INPUT") return;
+    if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT") return;
     const n = Number(event.key);
     if (!(n >= 1 && n <= 9 && n <= app.state.classes.length)) return;
     if (app.selected) answerSuggestion(n - 1).catch((e) => say(e.message));
     else { app.active = n - 1; drawPalette(); }
   });
-  await refresh();
-  if (app.state.rounds > 0) {
-    app.round = app.state.rounds;
-    app.mapLayer.setUrl(`/api/tiles/map/{z}/{x}/{y}.png?round=${app.round}`);
-    app.certaintyLayer.setUrl(`/api/tiles/certainty/{z}/{x}/{y}.png?round=${app.round}`);
-  }
+  app.round = app.state.rounds;
+  const training = await api("train");
+  app.full = training.state === "done";
+  const view = app.state.view && images.includes(app.state.view.image) ? app.state.view : null;
+  await showImage(view ? view.image : images[0], view);
 }
 
 start().catch((e) => say(e.message));
