@@ -4,6 +4,8 @@ project folder and used once they exist, a VRT mosaic of several rasters shown a
 from __future__ import annotations
 
 import io
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -49,7 +51,10 @@ def test_overviews_are_built_into_the_project_and_used(tmp_path):
     before = rgba(tiles.tile(0, 0, 0))
     assert tiles.source == raster and before.shape == (TILE, TILE, 4) and (before[..., 3] == 255).all()
     assert before[128, 40, 0] > 200 and before[128, 215, 1] > 200  # red left, green right after the stretch
-    assert tiles.build_overviews() == tmp_path / "overviews" / "scene.vrt"
+    t0 = time.monotonic()  # built once the page has had no tile for `quiet` seconds: the first view first
+    with ThreadPoolExecutor(1) as thread:  # a thread of its own (it lowers its own priority)
+        assert thread.submit(tiles.build_overviews_later, 0.5).result() == tmp_path / "overviews" / "scene.vrt"
+    assert time.monotonic() - t0 >= 0.5 - (t0 - tiles.last_tile)
     assert (tmp_path / "overviews" / "scene.vrt.ovr").exists() and tiles.source.suffix == ".vrt"
     with rasterio.open(tiles.source) as ds:
         assert ds.overviews(1) == [2, 4, 8]

@@ -63,7 +63,7 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
             if ref.id not in imagery:
                 vrt = project.folder / "overviews" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', ref.id)}.vrt"
                 imagery[ref.id] = ImageTiles(ref.image, vrt)
-                threading.Thread(target=imagery[ref.id].build_overviews, daemon=True).start()
+                threading.Thread(target=imagery[ref.id].build_overviews_later, daemon=True).start()
             return imagery[ref.id]
 
     if session is not None:

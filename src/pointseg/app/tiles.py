@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,6 +86,7 @@ def stretch_sample(raster: Path, bands: Sequence[int], size: tuple[int, int]) ->
 
 
 OVERVIEW_LEVELS = 3  # images of fewer zoom levels (up to 2048 pixels a side) get no overviews
+QUIET, WAIT = 1.0, 30.0  # overviews are built after QUIET seconds without an imagery tile (WAIT at most)
 
 
 class ImageTiles:
@@ -101,8 +106,22 @@ class ImageTiles:
             sample = read_thumbnail(self.raster, 1024, self.bands).astype(np.float64).reshape(-1, len(self.bands))
         self.low, self.high = np.percentile(sample, 2, axis=0), np.percentile(sample, 98, axis=0)
         self.vrt = Path(overviews) if overviews else None
+        self.last_tile: float | None = None  # when the latest imagery tile was read (time.monotonic)
         if self.vrt is not None and self.vrt.exists() and self.vrt.with_suffix(".vrt.ovr").exists():
             self.source = self.vrt
+
+    def build_overviews_later(self, quiet: float = QUIET, wait: float = WAIT) -> Path | None:
+        """``build_overviews`` in a background thread of lower priority once the first view is served: after
+        ``quiet`` seconds without a tile (``wait`` at most), so that building them, which reads the whole raster,
+        does not slow the first view down."""
+        if sys.platform == "linux":  # a thread's nice value is its own on Linux
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        started = time.monotonic()
+        while time.monotonic() - started < wait:
+            if self.last_tile is not None and time.monotonic() - self.last_tile >= quiet:
+                break
+            time.sleep(0.1)
+        return self.build_overviews()
 
     def build_overviews(self) -> Path | None:
         """Overviews of the raster in the overview folder (a VRT that points at the raster and its ``.ovr``),
@@ -139,6 +158,7 @@ class ImageTiles:
             data = np.repeat(data, 3, axis=0)
         scale = np.maximum(self.high - self.low, np.finfo(np.float64).eps)
         rgb = np.clip((data - self.low[:, None, None]) / scale[:, None, None] * 255, 0, 255).astype(np.uint8)
+        self.last_tile = time.monotonic()
         alpha = np.asarray(image.mask).astype(np.uint8).reshape(out)
         return png(padded(np.dstack([*rgb, np.where(alpha > 0, 255, 0).astype(np.uint8)])))
 
