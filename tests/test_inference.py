@@ -62,3 +62,13 @@ def test_flips_average_the_probabilities_of_four_flipped_views():
     symmetric = torch.nn.Conv2d(3, 4, 1)
     torch.testing.assert_close(predict_logits(symmetric, image, amp=False, flips=True).softmax(1),
                                predict_logits(symmetric, image, amp=False).softmax(1), rtol=1e-5, atol=1e-6)
+
+
+def test_top_class_is_argmax_over_the_first_axis_ties_included():
+    from pointseg.inference import top_class
+
+    scores = torch.tensor([[[0.2, 0.5], [0.3, 0.1]], [[0.2, 0.4], [0.7, 0.1]], [[0.6, 0.5], [0.0, 0.1]]])
+    assert top_class(scores).tolist() == [[2, 0], [1, 0]]  # ties go to the first class, as argmax
+    rng = torch.Generator().manual_seed(0)
+    many = torch.randint(0, 4, (7, 64, 48), generator=rng).float()  # many ties
+    assert torch.equal(top_class(many), many.argmax(0))

@@ -22,6 +22,7 @@ from pointseg.data.raster import (
     same_grid,
     thumbnail_shape,
 )
+from pointseg.inference import top_class
 from pointseg.io import atomic_path, write_json, write_text
 from pointseg.mapwriter import NODATA
 from pointseg.metrics import confusion_matrix, format_table, summarize
@@ -48,7 +49,7 @@ def evaluate(predictor: Predictor, dataset: EvalDataset, out: str | Path, overla
     bins = torch.zeros(3, n_bins, dtype=torch.float64)
     shown: list[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]] = []
     for sample, logits in predictor.iter_logits(dataset, progress):
-        pred = logits.argmax(0).to(torch.uint8).numpy()
+        pred = top_class(logits).to(torch.uint8).numpy()
         cm += confusion_matrix(torch.from_numpy(pred), sample["mask"], n, classes.ignore_index)
         bins += calibration_bins(logits.softmax(0)[None], sample["mask"][None], n_bins, classes.ignore_index)
         if len(shown) < overlays:

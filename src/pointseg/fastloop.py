@@ -27,7 +27,7 @@ from pointseg.data.points import UNCLASSIFIED, PointSet, load_points
 from pointseg.data.sources import Source
 from pointseg.fast import click_accuracy, collect, fit_softmax, set_head, unit_probabilities
 from pointseg.features import FeatureCache, Unit
-from pointseg.inference import certainty
+from pointseg.inference import certainty, top_class
 from pointseg.io import write_json
 from pointseg.models import is_hypercolumn
 from pointseg.propagation import click_window
@@ -163,7 +163,7 @@ def suggest_from(probabilities: Mapping[str, np.ndarray], units: Sequence[Unit],
         probs = torch.from_numpy(probabilities[unit.name])
         existing = made.images.get(unit.ref.id, np.zeros((0, 3), np.int64))
         size = (int(probs.shape[1]), int(probs.shape[2]))
-        found = suggest_clicks((1 - certainty(probs, score)).numpy(), probs.argmax(0).numpy(), None, existing,
+        found = suggest_clicks((1 - certainty(probs, score)).numpy(), top_class(probs).numpy(), None, existing,
                                rarity, per_image, None, size)
         new = np.array([[s.row, s.col, UNCLASSIFIED] for s in found], dtype=np.int64).reshape(-1, 3)
         images[unit.ref.id], sizes[unit.ref.id] = np.concatenate([existing, new]), size

@@ -26,6 +26,12 @@ def certainty(probs: torch.Tensor, kind: str = "margin") -> torch.Tensor:
     return 1 - entropy / math.log(probs.shape[0])
 
 
+def top_class(scores: torch.Tensor) -> torch.Tensor:
+    """The index of the largest of ``scores`` (C, ...) along the first axis, the first one on ties (``argmax(0)``),
+    computed channel-last: on the CPU a reduction over the first axis of (C, H, W) is about 7x slower."""
+    return scores.movedim(0, -1).contiguous().argmax(-1)
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CPU or CUDA when ``enabled``."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()

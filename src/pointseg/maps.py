@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
-from pointseg.inference import certainty
+from pointseg.inference import certainty, top_class
 from pointseg.io import check_space
 from pointseg.mapwriter import MapRows, MapWriter
 from pointseg.predictor import Predictor
@@ -137,7 +137,7 @@ class RowBand:
         for b, inside, piece in self._pieces(0, self.width):
             data = self._data[b]
             probs = torch.from_numpy(data[:c, :rows, inside]) / torch.from_numpy(data[c, :rows, inside]).clamp(1e-12)
-            classes[:, piece] = probs.argmax(0).numpy()
+            classes[:, piece] = top_class(probs).numpy()
             confidence[:, piece] = (certainty(probs, certainty_kind) * 100).round().numpy()
             valid[:, piece] = data[c + 1, :rows, inside] > 0
             data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely

@@ -23,7 +23,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
 from pointseg.data.labels import resize_image, scaled_size
 from pointseg.data.raster import RasterSource
-from pointseg.inference import autocast, predict_logits
+from pointseg.inference import autocast, predict_logits, top_class
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Predictor:
                          ) -> Iterator[tuple[dict, np.ndarray]]:
         """``(sample, prediction)`` per image; predictions ``(H, W)`` uint8 at full label resolution."""
         for sample, logits in self.iter_logits(dataset, progress, unreadable):
-            yield sample, logits.argmax(0).to(torch.uint8).numpy()
+            yield sample, top_class(logits).to(torch.uint8).numpy()
 
     @torch.no_grad()
     def window_probabilities(self, windows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], float]:

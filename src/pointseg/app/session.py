@@ -29,7 +29,7 @@ from pointseg.export import export_onnx
 from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train, feature_cache, full_recipe
 from pointseg.features import FeatureCache, Unit
-from pointseg.inference import certainty
+from pointseg.inference import certainty, top_class
 from pointseg.io import atomic_path
 from pointseg.maps import Tiling
 from pointseg.mapwriter import MapWriter
@@ -364,6 +364,6 @@ class Session:
             else:
                 probs = torch.from_numpy(unit_probabilities(fast.trained.model, cache, unit))
             sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)
-            layers = torch.stack([probs.argmax(0).to(torch.uint8), sure]).numpy()
+            layers = torch.stack([top_class(probs).to(torch.uint8), sure]).numpy()
             self.maps[unit.name] = np.where(valid, layers, np.uint8(255))
         return self.maps[unit.name]

@@ -18,7 +18,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.points import UNCLASSIFIED, PointSet, check_against, load_points, save_points
 from pointseg.data.sources import GeoRef
 from pointseg.evaluate import display_rgb
-from pointseg.inference import SCORES, certainty
+from pointseg.inference import SCORES, certainty, top_class
 from pointseg.io import atomic_path, check_writable
 from pointseg.maps import predict_raster
 from pointseg.mapwriter import NODATA, MapWriter
@@ -142,7 +142,7 @@ def score_tiles(trained: runs.TrainedModel, data_root: str | Path, split: str, m
         probs = logits.softmax(0)
         size = (int(probs.shape[-2]), int(probs.shape[-1]))
         picture = display_rgb(torch.nn.functional.interpolate(sample["image"][None], size=size)[0].numpy())
-        yield ScoredImage(sample["id"], size, (1 - certainty(probs, request.score)).numpy(), probs.argmax(0).numpy(),
+        yield ScoredImage(sample["id"], size, (1 - certainty(probs, request.score)).numpy(), top_class(probs).numpy(),
                           sample["valid"].numpy() if "valid" in sample else None, picture)
 
 
