@@ -17,6 +17,16 @@ TOKEN = "t0ken-for-tests"
 ORIGIN = {"origin": "http://127.0.0.1:8765"}
 
 
+def settled(client: TestClient) -> dict:
+    """The latest round's score and click accuracy, once its background work is done."""
+    for _ in range(600):
+        answer = client.get("/api/accuracy").json()
+        if not answer["pending"]:
+            return answer
+        time.sleep(0.1)
+    raise AssertionError("the round's score and click accuracy did not come")
+
+
 @pytest.fixture
 def project(tmp_path):
     return Project.create(tmp_path / "project", {"scene": {"height": 100, "width": 80}},
@@ -141,12 +151,9 @@ def test_a_simulated_analyst_through_the_api_sees_the_mious_evaluate_gives(tmp_p
         for row, col, cls in clicks[len(project.clicks()):].tolist():
             assert client.post("/api/clicks", json={"image": "scene", "row": row, "col": col, "class": cls}
                                ).status_code == 201
-        reported = client.post("/api/update").json()["metrics"]
-        for _ in range(600):  # the click accuracy follows the map, computed in the background
-            accuracy = client.get("/api/accuracy").json()
-            if accuracy["click_accuracy"] is not None:
-                break
-            time.sleep(0.1)
+        assert client.post("/api/update").json()["round"] == round_ + 1
+        accuracy = settled(client)  # the score and the click accuracy follow the map, in the background
+        reported = accuracy["metrics"]
         assert accuracy["round"] == round_ + 1 and accuracy["click_accuracy"]["folds"] == 3
         run = project.folder / "rounds" / f"{round_ + 1:03d}" / "run"
         assert json.loads((run / "fast.json").read_text())["click_accuracy"]["folds"] == 3
@@ -236,7 +243,8 @@ def test_a_tile_folder_project_maps_scores_and_exports_every_tile(tmp_path, tiny
     assert client.get("/api/raster", params={"image": "Rural/2"}).json()["height"] == 64
     assert client.get("/api/raster", params={"image": "../Rural/2"}).status_code == 400
     assert client.get("/api/tiles/image/0/0/0.png", params={"image": "Rural/3"}).status_code == 200
-    reported = client.post("/api/update").json()["metrics"]
+    client.post("/api/update")
+    reported = settled(client)["metrics"]
 
     source = LoveDA(tiny_loveda, "Train", ("Rural",))
     cm = np.zeros((7, 7), dtype=np.int64)

@@ -271,6 +271,11 @@ def test_one_round_of_the_loop_and_the_full_recipe_in_the_background(tmp_path, t
     assert all((p[12:, 2] == -1).all() for p in suggested.images.values())  # the suggestions are unclassified
     assert result.fast.probabilities(build.build_source(result.fast.trained.cfg, tiny_loveda, "Val")).keys() == {
         "Rural/4", "Rural/5"}
+    later = fastloop.fast_train(load_settings(None, [*plain, *FAST]), tmp_path / "later", inputs, accuracy_now=False)
+    assert later.accuracy is None and later.compute_accuracy(stop=lambda: True) is None  # given up: left for later
+    assert later.later is not None and later.compute_accuracy() is not None and later.later is None
+    assert {k: v for k, v in later.accuracy.items() if k != "seconds"} == {  # the same as computed at once
+        k: v for k, v in result.fast.accuracy.items() if k != "seconds"}
     process = fastloop.full_recipe(tmp_path / "round1", tmp_path / "full", inputs,
                                    [*plain, "model.encoder_weights=null", "train.steps=2"])
     assert process.wait(timeout=300) == 0

@@ -20,7 +20,7 @@ propagation reads), and predicts them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, cast
 
@@ -212,11 +212,12 @@ def predict_samples(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     return (x @ weight.T + bias).argmax(1).numpy()
 
 
-def click_accuracy(samples: Samples, num_classes: int, options: FastOptions, reach: float, seed: int
-                   ) -> dict | None:
+def click_accuracy(samples: Samples, num_classes: int, options: FastOptions, reach: float, seed: int,
+                   stop: Callable[[], bool] | None = None) -> dict | None:
     """Cross-validated accuracy over the clicks (``options.folds`` folds, drawn with ``seed``): overall, per class
     (the share of each class's clicks predicted right), the mIoU of the held-out clicks' confusion matrix, and the
-    matrix. ``reach``: full-resolution distance within which propagated pixels of a held-out click are left out."""
+    matrix. ``reach``: full-resolution distance within which propagated pixels of a held-out click are left out.
+    ``None`` with fewer clicks than folds, or when ``stop()`` turns true (asked before each fold)."""
     click_rows = np.flatnonzero(samples.click >= 0)
     if options.folds < 2 or len(click_rows) < options.folds:
         return None
@@ -226,6 +227,8 @@ def click_accuracy(samples: Samples, num_classes: int, options: FastOptions, rea
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     t0 = time.perf_counter()
     for fold in range(options.folds):
+        if stop is not None and stop():
+            return None
         held = click_rows[fold_of == fold]
         keep = np.ones(len(samples), dtype=bool)
         keep[held] = False

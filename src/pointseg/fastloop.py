@@ -50,12 +50,16 @@ class FastRun:
     samples: int
     seconds: dict[str, float]
     accuracy: dict | None
-    later: Callable[[], dict | None] | None = None  # the click accuracy, when it was left for later
+    later: Callable[..., dict | None] | None = None  # the click accuracy (its stop callback), when left for later
 
-    def compute_accuracy(self) -> dict | None:
-        """The click accuracy left for later (``fast_train(accuracy=False)``), also written into ``fast.json``."""
+    def compute_accuracy(self, stop: Callable[[], bool] | None = None) -> dict | None:
+        """The click accuracy left for later (``fast_train(accuracy=False)``), also written into ``fast.json``;
+        given up (``None``, left for later) when ``stop()`` turns true."""
         if self.later is not None:
-            self.accuracy, self.later = self.later(), None
+            accuracy = self.later(stop=stop)
+            if accuracy is None and stop is not None and stop():
+                return None
+            self.accuracy, self.later = accuracy, None
             self.seconds["click_accuracy"] = self.accuracy["seconds"] if self.accuracy else 0.0
             info = json.loads((self.run_dir / FAST_INFO).read_text(encoding="utf-8"))
             write_json(self.run_dir / FAST_INFO, {**info, "seconds": self.seconds, "click_accuracy": self.accuracy})

@@ -1,16 +1,22 @@
 """The model in the app's loop: "Update map" fits the fast model (``fastloop.fast_train``, the CLI's function) on
 the project's clicks into ``rounds/<n>/``, and the map layer of each image (a raster, or a tile of a folder) is
-drawn from it window by window from cached encoder features, so only the windows in view are computed. Reopening a
-project loads its latest round (and the full recipe's model, if it finished).
+drawn from it window by window from cached encoder features, so only the windows in view are computed. What a
+round is scored by, the click accuracy and the score against a reference mask, follows in a background thread of
+lower priority, given up when a newer round replaces it. Reopening a project loads its latest round (and the full
+recipe's model, if it finished).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,28 @@ def project_source(project: Project, cfg: dict) -> Source:
     return build.build_source(cfg, source["data_root"], source["split"], require_masks=False)
 
 
+@dataclass
+class Drawn:
+    """What draws the maps: round ``round``'s fast model, its feature cache of every image of the project (and its
+    units by image), the full recipe's model once it finished, the maps drawn so far by unit, and the round's score
+    against the reference mask once computed. Replaced whole, never changed in place, so that a request reads one
+    model's maps."""
+
+    round: int
+    fast: FastRun
+    cache: FeatureCache
+    units: dict[str, list[Unit]]
+    full: runs.TrainedModel | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+
+
+def lower_priority(nice: int = 10) -> None:
+    """Lower the calling thread's priority (Linux: a thread's nice value is its own)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
 class Session:
     """The fast model of ``project`` (``settings``: config keys over the defaults, e.g. the encoder weights)."""
 
@@ -61,16 +89,21 @@ class Session:
         self.cfg = resolve_settings(settings)
         self.source = project_source(project, self.cfg)
         self.refs = {ref.id: ref for ref in self.source.refs}
-        self.fast: FastRun | None = None
-        self.cache: FeatureCache | None = None  # the features of every image of the project, for the maps
-        self.units: dict[str, list[Unit]] = {}  # the cache's units of each image
-        self.maps: dict[str, np.ndarray] = {}
-        self.full: runs.TrainedModel | None = None  # the full recipe's model, once trained: it draws the map
+        self.drawn: Drawn | None = None
         self.training: subprocess.Popen | None = None
         self.training_dir: Path | None = None
         self.cancelled = False
         self.lock = threading.Lock()
+        self.later: threading.Thread | None = None  # the latest round's score and click accuracy
         self.restore()
+
+    @property
+    def fast(self) -> FastRun | None:
+        return self.drawn.fast if self.drawn else None
+
+    @property
+    def full(self) -> runs.TrainedModel | None:
+        return self.drawn.full if self.drawn else None
 
     def ref(self, image: str | None = None) -> SampleRef:
         """The project's image ``image`` (``None``: its first)."""
@@ -98,14 +131,16 @@ class Session:
         sizes = {k: (v["height"], v["width"]) for k, v in self.project.info["images"].items()}
         return PointSet(list(table.names), {k: v for k, v in images.items() if len(v)}, sizes, {"source": "app"})
 
-    def attach(self, fast: FastRun, cache: FeatureCache | None = None) -> None:
-        """Draw the maps with ``fast`` from now on (``cache``: the project's feature cache for it, if built)."""
+    def attach(self, n: int, fast: FastRun, cache: FeatureCache | None = None) -> Drawn:
+        """Draw the maps with round ``n``'s ``fast`` model from now on (``cache``: its feature cache of the
+        project's images, if built)."""
         cache = cache or feature_cache(fast.trained, self.source)
-        self.units = {ref.id: cache.units([ref]) for ref in self.source.refs}
-        self.fast, self.cache, self.maps, self.full = fast, cache, {}, None
+        self.drawn = Drawn(n, fast, cache, {ref.id: cache.units([ref]) for ref in self.source.refs})
+        return self.drawn
 
     def update(self) -> dict[str, Any]:
-        """Fit the fast model on the clicks so far; the next round's facts (times, click accuracy)."""
+        """Fit the fast model on the clicks so far: the round and its times. Its score against the mask and its
+        click accuracy follow in the background (``accuracy``)."""
         points = self.points()
         if len(points) == 0:
             raise ProjectError("click some points first")
@@ -119,25 +154,43 @@ class Session:
             palette_table(self.project).to_csv(folder / "points.classes.csv")
             fast = fast_train(self.settings, folder / "run", self.inputs(folder / "points.json"),
                               accuracy_now=False)  # the map first; the click accuracy in the background
-            self.attach(fast)
+            drawn = self.attach(n, fast)
             self.project.set_rounds(n)
-        threading.Thread(target=fast.compute_accuracy, daemon=True).start()
-        result = {"round": n, "seconds": fast.seconds}
-        if self.project.info["source"].get("mask"):
-            result["metrics"] = self.score()
-        return result
+        self.later = threading.Thread(target=self.follow_up, args=(drawn,), daemon=True)
+        self.later.start()
+        return {"round": n, "seconds": fast.seconds}
+
+    def follow_up(self, drawn: Drawn) -> None:
+        """Round ``drawn``'s score against the reference mask (if the project has one), then its click accuracy,
+        at lower priority; given up as soon as another round draws the maps."""
+        lower_priority()
+
+        def stale() -> bool:
+            return self.drawn is None or self.drawn.round != drawn.round
+
+        if self.project.info["source"].get("mask") and not stale():
+            drawn.metrics = self.score(drawn)
+        if not stale():
+            drawn.fast.compute_accuracy(stop=stale)
 
     def accuracy(self) -> dict[str, Any]:
-        """The latest round's click accuracy (``None`` while it is computed)."""
-        fast = self.fast
-        return {"round": int(self.project.info["rounds"]),
-                "click_accuracy": None if fast is None or fast.later is not None else fast.accuracy}
+        """The latest round's click accuracy and its score against the mask (``None`` while they are computed)."""
+        drawn, later = self.drawn, self.later
+        if drawn is None:
+            return {"round": 0, "click_accuracy": None, "metrics": None, "pending": False}
+        fast = drawn.fast
+        return {"round": drawn.round, "click_accuracy": None if fast.later is not None else fast.accuracy,
+                "metrics": drawn.metrics, "pending": later is not None and later.is_alive()}
 
-    def score(self) -> dict[str, Any]:
-        """The maps against the project's reference masks (``--mask``: a mask raster, or the tile folder's masks):
-        mIoU, per-class IoU and the confusion matrix (rows: the masks' classes), over their labelled pixels."""
+    def score(self, drawn: Drawn | None = None) -> dict[str, Any]:
+        """The maps of ``drawn`` (default: the current ones) against the project's reference masks (``--mask``: a
+        mask raster, or the tile folder's masks): mIoU, per-class IoU and the confusion matrix (rows: the masks'
+        classes), over their labelled pixels."""
         from pointseg.metrics import confusion_matrix, summarize
 
+        drawn = drawn or self.drawn
+        if drawn is None:
+            raise ProjectError("no map yet: press Update map first")
         source_info = self.project.info["source"]
         source = self.source
         if "rasters" in source_info:  # the mask's values for the palette's classes (added classes: none)
@@ -153,7 +206,7 @@ class Session:
             if ref.mask is None:
                 continue
             mask = source.read_mask(ref)
-            predicted = self.classes_of(ref.id, (0, 0, *mask.shape))
+            predicted = self.layer_of(ref.id, (0, 0, *mask.shape), 0, drawn)
             assert predicted is not None
             cm += confusion_matrix(torch.from_numpy(predicted.astype(np.int64)),
                                    torch.from_numpy(mask.astype(np.int64)), n, source.classes.ignore_index)
@@ -169,10 +222,11 @@ class Session:
         trained = runs.load_run(run, device="cpu")
         cache = feature_cache(trained, self.source)
         info = json.loads((run / FAST_INFO).read_text(encoding="utf-8"))
-        self.attach(FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
-                            info["click_accuracy"]), cache)
+        drawn = self.attach(n, FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
+                                       info["click_accuracy"]), cache)
         if (self.round_dir(n) / FULL / runs.MODEL).exists():
-            self.full = runs.load_run(self.round_dir(n) / FULL, device="cpu")
+            self.drawn = dataclasses.replace(drawn, full=runs.load_run(self.round_dir(n) / FULL, device="cpu"),
+                                             maps={})
 
     def classes_of(self, image: str, window: tuple[int, int, int, int]) -> np.ndarray | None:
         """The map's classes in ``window`` (top, left, height, width) of ``image`` (255: none), or ``None``
@@ -184,32 +238,35 @@ class Session:
         percent (255: no map there)."""
         return self.layer_of(image, window, 1)
 
-    def layer_of(self, image: str, window: tuple[int, int, int, int], layer: int) -> np.ndarray | None:
-        cache = self.cache
-        if cache is None:
+    def layer_of(self, image: str, window: tuple[int, int, int, int], layer: int, drawn: Drawn | None = None
+                 ) -> np.ndarray | None:
+        """Layer ``layer`` (0: classes, 1: certainty) of ``window`` of ``image`` as ``drawn`` (default: the current
+        model) draws it."""
+        drawn = drawn or self.drawn
+        if drawn is None:
             return None
         top, left, height, width = window
         out = np.full((height, width), 255, dtype=np.uint8)
-        for unit in self.units.get(image, []):
-            ut, ul, uh, uw = unit.window or (0, 0, *cache.source.size(unit.ref))
+        for unit in drawn.units.get(image, []):
+            ut, ul, uh, uw = unit.window or (0, 0, *drawn.cache.source.size(unit.ref))
             r0, c0, r1, c1 = max(top, ut), max(left, ul), min(top + height, ut + uh), min(left + width, ul + uw)
             if r0 >= r1 or c0 >= c1:
                 continue
-            values = self.unit_map(unit)[layer]
+            values = self.unit_map(drawn, unit)[layer]
             out[r0 - top:r1 - top, c0 - left:c1 - left] = values[r0 - ut:r1 - ut, c0 - ul:c1 - ul]
         return out
 
     def suggest(self, image: str | None, k: int, max_side: int = 2048) -> list[dict[str, Any]]:
         """``k`` suggested clicks on ``image`` (``pointseg.suggest``'s rule on the map's margin), scored on at most
         ``max_side`` pixels a side."""
-        if self.cache is None:
+        if self.drawn is None:
             raise ProjectError("no map yet: press Update map first")
         if not 1 <= k <= 100:
             raise ProjectError("ask for 1 to 100 suggestions")
         ref = self.ref(image)
         height, width = self.source.size(ref)
         step = max(1, -(-max(height, width) // max_side))
-        rows = self.cache.window
+        rows = self.drawn.cache.window
         bands = [self.unit_layers(ref.id, (top, 0, min(rows, height - top), width), step)
                  for top in range(0, height, rows)]
         classes = np.concatenate([b[0] for b in bands])
@@ -232,16 +289,16 @@ class Session:
     def export_map(self, path: Path, image: str | None = None) -> Path:
         """The whole map of ``image`` as the page shows it (from cached features), through the CLI's writer
         (colours, names, QGIS style), a band of rows at a time."""
-        fast, cache = self.fast, self.cache
-        if fast is None or cache is None:
+        drawn = self.drawn
+        if drawn is None:
             raise ProjectError("no map yet: press Update map first")
         ref = self.ref(image)
         height, width = self.source.size(ref)
         georef = self.source.georef(ref)
-        with MapWriter(path, fast.trained.classes).open(height, width, georef or GeoRef(None, None)) as out:
-            for top in range(0, height, cache.window):
-                h = min(cache.window, height - top)
-                classes = self.classes_of(ref.id, (top, 0, h, width))
+        with MapWriter(path, drawn.fast.trained.classes).open(height, width, georef or GeoRef(None, None)) as out:
+            for top in range(0, height, drawn.cache.window):
+                h = min(drawn.cache.window, height - top)
+                classes = self.layer_of(ref.id, (top, 0, h, width), 0, drawn)
                 assert classes is not None
                 out.write(top, classes, np.zeros_like(classes), classes != 255)
         return path
@@ -280,10 +337,11 @@ class Session:
     def latest_run(self) -> Path:
         """The run directory whose model draws the map: the full recipe's once it finished, else the fast
         round's."""
-        if self.fast is None:
+        drawn = self.drawn
+        if drawn is None:
             raise ProjectError("no model yet: press Update map first")
-        full = self.fast.run_dir.parent / FULL
-        return full if self.full is not None and (full / runs.MODEL).exists() else self.fast.run_dir
+        full = drawn.fast.run_dir.parent / FULL
+        return full if drawn.full is not None and (full / runs.MODEL).exists() else drawn.fast.run_dir
 
     def export_run(self, path: Path) -> Path:
         """The run directory of the map's model as a zip (``predict --run`` takes it unpacked)."""
@@ -337,8 +395,13 @@ class Session:
             return {"state": "cancelled", "step": step, "steps": steps}
         if code != 0 or not (out / runs.MODEL).exists():
             return {"state": "failed", "code": code}
-        if self.full is None:
-            self.full, self.maps = runs.load_run(out, device="cpu"), {}
+        drawn = self.drawn
+        if drawn is not None and drawn.full is None and out.parent == drawn.fast.run_dir.parent:
+            with self.lock:  # the full recipe's map replaces the fast one (scored again in the background)
+                self.drawn = dataclasses.replace(drawn, full=runs.load_run(out, device="cpu"), maps={}, metrics=None)
+            if self.project.info["source"].get("mask"):
+                self.later = threading.Thread(target=self.follow_up, args=(self.drawn,), daemon=True)
+                self.later.start()
         return {"state": "done", "step": steps, "steps": steps}
 
     def cancel_training(self) -> dict[str, Any]:
@@ -348,22 +411,20 @@ class Session:
             self.training.wait(timeout=30)
         return self.training_status()
 
-    def unit_map(self, unit: Unit) -> np.ndarray:
-        """The unit's classes and certainty (margin, percent), ``(2, h, w)`` uint8 (255 where the image has no
-        data), computed once per model: from the fast model's cached features, or by the full recipe's model when
-        it has finished."""
-        fast, cache = self.fast, self.cache
-        assert fast is not None and cache is not None
-        if unit.name not in self.maps:
-            window = cache.source.read(unit.ref, unit.window)
+    def unit_map(self, drawn: Drawn, unit: Unit) -> np.ndarray:
+        """The unit's classes and certainty (margin, percent) as ``drawn`` draws them, ``(2, h, w)`` uint8 (255
+        where the image has no data), computed once: from the fast model's cached features, or by the full recipe's
+        model when it has finished."""
+        if unit.name not in drawn.maps:
+            window = drawn.cache.source.read(unit.ref, unit.window)
             image = np.asarray(window["image"])
             valid = np.asarray(window.get("valid", np.ones(image.shape[:2], bool)))
-            if self.full is not None:
-                probs = torch.from_numpy(self.full.predictor().window_probabilities([{"image": image,
-                                                                                        "valid": valid}])[0][0])
+            if drawn.full is not None:
+                probs = torch.from_numpy(drawn.full.predictor().window_probabilities([{"image": image,
+                                                                                         "valid": valid}])[0][0])
             else:
-                probs = torch.from_numpy(unit_probabilities(fast.trained.model, cache, unit))
+                probs = torch.from_numpy(unit_probabilities(drawn.fast.trained.model, drawn.cache, unit))
             sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)
             layers = torch.stack([top_class(probs).to(torch.uint8), sure]).numpy()
-            self.maps[unit.name] = np.where(valid, layers, np.uint8(255))
-        return self.maps[unit.name]
+            drawn.maps[unit.name] = np.where(valid, layers, np.uint8(255))
+        return drawn.maps[unit.name]

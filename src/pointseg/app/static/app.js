@@ -158,6 +158,7 @@ function followTraining() {
       app.full = true;
       repaint();
       say("the fully trained model's map replaces the fast one");
+      followRound(app.round, "the fully trained model's map").catch((e) => say(e.message));
     } else {
       say(`full training ${status.state}`);
     }
@@ -174,16 +175,20 @@ async function updateMap() {
   clearRings();
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   say(`map of round ${result.round} in ${seconds} s`);
-  if (result.metrics) drawMetrics(result.metrics);
-  for (let tries = 0; tries < 120; tries += 1) {  // the click accuracy follows in the background
-    await new Promise((done) => setTimeout(done, 1000));
+  await followRound(result.round, `map of round ${result.round} in ${seconds} s`);
+}
+
+async function followRound(round, text) {  // the score and the click accuracy follow in the background
+  for (let tries = 0; tries < 600; tries += 1) {
     const answer = await api("accuracy");
-    if (answer.round !== result.round) return;
+    if (answer.round !== round) return;
+    if (answer.metrics) drawMetrics(answer.metrics);
     if (answer.click_accuracy) {
-      say(`map of round ${result.round} in ${seconds} s; click accuracy ` +
-        `${(100 * answer.click_accuracy.accuracy).toFixed(0)}% (cross-validated over the clicks)`);
-      return;
+      say(`${text}; click accuracy ${(100 * answer.click_accuracy.accuracy).toFixed(0)}% ` +
+        "(cross-validated over the clicks)");
     }
+    if (!answer.pending) return;
+    await new Promise((done) => setTimeout(done, 500));
   }
 }
 
