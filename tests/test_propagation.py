@@ -239,3 +239,26 @@ def test_clicks_on_a_float_raster_with_nan_nodata_spread_without_error(tmp_path)
     labels = np.asarray(masks[ref.id])
     assert (labels[8:, :32] == 0).sum() > 20 and (labels[8:, 32:] == 1).sum() > 20
     assert (labels[:8] != IGNORE).sum() == 1, "nothing spreads onto NaN nodata; the click itself keeps its class"
+
+
+def test_each_clicks_region_is_computed_once_per_process_and_added_clicks_only_are_new(tmp_path):
+    from pointseg import propagation
+    from pointseg.data.raster import RasterSource
+    from tests.conftest import shared_path
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    source = RasterSource([landsat], CLASSES)
+    ref = source.refs[0]
+    spread = Propagation(scale=1.0, superpixel_size=8, max_pixels=64, patch=32)
+    points = np.array([[360, 400, 1], [370, 410, 0], [200, 300, 2], [500, 500, 1]])
+    scaling = BandScaling.full_range(3)
+    propagation.REGIONS.items.clear()
+    fresh = np.asarray(propagate(source, ref, points, spread, scaling, 3, IGNORE))
+    propagation.REGIONS.items.clear()
+    first = np.asarray(propagate(source, ref, points[:3], spread, scaling, 3, IGNORE))
+    assert len(propagation.REGIONS.items) == 3
+    again = np.asarray(propagate(source, ref, points, spread, scaling, 3, IGNORE))  # three regions remembered
+    assert len(propagation.REGIONS.items) == 4 and np.array_equal(again, fresh) and not np.array_equal(again, first)
+    other_bands = RasterSource([landsat], CLASSES, bands=[3, 2, 1])  # other bands: other regions
+    propagate(other_bands, other_bands.refs[0], points[:1], spread, scaling, 3, IGNORE)
+    assert len(propagation.REGIONS.items) == 5

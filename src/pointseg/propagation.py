@@ -8,13 +8,17 @@ neighbours. Pixels two clicks of different classes both reach are left unlabeled
 label mask per image (``ignore_index`` where nothing spread) that training resamples like a dense mask, at a weight
 below the clicks' own (``labels.propagate_weight``). Only the blocks of the mask that clicks reach are stored
 (``BlockMask``), so a few clicks on a raster of any size take a few megabytes. Masks are computed once and kept in
-the decoded-sample cache (counted against its cap), keyed on the image file, its clicks and these settings.
+the decoded-sample cache (counted against its cap), keyed on the image file, its clicks and these settings. Within
+a process, each click's region is also kept in memory (``REGIONS``): a click's region depends only on the image
+around it, so a session that adds clicks to an image (the app) computes only the new clicks' regions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,6 +163,61 @@ def click_region(image: np.ndarray, row: int, col: int, spread: Propagation) -> 
     return region
 
 
+class RegionMemo:
+    """Click regions (full-resolution boolean windows, kept as packed bits) by key, up to ``max_bytes``; the least
+    recently used go first. Safe to share between threads."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.items: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self.lock:
+            if key not in self.items:
+                return None
+            self.items.move_to_end(key)
+            bits, shape = self.items[key]
+        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    def put(self, key: tuple, region: np.ndarray) -> None:
+        bits = np.packbits(region)
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = bits, region.shape
+            self.bytes += bits.nbytes
+            while self.bytes > self.max_bytes and self.items:
+                old, _ = self.items.popitem(last=False)[1]
+                self.bytes -= old.nbytes
+
+
+REGIONS = RegionMemo()
+
+
+def click_region_of(source: Source, ref: SampleRef, row: int, col: int, window: tuple[int, int, int],
+                    spread: Propagation, scaling: BandScaling, image_key: str) -> np.ndarray:
+    """The full-resolution region (within the image's valid pixels) a click at ``(row, col)`` spreads over, in its
+    ``window`` (top, left, side; clipped at the image's edges), from ``REGIONS`` when it was computed before
+    (``image_key``: the image file, the settings and the scaling)."""
+    key = (image_key, int(row), int(col))
+    region = REGIONS.get(key)
+    if region is not None:
+        return region
+    top, left, side = window
+    read = source.read(ref, (top, left, side, side))
+    h, w = read["image"].shape[:2]
+    low = scaled_size(h, w, spread.scale)
+    image = scaling(resize_image(np.nan_to_num(np.asarray(read["image"])), low, "bilinear"))  # (B, h', w')
+    at = (min((row - top) * low[0] // h, low[0] - 1), min((col - left) * low[1] // w, low[1] - 1))
+    region = click_region(np.ascontiguousarray(image.transpose(1, 2, 0)), *at, spread)
+    region = np.array(Image.fromarray(region).resize((w, h), Image.Resampling.NEAREST))
+    if "valid" in read:
+        region &= np.asarray(read["valid"], dtype=bool)
+    REGIONS.put(key, region)
+    return region
+
+
 def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propagation, scaling: BandScaling,
               num_classes: int, ignore_index: int) -> BlockMask:
     """The propagated labels of ``points`` (N, 3) of one sample. Reads and writes only windows around the clicks."""
@@ -168,17 +227,13 @@ def propagate(source: Source, ref: SampleRef, points: np.ndarray, spread: Propag
     height, width = source.size(ref)
     out = BlockMask((height, width), ignore_index)
     windows = []
+    st = ref.image.stat()
+    image_key = json.dumps([VERSION, str(ref.image.resolve()), st.st_mtime_ns, st.st_size, source.band_numbers(ref),
+                            asdict(spread), scaling.to_dict()], sort_keys=True)
     for row, col, cls in points:
         top, left, side = click_window(row, col, (height, width), spread)
-        window = source.read(ref, (top, left, side, side))
-        h, w = window["image"].shape[:2]
-        low = scaled_size(h, w, spread.scale)
-        image = scaling(resize_image(np.nan_to_num(np.asarray(window["image"])), low, "bilinear"))  # (B, h', w')
-        at = (min((row - top) * low[0] // h, low[0] - 1), min((col - left) * low[1] // w, low[1] - 1))
-        region = click_region(np.ascontiguousarray(image.transpose(1, 2, 0)), *at, spread)
-        region = np.array(Image.fromarray(region).resize((w, h), Image.Resampling.NEAREST))
-        if "valid" in window:
-            region &= np.asarray(window["valid"], dtype=bool)
+        region = click_region_of(source, ref, row, col, (top, left, side), spread, scaling, image_key)
+        h, w = region.shape
         target = out.window(top, left, h, w)
         current = target[region]
         target[region] = np.where(current == ignore_index, cls, np.where(current == cls, cls, clash))

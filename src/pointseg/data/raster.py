@@ -186,6 +186,9 @@ class RasterSource(Source):
     def band_dtype(self, ref: SampleRef) -> str:
         return self.dtypes[ref.image]
 
+    def band_numbers(self, ref: SampleRef) -> tuple[int, ...] | None:
+        return tuple(self.bands[ref.image])
+
     def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
         return ("image", "valid", "mask") if ref.mask is not None else ("image", "valid")
 

@@ -134,6 +134,10 @@ class Source:
     def band_dtype(self, ref: SampleRef) -> str:
         return "uint8"
 
+    def band_numbers(self, ref: SampleRef) -> tuple[int, ...] | None:
+        """The file's bands ``read`` returns (1-based), ``None`` for image files (read as RGB)."""
+        return None
+
     def sample_keys(self, ref: SampleRef) -> tuple[str, ...]:
         """The arrays ``read(ref)`` returns."""
         return ("image", "mask") if ref.mask is not None else ("image",)
