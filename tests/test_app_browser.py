@@ -265,6 +265,12 @@ def test_a_tile_folder_in_the_browser_picks_images(tmp_path):
             page.mouse.click(box["x"] + x, box["y"] + y)
             page.wait_for_function("app.state.clicks.length === 1")
             assert page.evaluate("app.state.clicks[0].image") == "Rural/2"
+            page.fill("#auto", "2")  # the map is updated after every 2 clicks
+            page.evaluate("document.activeElement.blur()")  # keys go to the map again, not to the field
+            page.keyboard.press("3")
+            x, y = page.evaluate(ON_SCREEN, [50, 50])
+            page.mouse.click(box["x"] + x, box["y"] + y)
+            page.wait_for_function("app.round === 1", timeout=60000)
             assert "Rural%2F2" in page.get_attribute("#export-map", "href")
             browser.close()
     finally:

@@ -15,7 +15,7 @@ const api = async (path, options = {}) => {
 };
 
 const app = { state: null, raster: null, image: null, active: 0, markers: new Map(), undo: [], round: 0,
-  rings: [], selected: null, full: false };
+  rings: [], selected: null, full: false, sinceUpdate: 0, updating: false };
 const say = (text) => { document.getElementById("status").textContent = text; };
 const imageQuery = () => `image=${encodeURIComponent(app.image)}`;
 const layerUrl = (layer) =>
@@ -95,6 +95,9 @@ async function addClick(row, col, cls, remember, image = app.image) {
   const click = await api("clicks", { method: "POST", json: { image, row, col, class: cls } });
   if (remember) app.undo.push(() => deleteClick(click.id, false));
   await refresh();
+  app.sinceUpdate += 1;
+  const every = Number(document.getElementById("auto").value);
+  if (every > 0 && app.sinceUpdate >= every && !app.updating) await updateMap();
 }
 
 async function deleteClick(id, remember) {
@@ -168,7 +171,14 @@ function followTraining() {
 async function updateMap() {
   say("fitting the model on the clicks…");
   const t0 = performance.now();
-  const result = await api("update", { method: "POST" });
+  app.updating = true;
+  app.sinceUpdate = 0;
+  let result;
+  try {
+    result = await api("update", { method: "POST" });
+  } finally {
+    app.updating = false;
+  }
   app.round = result.round;
   app.full = false;
   repaint();
