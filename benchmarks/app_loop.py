@@ -5,6 +5,7 @@ Sentinel-2 date with its mask and on the loveda-mini Train tiles.
 
     python benchmarks/app_loop.py tiles sentinel2 --work /tmp/app-bench   # the first part's phases
     python benchmarks/app_loop.py big loveda --work /tmp/app-bench        # 20k first view; loveda-mini tiles
+    python benchmarks/app_loop.py features --work /tmp/app-bench          # a first update without cached features
 
 The API is called in-process (Starlette's test client: the whole ASGI app, guard included, without a socket).
 Results: ``benchmarks/results/app_loop.json`` (one key per phase; a phase run again replaces its key).
@@ -177,7 +178,7 @@ def write_random(raster: Path, size: int) -> None:
             ds.write(block, window=rasterio.windows.Window(0, top, size, min(1000, size - top)))
 
 
-def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int = 3) -> dict:
+def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int = 3, cache: str = "cache") -> dict:
     """Class-balanced first clicks on the Sentinel-2 date, then rounds of corrective clicks where the app's map
     disagrees with the mask; the app's own mIoU per round and the repaint time."""
     table = work / "s2_classes.csv"
@@ -189,7 +190,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
     folder = work / f"s2-project-seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     settings = {"model": {"encoder_weights": str(WEIGHTS), "hypercolumn_stages": [0, 1, 2, 3, 4, 5],
-                          "hypercolumn_scale": 0.25}, "data": {"scale": 1.0, "cache_dir": str(work / "cache")},
+                          "hypercolumn_scale": 0.25}, "data": {"scale": 1.0, "cache_dir": str(work / cache)},
                 "seed": seed}
     project = Project.create(folder, {DATE: {"height": labelled.shape[0], "width": labelled.shape[1]}},
                              [{"name": n} for n in NAMES],
@@ -213,7 +214,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
         predicted = session.classes_of(DATE, (0, 0, *labelled.shape))
         clicks = corrective_points(labelled, predicted, clicks, step, np.random.default_rng([seed, r]))
     busy = None
-    if seed == 0:  # one repaint while the full recipe trains in the background
+    if seed == 0 and rounds:  # one repaint while the full recipe trains in the background
         client.post("/api/train")
         time.sleep(20)
         busy, _ = repaint(client, levels, labelled.shape)
@@ -221,7 +222,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
     return {"seed": seed, "rounds": out, "repaint_while_training_s": busy}
 
 
-def loveda_analyst(work: Path, seed: int) -> dict:
+def loveda_analyst(work: Path, seed: int, rounds: int = 4, cache: str = "cache-loveda") -> dict:
     """Section 9's corrective rounds through the app on the loveda-mini Train tiles (see the module doc)."""
     sys.path.insert(0, str(HERE))
     import fast_loop
@@ -230,7 +231,7 @@ def loveda_analyst(work: Path, seed: int) -> dict:
     from pointseg.data.points import corrective
 
     first = fast_loop.simulated(work, fast_loop.LOVEDA, "Train", fast_loop.START, seed)
-    sets = [*fast_loop.BASE, f"data.cache_dir={work / 'cache-loveda'}", f"seed={seed}", *fast_loop.chosen_sets()]
+    sets = [*fast_loop.BASE, f"data.cache_dir={work / cache}", f"seed={seed}", *fast_loop.chosen_sets()]
     folder = work / f"loveda-project-seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     args = parser().parse_args(["app", "--data-root", str(fast_loop.LOVEDA), "--split", "Train", "--mask",
@@ -244,7 +245,7 @@ def loveda_analyst(work: Path, seed: int) -> dict:
     size = (info["height"], info["width"])
     cli = json.loads(fast_loop.result_path("rounds", "corrective", seed).read_text())["rounds"]
     out = []
-    for r in range(fast_loop.ROUNDS + 1):
+    for r in range(rounds + 1):
         seconds, result = repaint(client, info["levels"], size, view)
         again, second = repaint(client, info["levels"], size, view)  # features cached: the loop's steady state
         out.append({"clicks_per_tile": fast_loop.START + fast_loop.STEP * r, "clicks": len(project.clicks()),
@@ -252,7 +253,7 @@ def loveda_analyst(work: Path, seed: int) -> dict:
                     "first_repaint_s": seconds, "repaint_s": again, "seconds": second["seconds"],
                     "metrics_after_s": second["metrics_after_s"], "done_after_s": second["done_after_s"]})
         print(f"loveda seed {seed} round {r}: {out[-1]}", flush=True)
-        if r == fast_loop.ROUNDS:
+        if r == rounds:
             break
         made = session.points()
         maps = {ref.id: session.classes_of(ref.id, (0, 0, *session.source.size(ref))) for ref in session.source.refs}
@@ -262,7 +263,7 @@ def loveda_analyst(work: Path, seed: int) -> dict:
                 assert client.post("/api/clicks", json={"image": image, "row": row, "col": col, "class": cls}
                                    ).status_code == 201
     busy = {}
-    if seed == 0:  # repaints while the full recipe trains in the background
+    if seed == 0 and rounds:  # repaints while the full recipe trains in the background
         client.post("/api/train")
         started = time.perf_counter()
         for at in (20, 120):
@@ -274,7 +275,21 @@ def loveda_analyst(work: Path, seed: int) -> dict:
     return {"seed": seed, "rounds": out, "repaint_while_training_s": busy}
 
 
-PHASES = ("tiles", "big", "sentinel2", "loveda")
+PHASES = ("tiles", "big", "sentinel2", "loveda", "features")
+
+
+def feature_times(work: Path) -> dict:
+    """The first update of a project whose encoder features are not cached yet (a fresh cache), seed 0: the
+    feature time an analyst waits for once per image."""
+    out = {}
+    for name, run in (("sentinel2", lambda cache: analyst(work, 0, rounds=0, cache=cache)),
+                      ("loveda", lambda cache: loveda_analyst(work, 0, rounds=0, cache=cache))):
+        cache = f"cache-fresh-{name}"
+        shutil.rmtree(work / cache, ignore_errors=True)
+        first = run(cache)["rounds"][0]
+        out[name] = {"first_repaint_s": first["first_repaint_s"], "repaint_s": first["repaint_s"]}
+        print(f"features {name}: {out[name]}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -291,6 +306,8 @@ def main() -> None:
             result["tiles"] = tile_latency(args.work)
         elif phase == "big":
             result["first_view_20k"] = first_views(args.work)
+        elif phase == "features":
+            result["features"] = feature_times(args.work)
         elif phase == "sentinel2":
             result["analyst"] = [analyst(args.work, s) for s in args.seeds]
         else:

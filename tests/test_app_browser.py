@@ -158,6 +158,15 @@ def screenshot(page, tmp_path: Path, name: str) -> None:
         page.screenshot(path=str(Path(os.environ["POINTSEG_SCREENSHOTS"]) / name))
 
 
+def open_page(p, url: str, ready: str, width: int = 1000, height: int = 700):
+    """Chromium on the app's ``url``, once the page's state is loaded and ``ready`` (a JS expression) holds."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url)
+    page.wait_for_function(f"typeof app !== 'undefined' && app.state !== null && {ready}")
+    return browser, page
+
+
 def start_app(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     """``pointseg app ARGS`` as the analyst runs it; the process and the URL it prints."""
     with log.open("w") as out:
@@ -190,10 +199,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
                               str(project), "--port", port, *sets], tmp_path / "first.log")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 760})
-            page.goto(url)
-            page.wait_for_function("typeof app !== 'undefined' && app.state !== null && app.markers.size === 40")
+            browser, page = open_page(p, url, "app.markers.size === 40", 1200, 760)
             assert page.locator("#palette li .name").all_text_contents() == ["deep water", "shallow water", "land",
                                                                              "cloud"]
             page.click("#update")
@@ -227,10 +233,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
         port = str(free_port())
         process, url = start_app(["--project", str(project), "--port", port], tmp_path / "again.log")
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 760})
-            page.goto(url)
-            page.wait_for_function("typeof app !== 'undefined' && app.state !== null && app.markers.size === 41")
+            browser, page = open_page(p, url, "app.markers.size === 41", 1200, 760)
             assert page.evaluate("app.round") == 2
             again = page.evaluate("[app.map.getZoom(), app.map.getCenter().lat, app.map.getCenter().lng]")
             assert again[0] == view[0] and again[1:] == pytest.approx(view[1:], abs=2 ** -view[0] * 2)
@@ -252,10 +255,7 @@ def test_a_tile_folder_in_the_browser_picks_images(tmp_path):
                               f"data.cache_dir={tmp_path / 'cache'}"], tmp_path / "tiles.log")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
-            page.goto(url)
-            page.wait_for_function("typeof app !== 'undefined' && app.state !== null && app.map")
+            browser, page = open_page(p, url, "app.map")
             assert page.locator("#image option").all_text_contents() == ["Rural/0", "Rural/1", "Rural/2"]
             assert page.locator("#new-class").is_hidden()  # the dataset's classes
             page.select_option("#image", "Rural/2")
