@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -33,7 +34,9 @@ def test_onnxruntime_matches_torch_on_new_windows(tmp_path, tiny_run, output):
 def test_the_file_holds_what_deepness_reads(tmp_path, tiny_run):
     path = tmp_path / "model.onnx"
     assert main(["export", "--run", str(tiny_run), "--out", str(path), "--tile", "64", "--overlap", "0.25",
-                 "--resolution", "30"]) == 0
+                 "--resolution", "30", "--min-segment", "3"]) == 0
+    graph = onnx.load(path)  # what the onnxruntime 1.17 Deepness installs loads: IR <= 9, opset <= 20
+    assert graph.ir_version <= 9 and max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) <= 20
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # Deepness: one input, one 4-D output with square windows, metadata values JSON-encoded
     assert len(session.get_inputs()) == 1 and len(session.get_outputs()) == 1
@@ -45,6 +48,7 @@ def test_the_file_holds_what_deepness_reads(tmp_path, tiny_run):
     assert [names[str(i)] for i in range(len(names))] == list(runs.load_run(tiny_run).classes.names)
     assert (meta["tile_size"], meta["tiles_overlap"], meta["resolution"]) == (64, 25, 30)
     assert (meta["pointseg_band_low"], meta["pointseg_band_high"]) == ([0.0] * 3, [255.0] * 3)  # uint8: /255
+    assert (meta["seg_thresh"], meta["seg_small_segment"]) == (0, 3)  # no threshold sends pixels to class 0
 
 
 def test_the_resolution_of_a_raster_run_is_its_pixel_size_over_the_scale(tmp_path):

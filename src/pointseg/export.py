@@ -6,8 +6,9 @@ scales them (uint8 bands: divided by 255, which is what Deepness feeds a model),
 model's own normalisation is inside the graph. The metadata holds what Deepness reads (``model_type``,
 ``class_names``, ``resolution`` in cm per pixel, ``tile_size``, ``tiles_overlap`` in percent), JSON-encoded, and
 pointseg's band scaling and class colours for other runtimes (``pointseg_band_low``/``_high``: raw value of 0 and 1
-per band). Deepness can only divide by 255: a model of uint16 or float bands needs its bands scaled as the metadata
-says, which Deepness does not do.
+per band), and Deepness's ``seg_thresh`` (0) and ``seg_small_segment``. IR version 9 and opset 18: what the
+onnxruntime 1.17 Deepness installs loads. Deepness can only divide by 255: a model of uint16 or float bands needs
+its bands scaled as the metadata says, which Deepness does not do.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = ("probabilities", "logits")
 OPSET = 18
+# Deepness's installer pins onnxruntime <= 1.17, which loads IR version <= 9 and opsets <= 20 (onnxruntime's
+# compatibility table); the exporter writes IR 10, which it refuses ("Unsupported model IR version: 10").
+IR_VERSION, MAX_OPSET = 9, 20
 TOLERANCE = {"probabilities": 1e-4, "logits": 1e-3}  # max abs difference onnxruntime vs torch, float32
 
 
@@ -54,10 +58,15 @@ class Export:
 
 
 def deepness_metadata(predictor: Predictor, tile: int, overlap: float, resolution_cm: float | None,
-                      output: str) -> dict[str, str]:
-    """Metadata properties, each value JSON-encoded (as Deepness parses them)."""
+                      output: str, min_segment: int = 0) -> dict[str, str]:
+    """Metadata properties, each value JSON-encoded (as Deepness parses them). ``seg_thresh`` 0: every pixel takes
+    its most probable class (Deepness's default, 0.5, sends the pixels below it to class index 0, a real class
+    here); ``seg_small_segment``: Deepness's small-segment removal (``min_segment``, 0: none)."""
+    if min_segment < 0:
+        raise ValueError(f"--min-segment must be 0 or more, got {min_segment}")
     meta = {"model_type": "Segmentor", "class_names": {str(i): n for i, n in enumerate(predictor.classes.names)},
-            "tile_size": tile, "tiles_overlap": round(overlap * 100), "pointseg_output": output,
+            "tile_size": tile, "tiles_overlap": round(overlap * 100), "seg_thresh": 0,
+            "seg_small_segment": min_segment, "pointseg_output": output,
             "pointseg_band_low": list(predictor.scaling.low), "pointseg_band_high": list(predictor.scaling.high),
             "pointseg_bands": list(predictor.read_bands) if predictor.read_bands else None,
             "pointseg_class_colors": [list(c) for c in predictor.classes.colors]}
@@ -76,10 +85,11 @@ def check_export(predictor: Predictor, tile: int, output: str) -> None:
 
 
 def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap: float = 0.5,
-                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0) -> Export:
+                output: str = "probabilities", resolution_cm: float | None = None, seed: int = 0,
+                min_segment: int = 0) -> Export:
     """Export the model of ``predictor`` (on the CPU) to ``out`` (see the module doc) and check it: onnxruntime's
     output on a random batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written).
-    ``resolution_cm``: centimetres per model pixel, for Deepness."""
+    ``resolution_cm``: centimetres per model pixel, ``min_segment``: small-segment removal, for Deepness."""
     import onnx
     import onnxruntime as ort
 
@@ -88,7 +98,7 @@ def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap:
     if resolution_cm is None:
         log.warning("the run's pixel size is unknown (image tiles): give --resolution CM for Deepness")
     example = torch.rand(2, predictor.bands, tile, tile, generator=torch.Generator().manual_seed(seed))
-    metadata = deepness_metadata(predictor, tile, overlap, resolution_cm, output)
+    metadata = deepness_metadata(predictor, tile, overlap, resolution_cm, output, min_segment)
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
@@ -99,6 +109,11 @@ def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap:
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
         graph.doc_string = f"pointseg model: {', '.join(predictor.classes.names)}"
+        graph.ir_version = IR_VERSION
+        opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+        if opsets.get("ai.onnx", 0) > MAX_OPSET:
+            raise RuntimeError(f"the graph needs opset {opsets['ai.onnx']}; onnxruntime 1.17 loads <= {MAX_OPSET}")
+        onnx.checker.check_model(graph)
         onnx.save(graph, tmp)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(None, {"image": example.numpy()})[0]

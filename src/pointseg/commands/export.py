@@ -15,7 +15,8 @@ def main(args: argparse.Namespace) -> Path:
     trained = runs.load_run(args.run, device="cpu", head=args.dataset)
     predictor = trained.predictor()
     resolution = args.resolution or runs.training_resolution_cm(args.run, predictor.scale)
-    result = export_onnx(predictor, args.out, args.tile, args.overlap, args.output, resolution)
+    result = export_onnx(predictor, args.out, args.tile, args.overlap, args.output, resolution,
+                         min_segment=args.min_segment)
     print(f"wrote {result.path}: {args.output} of {args.tile} x {args.tile} windows; onnxruntime matches torch to "
           f"{result.max_abs_difference:.1g} (max abs difference)")
     return result.path
@@ -31,4 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--output", choices=OUTPUTS, default="probabilities",
                     help="softmax probabilities (Deepness) or logits")
     ex.add_argument("--resolution", type=float, help="cm per model pixel (default: from the run's training raster)")
+    ex.add_argument("--min-segment", type=int, default=0,
+                    help="Deepness's small-segment removal (its seg_small_segment, pixels; default 0: none)")
     ex.set_defaults(func=main)
