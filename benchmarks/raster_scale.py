@@ -1,6 +1,7 @@
 """Maps of large rasters, seams, Ray over many rasters and ONNX (BENCHMARKS.md section 5).
 
     python benchmarks/raster_scale.py --run runs/demo/run --data-root ../shared/data/loveda-mini --work /tmp/rs
+    python benchmarks/raster_scale.py --only backends --sides 10000 --run RUN --data-root DATA --work /tmp/rs
 
 The large rasters are mosaics of the real LoveDA tiles (1024 x 1024, 0.3 m) written into GeoTIFFs with a real CRS
 (EPSG:32650, UTM 50N, where LoveDA was imaged; the tiles' placement is made up): 3 bands uint8, tiled 512,
@@ -226,6 +227,60 @@ print(json.dumps({{"per_batch_s": timing, "max_abs_logit_difference": float(np.a
     save(results)
 
 
+def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    """Issue 23's protocol (BENCHMARKS 11): the same run maps the same mosaics with each backend, one process at a
+    time (torch re-measured in the same session); the share of pixels identical to torch's map; each backend's mIoU
+    on the Val split of ``--data-root``."""
+    import torch
+
+    for backend in args.backends:  # first: onnxruntime builds its graph of 512 x 512 model pixels here
+        cell = f"val_{backend}"
+        if cell in results.get("backends", {}):
+            continue
+        out = args.work / f"val_{backend}.json"
+        run = measured(pointseg("evaluate", "--run", args.run, "--data-root", args.data_root, "--split", "Val",
+                                "--out", str(out), "--backend", backend))
+        run.pop("stderr")
+        results.setdefault("backends", {})[cell] = {"miou": json.loads(out.read_text())["miou"], **run}
+        save(results)
+    for side in args.sides:
+        key = f"{side // 1000}k"
+        raster = build_mosaic(args.work / f"mosaic_{key}.tif", side, tiles)
+        for backend in args.backends:
+            cell = f"{key}_{backend}"
+            if cell in results.get("backends", {}):
+                continue
+            out = args.work / f"maps_{cell}"
+            run = measured(pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--out", str(out),
+                                    "--backend", backend))
+            stderr = run.pop("stderr")
+            logged = re.search(r"(\d+) windows in ([\d.]+) s \(([\d.]+) MPix/s\), of which the model ([\d.]+) s",
+                               stderr)
+            if logged is None:
+                raise RuntimeError(f"predict did not log its times:\n{stderr[-2000:]}")
+            map_s, forward_s = float(logged[2]), float(logged[4])
+            record = {"side": side, "backend": backend, "windows": int(logged[1]), **run, "map_s": map_s,
+                      "mpix_s": float(logged[3]), "forward_s": forward_s, "overhead": round(map_s / forward_s, 3),
+                      "threads": torch.get_num_threads()}
+            if backend != "torch":
+                record["identical_to_torch"] = identical(out / raster.name, args.work / f"maps_{key}_torch" /
+                                                         raster.name)
+            results.setdefault("backends", {})[cell] = record
+            print(cell, record, flush=True)
+            save(results)
+
+
+def identical(a: Path, b: Path, rows: int = 1000) -> float:
+    """The share of pixels two maps give the same class (read in bands of ``rows`` rows)."""
+    same = total = 0
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        for top in range(0, x.height, rows):
+            window = Window(0, top, x.width, min(rows, x.height - top))
+            same += int((x.read(1, window=window) == y.read(1, window=window)).sum())
+            total += window.width * window.height
+    return same / total
+
+
 def save(results: dict) -> None:
     write_json(RESULTS / "raster_scale.json", results)
 
@@ -238,8 +293,9 @@ def main() -> None:
     p.add_argument("--sides", type=int, nargs="+", default=[10000, 20000])
     p.add_argument("--scale", type=float, default=0.5, help="the run's data.scale")
     p.add_argument("--sample-batches", type=int, default=12)
-    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx"],
+    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx", "backends"],
                    default=["large", "seams", "ray", "onnx"])
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], help="backends phase: which")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
@@ -247,7 +303,7 @@ def main() -> None:
     results = json.loads(existing.read_text()) if existing.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "rss_limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
     tiles = loveda_tiles(Path(args.data_root))
-    steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed}
+    steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed, "backends": backend_maps}
     for name in args.only:
         steps[name](args, tiles, results)
     print(json.dumps(results, indent=2))

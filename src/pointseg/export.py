@@ -15,37 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from pointseg.backends import ExportedModel, export_graph
 from pointseg.io import atomic_path
 from pointseg.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("probabilities", "logits")
-OPSET = 18
-# Deepness's installer pins onnxruntime <= 1.17, which loads IR version <= 9 and opsets <= 20 (onnxruntime's
-# compatibility table); the exporter writes IR 10, which it refuses ("Unsupported model IR version: 10").
-IR_VERSION, MAX_OPSET = 9, 20
 TOLERANCE = {"probabilities": 1e-4, "logits": 1e-3}  # max abs difference onnxruntime vs torch, float32
-
-
-class ExportedModel(nn.Module):
-    """The model as exported: logits, or their softmax over classes."""
-
-    def __init__(self, model: nn.Module, output: str) -> None:
-        super().__init__()
-        self.model, self.output = model, output
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.model(image)
-        return logits.softmax(1) if self.output == "probabilities" else logits
 
 
 @dataclass
@@ -90,7 +73,6 @@ def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap:
     """Export the model of ``predictor`` (on the CPU) to ``out`` (see the module doc) and check it: onnxruntime's
     output on a random batch must match torch's within ``TOLERANCE`` (else ``RuntimeError``; nothing is written).
     ``resolution_cm``: centimetres per model pixel, ``min_segment``: small-segment removal, for Deepness."""
-    import onnx
     import onnxruntime as ort
 
     check_export(predictor, tile, output)
@@ -100,21 +82,9 @@ def export_onnx(predictor: Predictor, out: str | Path, tile: int = 512, overlap:
     example = torch.rand(2, predictor.bands, tile, tile, generator=torch.Generator().manual_seed(seed))
     metadata = deepness_metadata(predictor, tile, overlap, resolution_cm, output, min_segment)
     out = Path(out)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-        torch.onnx.export(model, (example,), tmp, input_names=["image"], output_names=[output], opset_version=OPSET,
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
-                          external_data=False)
-        graph = onnx.load(tmp)
-        for key, value in metadata.items():
-            graph.metadata_props.add(key=key, value=value)
-        graph.doc_string = f"pointseg model: {', '.join(predictor.classes.names)}"
-        graph.ir_version = IR_VERSION
-        opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
-        if opsets.get("ai.onnx", 0) > MAX_OPSET:
-            raise RuntimeError(f"the graph needs opset {opsets['ai.onnx']}; onnxruntime 1.17 loads <= {MAX_OPSET}")
-        onnx.checker.check_model(graph)
-        onnx.save(graph, tmp)
+    with atomic_path(out) as tmp:
+        export_graph(predictor.model, example, tmp, output, metadata,
+                     f"pointseg model: {', '.join(predictor.classes.names)}")
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(None, {"image": example.numpy()})[0]
         with torch.no_grad():

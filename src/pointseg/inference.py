@@ -4,6 +4,7 @@ pixel's class probabilities are; bf16 autocast where it is native."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -67,18 +68,20 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[int, int] | None = None,
-                   amp: bool = True, flips: bool = False) -> torch.Tensor:
+                   amp: bool = True, flips: bool = False,
+                   forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """``(B, 3, h, w)`` images in [0, 1] -> ``(B, C, H, W)`` float32 logits at ``out_size`` (default ``(h, w)``).
 
     The input is reflect-padded to a multiple of ``model.size_divisor`` and the padding cropped off the
     logits before bilinear up-sampling. With ``flips`` (test-time augmentation) the model also sees the image
     flipped left-right, up-down and both; the result is the log of the four views' mean class probabilities
-    (its softmax is that mean).
+    (its softmax is that mean). ``forward``: what runs the model on the padded batch instead of ``model`` itself
+    (another backend, ``pointseg.backends``; float32, no autocast).
     """
     if flips:
         views = []
         for axes in FLIPS:
-            view = predict_logits(model, image.flip(axes) if axes else image, None, amp).softmax(1)
+            view = predict_logits(model, image.flip(axes) if axes else image, None, amp, False, forward).softmax(1)
             views.append(view.flip(axes) if axes else view)  # flipped back
         probs = torch.stack(views).mean(0)
         logits = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
@@ -88,9 +91,12 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, out_size: tuple[
     device = next(model.parameters()).device
     h, w = image.shape[-2:]
     x = pad_to_multiple(image.to(device), getattr(model, "size_divisor", 1))
-    x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions (CPU: about 1.5x for MobileNetV2)
-    with autocast(device, amp):
-        logits = model(x)[..., :h, :w].float()  # (B, C, h, w)
+    if forward is not None:
+        logits = forward(x)[..., :h, :w].float()
+    else:
+        x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions (CPU: about 1.5x for MobileNetV2)
+        with autocast(device, amp):
+            logits = model(x)[..., :h, :w].float()  # (B, C, h, w)
     if out_size is not None and tuple(out_size) != (h, w):
         logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
     return logits

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,17 @@ class Predictor:
     head: str = "seg"
     read_bands: tuple[int, ...] | None = None
     dtype: str | None = None  # of the bands the model was trained on (None: unknown)
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # another backend's forward (None: torch runs it)
+
+    @property
+    def backend(self) -> str:
+        """Who runs the forward pass: ``torch`` or ``onnxruntime`` (``pointseg.backends``)."""
+        return "torch" if self.runner is None else "onnxruntime"
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the forward pass: ``bf16`` (autocast) or ``float32``."""
+        return "bf16" if self.amp and self.runner is None else "float32"
 
     @property
     def device(self) -> torch.device:
@@ -61,7 +72,7 @@ class Predictor:
 
     def logits(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Scaled ``(B, bands, h, w)`` images -> ``(B, C, H, W)`` float32 logits (``inference.predict_logits``)."""
-        return predict_logits(self.model, images, out_size, self.amp, self.flips)
+        return predict_logits(self.model, images, out_size, self.amp, self.flips, self.runner)
 
     def timed_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
         """``logits`` and the model's wall time (CUDA synchronised)."""

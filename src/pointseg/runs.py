@@ -11,6 +11,7 @@ and its inputs: the data root by path, point / id / tag files by path and SHA-25
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -26,6 +27,7 @@ import torch
 import yaml
 
 from pointseg import __version__, build
+from pointseg.backends import onnx_model, resolve_backend
 from pointseg.build import TrainInputs, build_model_from_config, head_data
 from pointseg.config import default_config, dump_config, flatten, merge, upgrade, validate
 from pointseg.data.bands import BandScaling
@@ -246,6 +248,7 @@ class TrainedModel:
     head: str
     data: dict[str, dict]
     dtype: str | None = None  # of the bands it was trained on
+    path: Path | None = None  # the model file it was loaded from
 
     @property
     def classes(self) -> ClassTable:
@@ -256,10 +259,14 @@ class TrainedModel:
         """The run's config with ``data`` as the head's dataset is read."""
         return {**self.cfg, "data": self.data[self.head]}
 
-    def predictor(self, flips: bool = False) -> Predictor:
-        """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation)."""
-        return build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips,
-                                     self.dtype)
+    def predictor(self, flips: bool = False, backend: str = "auto") -> Predictor:
+        """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation) run by ``backend``
+        (``pointseg.backends``: ``auto`` is onnxruntime on the CPU, torch on a GPU)."""
+        predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips,
+                                          self.dtype)
+        if resolve_backend(backend, predictor.device) == "onnxruntime":
+            predictor = dataclasses.replace(predictor, runner=onnx_model(self.model, self.path, self.head))
+        return predictor
 
     def dataset(self, data_root: str | Path, split: str, require_masks: bool = True) -> EvalDataset:
         """The images of ``split`` under ``data_root``, read as the head's dataset is read, as the model sees
@@ -330,7 +337,7 @@ def load_run(run: str | Path, device: torch.device | str = "auto", head: str | N
     head = head or next(iter(heads))
     model.keep_heads([head])  # the model of one dataset: model(image) gives that head's logits
     device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data, saved.dtype)
+    return TrainedModel(model.to(device).eval(), cfg, heads, scaling, head, saved.data, saved.dtype, path)
 
 
 def training_resolution_cm(run: str | Path, scale: float) -> float | None:

@@ -139,12 +139,14 @@ def map_and_report(request: MapRequest, import_summary: str, why: str, times: di
     trained = runs.load_run(out / "run")
     writer = request.options.writer(out / "map.tif", trained.classes,
                                     out / "confidence.tif" if request.confidence else None)
-    result = map_raster(trained.predictor(request.options.flips), request.raster, writer, request.options.tiling)
+    predictor = trained.predictor(request.options.flips, request.options.backend)
+    result = map_raster(predictor, request.raster, writer, request.options.tiling)
     times["map"] = result.seconds
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))
     plot_overlays([(request.raster.stem, picture, None, read_thumbnail(result.map)[..., 0])], trained.classes,
                   out / "map.png")
-    text = report_text(request, trained, import_summary, why, class_areas(result.map, trained.classes), times)
+    text = report_text(request, trained, import_summary, why, class_areas(result.map, trained.classes), times,
+                       f"{predictor.backend}, {predictor.precision}")
     path = write_text(out / "REPORT.md", text)
     print(f"done: {path}")
     return path
@@ -164,8 +166,8 @@ def class_areas(map_path: str | Path, classes: ClassTable, rows: int = 512) -> l
 
 
 def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary: str, why: str, areas: list[dict],
-                times: dict[str, float]) -> str:
-    """``REPORT.md`` of a ``pointseg map`` run."""
+                times: dict[str, float], mapped_by: str = "") -> str:
+    """``REPORT.md`` of a ``pointseg map`` run (``mapped_by``: the backend and precision of the map)."""
     with rasterio.open(request.out / "map.tif") as ds:
         crs = ds.crs.to_string() if ds.crs else "no CRS"
         units = ds.crs.linear_units if ds.crs and ds.crs.is_projected else "CRS unit"
@@ -188,7 +190,8 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         f"{md_text(request.class_field)}.", "",
         md_code_block(import_summary), "",
         f"Recipe: {recipe}; {why}. Time: import {times['import']:.0f} s, training "
-        f"{times['train']:.0f} s, mapping {times['map']:.0f} s.", "",
+        f"{times['train']:.0f} s, mapping {times['map']:.0f} s" + (f" ({md_text(mapped_by)})" if mapped_by else "")
+        + ".", "",
         *([md_text(click_accuracy_text(accuracy, list(trained.classes.names))) + " (each fold's clicks predicted by "
            "a head fitted without them: no reference needed; it estimates the map's accuracy when the clicks were "
            "placed without looking at a map, and reads low for clicks placed where a map was wrong)",

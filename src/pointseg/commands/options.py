@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from pointseg.backends import BACKENDS
 from pointseg.data.classes import ClassTable
 from pointseg.maps import Tiling
 from pointseg.mapwriter import MapWriter
@@ -26,15 +27,24 @@ def with_tiling(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--flips", action="store_true",
                     help="test-time augmentation: average the class probabilities of the image and its left-right, "
                          "up-down and double flips (4x the forward passes)")
+    with_backend(sp)
+
+
+def with_backend(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--backend", choices=BACKENDS, default="auto",
+                    help="who runs the model: torch, or onnxruntime (CPU, float32; its graphs are kept in the run "
+                         "directory); auto (default): onnxruntime on the CPU, torch on a GPU")
 
 
 @dataclass(frozen=True)
 class MapOptions:
-    """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``."""
+    """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
+    inference ``backend`` (``pointseg.backends``)."""
 
     tiling: Tiling = Tiling()
     cog: bool = False
     flips: bool = False
+    backend: str = "auto"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -42,7 +52,7 @@ class MapOptions:
         if args.tile < MIN_TILE:
             raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
                              f"times slower and see too little context), got {args.tile}")
-        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips)
+        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend)
 
     def writer(self, target: str | Path, classes: ClassTable, confidence: str | Path | None = None) -> MapWriter:
         return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pointseg import runs
+from pointseg.commands.options import with_backend
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import UNCLASSIFIED, PointSet, check_against, load_points, save_points
 from pointseg.data.sources import GeoRef
@@ -33,13 +34,15 @@ PICK_SIDE = 2048  # rasters: suggestions are picked on at most this many pixels 
 class SuggestRequest:
     """``per_image`` clicks to propose per image, scored by ``score`` (``inference.SCORES``), ``min_distance``
     full-resolution pixels apart and from the clicks so far (``None``: ``suggest.auto_distance``), classes with few
-    clicks favoured by ``class_weight`` (0: not at all), probabilities averaged over ``flips``."""
+    clicks favoured by ``class_weight`` (0: not at all), probabilities averaged over ``flips``, the model run by
+    ``backend`` (``pointseg.backends``)."""
 
     per_image: int
     score: str = "margin"
     min_distance: float | None = None
     class_weight: float = 1.0
     flips: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.per_image < 1:
@@ -138,7 +141,7 @@ def score_tiles(trained: runs.TrainedModel, data_root: str | Path, split: str, m
     if made is not None:
         check_against(made, [r.id for r in source.refs], {r.id: source.size(r) for r in source.refs
                                                         if r.id in made.images}, list(trained.classes.names))
-    for sample, logits in trained.predictor(request.flips).iter_logits(dataset):
+    for sample, logits in trained.predictor(request.flips, request.backend).iter_logits(dataset):
         probs = logits.softmax(0)
         size = (int(probs.shape[-2]), int(probs.shape[-1]))
         picture = display_rgb(torch.nn.functional.interpolate(sample["image"][None], size=size)[0].numpy())
@@ -192,7 +195,7 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
     found = Suggestions(request, trained.classes, made, out.parent / f"{out.stem}_overlays")
     layers: list[tuple[str, list[Suggestion], GeoRef]] = []
     if rasters:
-        predictor = trained.predictor(request.flips)
+        predictor = trained.predictor(request.flips, request.backend)
         sources = [predictor.raster_source((r,)) for r in rasters]
         if made is not None:
             ids = [s.refs[0].id for s in sources]
@@ -242,7 +245,8 @@ def write_suggestion_layers(path: Path, layers: list[tuple[str, list[Suggestion]
 
 
 def main(args: argparse.Namespace) -> Path:
-    request = SuggestRequest(args.per_image, args.score, args.min_distance, args.class_weight, args.flips)
+    request = SuggestRequest(args.per_image, args.score, args.min_distance, args.class_weight, args.flips,
+                             args.backend)
     points = run_suggestion(args.run, args.out, request, args.data_root, args.split, tuple(args.raster), args.points,
                             args.dataset)
     out = Path(args.out)
@@ -271,5 +275,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     sg.add_argument("--class-weight", type=float, default=1.0,
                     help="how strongly classes with few clicks are favoured (0: not at all)")
     sg.add_argument("--flips", action="store_true", help="average the probabilities over flipped images")
+    with_backend(sg)
     sg.add_argument("--out", required=True, help="point file: the clicks so far plus the suggestions (class null)")
     sg.set_defaults(func=main)
