@@ -239,7 +239,7 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
             continue
         out = args.work / f"val_{backend}.json"
         run = measured(pointseg("evaluate", "--run", args.run, "--data-root", args.data_root, "--split", "Val",
-                                "--out", str(out), "--backend", backend))
+                                "--out", str(out), *backend_args(backend)))
         run.pop("stderr")
         results.setdefault("backends", {})[cell] = {"miou": json.loads(out.read_text())["miou"], **run}
         save(results)
@@ -252,7 +252,7 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
                 continue
             out = args.work / f"maps_{cell}"
             run = measured(pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--out", str(out),
-                                    "--backend", backend))
+                                    *backend_args(backend)))
             stderr = run.pop("stderr")
             logged = re.search(r"(\d+) windows in ([\d.]+) s \(([\d.]+) MPix/s\), of which the model ([\d.]+) s",
                                stderr)
@@ -268,6 +268,11 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
             results.setdefault("backends", {})[cell] = record
             print(cell, record, flush=True)
             save(results)
+
+
+def backend_args(backend: str) -> list[str]:
+    """The command-line arguments of a backend cell: ``int8`` is onnxruntime's int8 graph."""
+    return ["--backend", "onnxruntime", "--int8"] if backend == "int8" else ["--backend", backend]
 
 
 def identical(a: Path, b: Path, rows: int = 1000) -> float:
@@ -295,7 +300,8 @@ def main() -> None:
     p.add_argument("--sample-batches", type=int, default=12)
     p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx", "backends"],
                    default=["large", "seams", "ray", "onnx"])
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], help="backends phase: which")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "int8"],
+                   help="backends phase: which (int8: onnxruntime's int8 graph)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ import logging
 import shutil
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -94,3 +95,32 @@ def test_predict_with_either_backend_gives_the_same_map(tmp_path, tiny_run):
             maps[backend] = ds.read(1)
     agree = (maps["torch"] == maps["onnxruntime"]).mean()
     assert agree > 0.999, agree
+
+
+def test_int8_quantizes_the_convolutions_calibrated_on_the_runs_images_or_the_mapped_raster(tmp_path, tiny_run,
+                                                                                           tiny_loveda):
+    import onnx
+
+    trained = runs.load_run(tiny_run, device="cpu")
+    float_path = trained.predictor(backend="onnxruntime")
+    int8 = trained.predictor(int8=True)
+    assert (int8.backend, int8.precision) == ("onnxruntime", "int8")
+    x = real_windows(128)
+    want, got = float_path.logits(x).softmax(1), int8.logits(x).softmax(1)
+    assert float((want - got).abs().mean()) < 0.02  # close, not equal: int8 weights and activations
+    graph = onnx.load(next((tiny_run / "onnx").glob("*-128x128-int8.onnx")))
+    producer = {out: n.op_type for n in graph.graph.node for out in n.output}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    assert convs and all(producer.get(n.input[0]) == producer.get(n.input[1]) == "DequantizeLinear" for n in convs)
+    stored = {i.name: i.data_type for i in graph.graph.initializer}  # the convolutions' weights stored as int8
+    dequantized = {out: n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    assert all(stored.get(dequantized[n.input[1]]) == onnx.TensorProto.INT8 for n in convs)
+    with pytest.raises(ValueError, match="--int8 runs onnxruntime"):
+        trained.predictor(backend="torch", int8=True)
+    shutil.move(tiny_loveda, tmp_path / "gone")  # the training images are gone: the mapped raster calibrates
+    shutil.rmtree(tiny_run / "onnx")
+    with pytest.raises(ValueError, match="training images, which are gone"):
+        runs.load_run(tiny_run, device="cpu").calibration_windows()(2, 64, 64)
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    windows = runs.load_run(tiny_run, device="cpu").calibration_windows([landsat])(3, 64, 64)
+    assert [w.shape for w in windows] == [(1, 3, 64, 64)] * 3 and all(0 <= w.min() <= w.max() <= 1 for w in windows)

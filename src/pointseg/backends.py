@@ -18,6 +18,7 @@ import logging
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,18 +100,55 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+CALIBRATION_WINDOWS = 16  # windows int8 quantization is calibrated on
+
+
+def quantize_graph(float_graph: Path, out: Path, windows: list[np.ndarray]) -> Path:
+    """Static int8 quantization (QDQ) of the convolutions of ``float_graph`` into ``out``: int8 weights per output
+    channel, uint8 activations whose ranges are calibrated (min-max) on ``windows`` (``(1, B, H, W)`` float32, as
+    the graph takes them). The other operators stay float."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(windows)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            window = next(self.left, None)
+            return None if window is None else {"image": window}
+
+    with atomic_path(out) as tmp, tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(float_graph), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(tmp), Windows(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 class OnnxModel:
     """A model run by onnxruntime on the CPU: ``(N, B, H, W)`` float32 images -> ``(N, C, H, W)`` logits. A graph
     per input size is exported on first use into ``folder`` as ``<key>-<H>x<W>.onnx`` (``key``: the model file's
     digest and the head) and its session kept; ``threads``: onnxruntime's intra-op threads (default: torch's).
     When a graph cannot be built or run, the model runs in torch from then on (``failed`` says why)."""
 
-    def __init__(self, model: nn.Module, folder: Path, key: str, threads: int | None = None) -> None:
+    def __init__(self, model: nn.Module, folder: Path, key: str, threads: int | None = None,
+                 calibration: Callable[[int, int, int], list[np.ndarray]] | None = None) -> None:
         self.model, self.folder, self.key = model, folder, key
         self.threads = threads or torch.get_num_threads()
+        self.calibration = calibration  # int8: the windows (n, height, width) of the graph's calibration
         self.sessions: dict[tuple[int, int], object] = {}
         self.failed: str | None = None
         self.lock = threading.Lock()
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.calibration is None else "int8"
 
     def session(self, bands: int, height: int, width: int):  # -> onnxruntime.InferenceSession
         import onnxruntime as ort
@@ -121,6 +159,11 @@ class OnnxModel:
                 if not path.exists():
                     log.info("building the onnxruntime graph of %d x %d windows: %s", height, width, path)
                     export_graph(self.model, torch.rand(2, bands, height, width), path)
+                if self.calibration is not None:  # the int8 graph beside the float one
+                    float_path, path = path, path.with_name(f"{path.stem}-int8.onnx")
+                    if not path.exists():
+                        log.info("quantizing it to int8, calibrated on %d windows: %s", CALIBRATION_WINDOWS, path)
+                        quantize_graph(float_path, path, self.calibration(CALIBRATION_WINDOWS, height, width))
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = self.threads
                 self.sessions[(height, width)] = ort.InferenceSession(str(path), options,
@@ -141,13 +184,16 @@ class OnnxModel:
             return self.model(images.float())
 
 
-def onnx_model(model: nn.Module, model_file: Path | None, head: str) -> OnnxModel:
+def onnx_model(model: nn.Module, model_file: Path | None, head: str,
+               calibration: Callable[[int, int, int], list[np.ndarray]] | None = None) -> OnnxModel:
     """``model`` (its head ``head``) run by onnxruntime, its graphs kept beside ``model_file`` (the run's
-    ``model.pt``; ``None``: a model without a file, whose graphs go to a temporary folder)."""
+    ``model.pt``; ``None``: a model without a file, whose graphs go to a temporary folder); with ``calibration``
+    (windows of a size), its int8 graphs."""
     if model_file is None:
-        return OnnxModel(model, Path(tempfile.mkdtemp(prefix="pointseg-onnx-")), head)
+        return OnnxModel(model, Path(tempfile.mkdtemp(prefix="pointseg-onnx-")), head, calibration=calibration)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in head)
-    return OnnxModel(model, graph_folder(model_file.parent), f"{file_digest(model_file)}-{safe}")
+    return OnnxModel(model, graph_folder(model_file.parent), f"{file_digest(model_file)}-{safe}",
+                     calibration=calibration)
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -52,8 +52,11 @@ class Predictor:
 
     @property
     def precision(self) -> str:
-        """The arithmetic of the forward pass: ``bf16`` (autocast) or ``float32``."""
-        return "bf16" if self.amp and self.runner is None else "float32"
+        """The arithmetic of the forward pass: ``bf16`` (autocast), ``float32`` or ``int8`` (onnxruntime's
+        quantized graph)."""
+        if self.runner is not None:
+            return str(getattr(self.runner, "precision", "float32"))
+        return "bf16" if self.amp else "float32"
 
     @property
     def device(self) -> torch.device:

@@ -27,7 +27,7 @@ class RasterMapper:
 
         torch.set_num_threads(threads)
         trained = runs.load_run(run, head=dataset)
-        self.predictor, self.options = trained.predictor(options.flips, options.backend), options
+        self.predictor, self.options = options.predictor(trained), options
 
     def map(self, raster: str, target: str, confidence: str | None) -> tuple[list[str], str | None]:
         """The written paths, or the reason the raster could not be mapped."""

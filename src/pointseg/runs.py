@@ -17,12 +17,13 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -34,11 +35,11 @@ from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.dataset import EvalDataset
 from pointseg.data.raster import ground_sample_distance
-from pointseg.data.sources import ImageFolder
+from pointseg.data.sources import ImageFolder, Source
 from pointseg.engine import CHECKPOINT, METRICS, pick_device
 from pointseg.io import check_writable, read_torch_file, write_json, write_text, write_torch_file
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
-from pointseg.predictor import Predictor
+from pointseg.predictor import Predictor, model_pixels
 
 CONFIG, INFO, MODEL, LOCK = "config.yaml", "run.json", "model.pt", ".lock"  # and the loop's CHECKPOINT, METRICS
 # Keys a resumed run may change: how long it trains and where/how fast it runs, never what it learns per step.
@@ -259,14 +260,66 @@ class TrainedModel:
         """The run's config with ``data`` as the head's dataset is read."""
         return {**self.cfg, "data": self.data[self.head]}
 
-    def predictor(self, flips: bool = False, backend: str = "auto") -> Predictor:
+    def predictor(self, flips: bool = False, backend: str = "auto", int8: bool = False,
+                  calibration_rasters: Sequence[str | Path] = ()) -> Predictor:
         """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation) run by ``backend``
-        (``pointseg.backends``: ``auto`` is onnxruntime on the CPU, torch on a GPU)."""
+        (``pointseg.backends``: ``auto`` is onnxruntime on the CPU, torch on a GPU); ``int8``: onnxruntime's int8
+        graph, calibrated on windows of the run's training images, or of ``calibration_rasters`` (the rasters
+        being mapped) when those are gone."""
         predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips,
                                           self.dtype)
-        if resolve_backend(backend, predictor.device) == "onnxruntime":
-            predictor = dataclasses.replace(predictor, runner=onnx_model(self.model, self.path, self.head))
+        chosen = resolve_backend(backend, predictor.device)
+        if int8 and chosen != "onnxruntime":
+            raise ValueError("--int8 runs onnxruntime's quantized graph on the CPU: leave --backend torch out")
+        if chosen == "onnxruntime":
+            calibration = self.calibration_windows(calibration_rasters) if int8 else None
+            predictor = dataclasses.replace(predictor, runner=onnx_model(self.model, self.path, self.head,
+                                                                         calibration))
         return predictor
+
+    def training_source(self) -> Source | None:
+        """The images the run trained on (its data root's training split, or its rasters), ``None`` when they are
+        gone or unknown."""
+        try:
+            inputs = read_info(model_file(self.path).parent)["inputs"] if self.path else {}
+        except (ValueError, KeyError):
+            return None
+        cfg = self.head_cfg
+        if inputs.get("data_root") and Path(inputs["data_root"]).is_dir():
+            try:
+                return build.build_source(cfg, inputs["data_root"], require_masks=False)
+            except (ValueError, FileNotFoundError):
+                return None
+        rasters = inputs.get("rasters") or []
+        if rasters and all(Path(r).exists() for r in rasters):
+            return build.build_raster_source(cfg, tuple(rasters), self.classes)
+        return None
+
+    def calibration_windows(self, fallback: Sequence[str | Path] = ()) -> Callable[[int, int, int], list[np.ndarray]]:
+        """int8 calibration: ``n`` windows of ``height`` x ``width`` model pixels as the model sees them (scaled;
+        each ``(1, B, height, width)`` float32), drawn (seeded) from the run's training images, or from the
+        ``fallback`` rasters when those are gone."""
+        def windows(n: int, height: int, width: int) -> list[np.ndarray]:
+            source = self.training_source() or (build.build_raster_source(self.head_cfg, tuple(fallback),
+                                                                          self.classes) if fallback else None)
+            if source is None or not source.refs:
+                raise ValueError("int8 is calibrated on the run's training images, which are gone: map a raster "
+                                 "(its windows calibrate it) or leave --int8 out")
+            predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head)
+            rng, out = np.random.default_rng(0), []
+            for i in range(n):
+                ref = source.refs[int(rng.integers(len(source.refs)))] if i >= len(source.refs) else source.refs[i]
+                size = source.size(ref)
+                side = (min(size[0], round(height / predictor.scale)), min(size[1], round(width / predictor.scale)))
+                top, left = (int(rng.integers(0, size[k] - side[k] + 1)) for k in (0, 1))
+                raw = source.read(ref, (top, left, *side))
+                pixels = self.scaling(model_pixels(raw, self.scaling, predictor.scale, predictor.mode))
+                pixels = pixels[:, :height, :width]
+                pad = ((0, 0), (0, height - pixels.shape[1]), (0, width - pixels.shape[2]))
+                out.append(np.pad(pixels, pad, mode="edge")[None].astype(np.float32))
+            return out
+
+        return windows
 
     def dataset(self, data_root: str | Path, split: str, require_masks: bool = True) -> EvalDataset:
         """The images of ``split`` under ``data_root``, read as the head's dataset is read, as the model sees

@@ -17,13 +17,13 @@ from pointseg.mapwriter import map_class_names
 
 
 def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path, flips: bool = False,
-                   dataset_name: str | None = None, backend: str = "auto") -> dict:
+                   dataset_name: str | None = None, backend: str = "auto", int8: bool = False) -> dict:
     """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution (``flips``:
     with test-time augmentation; ``backend``: ``pointseg.backends``). ``dataset_name``: which of the run's datasets
     (model heads) ``data_root`` is; required for a model of several."""
     check_writable(Path(out).parent)
     trained = runs.load_run(run, head=dataset_name)
-    return evaluate(trained.predictor(flips, backend), trained.dataset(data_root, split), out)
+    return evaluate(trained.predictor(flips, backend, int8), trained.dataset(data_root, split), out)
 
 
 def mask_table(classes: str | Path | None, trained: runs.TrainedModel | None, map_path: str | Path | None
@@ -62,7 +62,7 @@ def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".map-") as tmp:
         writer = options.writer(Path(tmp) / "map.tif", trained.classes, Path(tmp) / "confidence.tif")
-        result = map_raster(trained.predictor(options.flips, options.backend), raster, writer, options.tiling)
+        result = map_raster(options.predictor(trained, [raster]), raster, writer, options.tiling)
         return evaluate_map(result.map, mask, table, out, confidence=result.confidence, image=raster,
                             image_bands=result.bands[:3])
 
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> dict:
                                      MapOptions.from_args(args))
     elif args.run and args.data_root:
         metrics = run_evaluation(args.run, args.data_root, args.split, args.out, args.flips, args.dataset,
-                                 args.backend)
+                                 args.backend, args.int8)
     else:
         raise ValueError("evaluate needs --run with --data-root, or --mask with --run and --raster, or with --map")
     print(Path(args.out).with_suffix(".txt").read_text(), end="")

@@ -139,7 +139,7 @@ def map_and_report(request: MapRequest, import_summary: str, why: str, times: di
     trained = runs.load_run(out / "run")
     writer = request.options.writer(out / "map.tif", trained.classes,
                                     out / "confidence.tif" if request.confidence else None)
-    predictor = trained.predictor(request.options.flips, request.options.backend)
+    predictor = request.options.predictor(trained, [request.raster])
     result = map_raster(predictor, request.raster, writer, request.options.tiling)
     times["map"] = result.seconds
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pointseg import runs
 from pointseg.backends import BACKENDS
 from pointseg.data.classes import ClassTable
 from pointseg.maps import Tiling
 from pointseg.mapwriter import MapWriter
+from pointseg.predictor import Predictor
 
 MIN_TILE = 32  # model pixels: the smallest window side maps are cut into from the command line
 
@@ -34,17 +37,21 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="who runs the model: torch, or onnxruntime (CPU, float32; its graphs are kept in the run "
                          "directory); auto (default): onnxruntime on the CPU, torch on a GPU")
+    sp.add_argument("--int8", action="store_true",
+                    help="onnxruntime's int8 graph (convolutions quantized, calibrated on windows of the run's "
+                         "training images, or of the rasters mapped when those are gone)")
 
 
 @dataclass(frozen=True)
 class MapOptions:
     """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
-    inference ``backend`` (``pointseg.backends``)."""
+    inference ``backend`` (``pointseg.backends``) and its ``int8`` graph."""
 
     tiling: Tiling = Tiling()
     cog: bool = False
     flips: bool = False
     backend: str = "auto"
+    int8: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -52,7 +59,12 @@ class MapOptions:
         if args.tile < MIN_TILE:
             raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
                              f"times slower and see too little context), got {args.tile}")
-        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend)
+        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8)
+
+    def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
+        """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when
+        the run's training images are gone)."""
+        return trained.predictor(self.flips, self.backend, self.int8, rasters)
 
     def writer(self, target: str | Path, classes: ClassTable, confidence: str | Path | None = None) -> MapWriter:
         return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog)

@@ -64,7 +64,7 @@ def run_prediction(run: str | Path, inputs: str | Path, out: str | Path, options
     if rasters is None:
         if ray_workers is not None:
             raise ValueError("--ray maps rasters; a folder of image files is predicted without it")
-        written = write_predictions(trained.predictor(options.flips, options.backend), trained.images(inputs), out,
+        written = write_predictions(options.predictor(trained), trained.images(inputs), out,
                                     unreadable=unreadable)
     else:
         jobs = [(r, Path(out) / f"{name}.tif", Path(out) / f"{name}_confidence.tif" if confidence else None)
@@ -87,7 +87,7 @@ def map_jobs(trained: runs.TrainedModel, jobs: list[tuple[Path, Path, Path | Non
              ) -> tuple[list[Path], list[str]]:
     """Map each ``(raster, target, confidence or None)`` in this process; the written paths and one message per
     raster that could not be read."""
-    predictor, written, unreadable = trained.predictor(options.flips, options.backend), [], []
+    predictor, written, unreadable = options.predictor(trained, [job[0] for job in jobs]), [], []
     for raster, target, conf in jobs:
         try:
             result = map_raster(predictor, raster, options.writer(target, trained.classes, conf), options.tiling)
