@@ -10,6 +10,7 @@ temporary name; the file is closed, read back and only then renamed into place, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pointseg.io import atomic_path, remove_temporaries, write_text
 NODATA = 255  # map value of pixels without input data
 CONFIDENCE_NODATA = 255  # confidence is stored in percent, 0..100
 COG_BLOCK = 512  # tile side of Cloud-Optimised GeoTIFFs
+SIEVE_MARGIN = 64  # rows of context a sieve sees at least above and below the rows it writes
 BLOCK = 256  # tile side of the maps as written
 
 
@@ -42,6 +44,7 @@ class MapWriter:
     classes: ClassTable
     confidence: Path | None = None
     cog: bool = False
+    sieve: int = 0  # minimum mapping unit: regions of fewer pixels take their surrounding class (0: none)
 
     @contextmanager
     def open(self, height: int, width: int, georef: GeoRef) -> Iterator[MapRows]:
@@ -64,24 +67,66 @@ class MapWriter:
                 conf = stack.enter_context(_geotiff(stack.enter_context(atomic_path(self.confidence)),
                                                     self.confidence, {**profile, "nodata": CONFIDENCE_NODATA},
                                                     "average" if self.cog else None))
-            yield MapRows(dst, conf)
+            rows = MapRows(dst, conf, self.sieve)
+            yield rows
+            rows.flush()
         write_text(self.map.with_name(self.map.name + ".aux.xml"), aux_xml(self.classes))
         write_text(self.map.with_suffix(".qml"), qml(self.classes))
 
 
-@dataclass
 class MapRows:
-    """The open map (and confidence) datasets, written a band of rows at a time."""
+    """The open map (and confidence) datasets, written a band of rows at a time, in order from the top.
 
-    map: rasterio.io.DatasetWriter
-    confidence: rasterio.io.DatasetWriter | None
+    With ``sieve`` (a minimum mapping unit of N pixels), class rows are held back until a margin of M = max(N, 64)
+    rows below them is known: the held rows are sieved (``rasterio.features.sieve``, 4-connected, nodata left out)
+    as predicted, with M rows above them as context, and written once M rows below them were sieved with them. A
+    region of fewer than N pixels spans fewer than N rows, so every small region is seen whole by the sieve that
+    writes it; a region cut by the margin spans more than N rows within it, so it is never taken for a small one.
+    What can still differ from sieving the whole map: which neighbour a small region joins when a neighbour's size
+    is only seen in part (GDAL merges it into its largest neighbour); the 64-row margin makes that rare (the tests
+    find no difference)."""
+
+    def __init__(self, map: rasterio.io.DatasetWriter, confidence: rasterio.io.DatasetWriter | None,
+                 sieve: int = 0) -> None:
+        self.map, self.confidence, self.sieve = map, confidence, sieve
+        self.margin = max(sieve, SIEVE_MARGIN)  # rows of context above and below the rows a sieve writes
+        self.held: tuple[int, np.ndarray, np.ndarray] | None = None  # top row, classes and validity held back
+        self.written = 0  # class rows written so far
 
     def write(self, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> None:
         """Rows ``top ..`` of the map: ``classes`` where ``valid``, nodata elsewhere (and their confidence)."""
         window = RioWindow(0, top, classes.shape[1], classes.shape[0])
-        self.map.write(np.where(valid, classes, NODATA)[None], window=window)
         if self.confidence is not None:
             self.confidence.write(np.where(valid, confidence, CONFIDENCE_NODATA)[None], window=window)
+        if not self.sieve:
+            self.map.write(np.where(valid, classes, NODATA)[None], window=window)
+            return
+        if self.held is not None:
+            classes, valid = np.concatenate([self.held[1], classes]), np.concatenate([self.held[2], valid])
+            top = self.held[0]
+        self.held = (top, classes, valid)
+        self._sieve_and_write(final=False)
+
+    def flush(self) -> None:
+        """Write the class rows still held back (the map's last rows)."""
+        if self.sieve and self.held is not None:
+            self._sieve_and_write(final=True)
+            self.held = None
+
+    def _sieve_and_write(self, final: bool) -> None:
+        from rasterio.features import sieve
+
+        assert self.held is not None
+        top, classes, valid = self.held  # as predicted: the held rows are sieved again with more context
+        bottom = top + classes.shape[0] if final else max(self.written, top + classes.shape[0] - self.margin)
+        if bottom > self.written:
+            sieved = sieve(classes, self.sieve, mask=valid, connectivity=4) if valid.any() else classes
+            rows = slice(self.written - top, bottom - top)
+            window = RioWindow(0, self.written, classes.shape[1], bottom - self.written)
+            self.map.write(np.where(valid[rows], sieved[rows], NODATA)[None], window=window)
+            self.written = bottom
+        keep = max(0, self.written - self.margin - top)  # rows above the next band kept as context
+        self.held = (top + keep, classes[keep:], valid[keep:])
 
 
 def check_written(path: Path, final: Path) -> None:
@@ -117,6 +162,47 @@ def _geotiff(path: Path, final: Path, profile: dict, cog_resampling: str | None 
         check_written(path, final)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+POLYGON_CHUNK = 10000  # polygons written to the GeoPackage at a time
+
+
+def write_polygons(map_path: Path, out: Path, classes: ClassTable) -> int:
+    """The map's regions as polygons in a GeoPackage in the map's CRS (one layer, named after the map): fields
+    ``class`` (value), ``name`` and ``area`` (CRS units squared); nodata left out. GDAL's polygonizer reads the map
+    a row at a time and joins the pieces of a region across rows itself (so no region is cut at a band edge); the
+    polygons are collected in memory (their size, not the raster's) and written in chunks. The number written."""
+    import pyogrio.raw
+    import shapely
+    from rasterio.features import shapes
+
+    names = list(classes.names)
+    written = 0
+    with rasterio.open(map_path) as ds, atomic_path(out) as tmp:
+        tmp.unlink()
+        crs = ds.crs.to_wkt() if ds.crs else None
+
+        def flush(chunk: list[tuple[dict, int]]) -> None:
+            geometry = shapely.from_geojson([json.dumps(g) for g, _ in chunk]) if chunk else []
+            values = np.array([v for _, v in chunk], dtype=np.int32)
+            pyogrio.raw.write(tmp, geometry=np.array(shapely.to_wkb(geometry), dtype=object),
+                              field_data=[values, np.array([names[v] for v in values], dtype=object),
+                                          shapely.area(geometry)],
+                              fields=["class", "name", "area"], crs=crs, geometry_type="Polygon", driver="GPKG",
+                              layer=map_path.stem, append=tmp.exists())
+
+        chunk: list[tuple[dict, int]] = []
+        for geometry, value in shapes(rasterio.band(ds, 1), connectivity=4, transform=ds.transform):
+            if int(value) == NODATA:
+                continue
+            chunk.append((geometry, int(value)))
+            if len(chunk) == POLYGON_CHUNK:
+                flush(chunk)
+                written, chunk = written + len(chunk), []
+        if chunk or not written:
+            flush(chunk)
+            written += len(chunk)
+    return written
 
 
 def colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:

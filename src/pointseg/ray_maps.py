@@ -38,7 +38,8 @@ class RasterMapper:
             result = map_raster(self.predictor, raster, writer, self.options.tiling)
         except ValueError as e:
             return [], str(e)
-        return [str(result.map)] + ([str(result.confidence)] if result.confidence else []), None
+        extra = [str(p) for p in self.options.products(result, self.predictor.classes)]
+        return [str(result.map)] + ([str(result.confidence)] if result.confidence else []) + extra, None
 
 
 def map_rasters_ray(run: str | Path, jobs: list[tuple[Path, Path, Path | None]], options: Any,

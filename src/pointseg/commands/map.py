@@ -141,6 +141,7 @@ def map_and_report(request: MapRequest, import_summary: str, why: str, times: di
                                     out / "confidence.tif" if request.confidence else None)
     predictor = request.options.predictor(trained, [request.raster])
     result = map_raster(predictor, request.raster, writer, request.options.tiling)
+    request.options.products(result, trained.classes)
     times["map"] = result.seconds
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))
     plot_overlays([(request.raster.stem, picture, None, read_thumbnail(result.map)[..., 0])], trained.classes,

@@ -10,8 +10,8 @@ from pathlib import Path
 from pointseg import runs
 from pointseg.backends import BACKENDS
 from pointseg.data.classes import ClassTable
-from pointseg.maps import Tiling
-from pointseg.mapwriter import MapWriter
+from pointseg.maps import MapResult, Tiling
+from pointseg.mapwriter import MapWriter, write_polygons
 from pointseg.predictor import Predictor
 
 MIN_TILE = 32  # model pixels: the smallest window side maps are cut into from the command line
@@ -27,6 +27,12 @@ def with_tiling(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
     sp.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
     sp.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+    sp.add_argument("--vector", action="store_true",
+                    help="also write the map's regions as polygons: <map>.gpkg in the raster's CRS, fields class, "
+                         "name, area")
+    sp.add_argument("--sieve", type=int, default=0, metavar="N",
+                    help="minimum mapping unit: regions of fewer than N pixels take their surrounding class "
+                         "(rasterio's sieve, 4-connected, by bands of rows; default 0: none)")
     sp.add_argument("--flips", action="store_true",
                     help="test-time augmentation: average the class probabilities of the image and its left-right, "
                          "up-down and double flips (4x the forward passes)")
@@ -45,13 +51,16 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
 @dataclass(frozen=True)
 class MapOptions:
     """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
-    inference ``backend`` (``pointseg.backends``) and its ``int8`` graph."""
+    inference ``backend`` (``pointseg.backends``) and its ``int8`` graph, the minimum mapping unit ``sieve``, the
+    map's polygons (``vector``)."""
 
     tiling: Tiling = Tiling()
     cog: bool = False
     flips: bool = False
     backend: str = "auto"
     int8: bool = False
+    sieve: int = 0
+    vector: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -59,12 +68,23 @@ class MapOptions:
         if args.tile < MIN_TILE:
             raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
                              f"times slower and see too little context), got {args.tile}")
-        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8)
+        if args.sieve < 0:
+            raise ValueError(f"--sieve must be 0 or more pixels, got {args.sieve}")
+        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8,
+                   args.sieve, args.vector)
 
     def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
         """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when
         the run's training images are gone)."""
         return trained.predictor(self.flips, self.backend, self.int8, rasters)
 
+    def products(self, result: MapResult, classes: ClassTable) -> list[Path]:
+        """What is written from a finished map besides it: its polygons with ``vector``."""
+        if not self.vector:
+            return []
+        polygons = result.map.with_suffix(".gpkg")
+        write_polygons(result.map, polygons, classes)
+        return [polygons]
+
     def writer(self, target: str | Path, classes: ClassTable, confidence: str | Path | None = None) -> MapWriter:
-        return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog)
+        return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog, self.sieve)

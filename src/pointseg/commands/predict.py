@@ -95,6 +95,7 @@ def map_jobs(trained: runs.TrainedModel, jobs: list[tuple[Path, Path, Path | Non
             unreadable.append(str(e))
             continue
         written += [result.map] + ([result.confidence] if result.confidence else [])
+        written += options.products(result, trained.classes)
     return written, unreadable
 
 

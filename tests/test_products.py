@@ -1,0 +1,72 @@
+"""The map products analysts expect: a minimum mapping unit (sieve) applied while the map is written by bands of
+rows, equal to sieving the whole map; the map's polygons, covering each class's pixels exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.features import sieve
+
+from pointseg.data.classes import LOVEDA_CLASSES, ClassTable
+from pointseg.data.sources import GeoRef
+from pointseg.mapwriter import NODATA, MapWriter
+
+TABLE = ClassTable(("a", "b", "c", "d"), ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)))
+
+
+def speckled(size: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Classes in 6 x 6 blocks with 4% speckle (small regions), and a nodata corner."""
+    rng = np.random.default_rng(seed)
+    classes = np.kron(rng.integers(0, 4, (size // 6, size // 6)), np.ones((6, 6), np.int64)).astype(np.uint8)
+    noise = rng.random(classes.shape) < 0.04
+    classes[noise] = rng.integers(0, 4, int(noise.sum()))
+    valid = np.ones(classes.shape, bool)
+    valid[:20, :30] = False
+    return classes, valid
+
+
+@pytest.mark.parametrize("band, minimum", [(25, 20), (7, 20), (40, 5), (150, 20)])
+def test_sieving_by_bands_of_rows_equals_sieving_the_whole_map(tmp_path, band, minimum):
+    classes, valid = speckled()
+    writer = MapWriter(tmp_path / "map.tif", TABLE, sieve=minimum)
+    height, width = classes.shape
+    with writer.open(height, width, GeoRef("EPSG:32633", (1.0, 0.0, 500000.0, 0.0, -1.0, 5600000.0))) as out:
+        for top in range(0, height, band):
+            rows = slice(top, top + band)
+            out.write(top, classes[rows], np.zeros_like(classes[rows]), valid[rows])
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        got = ds.read(1)
+    want = np.where(valid, sieve(classes, minimum, mask=valid, connectivity=4), NODATA)
+    assert (got != classes)[valid].sum() > 100  # the speckle was sieved away
+    assert np.array_equal(got, want)
+
+
+def test_predict_sieve_and_vector_on_a_real_raster(tmp_path, tiny_run):
+    import pyogrio
+    import shapely
+
+    from pointseg.cli import main
+    from tests.conftest import shared_path
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    base = ["predict", "--run", str(tiny_run), "--input", str(landsat), "--tile", "128", "--backend", "torch"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "products"), "--sieve", "30", "--vector"]) == 0
+    with rasterio.open(tmp_path / "plain" / "RGB.byte.tif") as ds:
+        plain, valid, transform = ds.read(1), ds.read_masks(1) > 0, ds.transform
+    with rasterio.open(tmp_path / "products" / "RGB.byte.tif") as ds:
+        sieved = ds.read(1)
+    assert np.array_equal(sieved, np.where(valid, sieve(plain, 30, mask=valid, connectivity=4), NODATA))
+    assert (sieved != plain).sum() > 0
+    meta, _, geometry, fields = pyogrio.raw.read(tmp_path / "products" / "RGB.byte.gpkg")
+    assert meta["fields"].tolist() == ["class", "name", "area"] and "32618" in meta["crs"]
+    polygons = shapely.from_wkb(geometry)
+    pixel = abs(transform.a * transform.e)
+    for value in np.unique(sieved[valid]):  # the polygons of a class cover exactly its pixels
+        mine = fields[0] == value
+        assert fields[2][mine].sum() == pytest.approx((sieved == value).sum() * pixel, rel=1e-9)
+        assert set(fields[1][mine]) == {LOVEDA_CLASSES.names[value]}
+    assert np.allclose(fields[2], shapely.area(polygons))
+    assert len(polygons) == len(list(rasterio.features.shapes(sieved, mask=valid, connectivity=4)))
+
