@@ -10,6 +10,7 @@ from rasterio.features import sieve
 
 from pointseg.data.classes import LOVEDA_CLASSES, ClassTable
 from pointseg.data.sources import GeoRef
+from pointseg.maps import window_starts
 from pointseg.mapwriter import NODATA, MapWriter
 
 TABLE = ClassTable(("a", "b", "c", "d"), ((200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)))
@@ -70,3 +71,41 @@ def test_predict_sieve_and_vector_on_a_real_raster(tmp_path, tiny_run):
     assert np.allclose(fields[2], shapely.area(polygons))
     assert len(polygons) == len(list(rasterio.features.shapes(sieved, mask=valid, connectivity=4)))
 
+
+
+def test_predict_on_an_area_of_interest_computes_only_its_windows(tmp_path, tiny_run, caplog):
+    import json
+    import logging
+
+    from rasterio.warp import transform_geom
+
+    from pointseg.cli import main
+    from tests.conftest import shared_path
+
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    base = ["predict", "--run", str(tiny_run), "--input", str(landsat), "--tile", "128", "--backend", "torch"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    with rasterio.open(tmp_path / "plain" / "RGB.byte.tif") as ds:
+        plain, transform, crs = ds.read(1), ds.transform, ds.crs
+    left, top = transform @ (200, 150)
+    right, bottom = transform @ (420, 380)
+    with caplog.at_level(logging.INFO, logger="pointseg.maps"):
+        assert main([*base, "--out", str(tmp_path / "box"), "--aoi", f"{left},{bottom},{right},{top}"]) == 0
+    with rasterio.open(tmp_path / "box" / "RGB.byte.tif") as ds:
+        boxed = ds.read(1)
+    inside = np.zeros(plain.shape, bool)
+    inside[150:380, 200:420] = True
+    assert (boxed[~inside] == NODATA).all() and np.array_equal(boxed[inside], plain[inside])
+    windows = [int(m.split(" windows")[0].split()[-1]) for m in caplog.messages if " windows in " in m]
+    every = len(window_starts(plain.shape[0], 128, 64)) * len(window_starts(plain.shape[1], 128, 64))
+    assert windows == [25] and every == 132  # only the windows touching the area were computed
+    polygon = {"type": "Polygon", "coordinates": [[(left, bottom), (right, bottom), (right, top), (left, top),
+                                                   (left, bottom)]]}
+    layer = tmp_path / "aoi.geojson"  # the same area as a layer in another CRS
+    layer.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": transform_geom(crs, "EPSG:4326", polygon)}]}))
+    assert main([*base, "--out", str(tmp_path / "layer"), "--aoi", str(layer)]) == 0
+    with rasterio.open(tmp_path / "layer" / "RGB.byte.tif") as ds:
+        layered = ds.read(1)
+    assert (layered != boxed).mean() < 0.001  # the reprojected box's edges differ by a pixel at most here
+    assert main([*base, "--out", str(tmp_path / "bad"), "--aoi", "1,2,0,4"]) == 2

@@ -16,14 +16,18 @@ import logging
 import mmap
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 import torch
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
@@ -158,16 +162,53 @@ class RowBand:
             self._mmap = None
 
 
+def read_aoi(aoi: str, raster: str | Path) -> BaseGeometry:
+    """The area of interest ``aoi`` in ``raster``'s CRS: ``minx,miny,maxx,maxy`` (a box in the raster's CRS) or a
+    polygon layer in any CRS (its polygons' union, reprojected)."""
+    import shapely
+    from shapely.geometry import box, mapping, shape
+
+    parts = aoi.split(",")
+    if len(parts) == 4:
+        try:
+            minx, miny, maxx, maxy = (float(v) for v in parts)
+        except ValueError:
+            pass
+        else:
+            if not (minx < maxx and miny < maxy):
+                raise ValueError(f"--aoi {aoi}: give minx,miny,maxx,maxy with min < max")
+            return box(minx, miny, maxx, maxy)
+    import pyogrio.raw
+    from rasterio.warp import transform_geom
+
+    try:
+        meta, _, geometry, _ = pyogrio.raw.read(aoi, read_geometry=True, columns=[])
+    except Exception as e:  # noqa: BLE001 - pyogrio's errors name the file's problem
+        raise ValueError(f"{aoi}: cannot read the area of interest ({e})") from e
+    shapes = [g for g in shapely.from_wkb(geometry) if g is not None and g.area > 0]
+    if not shapes:
+        raise ValueError(f"{aoi}: no polygon in the area of interest")
+    with rasterio.open(raster) as ds:
+        crs = ds.crs
+    union = shapely.union_all(shapes)
+    if meta.get("crs") and crs is not None:
+        union = shape(transform_geom(meta["crs"], crs, mapping(union)))
+    elif meta.get("crs") != (crs.to_wkt() if crs else None) and (meta.get("crs") or crs):
+        raise ValueError(f"{aoi}: the area of interest or the raster has no CRS: give a box in the raster's CRS")
+    return union
+
+
 def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, writer: MapWriter,
                    tiling: Tiling = Tiling(), *, progress: bool = True, spill_bytes: int = SPILL_BYTES,
-                   certainty_kind: str = "max") -> MapResult:
+                   certainty_kind: str = "max", aoi: BaseGeometry | None = None) -> MapResult:
     """Predict the class map of raster ``ref`` of ``source`` with ``predictor`` and write it with ``writer`` (see
     the module doc).
 
     ``tiling``: windows of ``tiling.tile`` model pixels (the model sees the raster at ``predictor.scale`` of its
     resolution); ``spill_bytes``: a band of sums larger than this is kept in a file beside the map (see
     ``RowBand``); ``certainty_kind``: what the confidence holds (``inference.certainty``: ``max`` probability,
-    ``margin`` or ``entropy``).
+    ``margin`` or ``entropy``); ``aoi``: an area of interest in the raster's CRS: only the windows touching it are
+    computed, and pixels outside it are nodata.
     """
     if source.band_count(ref) != predictor.bands:
         raise ValueError(f"{ref.image}: {source.band_count(ref)} bands, but the model takes {predictor.bands} "
@@ -180,7 +221,10 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     side = max(1, round(tiling.tile / predictor.scale))  # window side at full resolution
     stride = max(1, round(side * (1 - tiling.overlap)))
     rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
-    t0, forward = time.perf_counter(), 0.0
+    georef = source.georef(ref)
+    transform = rasterio.Affine(*georef.transform) if georef.transform else rasterio.Affine.identity()
+    touches = _touching(aoi, transform, side, height, width)
+    t0, forward, computed = time.perf_counter(), 0.0, 0
     classes = predictor.classes.num_classes
     band_bytes = (classes + 2) * min(side, height) * width * 4
     spill = writer.map.parent if band_bytes > spill_bytes else None
@@ -195,7 +239,8 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, source.georef(ref)) as out:
         try:
             for i, row in enumerate(rows):
-                for batch in _batches([(row, col) for col in cols], tiling.batch_size):
+                for batch in _batches([(row, col) for col in cols if touches(row, col)], tiling.batch_size):
+                    computed += len(batch)
                     windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
                     probabilities, seconds = predictor.window_probabilities(windows)
                     forward += seconds
@@ -204,24 +249,44 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                         band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
                     band.release()
                 done = (rows[i + 1] if i + 1 < len(rows) else height) - row
-                _write_rows(out, band, done, certainty_kind)
+                _write_rows(out, band, done, certainty_kind, aoi, transform)
                 bar.update(done * width)
                 bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
         finally:
             band.close()
     bar.close()
     result = MapResult(writer.map, writer.confidence, tuple(source.bands[ref.image]), height, width,
-                       time.perf_counter() - t0, forward, len(rows) * len(cols))
+                       time.perf_counter() - t0, forward, computed)
     log.info("%s: %d x %d pixels, %d windows in %.1f s (%.2f MPix/s), of which the model %.1f s", ref.image, height,
              width, result.windows, result.seconds, result.megapixels_per_s, forward)
     return result
 
 
 def map_raster(predictor: Predictor, raster: str | Path, writer: MapWriter, tiling: Tiling = Tiling(),
-               certainty_kind: str = "max") -> MapResult:
-    """The map of one raster file (see ``predict_raster``)."""
+               certainty_kind: str = "max", aoi: str | None = None) -> MapResult:
+    """The map of one raster file (see ``predict_raster``; ``aoi``: as ``read_aoi`` takes it)."""
     source = predictor.raster_source((raster,))
-    return predict_raster(predictor, source, source.refs[0], writer, tiling, certainty_kind=certainty_kind)
+    area = read_aoi(aoi, raster) if aoi else None
+    return predict_raster(predictor, source, source.refs[0], writer, tiling, certainty_kind=certainty_kind,
+                          aoi=area)
+
+
+def _touching(aoi: BaseGeometry | None, transform: rasterio.Affine, side: int, height: int, width: int
+              ) -> Callable[[int, int], bool]:
+    """Whether the window of ``side`` pixels at (row, col) touches ``aoi`` (always, without one)."""
+    if aoi is None:
+        return lambda row, col: True
+    from shapely.geometry import box
+    from shapely.prepared import prep
+
+    prepared = prep(aoi)
+
+    def touches(row: int, col: int) -> bool:
+        bottom, right = min(row + side, height), min(col + side, width)
+        xs, ys = zip(*(transform @ (c, r) for r, c in ((row, col), (bottom, right))), strict=True)
+        return bool(prepared.intersects(box(min(xs), min(ys), max(xs), max(ys))))
+
+    return touches
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -229,7 +294,13 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _write_rows(out: MapRows, band: RowBand, rows: int, certainty_kind: str = "max") -> None:
+def _write_rows(out: MapRows, band: RowBand, rows: int, certainty_kind: str = "max",
+                aoi: BaseGeometry | None = None, transform: rasterio.Affine | None = None) -> None:
     top = band.top
     classes, confidence, valid = band.finish(rows, certainty_kind)
+    if aoi is not None and transform is not None:  # pixels whose centre is outside the area of interest: nodata
+        from rasterio.features import geometry_mask
+
+        valid &= geometry_mask([aoi], out_shape=valid.shape, transform=transform * rasterio.Affine.translation(0, top),
+                               invert=True)
     out.write(top, classes, confidence, valid)

@@ -35,7 +35,7 @@ class RasterMapper:
 
         try:
             writer = self.options.writer(target, self.predictor.classes, confidence)
-            result = map_raster(self.predictor, raster, writer, self.options.tiling)
+            result = map_raster(self.predictor, raster, writer, self.options.tiling, aoi=self.options.aoi)
         except ValueError as e:
             return [], str(e)
         extra = [str(p) for p in self.options.products(result, self.predictor.classes)]

@@ -62,7 +62,7 @@ def run_map_evaluation(mask: str | Path, out: str | Path, run: str | Path | None
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".map-") as tmp:
         writer = options.writer(Path(tmp) / "map.tif", trained.classes, Path(tmp) / "confidence.tif")
-        result = map_raster(options.predictor(trained, [raster]), raster, writer, options.tiling)
+        result = map_raster(options.predictor(trained, [raster]), raster, writer, options.tiling, aoi=options.aoi)
         return evaluate_map(result.map, mask, table, out, confidence=result.confidence, image=raster,
                             image_bands=result.bands[:3])
 

@@ -140,7 +140,7 @@ def map_and_report(request: MapRequest, import_summary: str, why: str, times: di
     writer = request.options.writer(out / "map.tif", trained.classes,
                                     out / "confidence.tif" if request.confidence else None)
     predictor = request.options.predictor(trained, [request.raster])
-    result = map_raster(predictor, request.raster, writer, request.options.tiling)
+    result = map_raster(predictor, request.raster, writer, request.options.tiling, aoi=request.options.aoi)
     request.options.products(result, trained.classes)
     times["map"] = result.seconds
     picture = display_thumbnail(request.raster, picture_bands(request.raster, result.bands))

@@ -27,6 +27,9 @@ def with_tiling(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--overlap", type=float, default=Tiling.overlap, help="share of a window its neighbour covers")
     sp.add_argument("--batch-size", type=int, default=Tiling.batch_size, help="raster windows per forward pass")
     sp.add_argument("--cog", action="store_true", help="write Cloud-Optimised GeoTIFFs with overviews")
+    sp.add_argument("--aoi", metavar="FILE|minx,miny,maxx,maxy",
+                    help="area of interest: a polygon layer in any CRS, or a box in the raster's CRS; only windows "
+                         "touching it are computed, pixels outside it are nodata")
     sp.add_argument("--vector", action="store_true",
                     help="also write the map's regions as polygons: <map>.gpkg in the raster's CRS, fields class, "
                          "name, area")
@@ -52,7 +55,7 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
 class MapOptions:
     """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
     inference ``backend`` (``pointseg.backends``) and its ``int8`` graph, the minimum mapping unit ``sieve``, the
-    map's polygons (``vector``)."""
+    map's polygons (``vector``), an area of interest (``aoi``)."""
 
     tiling: Tiling = Tiling()
     cog: bool = False
@@ -61,6 +64,7 @@ class MapOptions:
     int8: bool = False
     sieve: int = 0
     vector: bool = False
+    aoi: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -71,7 +75,7 @@ class MapOptions:
         if args.sieve < 0:
             raise ValueError(f"--sieve must be 0 or more pixels, got {args.sieve}")
         return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8,
-                   args.sieve, args.vector)
+                   args.sieve, args.vector, args.aoi)
 
     def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
         """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when

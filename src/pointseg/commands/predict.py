@@ -90,7 +90,8 @@ def map_jobs(trained: runs.TrainedModel, jobs: list[tuple[Path, Path, Path | Non
     predictor, written, unreadable = options.predictor(trained, [job[0] for job in jobs]), [], []
     for raster, target, conf in jobs:
         try:
-            result = map_raster(predictor, raster, options.writer(target, trained.classes, conf), options.tiling)
+            result = map_raster(predictor, raster, options.writer(target, trained.classes, conf), options.tiling,
+                                aoi=options.aoi)
         except ValueError as e:
             unreadable.append(str(e))
             continue
