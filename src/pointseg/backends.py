@@ -6,9 +6,9 @@ batch size is free), exported on first use with ``torch.onnx`` and kept in the r
 user cache folder when the run directory cannot be written), named by the model file's digest, so a changed model
 gets new graphs. A graph onnxruntime cannot build falls back to torch with a warning.
 
-``auto`` (the default) picks onnxruntime on the CPU and torch on a GPU: on this project's CPUs onnxruntime ran the
-same models 1.3-1.5x faster than torch (BENCHMARKS 5 and 11); on a GPU torch runs CUDA (onnxruntime's CUDA build is
-another package).
+``auto`` (the default) picks onnxruntime on the CPU and torch on a GPU: on this project's CPU onnxruntime ran the
+model's forward 1.74x faster than torch and made the same map 1.47x faster (BENCHMARKS 11); on a GPU torch runs
+CUDA (onnxruntime's CUDA build is another package).
 """
 
 from __future__ import annotations
