@@ -301,6 +301,6 @@ def _write_rows(out: MapRows, band: RowBand, rows: int, certainty_kind: str = "m
     if aoi is not None and transform is not None:  # pixels whose centre is outside the area of interest: nodata
         from rasterio.features import geometry_mask
 
-        valid &= geometry_mask([aoi], out_shape=valid.shape, transform=transform * rasterio.Affine.translation(0, top),
+        valid &= geometry_mask([aoi], out_shape=valid.shape, transform=transform @ rasterio.Affine.translation(0, top),
                                invert=True)
     out.write(top, classes, confidence, valid)
