@@ -270,6 +270,32 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
             save(results)
 
 
+def product_costs(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    """What ``--sieve 25``, ``--vector`` and ``--aoi`` (a box of the raster's central quarter) cost on the 10k mosaic
+    with the default backend, against the plain map of the same session (the ``10k_onnxruntime`` cell)."""
+    raster = build_mosaic(args.work / "mosaic_10k.tif", 10000, tiles)
+    with rasterio.open(raster) as ds:
+        b = ds.bounds
+    dx, dy = (b.right - b.left) / 4, (b.top - b.bottom) / 4
+    quarter = f"{b.left + dx},{b.bottom + dy},{b.right - dx},{b.top - dy}"
+    for name, extra in (("plain", []), ("sieve25", ["--sieve", "25"]), ("vector", ["--vector"]),
+                        ("aoi_quarter", ["--aoi", quarter])):
+        if name in results.get("products", {}):
+            continue
+        out = args.work / f"products_{name}"
+        run = measured(pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--out", str(out),
+                                *extra))
+        run.pop("stderr")
+        record = {**run}
+        if name == "vector":
+            import pyogrio
+
+            record["polygons"] = int(pyogrio.read_info(out / f"{raster.stem}.gpkg")["features"])
+        results.setdefault("products", {})[name] = record
+        print(name, record, flush=True)
+        save(results)
+
+
 def backend_args(backend: str) -> list[str]:
     """The command-line arguments of a backend cell: ``int8`` is onnxruntime's int8 graph."""
     return ["--backend", "onnxruntime", "--int8"] if backend == "int8" else ["--backend", backend]
@@ -298,7 +324,7 @@ def main() -> None:
     p.add_argument("--sides", type=int, nargs="+", default=[10000, 20000])
     p.add_argument("--scale", type=float, default=0.5, help="the run's data.scale")
     p.add_argument("--sample-batches", type=int, default=12)
-    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx", "backends"],
+    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx", "backends", "products"],
                    default=["large", "seams", "ray", "onnx"])
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "int8"],
                    help="backends phase: which (int8: onnxruntime's int8 graph)")
@@ -309,7 +335,8 @@ def main() -> None:
     results = json.loads(existing.read_text()) if existing.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "rss_limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
     tiles = loveda_tiles(Path(args.data_root))
-    steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed, "backends": backend_maps}
+    steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed, "backends": backend_maps,
+             "products": product_costs}
     for name in args.only:
         steps[name](args, tiles, results)
     print(json.dumps(results, indent=2))
