@@ -10,6 +10,8 @@ each other's clicks: each change is applied to the state on disk, not to a copy 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,13 @@ from pointseg.io import write_json
 PROJECT, CLICKS = "project.json", "clicks.json"
 MAX_NAME = 64  # characters of a class name
 HEX = set("0123456789abcdefABCDEF")
+
+
+def lower_priority(nice: int = 10) -> None:
+    """Lower the calling thread's priority (the app's background work: overviews, scores; Linux gives each thread
+    its own nice value, elsewhere nothing changes)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class ProjectError(ValueError):

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ import torch
 import yaml
 
 from pointseg import build, runs
-from pointseg.app.project import Project, ProjectError, rgb
+from pointseg.app.project import Project, ProjectError, lower_priority, rgb
 from pointseg.config import flatten, resolve_settings
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
@@ -73,12 +71,6 @@ class Drawn:
     full: runs.TrainedModel | None = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
-
-
-def lower_priority(nice: int = 10) -> None:
-    """Lower the calling thread's priority (Linux: a thread's nice value is its own)."""
-    if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 class Session:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +19,7 @@ import numpy as np
 from PIL import Image
 from rio_tiler.io import Reader
 
-from pointseg.app.project import rgb
+from pointseg.app.project import lower_priority, rgb
 from pointseg.data.raster import open_raster, picture_bands, read_thumbnail
 
 TILE = 256
@@ -114,8 +111,7 @@ class ImageTiles:
         """``build_overviews`` in a background thread of lower priority once the first view is served: after
         ``quiet`` seconds without a tile (``wait`` at most), so that building them, which reads the whole raster,
         does not slow the first view down."""
-        if sys.platform == "linux":  # a thread's nice value is its own on Linux
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        lower_priority()
         started = time.monotonic()
         while time.monotonic() - started < wait:
             if self.last_tile is not None and time.monotonic() - self.last_tile >= quiet:
