@@ -153,9 +153,10 @@ def test_click_update_reload_delete_in_a_real_browser(server, tmp_path):
 
 
 def screenshot(page, tmp_path: Path, name: str) -> None:
-    page.screenshot(path=str(tmp_path / name))
-    if os.environ.get("POINTSEG_SCREENSHOTS"):
-        page.screenshot(path=str(Path(os.environ["POINTSEG_SCREENSHOTS"]) / name))
+    """``name`` (a JPEG: the README keeps one) in the test's folder, and in $POINTSEG_SCREENSHOTS when set."""
+    for folder in (tmp_path, os.environ.get("POINTSEG_SCREENSHOTS")):
+        if folder:
+            page.screenshot(path=str(Path(folder) / name), type="jpeg", quality=80)
 
 
 def open_page(p, url: str, ready: str, width: int = 1000, height: int = 700):
@@ -207,7 +208,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
             page.wait_for_function("document.getElementById('status').textContent.includes('click accuracy')",
                                    timeout=60000)
             page.wait_for_timeout(800)
-            screenshot(page, tmp_path, "app-landsat.png")
+            screenshot(page, tmp_path, "app-landsat.jpg")
             tile = np.asarray(Image.open(io.BytesIO(page.request.get(
                 f"{url.split('/?')[0]}/api/tiles/map/0/0/0.png").body())).convert("RGBA"))
             colours = {tuple(c) for c in tile[tile[..., 3] > 0][:, :3].tolist()}
