@@ -12,6 +12,8 @@ the script can be stopped and started again; runs go one at a time):
   the folds phase kept), the baseline and the new default on dense masks, and the random-forest peer on the same
   clicks.
 - ``budget``: 1 seed; baseline, new default and peer at 5, 10, 20 and 50 clicks per image.
+- ``precision``: 3 seeds; the new default trained in float32 (``train.amp=false``) and in bf16 autocast
+  (``train.amp=true``; what ``auto`` picks on a CPU with AVX512-BF16 or AMX), to choose ``train.amp``'s default.
 - ``annotators``: 3 seeds; the new default with class-balanced clicks, and an active round: 10 uniform clicks, a
   model trained on them (the new default), 10 more per image where ``pointseg suggest`` points (answered from the
   masks by ``points simulate --at``), a model trained from scratch on the 20; against 20 uniform clicks.
@@ -164,7 +166,9 @@ def run_cell(phase: str, cell: str, sets: list[str], seed: int, root: Path, work
         run(cmd)
         result[key] = scores(work / f"{key}.json")
     last = json.loads((work / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    facts = json.loads((work / "run" / "run.json").read_text())["invocations"][-1]
     result |= {"total_seconds": round(time.perf_counter() - t0, 1), "last_log": last,
+               "precision": facts.get("precision", "bf16" if facts.get("amp") else "float32"), "cpu": facts.get("cpu"),
                "commands": [shlex.join(c) for c in commands]}
     if peer and per_image is not None:  # the peer, on exactly these clicks
         forest_json = work / "random_forest.json"
@@ -196,7 +200,7 @@ def reuse_levers_run(cell: str, per_image: int, seed: int) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=("select", "folds", "levers", "budget", "annotators"))
+    p.add_argument("phase", choices=("select", "folds", "levers", "budget", "annotators", "precision"))
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True, help="folder with the ImageNet encoder checkpoints")
     p.add_argument("--work", type=Path, default=Path("/tmp/pointseg-clicks"))
@@ -224,6 +228,11 @@ def main() -> None:
                 else:
                     run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights,
                              peer=cell == "baseline")
+    elif args.phase == "precision":
+        for seed in args.seeds:  # both cells of a seed together: an interrupted phase leaves paired seeds
+            for cell, amp in (("default_fp32", "false"), ("default_bf16", "true")):
+                run_cell("precision", cell, [*LEVERS[DEFAULT], f"train.amp={amp}"], seed, args.data_root, args.work,
+                         args.weights)
     elif args.phase == "annotators":
         for seed in args.seeds:
             run_cell("annotators", "class_balanced", LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights,

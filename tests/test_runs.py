@@ -113,6 +113,7 @@ def test_resume_without_inputs_keeps_the_points_and_continues_exactly(tmp_path, 
     assert [i["from_step"] for i in info["invocations"]] == [0, 4], "each invocation recorded, none overwritten"
     assert info["invocations"][1]["argv"][-1] == "--resume"
     assert info["invocations"][1]["device"] == "cpu" and info["invocations"][1]["amp"] is False  # tiny runs: fp32
+    assert info["invocations"][1]["precision"] == "float32" and info["invocations"][1]["cpu"]
     assert info["inputs"]["points"]["path"] == str(points.resolve())
 
 

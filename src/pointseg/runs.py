@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import platform
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -161,12 +162,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else the platform's word for it): numbers from different
+    CPUs differ (bf16 native or emulated, SIMD width), so runs and benchmarks say which one made them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def invocation(argv: list[str] | None, from_step: int, **facts: Any) -> dict[str, Any]:
     """One entry of ``run.json``'s ``invocations``: this command, the code that runs it and ``facts`` of the
-    machine (e.g. the device and whether bf16 autocast was used)."""
+    machine (e.g. the device and whether bf16 autocast was used), with the CPU's model."""
     return {"argv": argv or [], "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "from_step": from_step, "git_commit": git_commit(), "pointseg_version": __version__,
-            "torch_version": torch.__version__, "threads": torch.get_num_threads(), **facts}
+            "torch_version": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_model(), **facts}
 
 
 def start_run(run_dir: Path, cfg: dict, inputs: TrainInputs, argv: list[str] | None, **facts: Any) -> bool:

@@ -63,7 +63,8 @@ def _train_run(cfg: dict, run_dir: Path, inputs: build.TrainInputs, resume: bool
     checkpoint_path = run_dir / runs.CHECKPOINT
     checkpoint = load_checkpoint(checkpoint_path, device) if resume and checkpoint_path.exists() else None
     created = False
-    facts = {"device": str(device), "amp": placement.amp, "parameters": run.model.parameter_counts(),
+    facts = {"device": str(device), "amp": placement.amp, "precision": "bf16" if placement.amp else "float32",
+             "parameters": run.model.parameter_counts(),
              "processes": distribution.world_size}
     if distribution.is_main:
         if resume:
