@@ -75,6 +75,7 @@ LEVER_CELLS = ("baseline", "propagate", "gated_crf", "steps500", "lite2", "defau
 # there, so it is the 500-step schedule on the masks).
 DENSE_CELLS = {"dense": "baseline", "dense_default": DEFAULT}
 TRAIN_TILES, FOLDS = 16, 4
+PRECISION_CELLS = {"default_bf16": "true", "default_fp32": "false"}  # train.amp of each precision phase cell
 FOLD_CELLS = ("baseline", "propagate", "steps500")
 
 
@@ -229,10 +230,10 @@ def main() -> None:
                     run_cell("levers", cell, LEVERS[cell], seed, args.data_root, args.work, args.weights,
                              peer=cell == "baseline")
     elif args.phase == "precision":
-        for seed in args.seeds:  # both cells of a seed together: an interrupted phase leaves paired seeds
-            for cell, amp in (("default_fp32", "false"), ("default_bf16", "true")):
-                run_cell("precision", cell, [*LEVERS[DEFAULT], f"train.amp={amp}"], seed, args.data_root, args.work,
-                         args.weights)
+        for cell in args.cells or PRECISION_CELLS:
+            for seed in args.seeds:
+                run_cell("precision", cell, [*LEVERS[DEFAULT], f"train.amp={PRECISION_CELLS[cell]}"], seed,
+                         args.data_root, args.work, args.weights)
     elif args.phase == "annotators":
         for seed in args.seeds:
             run_cell("annotators", "class_balanced", LEVERS[DEFAULT], seed, args.data_root, args.work, args.weights,
