@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+import torch.nn.functional as F
 from affine import Affine
 from torch import nn
 
@@ -17,7 +18,7 @@ from pointseg.data.raster import RasterSource
 from pointseg.inference import predict_logits
 from pointseg.maps import Tiling, hann, predict_raster, window_starts
 from pointseg.mapwriter import MapWriter
-from pointseg.predictor import Predictor
+from pointseg.predictor import Predictor, blend_grid, model_pixels
 from tests.conftest import shared_path
 
 CLASSES = ClassTable(("water", "forest", "urban \"core\""), ((0, 0, 255), (0, 255, 0), (255, 0, 0)))
@@ -73,6 +74,44 @@ def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, heigh
     with rasterio.open(result.map) as ds, rasterio.open(out / "conf.tif") as cs:
         assert np.array_equal(ds.read(1), expected)
         assert np.abs(cs.read(1).astype(int) - np.rint(confidence * 100)).max() <= 1
+
+
+@pytest.mark.parametrize("height, width, tile, overlap, scale, spill_bytes", [
+    (101, 77, 16, 0.5, 0.5, 2**30), (64, 64, 16, 0.25, 0.5, 2**30), (20, 30, 64, 0.5, 0.5, 2**30),
+    (203, 50, 8, 0.5, 0.25, 2**30), (101, 77, 16, 0.5, 0.5, 0)])
+def test_a_map_blended_at_the_model_resolution_equals_the_whole_raster_up_sampled_once(
+        tmp_path, height, width, tile, overlap, scale, spill_bytes, monkeypatch):
+    """At ``scale`` 1/k the windows are blended on the model's grid and each band of rows is up-sampled once: for a
+    per-pixel model that is the whole raster reduced k-fold (padded with its edge pixels), the model on it, and its
+    probabilities up-sampled k-fold (bilinear, pixel centres aligned) in one go: the same classes to the pixel."""
+    monkeypatch.setattr("pointseg.maps.BAND_BLOCK", 8)
+    monkeypatch.setattr("pointseg.maps.ROWS_AT_ONCE", 3)  # bands of rows up-sampled in pieces, each with context
+    raster = write_raster(tmp_path / "scene.tif", height, width, seed=3)
+    source = RasterSource([raster], CLASSES)
+    model, scaling = PixelModel().eval(), BandScaling.full_range(3)
+    predictor = Predictor(model, CLASSES, scaling, scale=scale, mode="area")
+    out = tmp_path / "maps"
+    result = predict_raster(predictor, source, source.refs[0], MapWriter(out / "map.tif", CLASSES, out / "conf.tif"),
+                            Tiling(tile, overlap, 2), progress=False, spill_bytes=spill_bytes)
+    k = round(1 / scale)
+    whole = source.read(source.refs[0])
+    reduced = torch.from_numpy(scaling(model_pixels(whole, scaling, scale, "area", k)))
+    assert tuple(reduced.shape[-2:]) == (-(-height // k), -(-width // k))
+    probs = predict_logits(model, reduced[None], amp=False).softmax(1)
+    full = F.interpolate(probs, scale_factor=k, mode="bilinear", align_corners=False)[0, :, :height, :width]
+    with rasterio.open(result.map) as ds, rasterio.open(out / "conf.tif") as cs:
+        assert np.array_equal(ds.read(1), full.argmax(0).numpy())
+        assert np.abs(cs.read(1).astype(int) - np.rint(full.max(0).values.numpy() * 100)).max() <= 1
+
+
+def test_the_windows_of_a_raster_fall_on_the_grid_of_model_pixels():
+    window = {"image": np.arange(5 * 3).reshape(5, 3, 1).astype(np.float32), "valid": np.ones((5, 3), bool)}
+    scaling = BandScaling((0.0,), (1.0,))
+    reduced = model_pixels(window, scaling, 0.5, "area", 2)[..., 0]  # padded with the edge row and column
+    rows = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13, 14], [12, 13, 14]]
+    padded = np.array([r + [r[-1]] for r in rows], np.float32)
+    assert np.allclose(reduced, padded.reshape(3, 2, 2, 2).mean((1, 3)))
+    assert blend_grid(0.5) == 2 and blend_grid(0.25) == 4 and blend_grid(1.0) == 1 and blend_grid(0.3) == 1
 
 
 def test_the_map_has_the_input_grid_colours_names_and_nodata_where_the_input_has_none(tmp_path):

@@ -17,6 +17,7 @@ import mmap
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import rasterio
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ from pointseg.data.sources import SampleRef
 from pointseg.inference import certainty, top_class
 from pointseg.io import check_space
 from pointseg.mapwriter import MapRows, MapWriter
-from pointseg.predictor import Predictor
+from pointseg.predictor import Predictor, blend_grid
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +95,21 @@ class MapResult:
 
 
 class RowBand:
-    """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide.
+    """Weighted probability sums for the rows ``[top, top + height)`` of a raster ``width`` wide, at the resolution
+    the windows are blended at (``predictor.blend_grid``).
 
-    The band is stored in blocks of ``block`` columns, each block contiguous (class sums, weight sum, validity for
-    all its rows), so a window touches the memory of the few blocks it overlaps and nothing beside them. With
-    ``spill`` (a folder), the blocks live in a file there, mapped into memory, and the pages a step touched are
-    handed back to the page cache after it (``release``): the process holds about one batch of windows, whatever
-    the width, and the kernel may write the rest to disk. The file is unlinked at once, so nothing is left behind,
-    even after a kill.
+    The band is stored in blocks of ``block`` columns, each block contiguous (class sums and weight sum for all its
+    rows), so a window touches the memory of the few blocks it overlaps and nothing beside them. With ``spill`` (a
+    folder), the blocks live in a file there, mapped into memory, and the pages a step touched are handed back to
+    the page cache after it (``release``): the process holds about one batch of windows, whatever the width, and
+    the kernel may write the rest to disk. The file is unlinked at once, so nothing is left behind, even after a
+    kill.
     """
 
     def __init__(self, classes: int, height: int, width: int, spill: str | Path | None = None,
                  block: int | None = None) -> None:
         self.top, self.width, self.block, self.classes, self._mmap = 0, width, block or BAND_BLOCK, classes, None
-        shape = (-(-width // self.block), classes + 2, height, self.block)  # planes: sums, weight sum, validity
+        shape = (-(-width // self.block), classes + 1, height, self.block)  # planes: sums, weight sum
         self._data: np.ndarray
         if spill is None:
             self._data = np.zeros(shape, dtype=np.float32)
@@ -122,33 +125,34 @@ class RowBand:
             start, stop = max(col, b * self.block), min(col + width, (b + 1) * self.block)
             yield b, slice(start - b * self.block, stop - b * self.block), slice(start - col, stop - col)
 
-    def add(self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
-        """Add one window's ``probs`` (C, h, w), weighted, at raster ``row``, ``col``."""
+    def add(self, probs: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        """Add one window's ``probs`` (C, h, w), weighted, at ``row``, ``col``."""
         r, (h, w), c = row - self.top, weight.shape, self.classes
         for b, inside, piece in self._pieces(col, w):
             data = self._data[b, :, r:r + h, inside]
             part = torch.from_numpy(weight[:, piece])
             torch.from_numpy(data[:c]).addcmul_(torch.from_numpy(probs[:, :, piece]), part)  # in place, threaded
             torch.from_numpy(data[c]).add_(part)
-            np.maximum(data[c + 1], valid[:, piece], out=data[c + 1])
 
-    def finish(self, rows: int, certainty_kind: str = "max") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Class, confidence (percent; ``certainty_kind`` as ``inference.certainty``, the max probability by default)
-        and validity of the first ``rows`` rows; the band then moves down by them (block by block)."""
-        classes = np.empty((rows, self.width), np.uint8)
-        confidence, valid = np.empty_like(classes), np.empty((rows, self.width), bool)
+    def probabilities(self, start: int, rows: int) -> torch.Tensor:
+        """The blended class probabilities ``(C, rows, width)`` of the band's rows ``[start, start + rows)`` (sums
+        over weight sums; 0 where no window reached)."""
+        out = torch.empty(self.classes, rows, self.width)
         c = self.classes
         for b, inside, piece in self._pieces(0, self.width):
+            data = torch.from_numpy(self._data[b, :, start:start + rows, inside])
+            torch.div(data[:c], data[c].clamp(1e-12), out=out[:, :, piece])
+        self.release()
+        return out
+
+    def advance(self, rows: int) -> None:
+        """Move the band down by ``rows`` (block by block; the new rows start at 0)."""
+        for b in range(self._data.shape[0]):
             data = self._data[b]
-            probs = torch.from_numpy(data[:c, :rows, inside]) / torch.from_numpy(data[c, :rows, inside]).clamp(1e-12)
-            classes[:, piece] = top_class(probs).numpy()
-            confidence[:, piece] = (certainty(probs, certainty_kind) * 100).round().numpy()
-            valid[:, piece] = data[c + 1, :rows, inside] > 0
             data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely
             data[:, -rows:] = 0
             self.release()
         self.top += rows
-        return classes, confidence, valid
 
     def release(self) -> None:
         """Hand the pages touched so far back to the page cache (a spilled band only; its contents stay)."""
@@ -160,6 +164,54 @@ class RowBand:
             del self._data
             self._mmap.close()
             self._mmap = None
+
+
+class ValidRows:
+    """Which raster pixels of the rows ``[top, top + height)`` some window read as valid (full resolution)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.top, self._data = 0, np.zeros((height, width), bool)
+
+    def add(self, valid: np.ndarray, row: int, col: int) -> None:
+        h, w = valid.shape
+        self._data[row - self.top:row - self.top + h, col:col + w] |= valid
+
+    def take(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows; the band then moves down by them."""
+        taken = self._data[:rows].copy()
+        self._data[:-rows] = self._data[rows:]
+        self._data[-rows:] = False
+        self.top += rows
+        return taken
+
+
+class Upsampling:
+    """Rows of blended probabilities at a ``grid`` of k x k raster pixels -> the raster's rows (``height`` x
+    ``width``), bilinearly, equal to up-sampling the whole blended raster at once (pixel centres aligned, k-fold).
+
+    Rows come in order from the top; a full-resolution row needs the two grid rows around it, so each call keeps its
+    last grid row as the next call's context and hands out the raster rows those rows fix: up to ``k * b - k // 2``
+    after ``b`` grid rows, and the rest with the last call. ``grid`` 1: the rows as they come."""
+
+    def __init__(self, grid: int, height: int, width: int) -> None:
+        self.grid, self.height, self.width = grid, height, width
+        self.received = 0  # grid rows so far
+        self.done = 0  # raster rows handed out so far
+        self.context: torch.Tensor | None = None
+
+    def __call__(self, probs: torch.Tensor, last: bool) -> tuple[int, torch.Tensor]:
+        """The next grid rows ``probs`` (C, n, w) -> ``(first raster row, probabilities (C, rows, width))``."""
+        k, top = self.grid, self.done
+        self.received += probs.shape[1]
+        if k == 1:
+            self.done = min(self.height, self.received)
+            return top, probs[:, :self.done - top, :self.width]
+        stack = probs if self.context is None else torch.cat([self.context, probs], 1)
+        first = (self.received - stack.shape[1]) * k  # raster row of the stack's first up-sampled row
+        full = F.interpolate(stack[None], scale_factor=k, mode="bilinear", align_corners=False)[0]
+        self.done = self.height if last else min(self.height, k * self.received - k // 2)
+        self.context = probs[:, -1:]
+        return top, full[:, top - first:self.done - first, :self.width]
 
 
 def read_aoi(aoi: str, raster: str | Path) -> BaseGeometry:
@@ -209,6 +261,12 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     ``RowBand``); ``certainty_kind``: what the confidence holds (``inference.certainty``: ``max`` probability,
     ``margin`` or ``entropy``); ``aoi``: an area of interest in the raster's CRS: only the windows touching it are
     computed, and pixels outside it are nodata.
+
+    Where ``1 / scale`` is a whole number k, windows are cut on the grid of the model's pixels (k x k raster
+    pixels each) and blended there, and each finished band of rows is up-sampled to full resolution once
+    (``Upsampling``); otherwise each window is resampled to full resolution and blended there. The next batch of
+    windows is read and reduced while the model runs on the current one, and finished rows are written while the
+    next band is computed.
     """
     if source.band_count(ref) != predictor.bands:
         raise ValueError(f"{ref.image}: {source.band_count(ref)} bands, but the model takes {predictor.bands} "
@@ -218,48 +276,94 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                     "statistics (%s to %s), which may not suit them; check the map", ref.image, source.band_dtype(ref),
                     predictor.dtype, predictor.scaling.low[0], predictor.scaling.high[0])
     height, width = source.size(ref)
-    side = max(1, round(tiling.tile / predictor.scale))  # window side at full resolution
+    grid = blend_grid(predictor.scale)  # raster pixels per side of a blended pixel
+    side = tiling.tile if grid > 1 else max(1, round(tiling.tile / predictor.scale))  # window side, grid pixels
     stride = max(1, round(side * (1 - tiling.overlap)))
-    rows, cols = window_starts(height, side, stride), window_starts(width, side, stride)
+    grid_height, grid_width = -(-height // grid), -(-width // grid)
+    rows, cols = window_starts(grid_height, side, stride), window_starts(grid_width, side, stride)
     georef = source.georef(ref)
     transform = rasterio.Affine(*georef.transform) if georef.transform else rasterio.Affine.identity()
-    touches = _touching(aoi, transform, side, height, width)
-    t0, forward, computed = time.perf_counter(), 0.0, 0
+    touches = _touching(aoi, transform, side * grid, grid, height, width)
+    plan = [[batch for batch in _batches([(row, col) for col in cols if touches(row * grid, col * grid)],
+                                         tiling.batch_size)] for row in rows]
+    t0, forward = time.perf_counter(), 0.0
     classes = predictor.classes.num_classes
-    band_bytes = (classes + 2) * min(side, height) * width * 4
+    band_height = min(side, grid_height)
+    band_bytes = (classes + 1) * band_height * grid_width * 4
     spill = writer.map.parent if band_bytes > spill_bytes else None
     map_bytes = height * width * (2 if writer.confidence else 1) * (2 if writer.cog else 1)  # uncompressed
     check_space(writer.map.parent, map_bytes + (band_bytes if spill else 0), f"the map of {ref.image} ({height} x "
                 f"{width} pixels, uncompressed, with its scratch files)", "map to another --out, or a smaller raster")
     writer.map.parent.mkdir(parents=True, exist_ok=True)
-    band = RowBand(classes, min(side, height), width, spill)
-    weight_rows, weight_cols = hann(min(side, height)), hann(min(side, width))
+    band, valid = RowBand(classes, band_height, grid_width, spill), ValidRows(min(grid * (side + 1), height), width)
+    upsample = Upsampling(grid, height, width)
+    weight_rows, weight_cols = hann(band_height), hann(min(side, grid_width))
     bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
                leave=False)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, source.georef(ref)) as out:
+
+    def read(batch: list[tuple[int, int]]) -> tuple[list[dict[str, np.ndarray]], list[torch.Tensor]]:
+        windows = [source.read(ref, (r * grid, c * grid, side * grid, side * grid)) for r, c in batch]
+        return windows, predictor.window_inputs(windows, grid)
+
+    batches = [(i, batch) for i, row_batches in enumerate(plan) for batch in row_batches]
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, georef) as out, \
+            ThreadPoolExecutor(1, thread_name_prefix="pointseg-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="pointseg-write") as writing:
+        ahead = reader.submit(read, batches[0][1]) if batches else None
+        written: Future | None = None
         try:
+            j = 0
             for i, row in enumerate(rows):
-                for batch in _batches([(row, col) for col in cols if touches(row, col)], tiling.batch_size):
-                    computed += len(batch)
-                    windows = [source.read(ref, (row, col, side, side)) for row, col in batch]
-                    probabilities, seconds = predictor.window_probabilities(windows)
+                while j < len(batches) and batches[j][0] == i:
+                    assert ahead is not None
+                    windows, images = ahead.result()
+                    batch = batches[j][1]
+                    j += 1
+                    ahead = reader.submit(read, batches[j][1]) if j < len(batches) else None
+                    probabilities, seconds = predictor.input_probabilities(images, windows, grid)
                     forward += seconds
                     for (r, c), window, probs in zip(batch, windows, probabilities, strict=True):
-                        h, w = window["valid"].shape
-                        band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], window["valid"], r, c)
+                        h, w = probs.shape[1:]
+                        band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], r, c)
+                        valid.add(window["valid"], r * grid, c * grid)
                     band.release()
-                done = (rows[i + 1] if i + 1 < len(rows) else height) - row
-                _write_rows(out, band, done, certainty_kind, aoi, transform)
-                bar.update(done * width)
-                bar.set_postfix(mpix_s=f"{(band.top * width / 1e6) / (time.perf_counter() - t0):.2f}")
+                finished = (rows[i + 1] if i + 1 < len(rows) else grid_height) - row
+                top, map_classes, confidence = _finish(band, upsample, finished, i + 1 == len(rows), certainty_kind)
+                if written is not None:
+                    written.result()  # in order, one band at a time
+                written = writing.submit(_write_rows, out, top, map_classes, confidence,
+                                         valid.take(map_classes.shape[0]), aoi, transform)
+                bar.update(map_classes.shape[0] * width)
+                bar.set_postfix(mpix_s=f"{(upsample.done * width / 1e6) / (time.perf_counter() - t0):.2f}")
+            if written is not None:
+                written.result()
         finally:
             band.close()
+            if ahead is not None:
+                ahead.cancel()
     bar.close()
     result = MapResult(writer.map, writer.confidence, tuple(source.bands[ref.image]), height, width,
-                       time.perf_counter() - t0, forward, computed)
+                       time.perf_counter() - t0, forward, sum(len(b) for _, b in batches))
     log.info("%s: %d x %d pixels, %d windows in %.1f s (%.2f MPix/s), of which the model %.1f s", ref.image, height,
              width, result.windows, result.seconds, result.megapixels_per_s, forward)
     return result
+
+
+ROWS_AT_ONCE = 32  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
+
+
+def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certainty_kind: str
+            ) -> tuple[int, np.ndarray, np.ndarray]:
+    """The first ``rows`` rows of ``band`` are final: their raster rows (first row, classes, confidence in percent)
+    that ``upsample`` can hand out now; the band then moves down by them."""
+    top, classes, confidence = upsample.done, [], []
+    for start in range(0, rows, ROWS_AT_ONCE):
+        n = min(ROWS_AT_ONCE, rows - start)
+        _, probs = upsample(band.probabilities(start, n), last and start + n == rows)
+        classes.append(top_class(probs).to(torch.uint8).numpy())
+        confidence.append((certainty(probs, certainty_kind) * 100).round().to(torch.uint8).numpy())
+    band.advance(rows)
+    return top, np.concatenate(classes), np.concatenate(confidence)
 
 
 def map_raster(predictor: Predictor, raster: str | Path, writer: MapWriter, tiling: Tiling = Tiling(),
@@ -271,9 +375,11 @@ def map_raster(predictor: Predictor, raster: str | Path, writer: MapWriter, tili
                           aoi=area)
 
 
-def _touching(aoi: BaseGeometry | None, transform: rasterio.Affine, side: int, height: int, width: int
+def _touching(aoi: BaseGeometry | None, transform: rasterio.Affine, side: int, margin: int, height: int, width: int
               ) -> Callable[[int, int], bool]:
-    """Whether the window of ``side`` pixels at (row, col) touches ``aoi`` (always, without one)."""
+    """Whether the window of ``side`` raster pixels at (row, col), grown by ``margin`` pixels on every side,
+    touches ``aoi`` (always, without one). The margin is one blended pixel: the up-sampling of a pixel inside the
+    area reads its neighbours, whose windows are computed too, so the map inside equals the whole map's."""
     if aoi is None:
         return lambda row, col: True
     from shapely.geometry import box
@@ -282,8 +388,9 @@ def _touching(aoi: BaseGeometry | None, transform: rasterio.Affine, side: int, h
     prepared = prep(aoi)
 
     def touches(row: int, col: int) -> bool:
-        bottom, right = min(row + side, height), min(col + side, width)
-        xs, ys = zip(*(transform @ (c, r) for r, c in ((row, col), (bottom, right))), strict=True)
+        top, left = max(0, row - margin), max(0, col - margin)
+        bottom, right = min(row + side + margin, height), min(col + side + margin, width)
+        xs, ys = zip(*(transform @ (c, r) for r, c in ((top, left), (bottom, right))), strict=True)
         return bool(prepared.intersects(box(min(xs), min(ys), max(xs), max(ys))))
 
     return touches
@@ -294,10 +401,8 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _write_rows(out: MapRows, band: RowBand, rows: int, certainty_kind: str = "max",
+def _write_rows(out: MapRows, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray,
                 aoi: BaseGeometry | None = None, transform: rasterio.Affine | None = None) -> None:
-    top = band.top
-    classes, confidence, valid = band.finish(rows, certainty_kind)
     if aoi is not None and transform is not None:  # pixels whose centre is outside the area of interest: nodata
         from rasterio.features import geometry_mask
 

@@ -115,35 +115,60 @@ class Predictor:
         for sample, logits in self.iter_logits(dataset, progress, unreadable):
             yield sample, top_class(logits).to(torch.uint8).numpy()
 
+    def window_inputs(self, windows: list[dict[str, np.ndarray]], grid: int = 1) -> list[torch.Tensor]:
+        """What the model takes of raw raster windows (``image`` (h, w, B) and ``valid``; invalid pixels read as
+        each band's low): each at ``scale``, scaled bands ``(B, h', w')``. With ``grid`` k > 1 (``1 / scale``, a
+        whole number) each model pixel is the mean of k x k raster pixels, a window padded at its bottom and right
+        to multiples of k with its edge pixels, so the windows of a raster fall on one grid (``blend_grid``)."""
+        return [torch.from_numpy(self.scaling(model_pixels(w, self.scaling, self.scale, self.mode, grid)))
+                for w in windows]
+
     @torch.no_grad()
-    def window_probabilities(self, windows: list[dict[str, np.ndarray]]) -> tuple[list[np.ndarray], float]:
-        """Class probabilities ``(C, h, w)`` at full resolution of raw raster windows (``image`` (h, w, B) and
-        ``valid``; invalid pixels read as each band's low), and the seconds the model itself took. The model sees
-        each window at ``scale``; softmax comes before resampling back (a quarter of the work at scale 0.5, and
-        still a distribution per pixel)."""
-        sizes = {w["valid"].shape for w in windows}
-        images = [torch.from_numpy(self.scaling(model_pixels(w, self.scaling, self.scale, self.mode)))
-                  for w in windows]
-        if len(sizes) == 1:  # one batch (the usual case: only rasters smaller than a window differ)
-            logits, seconds = self.timed_logits(torch.stack(images))
-            return list(_at_size(logits.softmax(1), next(iter(sizes)))), seconds
+    def input_probabilities(self, images: list[torch.Tensor], windows: list[dict[str, np.ndarray]], grid: int = 1
+                            ) -> tuple[list[np.ndarray], float]:
+        """Class probabilities of ``windows`` from their ``images`` (``window_inputs``), and the seconds the model
+        itself took: ``(C, h, w)`` at full resolution with ``grid`` 1, at the model's (the images') resolution
+        otherwise. Softmax comes before any resampling, so each pixel keeps a distribution."""
+        sizes = [tuple(w["valid"].shape) if grid == 1 else tuple(i.shape[-2:])
+                 for w, i in zip(windows, images, strict=True)]
+        if len({tuple(i.shape) for i in images}) == 1 and len(set(sizes)) == 1:  # one batch (only rasters smaller
+            logits, seconds = self.timed_logits(torch.stack(images))         # than a window differ)
+            return list(_at_size(logits.softmax(1), sizes[0])), seconds
         probs, total = [], 0.0
-        for image, w in zip(images, windows, strict=True):
+        for image, size in zip(images, sizes, strict=True):
             logits, seconds = self.timed_logits(image[None])
-            probs.append(_at_size(logits.softmax(1), w["valid"].shape)[0])
+            probs.append(_at_size(logits.softmax(1), size)[0])
             total += seconds
         return probs, total
 
+    def window_probabilities(self, windows: list[dict[str, np.ndarray]], grid: int = 1
+                             ) -> tuple[list[np.ndarray], float]:
+        """``input_probabilities`` of raw raster windows."""
+        return self.input_probabilities(self.window_inputs(windows, grid), windows, grid)
 
 
-def model_pixels(window: dict[str, np.ndarray], scaling: BandScaling, scale: float, mode: str) -> np.ndarray:
+def blend_grid(scale: float) -> int:
+    """Raster pixels per side of the pixels a map's windows are blended at: ``1 / scale`` where that is a whole
+    number (the model's own pixels: 2 at scale 0.5), else 1 (each window resampled to full resolution first)."""
+    factor = 1 / scale
+    return max(1, round(factor)) if abs(factor - round(factor)) < 1e-6 else 1
+
+
+def model_pixels(window: dict[str, np.ndarray], scaling: BandScaling, scale: float, mode: str,
+                 grid: int = 1) -> np.ndarray:
     """A window's raw pixels (``image``, and ``valid`` where it has one) with nodata set to the bands' low,
-    resampled to ``scale`` with the ``mode`` filter."""
+    resampled to ``scale`` with the ``mode`` filter; with ``grid`` k > 1 (``1 / scale``), padded at the bottom and
+    right to multiples of k with its edge pixels and reduced by exactly k (see ``Predictor.window_probabilities``)."""
     pixels = np.array(window["image"])
     if "valid" in window:
         pixels[~np.asarray(window["valid"])] = np.asarray(scaling.low).astype(pixels.dtype)
     h, w = pixels.shape[:2]
-    return resize_image(pixels, scaled_size(h, w, scale), mode)
+    if grid == 1:
+        return resize_image(pixels, scaled_size(h, w, scale), mode)
+    pad_h, pad_w = -h % grid, -w % grid
+    if pad_h or pad_w:
+        pixels = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return resize_image(pixels, ((h + pad_h) // grid, (w + pad_w) // grid), mode)
 
 
 def _at_size(probs: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
