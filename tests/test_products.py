@@ -109,3 +109,58 @@ def test_predict_on_an_area_of_interest_computes_only_its_windows(tmp_path, tiny
         layered = ds.read(1)
     assert (layered != boxed).mean() < 0.001  # the reprojected box's edges differ by a pixel at most here
     assert main([*base, "--out", str(tmp_path / "bad"), "--aoi", "1,2,0,4"]) == 2
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_a_killed_prediction_resumed_equals_an_uninterrupted_one(tmp_path, tiny_loveda, tiny_overrides, monkeypatch,
+                                                                  scale):
+    """``predict --resume`` keeps the finished bands of rows; run again after a crash it recomputes only the windows
+    that reach below the last of them and writes the same map (sieved, with its confidence) as a run never cut."""
+    import json
+
+    from pointseg.cli import main
+    from pointseg.maps import PartialMap
+    from pointseg.predictor import Predictor
+    from tests.conftest import shared_path
+
+    run = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run),
+                 *[a for o in [*tiny_overrides, f"data.scale={scale}"] for a in ("--set", o)]]) == 0
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    base = ["predict", "--run", str(run), "--input", str(landsat), "--tile", "128", "--backend", "torch",
+            "--sieve", "30", "--confidence"]
+    windows: list[int] = []
+    original_forward, original_add = Predictor.input_probabilities, PartialMap.add
+    monkeypatch.setattr(Predictor, "input_probabilities",
+                        lambda self, images, *a: windows.append(len(images)) or original_forward(self, images, *a))
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    full = sum(windows)
+
+    def killed_after_three_bands(self, *args):
+        if self.windows_done == 3:
+            raise OSError("killed")
+        original_add(self, *args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(PartialMap, "add", killed_after_three_bands)
+    windows.clear()
+    assert main([*base, "--out", str(out), "--resume"]) != 0
+    partial = out / ".RGB.byte.tif.partial"
+    assert json.loads((partial / "progress.json").read_text())["windows_done"] == 3
+    assert not (out / "RGB.byte.tif").exists()
+    monkeypatch.setattr(PartialMap, "add", original_add)
+    windows.clear()
+    assert main([*base, "--out", str(out), "--resume"]) == 0
+    assert 0 < sum(windows) < full  # only what was not finished, and the windows reaching into it
+    for name in ("RGB.byte.tif", "RGB.byte_confidence.tif"):
+        with rasterio.open(tmp_path / "plain" / name) as want, rasterio.open(out / name) as got:
+            assert np.array_equal(got.read(1), want.read(1)) and got.transform == want.transform
+    assert not partial.exists()
+    # a partial map of other inputs (here another tiling) is not continued: started afresh, the same map
+    monkeypatch.setattr(PartialMap, "add", killed_after_three_bands)
+    assert main([*base, "--out", str(tmp_path / "other"), "--resume", "--overlap", "0.25"]) != 0
+    monkeypatch.setattr(PartialMap, "add", original_add)
+    assert main([*base, "--out", str(tmp_path / "other"), "--resume"]) == 0
+    with rasterio.open(tmp_path / "plain" / "RGB.byte.tif") as want, \
+            rasterio.open(tmp_path / "other" / "RGB.byte.tif") as got:
+        assert np.array_equal(got.read(1), want.read(1))

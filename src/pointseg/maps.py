@@ -12,15 +12,18 @@ grow with the raster's height or width. The model runs through a ``Predictor``; 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import mmap
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import rasterio
@@ -34,8 +37,8 @@ if TYPE_CHECKING:
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
 from pointseg.inference import certainty, top_class
-from pointseg.io import check_space
-from pointseg.mapwriter import MapRows, MapWriter
+from pointseg.io import check_space, write_json
+from pointseg.mapwriter import NODATA, MapRows, MapWriter
 from pointseg.predictor import Predictor, blend_grid
 
 log = logging.getLogger(__name__)
@@ -214,6 +217,66 @@ class Upsampling:
         return top, full[:, top - first:self.done - first, :self.width]
 
 
+class PartialMap:
+    """The rows of a map computed so far, kept with ``--resume`` in a folder beside the map (``.<map>.partial``):
+    the classes (``NODATA`` where no pixel was valid) and the confidence as raw arrays the size of the map, flushed
+    to disk after each band of rows, then ``progress.json`` (written atomically after them): the inputs' ``key``,
+    the window rows done and the bands of raster rows finished. A killed map continues from its last finished band
+    (``predict_raster`` recomputes the windows that still reach below it, without writing their rows); once every
+    row is there the map is written from the arrays in the same bands, so the result equals an uninterrupted map's.
+    A folder whose key differs (another model, raster, tiling, backend...) is started afresh."""
+
+    def __init__(self, map_path: Path, key: str, height: int, width: int, confidence: bool) -> None:
+        self.folder, self.key = map_path.with_name(f".{map_path.name}.partial"), key
+        progress = self.folder / "progress.json"
+        state = None
+        if progress.exists():
+            try:
+                state = json.loads(progress.read_text())
+            except (OSError, ValueError):
+                state = None
+            if state is not None and state.get("key") != key:
+                log.warning("%s: the partial map there was made with other inputs; starting afresh", self.folder)
+                state = None
+        if state is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+        self.windows_done: int = state["windows_done"] if state else 0  # window rows finished
+        self.bands: list[tuple[int, int]] = [tuple(b) for b in state["bands"]] if state else []  # (top, rows)
+        mode: Literal["r+", "w+"] = "r+" if state else "w+"
+        self.classes = np.memmap(self.folder / "classes.u8", np.uint8, mode, shape=(height, width))
+        self.confidence = (np.memmap(self.folder / "confidence.u8", np.uint8, mode, shape=(height, width))
+                           if confidence else None)
+
+    @property
+    def rows_done(self) -> int:
+        return sum(rows for _, rows in self.bands)
+
+    def add(self, window_row: int, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> None:
+        """Keep the finished raster rows ``top ..`` (of window row ``window_row``), durably."""
+        rows = slice(top, top + classes.shape[0])
+        self.classes[rows] = np.where(valid, classes, NODATA)
+        self.classes.flush()
+        if self.confidence is not None:
+            self.confidence[rows] = confidence
+            self.confidence.flush()
+        self.windows_done, self.bands = window_row + 1, [*self.bands, (top, classes.shape[0])]
+        write_json(self.folder / "progress.json", {"key": self.key, "windows_done": self.windows_done,
+                                                   "bands": self.bands})
+
+    def write(self, out: MapRows, aoi: BaseGeometry | None, transform: rasterio.Affine) -> None:
+        """Write the map from the kept rows, band by band as they were finished."""
+        for top, rows in self.bands:
+            classes = np.array(self.classes[top:top + rows])
+            confidence = (np.array(self.confidence[top:top + rows]) if self.confidence is not None
+                          else np.zeros_like(classes))
+            _write_rows(out, top, classes, confidence, classes != NODATA, aoi, transform)
+
+    def remove(self) -> None:
+        del self.classes, self.confidence
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def read_aoi(aoi: str, raster: str | Path) -> BaseGeometry:
     """The area of interest ``aoi`` in ``raster``'s CRS: ``minx,miny,maxx,maxy`` (a box in the raster's CRS) or a
     polygon layer in any CRS (its polygons' union, reprojected)."""
@@ -252,7 +315,8 @@ def read_aoi(aoi: str, raster: str | Path) -> BaseGeometry:
 
 def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, writer: MapWriter,
                    tiling: Tiling = Tiling(), *, progress: bool = True, spill_bytes: int = SPILL_BYTES,
-                   certainty_kind: str = "max", aoi: BaseGeometry | None = None) -> MapResult:
+                   certainty_kind: str = "max", aoi: BaseGeometry | None = None, resume: str | None = None
+                   ) -> MapResult:
     """Predict the class map of raster ``ref`` of ``source`` with ``predictor`` and write it with ``writer`` (see
     the module doc).
 
@@ -260,7 +324,9 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     resolution); ``spill_bytes``: a band of sums larger than this is kept in a file beside the map (see
     ``RowBand``); ``certainty_kind``: what the confidence holds (``inference.certainty``: ``max`` probability,
     ``margin`` or ``entropy``); ``aoi``: an area of interest in the raster's CRS: only the windows touching it are
-    computed, and pixels outside it are nodata.
+    computed, and pixels outside it are nodata; ``resume``: a key of the inputs (model, raster, options): rows are
+    kept as they are finished (``PartialMap``), and a map killed before the end continues from its last finished
+    band of rows when it is run again with the same key.
 
     Where ``1 / scale`` is a whole number k, windows are cut on the grid of the model's pixels (k x k raster
     pixels each) and blended there, and each finished band of rows is up-sampled to full resolution once
@@ -291,21 +357,30 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     band_height = min(side, grid_height)
     band_bytes = (classes + 1) * band_height * grid_width * 4
     spill = writer.map.parent if band_bytes > spill_bytes else None
-    map_bytes = height * width * (2 if writer.confidence else 1) * (2 if writer.cog else 1)  # uncompressed
+    copies = 1 + bool(writer.cog) + bool(resume)  # the map, a COG's scratch copy, the rows kept to resume
+    map_bytes = height * width * (2 if writer.confidence else 1) * copies  # uncompressed
     check_space(writer.map.parent, map_bytes + (band_bytes if spill else 0), f"the map of {ref.image} ({height} x "
                 f"{width} pixels, uncompressed, with its scratch files)", "map to another --out, or a smaller raster")
     writer.map.parent.mkdir(parents=True, exist_ok=True)
+    partial = PartialMap(writer.map, resume, height, width, writer.confidence is not None) if resume else None
+    start = partial.windows_done if partial else 0
+    # a resumed map recomputes, without writing them, the window rows that reach below its last finished band
+    replay = next((j for j in range(start) if rows[j] + side >= rows[start]), start) if start < len(rows) else start
     band, valid = RowBand(classes, band_height, grid_width, spill), ValidRows(min(grid * (side + 1), height), width)
     upsample = Upsampling(grid, height, width)
+    if replay:  # the state of an uninterrupted map at window row ``replay``, but for rows that are not written
+        band.top = upsample.received = rows[replay]
+        upsample.done = valid.top = grid * rows[replay] - grid // 2
+        upsample.context = torch.zeros(classes, 1, grid_width)
     weight_rows, weight_cols = hann(band_height), hann(min(side, grid_width))
-    bar = tqdm(total=height * width, unit="pix", unit_scale=True, desc=f"map {ref.id}", disable=not progress,
-               leave=False)
+    bar = tqdm(total=height * width, initial=(partial.rows_done if partial else 0) * width, unit="pix",
+               unit_scale=True, desc=f"map {ref.id}", disable=not progress, leave=False)
 
     def read(batch: list[tuple[int, int]]) -> tuple[list[dict[str, np.ndarray]], list[torch.Tensor]]:
         windows = [source.read(ref, (r * grid, c * grid, side * grid, side * grid)) for r, c in batch]
         return windows, predictor.window_inputs(windows, grid)
 
-    batches = [(i, batch) for i, row_batches in enumerate(plan) for batch in row_batches]
+    batches = [(i, batch) for i, row_batches in enumerate(plan) if i >= replay for batch in row_batches]
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, georef) as out, \
             ThreadPoolExecutor(1, thread_name_prefix="pointseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="pointseg-write") as writing:
@@ -314,6 +389,8 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
         try:
             j = 0
             for i, row in enumerate(rows):
+                if i < replay:
+                    continue
                 while j < len(batches) and batches[j][0] == i:
                     assert ahead is not None
                     windows, images = ahead.result()
@@ -329,18 +406,28 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                     band.release()
                 finished = (rows[i + 1] if i + 1 < len(rows) else grid_height) - row
                 top, map_classes, confidence = _finish(band, upsample, finished, i + 1 == len(rows), certainty_kind)
+                valid_rows = valid.take(map_classes.shape[0])
+                if i < start:
+                    continue  # finished before the map was resumed
                 if written is not None:
                     written.result()  # in order, one band at a time
-                written = writing.submit(_write_rows, out, top, map_classes, confidence,
-                                         valid.take(map_classes.shape[0]), aoi, transform)
+                if partial is not None:
+                    written = writing.submit(partial.add, i, top, map_classes, confidence, valid_rows)
+                else:
+                    written = writing.submit(_write_rows, out, top, map_classes, confidence, valid_rows, aoi,
+                                             transform)
                 bar.update(map_classes.shape[0] * width)
                 bar.set_postfix(mpix_s=f"{(upsample.done * width / 1e6) / (time.perf_counter() - t0):.2f}")
             if written is not None:
                 written.result()
+            if partial is not None:
+                partial.write(out, aoi, transform)
         finally:
             band.close()
             if ahead is not None:
                 ahead.cancel()
+    if partial is not None:
+        partial.remove()
     bar.close()
     result = MapResult(writer.map, writer.confidence, tuple(source.bands[ref.image]), height, width,
                        time.perf_counter() - t0, forward, sum(len(b) for _, b in batches))
@@ -367,12 +454,21 @@ def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certaint
 
 
 def map_raster(predictor: Predictor, raster: str | Path, writer: MapWriter, tiling: Tiling = Tiling(),
-               certainty_kind: str = "max", aoi: str | None = None) -> MapResult:
-    """The map of one raster file (see ``predict_raster``; ``aoi``: as ``read_aoi`` takes it)."""
+               certainty_kind: str = "max", aoi: str | None = None, resume: str | None = None) -> MapResult:
+    """The map of one raster file (see ``predict_raster``; ``aoi``: as ``read_aoi`` takes it; ``resume``: a key of
+    the model, which the raster's path, size and time, the tiling, the area of interest and the predictor's backend
+    and precision complete)."""
     source = predictor.raster_source((raster,))
     area = read_aoi(aoi, raster) if aoi else None
+    if resume is not None:
+        stat = Path(raster).stat()
+        resume = json.dumps({"model": resume, "raster": str(Path(raster).resolve()), "bytes": stat.st_size,
+                             "mtime_ns": stat.st_mtime_ns, "tiling": dataclasses.astuple(tiling), "aoi": aoi,
+                             "certainty": certainty_kind, "backend": predictor.backend,
+                             "precision": predictor.precision, "flips": predictor.flips, "head": predictor.head,
+                             "confidence": bool(writer.confidence)})
     return predict_raster(predictor, source, source.refs[0], writer, tiling, certainty_kind=certainty_kind,
-                          aoi=area)
+                          aoi=area, resume=resume)
 
 
 def _touching(aoi: BaseGeometry | None, transform: rasterio.Affine, side: int, margin: int, height: int, width: int

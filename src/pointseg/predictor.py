@@ -129,8 +129,8 @@ class Predictor:
         """Class probabilities of ``windows`` from their ``images`` (``window_inputs``), and the seconds the model
         itself took: ``(C, h, w)`` at full resolution with ``grid`` 1, at the model's (the images') resolution
         otherwise. Softmax comes before any resampling, so each pixel keeps a distribution."""
-        sizes = [tuple(w["valid"].shape) if grid == 1 else tuple(i.shape[-2:])
-                 for w, i in zip(windows, images, strict=True)]
+        sizes: list[tuple[int, int]] = [(w["valid"].shape[0], w["valid"].shape[1]) if grid == 1 else
+                                        (i.shape[-2], i.shape[-1]) for w, i in zip(windows, images, strict=True)]
         if len({tuple(i.shape) for i in images}) == 1 and len(set(sizes)) == 1:  # one batch (only rasters smaller
             logits, seconds = self.timed_logits(torch.stack(images))         # than a window differ)
             return list(_at_size(logits.softmax(1), sizes[0])), seconds

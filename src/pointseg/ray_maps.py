@@ -28,6 +28,7 @@ class RasterMapper:
         torch.set_num_threads(threads)
         trained = runs.load_run(run, head=dataset)
         self.predictor, self.options = options.predictor(trained), options
+        self.resume = options.resume_key(trained)
 
     def map(self, raster: str, target: str, confidence: str | None) -> tuple[list[str], str | None]:
         """The written paths, or the reason the raster could not be mapped."""
@@ -35,7 +36,8 @@ class RasterMapper:
 
         try:
             writer = self.options.writer(target, self.predictor.classes, confidence)
-            result = map_raster(self.predictor, raster, writer, self.options.tiling, aoi=self.options.aoi)
+            result = map_raster(self.predictor, raster, writer, self.options.tiling, aoi=self.options.aoi,
+                                resume=self.resume)
         except ValueError as e:
             return [], str(e)
         extra = [str(p) for p in self.options.products(result, self.predictor.classes)]

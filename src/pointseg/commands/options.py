@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pointseg import runs
-from pointseg.backends import BACKENDS
+from pointseg.backends import BACKENDS, file_digest
 from pointseg.data.classes import ClassTable
 from pointseg.maps import MapResult, Tiling
 from pointseg.mapwriter import MapWriter, write_polygons
@@ -55,7 +55,7 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
 class MapOptions:
     """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
     inference ``backend`` (``pointseg.backends``) and its ``int8`` graph, the minimum mapping unit ``sieve``, the
-    map's polygons (``vector``), an area of interest (``aoi``)."""
+    map's polygons (``vector``), an area of interest (``aoi``), rows kept to continue a killed map (``resume``)."""
 
     tiling: Tiling = Tiling()
     cog: bool = False
@@ -65,6 +65,7 @@ class MapOptions:
     sieve: int = 0
     vector: bool = False
     aoi: str | None = None
+    resume: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -75,12 +76,21 @@ class MapOptions:
         if args.sieve < 0:
             raise ValueError(f"--sieve must be 0 or more pixels, got {args.sieve}")
         return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8,
-                   args.sieve, args.vector, args.aoi)
+                   args.sieve, args.vector, args.aoi, getattr(args, "resume", False))
 
     def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
         """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when
         the run's training images are gone)."""
         return trained.predictor(self.flips, self.backend, self.int8, rasters)
+
+    def resume_key(self, trained: runs.TrainedModel) -> str | None:
+        """What identifies the model of a resumable map (``maps.map_raster`` adds the raster and the options):
+        its model file's digest; ``None`` without ``resume``."""
+        if not self.resume:
+            return None
+        if trained.path is None:
+            raise ValueError("--resume needs a model saved in a run directory")
+        return file_digest(trained.path)
 
     def products(self, result: MapResult, classes: ClassTable) -> list[Path]:
         """What is written from a finished map besides it: its polygons with ``vector``."""

@@ -88,10 +88,11 @@ def map_jobs(trained: runs.TrainedModel, jobs: list[tuple[Path, Path, Path | Non
     """Map each ``(raster, target, confidence or None)`` in this process; the written paths and one message per
     raster that could not be read."""
     predictor, written, unreadable = options.predictor(trained, [job[0] for job in jobs]), [], []
+    resume = options.resume_key(trained)
     for raster, target, conf in jobs:
         try:
             result = map_raster(predictor, raster, options.writer(target, trained.classes, conf), options.tiling,
-                                aoi=options.aoi)
+                                aoi=options.aoi, resume=resume)
         except ValueError as e:
             unreadable.append(str(e))
             continue
@@ -125,6 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     with_tiling(pr)
     pr.add_argument("--confidence", action="store_true",
                     help="also write <name>_confidence.tif: max-softmax probability in percent")
+    pr.add_argument("--resume", action="store_true",
+                    help="keep each map's finished rows beside it (.<map>.partial/), so that a killed prediction run "
+                         "again with --resume continues from its last finished band of rows (same result)")
     pr.add_argument("--ray", type=int, nargs="?", const=0, metavar="WORKERS",
                     help="map rasters in parallel on Ray actors (WORKERS: how many; default one per CPU)")
     pr.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
