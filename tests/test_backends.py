@@ -124,3 +124,37 @@ def test_int8_quantizes_the_convolutions_calibrated_on_the_runs_images_or_the_ma
     landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
     windows = runs.load_run(tiny_run, device="cpu").calibration_windows([landsat])(3, 64, 64)
     assert [w.shape for w in windows] == [(1, 3, 64, 64)] * 3 and all(0 <= w.min() <= w.max() <= 1 for w in windows)
+
+
+def test_predictions_are_float32_unless_bf16_is_asked_for_whatever_the_run_trained_in(tiny_run, tiny_loveda, tmp_path):
+    import json
+
+    import yaml
+
+    config = tiny_run / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    cfg["train"]["amp"] = True  # as a run trained in bf16
+    config.write_text(yaml.safe_dump(cfg))
+    trained = runs.load_run(tiny_run, device="cpu")
+    plain, bf16 = trained.predictor(backend="torch"), trained.predictor(precision="bf16")
+    assert (plain.amp, plain.precision) == (False, "float32")
+    assert (bf16.amp, bf16.precision, bf16.backend) == (True, "bf16", "torch")  # auto picks torch for bf16
+    x = real_windows(64)
+    assert not torch.equal(plain.logits(x), bf16.logits(x))  # bf16 arithmetic: close, not equal
+    assert float((plain.logits(x) - bf16.logits(x)).abs().max()) < 0.5
+    for wrong in ({"backend": "onnxruntime"}, {"int8": True}):
+        with pytest.raises(ValueError, match="bf16"):
+            trained.predictor(precision="bf16", **wrong)
+    with pytest.raises(ValueError, match="precision"):
+        trained.predictor(precision="float16")
+    landsat = shared_path("data", "geo", "landsat-rgb", "RGB.byte.tif")
+    assert main(["predict", "--run", str(tiny_run), "--input", str(landsat), "--out", str(tmp_path / "m"),
+                 "--precision", "bf16", "--tile", "256"]) == 0
+    assert main(["predict", "--run", str(tiny_run), "--input", str(landsat), "--out", str(tmp_path / "m"),
+                 "--precision", "bf16", "--backend", "onnxruntime"]) == 2
+    for precision, backend in (("bf16", "torch"), ("float32", "onnxruntime")):  # the scores say what made them
+        out = tmp_path / f"{precision}.json"
+        assert main(["evaluate", "--run", str(tiny_run), "--data-root", str(tiny_loveda), "--split", "Val",
+                     "--precision", precision, "--out", str(out)]) == 0
+        made = json.loads(out.read_text())["predicted_by"]
+        assert (made["backend"], made["precision"], made["device"]) == (backend, precision, "cpu") and made["cpu"]

@@ -465,15 +465,21 @@ def build_runtime(cfg: dict) -> Runtime:
     return Runtime(device, use_amp(train.amp, device), train.threads)
 
 
+PRECISIONS = ("float32", "bf16")  # of a prediction's forward pass with torch
+
+
 def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, scaling: BandScaling,
-                    head: str, flips: bool = False, dtype: str | None = None) -> Predictor:
+                    head: str, flips: bool = False, dtype: str | None = None, precision: str = "float32"
+                    ) -> Predictor:
     """The ``Predictor`` of a trained ``model`` whose config (with ``data`` as its ``head``'s dataset is read) is
-    ``cfg``: it reads the bands ``data.bands``, sees images at ``data.scale`` with the ``labels.mode`` filter, and
-    uses bf16 autocast as ``train.amp`` resolves on the model's device."""
-    device = next(model.parameters()).device
+    ``cfg``: it reads the bands ``data.bands`` and sees images at ``data.scale`` with the ``labels.mode`` filter;
+    ``precision``: ``float32`` (the default: a bf16 map can differ from it, whatever ``train.amp`` trained in; see
+    BENCHMARKS 11) or ``bf16`` autocast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
     bands = cfg["data"]["bands"]
-    return Predictor(model, classes, scaling, cfg["data"]["scale"], cfg["labels"]["mode"],
-                     use_amp(cfg["train"]["amp"], device), flips, head, tuple(bands) if bands else None, dtype)
+    return Predictor(model, classes, scaling, cfg["data"]["scale"], cfg["labels"]["mode"], precision == "bf16",
+                     flips, head, tuple(bands) if bands else None, dtype)
 
 
 def build_train_options(cfg: dict) -> tuple[TrainOptions, OptimOptions]:

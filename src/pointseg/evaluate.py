@@ -22,7 +22,7 @@ from pointseg.data.raster import (
     same_grid,
     thumbnail_shape,
 )
-from pointseg.inference import top_class
+from pointseg.inference import cpu_model, top_class
 from pointseg.io import atomic_path, write_json, write_text
 from pointseg.mapwriter import NODATA
 from pointseg.metrics import confusion_matrix, format_table, summarize
@@ -39,7 +39,8 @@ def evaluate(predictor: Predictor, dataset: EvalDataset, out: str | Path, overla
              n_bins: int = 15) -> dict:
     """Metrics of ``predictor`` over every labeled pixel of ``dataset`` at full resolution.
 
-    Writes ``out`` (JSON with top-level ``miou`` and ``ece``), ``<out stem>.txt`` (table),
+    Writes ``out`` (JSON with top-level ``miou``, ``ece`` and ``predicted_by``: the backend, precision and CPU that
+    made the predictions), ``<out stem>.txt`` (table),
     ``<out stem>_confusion.png``, ``<out stem>_reliability.png`` and ``<out stem>_overlays.png`` (the first
     ``overlays`` images).
     """
@@ -56,16 +57,26 @@ def evaluate(predictor: Predictor, dataset: EvalDataset, out: str | Path, overla
             image = display_rgb(sample["image"].numpy())
             shown.append((sample["id"], thumbnail(image), thumbnail(sample["mask"].numpy().astype(np.uint8)),
                           thumbnail(pred)))
-    return write_metrics(cm, bins, classes, out, len(dataset), shown)
+    return write_metrics(cm, bins, classes, out, len(dataset), shown, predicted_by(predictor))
+
+
+def predicted_by(predictor: Predictor) -> dict[str, str]:
+    """Which backend and precision made a prediction, on which device (and CPU model): numbers from machines that
+    differ (native or emulated bf16) stay comparable."""
+    return {"backend": predictor.backend, "precision": predictor.precision, "device": str(predictor.device),
+            "cpu": cpu_model()}
 
 
 def write_metrics(cm: torch.Tensor, bins: torch.Tensor | None, classes: ClassTable, out: str | Path, images: int,
-                  shown: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]]) -> dict:
+                  shown: Sequence[tuple[str, np.ndarray | None, np.ndarray | None, np.ndarray]],
+                  predicted: dict[str, str] | None = None) -> dict:
     """Write ``out`` (JSON metrics), ``<stem>.txt`` (table) and the confusion, reliability (with ``bins``) and
-    overlay (``shown``) plots; returns the metrics."""
+    overlay (``shown``) plots; returns the metrics (``predicted``: ``predicted_by`` of the predictor)."""
     out = Path(out)
     metrics = summarize(cm.numpy(), list(classes.names))
     metrics["images"] = images
+    if predicted is not None:
+        metrics["predicted_by"] = predicted
     metrics["calibration"] = reliability(bins) if bins is not None else None
     metrics["ece"] = metrics["calibration"]["ece"] if bins is not None else None
     write_json(out, metrics)

@@ -4,8 +4,10 @@ pixel's class probabilities are; bf16 autocast where it is native."""
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,18 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else the platform's word for it): numbers from different
+    CPUs differ (bf16 native or emulated, SIMD width), so runs and benchmarks say which one made them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def use_amp(setting: bool | str, device: torch.device) -> bool:

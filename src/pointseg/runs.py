@@ -15,7 +15,6 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import platform
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from pointseg.data.dataset import EvalDataset
 from pointseg.data.raster import ground_sample_distance
 from pointseg.data.sources import ImageFolder, Source
 from pointseg.engine import CHECKPOINT, METRICS, pick_device
+from pointseg.inference import cpu_model
 from pointseg.io import check_writable, read_torch_file, write_json, write_text, write_torch_file
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
 from pointseg.predictor import Predictor, model_pixels
@@ -162,18 +162,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux's ``/proc/cpuinfo``, else the platform's word for it): numbers from different
-    CPUs differ (bf16 native or emulated, SIMD width), so runs and benchmarks say which one made them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def invocation(argv: list[str] | None, from_step: int, **facts: Any) -> dict[str, Any]:
     """One entry of ``run.json``'s ``invocations``: this command, the code that runs it and ``facts`` of the
     machine (e.g. the device and whether bf16 autocast was used), with the CPU's model."""
@@ -274,14 +262,17 @@ class TrainedModel:
         return {**self.cfg, "data": self.data[self.head]}
 
     def predictor(self, flips: bool = False, backend: str = "auto", int8: bool = False,
-                  calibration_rasters: Sequence[str | Path] = ()) -> Predictor:
+                  calibration_rasters: Sequence[str | Path] = (), precision: str = "float32") -> Predictor:
         """The model of the head in use as a ``Predictor`` (``flips``: test-time augmentation) run by ``backend``
         (``pointseg.backends``: ``auto`` is onnxruntime on the CPU, torch on a GPU); ``int8``: onnxruntime's int8
         graph, calibrated on windows of the run's training images, or of ``calibration_rasters`` (the rasters
-        being mapped) when those are gone."""
+        being mapped) when those are gone; ``precision``: ``float32`` or ``bf16`` (autocast, torch only: ``auto``
+        then picks torch)."""
         predictor = build.build_predictor(self.head_cfg, self.model, self.classes, self.scaling, self.head, flips,
-                                          self.dtype)
-        chosen = resolve_backend(backend, predictor.device)
+                                          self.dtype, precision)
+        if precision == "bf16" and (backend == "onnxruntime" or int8):
+            raise ValueError("--precision bf16 runs torch's autocast: leave --backend onnxruntime and --int8 out")
+        chosen = "torch" if precision == "bf16" else resolve_backend(backend, predictor.device)
         if int8 and chosen != "onnxruntime":
             raise ValueError("--int8 runs onnxruntime's quantized graph on the CPU: leave --backend torch out")
         if chosen == "onnxruntime":

@@ -17,13 +17,15 @@ from pointseg.mapwriter import map_class_names
 
 
 def run_evaluation(run: str | Path, data_root: str | Path, split: str, out: str | Path, flips: bool = False,
-                   dataset_name: str | None = None, backend: str = "auto", int8: bool = False) -> dict:
+                   dataset_name: str | None = None, backend: str = "auto", int8: bool = False,
+                   precision: str = "float32") -> dict:
     """Metrics of a finished run (directory or ``model.pt``) on ``split`` at full label resolution (``flips``:
     with test-time augmentation; ``backend``: ``pointseg.backends``). ``dataset_name``: which of the run's datasets
     (model heads) ``data_root`` is; required for a model of several."""
     check_writable(Path(out).parent)
     trained = runs.load_run(run, head=dataset_name)
-    return evaluate(trained.predictor(flips, backend, int8), trained.dataset(data_root, split), out)
+    return evaluate(trained.predictor(flips, backend, int8, precision=precision), trained.dataset(data_root, split),
+                    out)
 
 
 def mask_table(classes: str | Path | None, trained: runs.TrainedModel | None, map_path: str | Path | None
@@ -73,7 +75,7 @@ def main(args: argparse.Namespace) -> dict:
                                      MapOptions.from_args(args))
     elif args.run and args.data_root:
         metrics = run_evaluation(args.run, args.data_root, args.split, args.out, args.flips, args.dataset,
-                                 args.backend, args.int8)
+                                 args.backend, args.int8, args.precision)
     else:
         raise ValueError("evaluate needs --run with --data-root, or --mask with --run and --raster, or with --map")
     print(Path(args.out).with_suffix(".txt").read_text(), end="")

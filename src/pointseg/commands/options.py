@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pointseg import runs
 from pointseg.backends import BACKENDS, file_digest
+from pointseg.build import PRECISIONS
 from pointseg.data.classes import ClassTable
 from pointseg.maps import MapResult, Tiling
 from pointseg.mapwriter import MapWriter, write_polygons
@@ -49,6 +50,10 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--int8", action="store_true",
                     help="onnxruntime's int8 graph (convolutions quantized, calibrated on windows of the run's "
                          "training images, or of the rasters mapped when those are gone)")
+    sp.add_argument("--precision", choices=PRECISIONS, default="float32",
+                    help="arithmetic of the model: float32 (default, whatever the run trained in) or bf16 (torch's "
+                         "autocast; faster on GPUs and CPUs with AVX512-BF16/AMX, but its maps differ: see "
+                         "BENCHMARKS 11)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class MapOptions:
     vector: bool = False
     aoi: str | None = None
     resume: bool = False
+    precision: str = "float32"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MapOptions:
@@ -76,12 +82,12 @@ class MapOptions:
         if args.sieve < 0:
             raise ValueError(f"--sieve must be 0 or more pixels, got {args.sieve}")
         return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8,
-                   args.sieve, args.vector, args.aoi, getattr(args, "resume", False))
+                   args.sieve, args.vector, args.aoi, getattr(args, "resume", False), args.precision)
 
     def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
         """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when
         the run's training images are gone)."""
-        return trained.predictor(self.flips, self.backend, self.int8, rasters)
+        return trained.predictor(self.flips, self.backend, self.int8, rasters, self.precision)
 
     def resume_key(self, trained: runs.TrainedModel) -> str | None:
         """What identifies the model of a resumable map (``maps.map_raster`` adds the raster and the options):

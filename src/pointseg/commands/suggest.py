@@ -35,7 +35,7 @@ class SuggestRequest:
     """``per_image`` clicks to propose per image, scored by ``score`` (``inference.SCORES``), ``min_distance``
     full-resolution pixels apart and from the clicks so far (``None``: ``suggest.auto_distance``), classes with few
     clicks favoured by ``class_weight`` (0: not at all), probabilities averaged over ``flips``, the model run by
-    ``backend`` (``pointseg.backends``; ``int8``: its quantized graph)."""
+    ``backend`` (``pointseg.backends``; ``int8``: its quantized graph) in ``precision`` (``float32`` or ``bf16``)."""
 
     per_image: int
     score: str = "margin"
@@ -44,6 +44,7 @@ class SuggestRequest:
     flips: bool = False
     backend: str = "auto"
     int8: bool = False
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.per_image < 1:
@@ -142,7 +143,8 @@ def score_tiles(trained: runs.TrainedModel, data_root: str | Path, split: str, m
     if made is not None:
         check_against(made, [r.id for r in source.refs], {r.id: source.size(r) for r in source.refs
                                                         if r.id in made.images}, list(trained.classes.names))
-    for sample, logits in trained.predictor(request.flips, request.backend, request.int8).iter_logits(dataset):
+    for sample, logits in trained.predictor(request.flips, request.backend, request.int8,
+                                                       precision=request.precision).iter_logits(dataset):
         probs = logits.softmax(0)
         size = (int(probs.shape[-2]), int(probs.shape[-1]))
         picture = display_rgb(torch.nn.functional.interpolate(sample["image"][None], size=size)[0].numpy())
@@ -196,7 +198,7 @@ def run_suggestion(run: str | Path, out: str | Path, request: SuggestRequest, da
     found = Suggestions(request, trained.classes, made, out.parent / f"{out.stem}_overlays")
     layers: list[tuple[str, list[Suggestion], GeoRef]] = []
     if rasters:
-        predictor = trained.predictor(request.flips, request.backend, request.int8)
+        predictor = trained.predictor(request.flips, request.backend, request.int8, precision=request.precision)
         sources = [predictor.raster_source((r,)) for r in rasters]
         if made is not None:
             ids = [s.refs[0].id for s in sources]
@@ -247,7 +249,7 @@ def write_suggestion_layers(path: Path, layers: list[tuple[str, list[Suggestion]
 
 def main(args: argparse.Namespace) -> Path:
     request = SuggestRequest(args.per_image, args.score, args.min_distance, args.class_weight, args.flips,
-                             args.backend, args.int8)
+                             args.backend, args.int8, args.precision)
     points = run_suggestion(args.run, args.out, request, args.data_root, args.split, tuple(args.raster), args.points,
                             args.dataset)
     out = Path(args.out)
