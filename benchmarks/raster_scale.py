@@ -233,24 +233,25 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
     on the Val split of ``--data-root``."""
     import torch
 
+    key_of = args.key  # the results' section: one per code version measured in a session
     for backend in args.backends:  # first: onnxruntime builds its graph of 512 x 512 model pixels here
         cell = f"val_{backend}"
-        if cell in results.get("backends", {}):
+        if cell in results.get(key_of, {}):
             continue
         out = args.work / f"val_{backend}.json"
         run = measured(pointseg("evaluate", "--run", args.run, "--data-root", args.data_root, "--split", "Val",
                                 "--out", str(out), *backend_args(backend)))
         run.pop("stderr")
-        results.setdefault("backends", {})[cell] = {"miou": json.loads(out.read_text())["miou"], **run}
+        results.setdefault(key_of, {})[cell] = {"miou": json.loads(out.read_text())["miou"], **run}
         save(results)
     for side in args.sides:
         key = f"{side // 1000}k"
         raster = build_mosaic(args.work / f"mosaic_{key}.tif", side, tiles)
         for backend in args.backends:
             cell = f"{key}_{backend}"
-            if cell in results.get("backends", {}):
+            if cell in results.get(key_of, {}):
                 continue
-            out = args.work / f"maps_{cell}"
+            out = args.maps / f"maps_{cell}"
             run = measured(pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--out", str(out),
                                     *backend_args(backend)))
             stderr = run.pop("stderr")
@@ -263,9 +264,12 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
                       "mpix_s": float(logged[3]), "forward_s": forward_s, "overhead": round(map_s / forward_s, 3),
                       "threads": torch.get_num_threads()}
             if backend != "torch":
-                record["identical_to_torch"] = identical(out / raster.name, args.work / f"maps_{key}_torch" /
+                record["identical_to_torch"] = identical(out / raster.name, args.maps / f"maps_{key}_torch" /
                                                          raster.name)
-            results.setdefault("backends", {})[cell] = record
+            if args.reference:  # the map of today's torch path, measured in the same session
+                record["identical_to_reference"] = identical(out / raster.name, args.reference /
+                                                             f"maps_{key}_torch" / raster.name)
+            results.setdefault(key_of, {})[cell] = record
             print(cell, record, flush=True)
             save(results)
 
@@ -293,6 +297,44 @@ def product_costs(args: argparse.Namespace, tiles: list[Path], results: dict) ->
             record["polygons"] = int(pyogrio.read_info(out / f"{raster.stem}.gpkg")["features"])
         results.setdefault("products", {})[name] = record
         print(name, record, flush=True)
+        save(results)
+
+
+def resume_cost(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
+    """``predict --resume`` on the 10k mosaic with the default backend: uninterrupted (what keeping the rows
+    costs), and killed (SIGKILL) once half of its window rows are done, then run again; both maps against the
+    plain map of the same session (the ``10k_onnxruntime`` cell of ``--key``)."""
+    import signal
+
+    raster = build_mosaic(args.work / "mosaic_10k.tif", 10000, tiles)
+    plain = args.maps / "maps_10k_onnxruntime" / raster.name
+    cmd = pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--resume")
+    if "whole" not in results.get("resume", {}):
+        out = args.maps / "resume_whole"
+        run = measured([*cmd, "--out", str(out)])
+        run.pop("stderr")
+        results.setdefault("resume", {})["whole"] = {**run, "identical_to_plain": identical(out / raster.name,
+                                                                                             plain)}
+        save(results)
+    if "killed" not in results.get("resume", {}):
+        out = args.maps / "resume_killed"
+        progress = out / f".{raster.name}.partial" / "progress.json"
+        print("+", shlex.join([*cmd, "--out", str(out)]), "(killed half way)", flush=True)
+        t0 = time.perf_counter()
+        process = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            time.sleep(0.5)
+            done = json.loads(progress.read_text())["windows_done"] if progress.exists() else 0
+            if done >= args.kill_at:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                break
+        killed_s = time.perf_counter() - t0
+        run = measured([*cmd, "--out", str(out)])
+        run.pop("stderr")
+        results.setdefault("resume", {})["killed"] = {
+            "killed_after_s": round(killed_s, 1), "window_rows_done_at_kill": done, **run,
+            "identical_to_plain": identical(out / raster.name, plain), "partial_left": progress.parent.exists()}
         save(results)
 
 
@@ -324,11 +366,18 @@ def main() -> None:
     p.add_argument("--sides", type=int, nargs="+", default=[10000, 20000])
     p.add_argument("--scale", type=float, default=0.5, help="the run's data.scale")
     p.add_argument("--sample-batches", type=int, default=12)
-    p.add_argument("--only", nargs="+", choices=["large", "seams", "ray", "onnx", "backends", "products"],
+    p.add_argument("--only", nargs="+",
+                   choices=["large", "seams", "ray", "onnx", "backends", "products", "resume"],
                    default=["large", "seams", "ray", "onnx"])
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "int8"],
                    help="backends phase: which (int8: onnxruntime's int8 graph)")
+    p.add_argument("--key", default="backends", help="backends phase: the results' section (one per code version)")
+    p.add_argument("--maps", type=Path, help="folder for the maps of the backends and resume phases (default --work)")
+    p.add_argument("--reference", type=Path, help="backends phase: a --maps folder of another code version's maps, "
+                                                  "whose torch maps each map is compared to")
+    p.add_argument("--kill-at", type=int, default=10, help="resume phase: window rows done when the run is killed")
     args = p.parse_args()
+    args.maps = args.maps or args.work
     args.work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     existing = RESULTS / "raster_scale.json"
@@ -336,7 +385,7 @@ def main() -> None:
     results["machine"] = {"cpus": os.cpu_count(), "rss_limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
     tiles = loveda_tiles(Path(args.data_root))
     steps = {"large": large_maps, "seams": seams, "ray": ray_many, "onnx": onnx_speed, "backends": backend_maps,
-             "products": product_costs}
+             "products": product_costs, "resume": resume_cost}
     for name in args.only:
         steps[name](args, tiles, results)
     print(json.dumps(results, indent=2))
