@@ -104,8 +104,10 @@ def large_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> No
 
 def seams(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
     """Label changes between neighbouring pixels across window borders vs elsewhere, without blending (windows
-    side by side, overlap 0) and with it (the default overlap 0.5, Hann-weighted)."""
-    if "seams" in results:
+    side by side, overlap 0) and with it (the default overlap 0.5, Hann-weighted); ``--key`` other than
+    ``backends`` names a re-measure (``seams_<key>``)."""
+    key = "seams" if args.key == "backends" else f"seams_{args.key}"
+    if key in results:
         return
     side = 4096
     border = round(512 / args.scale)  # window side at full resolution: the borders of the overlap-0 windows
@@ -114,7 +116,7 @@ def seams(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
     raster = build_mosaic(args.work / "mosaic_seams.tif", side, tiles, seed=1, offset=TILE_SIDE // 2)
     maps = {}
     for name, overlap in (("no blending (overlap 0)", "0"), ("blended (overlap 0.5)", "0.5")):
-        out = args.work / f"seams_{overlap}"
+        out = args.maps / f"seams_{overlap}"
         measured(pointseg("predict", "--run", args.run, "--input", str(raster), "--out", str(out),
                           "--overlap", overlap))
         with rasterio.open(out / raster.name) as ds:
@@ -131,7 +133,7 @@ def seams(args: argparse.Namespace, tiles: list[Path], results: dict) -> None:
         report[name] = {"change_rate_on_borders": round(float(on_border.mean()), 4),
                         "change_rate_elsewhere": round(float(elsewhere.mean()), 4),
                         "ratio": round(float(on_border.mean() / max(elsewhere.mean(), 1e-12)), 2)}
-    results["seams"] = {"side": side, "border_every": border, **report}
+    results[key] = {"side": side, "border_every": border, **report}
     picture(raster, maps, border, RESULTS / "seams.png", args.run)
     save(results)
 
