@@ -16,33 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from PIL import Image
 
+from common import pointseg
 from pointseg.inference import cpu_model
 from pointseg.io import write_json
-from sentinel2_map import NAMES, S2, clicks
+from sentinel2_map import NAMES, S2, clicks, run
 
 RESULTS = Path(__file__).parent / "results" / "precision_maps.json"
 PRECISIONS = ("float32", "bf16")
-
-
-def pointseg(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pointseg.cli", *args]
-
-
-def run(cmd: list[str]) -> float:
-    print("+", shlex.join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return round(time.perf_counter() - t0, 1)
 
 
 def identical_pngs(a: Path, b: Path) -> tuple[int, int]:
@@ -67,8 +53,8 @@ def loveda(args: argparse.Namespace, results: dict) -> None:
         for precision in PRECISIONS:
             out = args.work / name / precision
             flags = ["--backend", "torch", "--precision", precision]
-            seconds = run(pointseg("predict", "--run", str(run_dir), "--input", str(images), "--out", str(out),
-                                   *flags))
+            seconds = round(run(pointseg("predict", "--run", str(run_dir), "--input", str(images), "--out",
+                                         str(out), *flags)), 1)
             run(pointseg("evaluate", "--run", str(run_dir), "--data-root", str(args.data_root), "--split", "Val",
                          "--out", str(out / "val.json"), *flags))
             record[precision] = {"val_miou": json.loads((out / "val.json").read_text())["miou"],
@@ -90,9 +76,9 @@ def sentinel2(args: argparse.Namespace, results: dict) -> None:
         work.mkdir(parents=True, exist_ok=True)
         raster, mask = S2 / "images" / f"{args.date}.tif", S2 / "masks" / f"{args.date}.tif"
         n = clicks(args.date, args.per_class, seed, work / "clicks.gpkg")
-        train_s = run(pointseg("map", "--raster", str(raster), "--points", str(work / "clicks.gpkg"),
+        train_s = round(run(pointseg("map", "--raster", str(raster), "--points", str(work / "clicks.gpkg"),
                                "--class-field", "landcover", "--out", str(work / "map"),
-                               "--set", f"model.encoder_weights={args.weights}", "--set", f"seed={seed}"))
+                               "--set", f"model.encoder_weights={args.weights}", "--set", f"seed={seed}")), 1)
         table = work / "mask_classes.csv"  # every class of the mask: classes the run never saw count as errors
         table.write_text("value,name,r,g,b\n" + "".join(f"{v},{n},0,0,0\n" for v, n in enumerate(NAMES, 1)))
         info = json.loads((work / "map" / "run" / "run.json").read_text())["invocations"][-1]
@@ -100,8 +86,8 @@ def sentinel2(args: argparse.Namespace, results: dict) -> None:
         maps = {}
         for precision in PRECISIONS:
             out = work / precision
-            seconds = run(pointseg("predict", "--run", str(work / "map" / "run"), "--input", str(raster),
-                                   "--out", str(out), "--backend", "torch", "--precision", precision))
+            seconds = round(run(pointseg("predict", "--run", str(work / "map" / "run"), "--input", str(raster),
+                                         "--out", str(out), "--backend", "torch", "--precision", precision)), 1)
             maps[precision] = out / raster.name
             run(pointseg("evaluate", "--map", str(maps[precision]), "--mask", str(mask), "--classes", str(table),
                          "--out", str(out / "eval.json")))
