@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def test_sentinel2_and_a_point_layer_in_another_crs_give_a_map_a_model_and_a_rep
     assert cfg["data"]["scale"] == 1.0  # 10 m pixels are used at their own resolution
     report = (out / "REPORT.md").read_text()
     assert "pixels of 10 m: trained and mapped at full resolution" in report and "![image and map](map.png)" in report
+    assert re.search(r"training \d+ s \((bf16|float32) on .+\), mapping \d+ s \((onnxruntime|torch), float32\)", report)
     assert all(f"| {name} |" in report for name in classes)
     # the run maps another date of the same area
     assert main(["predict", "--run", str(out / "run"), "--input", str(S2 / "images" / S2_OTHER),

@@ -130,6 +130,14 @@ def read_info(run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{run_dir / INFO}: cannot read the run's record ({e})") from e
 
 
+def trained_in(run_dir: Path) -> str:
+    """The precision and CPU (or device) of a run's last training invocation, as words: ``bf16 on <CPU>``."""
+    last = read_info(run_dir)["invocations"][-1]
+    precision = last.get("precision", "bf16" if last.get("amp") else "float32")
+    where = last.get("cpu") if last.get("device", "cpu") == "cpu" else last.get("device")
+    return f"{precision} on {where or 'an unrecorded CPU'}"
+
+
 def prepare_resume(run_dir: Path, settings: dict, given: TrainInputs) -> tuple[dict, TrainInputs]:
     """Config and inputs of the run to resume in ``run_dir``; an error if there is none or anything differs."""
     if not (run_dir / CONFIG).exists():

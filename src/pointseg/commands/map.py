@@ -191,8 +191,8 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         f"{md_text(request.class_field)}.", "",
         md_code_block(import_summary), "",
         f"Recipe: {recipe}; {why}. Time: import {times['import']:.0f} s, training "
-        f"{times['train']:.0f} s, mapping {times['map']:.0f} s" + (f" ({md_text(mapped_by)})" if mapped_by else "")
-        + ".", "",
+        f"{times['train']:.0f} s ({md_text(runs.trained_in(request.out / 'run'))}), mapping {times['map']:.0f} s"
+        + (f" ({md_text(mapped_by)})" if mapped_by else "") + ".", "",
         *([md_text(click_accuracy_text(accuracy, list(trained.classes.names))) + " (each fold's clicks predicted by "
            "a head fitted without them: no reference needed; it estimates the map's accuracy when the clicks were "
            "placed without looking at a map, and reads low for clicks placed where a map was wrong)",
