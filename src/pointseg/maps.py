@@ -43,7 +43,7 @@ from pointseg.predictor import Predictor, blend_grid, model_pixels
 
 log = logging.getLogger(__name__)
 
-SPILL_BYTES = 256 * 2**20  # row bands larger than this are kept in a file (see RowBand)
+SPILL_BYTES = 64 * 2**20  # row bands larger than this are kept in a file (see RowBand)
 BAND_BLOCK = 512  # columns per contiguous block of a band of sums
 GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while mapping (its default grows with the machine's RAM)
 
@@ -401,7 +401,8 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                     band.release()
                     pending = next(inputs, None)
                 finished = (rows[i + 1] if i + 1 < len(rows) else grid_height) - row
-                top, map_classes, confidence = _finish(band, upsample, finished, i + 1 == len(rows), certainty_kind)
+                top, map_classes, confidence = _finish(band, upsample, finished, i + 1 == len(rows),
+                                                       certainty_kind if writer.confidence else None)
                 valid_rows = valid.take(map_classes.shape[0])
                 if i < start:
                     continue  # finished before the map was resumed
@@ -434,16 +435,18 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
 ROWS_AT_ONCE = 32  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
 
 
-def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certainty_kind: str
+def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certainty_kind: str | None
             ) -> tuple[int, np.ndarray, np.ndarray]:
-    """The first ``rows`` rows of ``band`` are final: their raster rows (first row, classes, confidence in percent)
-    that ``upsample`` can hand out now; the band then moves down by them."""
+    """The first ``rows`` rows of ``band`` are final: their raster rows (first row, classes, confidence in percent;
+    zeros without a ``certainty_kind``: no confidence is written) that ``upsample`` can hand out now; the band then
+    moves down by them."""
     top, classes, confidence = upsample.done, [], []
     for start in range(0, rows, ROWS_AT_ONCE):
         n = min(ROWS_AT_ONCE, rows - start)
         _, probs = upsample(band.probabilities(start, n), last and start + n == rows)
         classes.append(top_class(probs).to(torch.uint8).numpy())
-        confidence.append((certainty(probs, certainty_kind) * 100).round().to(torch.uint8).numpy())
+        confidence.append((certainty(probs, certainty_kind) * 100).round().to(torch.uint8).numpy() if certainty_kind
+                          else np.zeros(classes[-1].shape, np.uint8))
     band.advance(rows)
     return top, np.concatenate(classes), np.concatenate(confidence)
 
@@ -518,14 +521,13 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
     grid_height = -(-shape.height // grid)
 
     def read(first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Grid rows ``[first, stop)``: the model's input ``(B, n, grid width)`` and the raster's validity."""
+        """Grid rows ``[first, stop)``: the model's pixels ``(n, grid width, B)`` (raw values, reduced; scaled per
+        window, so the rows held stay in the raster's dtype) and the raster's validity."""
         if stop <= first:
-            empty = np.zeros((predictor.bands, 0, -(-shape.width // grid)), np.float32)
-            return empty, np.zeros((0, shape.width), bool)
+            return np.zeros((0, 0, predictor.bands), np.uint8), np.zeros((0, shape.width), bool)
         window = source.read(ref, (first * grid, 0, min((stop - first) * grid, shape.height - first * grid),
                                    shape.width))
-        return (predictor.scaling(model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid)),
-                window["valid"])
+        return model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid), window["valid"]
 
     order = sorted({i for i, _ in batches})
     spans, end = {}, rows[order[0]] if order else 0  # the grid rows each window row reads anew
@@ -539,11 +541,11 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
             assert ahead is not None
             new_images, new_valid = ahead.result()
             ahead = reader.submit(read, *spans[order[n + 1]]) if n + 1 < len(order) else None
-            if images is None or valid is None or rows[i] >= top + images.shape[1]:
+            if images is None or valid is None or rows[i] >= top + images.shape[0]:
                 top, images, valid = spans[i][0], new_images, new_valid
             else:
                 drop = rows[i] - top
-                images = np.concatenate([images[:, drop:], new_images], 1)
+                images = np.concatenate([images[drop:], new_images]) if len(new_images) else images[drop:]
                 valid = np.concatenate([valid[drop * grid:], new_valid])
                 top = rows[i]
             for _, batch in (b for b in batches if b[0] == i):
@@ -551,8 +553,8 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
                 for r, c in batch:
                     _, _, h, w = shape.full(r, c)
                     y, x = r - top, c
-                    cut.append((torch.from_numpy(np.ascontiguousarray(images[:, y:y + -(-h // grid),
-                                                                                  x:x + -(-w // grid)])),
+                    pixels = images[y:y + -(-h // grid), x:x + -(-w // grid)]
+                    cut.append((torch.from_numpy(predictor.scaling(pixels)),
                                 {"valid": valid[y * grid:y * grid + h, x * grid:x * grid + w]}))
                 yield i, batch, [w for _, w in cut], [t for t, _ in cut]
     finally:
