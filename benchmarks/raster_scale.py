@@ -265,7 +265,7 @@ def backend_maps(args: argparse.Namespace, tiles: list[Path], results: dict) -> 
             record = {"side": side, "backend": backend, "windows": int(logged[1]), **run, "map_s": map_s,
                       "mpix_s": float(logged[3]), "forward_s": forward_s, "overhead": round(map_s / forward_s, 3),
                       "threads": torch.get_num_threads()}
-            if backend != "torch":
+            if backend != "torch" and (args.maps / f"maps_{key}_torch" / raster.name).exists():
                 record["identical_to_torch"] = identical(out / raster.name, args.maps / f"maps_{key}_torch" /
                                                          raster.name)
             if args.reference:  # the map of today's torch path, measured in the same session
