@@ -78,7 +78,7 @@ def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, heigh
 
 @pytest.mark.parametrize("height, width, tile, overlap, scale, spill_bytes", [
     (101, 77, 16, 0.5, 0.5, 2**30), (64, 64, 16, 0.25, 0.5, 2**30), (20, 30, 64, 0.5, 0.5, 2**30),
-    (203, 50, 8, 0.5, 0.25, 2**30), (101, 77, 16, 0.5, 0.5, 0)])
+    (203, 50, 8, 0.5, 0.25, 2**30), (101, 77, 16, 0.5, 0.5, 0), (61, 95, 8, 0.5, 1 / 3, 2**30)])
 def test_a_map_blended_at_the_model_resolution_equals_the_whole_raster_up_sampled_once(
         tmp_path, height, width, tile, overlap, scale, spill_bytes, monkeypatch):
     """At ``scale`` 1/k the windows are blended on the model's grid and each band of rows is up-sampled once: for a
@@ -86,6 +86,7 @@ def test_a_map_blended_at_the_model_resolution_equals_the_whole_raster_up_sample
     probabilities up-sampled k-fold (bilinear, pixel centres aligned) in one go: the same classes to the pixel."""
     monkeypatch.setattr("pointseg.maps.BAND_BLOCK", 8)
     monkeypatch.setattr("pointseg.maps.ROWS_AT_ONCE", 3)  # bands of rows up-sampled in pieces, each with context
+    monkeypatch.setattr("pointseg.maps.READ_COLUMNS", 13)  # rows read in pieces of columns on the grid
     raster = write_raster(tmp_path / "scene.tif", height, width, seed=3)
     source = RasterSource([raster], CLASSES)
     model, scaling = PixelModel().eval(), BandScaling.full_range(3)

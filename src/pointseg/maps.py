@@ -432,7 +432,8 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     return result
 
 
-ROWS_AT_ONCE = 32  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
+ROWS_AT_ONCE = 16  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
+READ_COLUMNS = 2048  # raster columns read and reduced at a time (rounded down to a multiple of the grid)
 
 
 def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certainty_kind: str | None
@@ -525,9 +526,13 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
         window, so the rows held stay in the raster's dtype) and the raster's validity."""
         if stop <= first:
             return np.zeros((0, 0, predictor.bands), np.uint8), np.zeros((0, shape.width), bool)
-        window = source.read(ref, (first * grid, 0, min((stop - first) * grid, shape.height - first * grid),
-                                   shape.width))
-        return model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid), window["valid"]
+        top, rows = first * grid, min((stop - first) * grid, shape.height - first * grid)
+        pixels, valid, step = [], [], max(grid, READ_COLUMNS // grid * grid)  # pieces on the grid join exactly
+        for left in range(0, shape.width, step):  # in pieces: what a read holds does not grow with the width
+            window = source.read(ref, (top, left, rows, min(step, shape.width - left)))
+            pixels.append(model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid))
+            valid.append(window["valid"])
+        return np.concatenate(pixels, 1), np.concatenate(valid, 1)
 
     order = sorted({i for i, _ in batches})
     spans, end = {}, rows[order[0]] if order else 0  # the grid rows each window row reads anew
