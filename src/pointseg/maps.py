@@ -3,8 +3,9 @@ right place with the class colours and names.
 
 Windows of ``tile`` model pixels overlap by ``overlap`` and reach every edge (the last window of a row or column is
 aligned to the raster's edge, so any size works). Each window's class probabilities are weighted by a 2-D Hann
-window and summed; a pixel's map class is the argmax of its weighted sum over its weight sum, so window borders leave
-no seams. Sums are kept for one band of rows (one window high, the raster's width) and written as soon as no later
+window and summed (on the grid of the model's pixels where the model sees the raster at 1/k of its resolution,
+then up-sampled once); a pixel's map class is the argmax of its weighted sum over its weight sum, so window borders
+leave no seams. Sums are kept for one band of rows (one window high, the raster's width) and written as soon as no later
 window reaches them; a wide band is kept in a file and only the pages in use are held in memory, so memory does not
 grow with the raster's height or width. The model runs through a ``Predictor``; the GeoTIFFs are written by a
 ``MapWriter`` (``pointseg.mapwriter``).
@@ -330,9 +331,10 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
 
     Where ``1 / scale`` is a whole number k, windows are cut on the grid of the model's pixels (k x k raster
     pixels each) and blended there, and each finished band of rows is up-sampled to full resolution once
-    (``Upsampling``); otherwise each window is resampled to full resolution and blended there. The next batch of
-    windows is read and reduced while the model runs on the current one, and finished rows are written while the
-    next band is computed.
+    (``Upsampling``); otherwise each window is resampled to full resolution and blended there. On the model's grid
+    each window row's rows are read and reduced once (``_inputs_by_rows``; with an area of interest, window by
+    window); the next ones are read while the model runs, and finished rows are written while the next band is
+    computed.
     """
     if source.band_count(ref) != predictor.bands:
         raise ValueError(f"{ref.image}: {source.band_count(ref)} bands, but the model takes {predictor.bands} "
