@@ -352,8 +352,6 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     georef = source.georef(ref)
     transform = rasterio.Affine(*georef.transform) if georef.transform else rasterio.Affine.identity()
     touches = _touching(aoi, transform, side * grid, grid, height, width)
-    plan = [[batch for batch in _batches([(row, col) for col in cols if touches(row * grid, col * grid)],
-                                         tiling.batch_size)] for row in rows]
     t0, forward = time.perf_counter(), 0.0
     classes = predictor.classes.num_classes
     band_height = min(side, grid_height)
@@ -378,7 +376,9 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     bar = tqdm(total=height * width, initial=(partial.rows_done if partial else 0) * width, unit="pix",
                unit_scale=True, desc=f"map {ref.id}", disable=not progress, leave=False)
 
-    batches = [(i, batch) for i, row_batches in enumerate(plan) if i >= replay for batch in row_batches]
+    batches = [(i, batch) for i, row in enumerate(rows) if i >= replay
+               for batch in _batches([(row, col) for col in cols if touches(row * grid, col * grid)],
+                                     tiling.batch_size)]
     shape = WindowGrid(grid, side, height, width)
     by_rows = aoi is None and abs(grid * predictor.scale - 1) < 1e-9  # windows on the model's grid, all of them
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, georef) as out, \
@@ -536,7 +536,10 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
             valid.append(window["valid"])
         return np.concatenate(pixels, 1), np.concatenate(valid, 1)
 
-    order = sorted({i for i, _ in batches})
+    by_row: dict[int, list[list[tuple[int, int]]]] = {}
+    for i, batch in batches:
+        by_row.setdefault(i, []).append(batch)
+    order = sorted(by_row)
     spans, end = {}, rows[order[0]] if order else 0  # the grid rows each window row reads anew
     for i in order:
         spans[i] = (max(end, rows[i]), min(rows[i] + side, grid_height))
@@ -555,7 +558,7 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
                 images = np.concatenate([images[drop:], new_images]) if len(new_images) else images[drop:]
                 valid = np.concatenate([valid[drop * grid:], new_valid])
                 top = rows[i]
-            for _, batch in (b for b in batches if b[0] == i):
+            for batch in by_row[i]:
                 cut = []
                 for r, c in batch:
                     _, _, h, w = shape.full(r, c)
