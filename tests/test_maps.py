@@ -16,7 +16,7 @@ from pointseg.data.bands import BandScaling
 from pointseg.data.classes import ClassTable
 from pointseg.data.raster import RasterSource
 from pointseg.inference import predict_logits
-from pointseg.maps import Tiling, hann, predict_raster, window_starts
+from pointseg.maps import Tiling, hann, predict_raster, shift_up, window_starts
 from pointseg.mapwriter import MapWriter
 from pointseg.predictor import Predictor, blend_grid, model_pixels
 from tests.conftest import shared_path
@@ -78,7 +78,8 @@ def test_a_tiled_map_of_a_per_pixel_model_equals_the_untiled_one(tmp_path, heigh
 
 @pytest.mark.parametrize("height, width, tile, overlap, scale, spill_bytes", [
     (101, 77, 16, 0.5, 0.5, 2**30), (64, 64, 16, 0.25, 0.5, 2**30), (20, 30, 64, 0.5, 0.5, 2**30),
-    (203, 50, 8, 0.5, 0.25, 2**30), (101, 77, 16, 0.5, 0.5, 0), (61, 95, 8, 0.5, 1 / 3, 2**30)])
+    (203, 50, 8, 0.5, 0.25, 2**30), (101, 77, 16, 0.5, 0.5, 0), (61, 95, 8, 0.5, 1 / 3, 2**30),
+    (101, 77, 16, 0.75, 0.5, 0)])  # overlap 0.75: the rows kept move up by less than they are
 def test_a_map_blended_at_the_model_resolution_equals_the_whole_raster_up_sampled_once(
         tmp_path, height, width, tile, overlap, scale, spill_bytes, monkeypatch):
     """At ``scale`` 1/k the windows are blended on the model's grid and each band of rows is up-sampled once: for a
@@ -103,6 +104,20 @@ def test_a_map_blended_at_the_model_resolution_equals_the_whole_raster_up_sample
     with rasterio.open(result.map) as ds, rasterio.open(out / "conf.tif") as cs:
         assert np.array_equal(ds.read(1), full.argmax(0).numpy())
         assert np.abs(cs.read(1).astype(int) - np.rint(full.max(0).values.numpy() * 100)).max() <= 1
+
+
+def test_rows_move_up_in_place_as_numpy_would_move_them():
+    a = np.arange(10)
+    shift_up(a, 3)
+    assert a.tolist() == [3, 4, 5, 6, 7, 8, 9, 7, 8, 9]  # the rows left behind keep their values
+    a = np.arange(10)
+    shift_up(a, 2, held=7)  # only rows 2..6 move: in pieces of 2 rows, which do not overlap
+    assert a.tolist() == [2, 3, 4, 5, 6, 5, 6, 7, 8, 9]
+    b = np.arange(24).reshape(6, 4)
+    expected = b.copy()
+    expected[:5] = b[1:].copy()
+    shift_up(b, 1)
+    assert np.array_equal(b, expected)
 
 
 def test_the_windows_of_a_raster_fall_on_the_grid_of_model_pixels():

@@ -39,6 +39,7 @@ from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
 from pointseg.inference import certainty, top_class
 from pointseg.io import check_space, write_json
+from pointseg.mapwriter import BLOCK as MAP_BLOCK
 from pointseg.mapwriter import NODATA, MapRows, MapWriter
 from pointseg.predictor import Predictor, blend_grid, model_pixels
 
@@ -46,7 +47,18 @@ log = logging.getLogger(__name__)
 
 SPILL_BYTES = 64 * 2**20  # row bands larger than this are kept in a file (see RowBand)
 BAND_BLOCK = 512  # columns per contiguous block of a band of sums
-GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while mapping (its default grows with the machine's RAM)
+GDAL_CACHE_BYTES = 32 * 2**20  # GDAL's block cache while mapping, at least (its default grows with the machine's RAM)
+CACHED_BLOCK_ROWS = 3  # rows of the map's blocks GDAL's cache holds, at most (written ones wait there to be flushed)
+
+
+def shift_up(a: np.ndarray, rows: int, held: int | None = None) -> None:
+    """Move the rows ``[rows, held)`` of ``a`` (``held``: all of them) to its top, in place, in pieces that do not
+    overlap (numpy would copy overlapping ones to a temporary array first); the rows left behind keep their
+    values."""
+    held = a.shape[0] if held is None else held
+    for start in range(0, max(0, held - rows), rows):
+        stop = min(start + rows, held - rows)
+        a[start:stop] = a[start + rows:stop + rows]
 
 
 def window_starts(length: int, side: int, stride: int) -> list[int]:
@@ -152,9 +164,9 @@ class RowBand:
     def advance(self, rows: int) -> None:
         """Move the band down by ``rows`` (block by block; the new rows start at 0)."""
         for b in range(self._data.shape[0]):
-            data = self._data[b]
-            data[:, :-rows] = data[:, rows:]  # numpy copies overlapping slices safely
-            data[:, -rows:] = 0
+            data = self._data[b].swapaxes(0, 1)  # (rows, planes, columns)
+            shift_up(data, rows)
+            data[-rows:] = 0
             self.release()
         self.top += rows
 
@@ -183,7 +195,7 @@ class ValidRows:
     def take(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows; the band then moves down by them."""
         taken = self._data[:rows].copy()
-        self._data[:-rows] = self._data[rows:]
+        shift_up(self._data, rows)
         self._data[-rows:] = False
         self.top += rows
         return taken
@@ -253,12 +265,13 @@ class PartialMap:
     def rows_done(self) -> int:
         return sum(rows for _, rows in self.bands)
 
-    def add(self, window_row: int, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> None:
+    def add(self, window_row: int, top: int, classes: np.ndarray, confidence: np.ndarray | None, valid: np.ndarray
+            ) -> None:
         """Keep the finished raster rows ``top ..`` (of window row ``window_row``), durably."""
         rows = slice(top, top + classes.shape[0])
         self.classes[rows] = np.where(valid, classes, NODATA)
         self.classes.flush()
-        if self.confidence is not None:
+        if self.confidence is not None and confidence is not None:
             self.confidence[rows] = confidence
             self.confidence.flush()
         self.windows_done, self.bands = window_row + 1, [*self.bands, (top, classes.shape[0])]
@@ -269,8 +282,7 @@ class PartialMap:
         """Write the map from the kept rows, band by band as they were finished."""
         for top, rows in self.bands:
             classes = np.array(self.classes[top:top + rows])
-            confidence = (np.array(self.confidence[top:top + rows]) if self.confidence is not None
-                          else np.zeros_like(classes))
+            confidence = np.array(self.confidence[top:top + rows]) if self.confidence is not None else None
             _write_rows(out, top, classes, confidence, classes != NODATA, aoi, transform)
 
     def remove(self) -> None:
@@ -312,6 +324,33 @@ def read_aoi(aoi: str, raster: str | Path) -> BaseGeometry:
     elif meta.get("crs") != (crs.to_wkt() if crs else None) and (meta.get("crs") or crs):
         raise ValueError(f"{aoi}: the area of interest or the raster has no CRS: give a box in the raster's CRS")
     return union
+
+
+def release_free_memory() -> None:
+    """Hand the pages of freed memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Called after each band of rows. glibc keeps freed blocks in the heap of the thread that allocated them (the
+    model's, the reader's, the writer's) and, once blocks of a few MB were freed, serves blocks up to 32 MiB from
+    those heaps rather than mapping them: a map's temporaries of a band of rows (in proportion to the raster's
+    width) then leave the heaps fragmented and resident, and the peak memory of a 20k x 20k map was 1.16x a
+    10k x 10k map's (BENCHMARKS 11)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():  # -> ctypes.CDLL | None
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
 
 
 def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, writer: MapWriter,
@@ -381,7 +420,9 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                                      tiling.batch_size)]
     shape = WindowGrid(grid, side, height, width)
     by_rows = aoi is None and abs(grid * predictor.scale - 1) < 1e-9  # windows on the model's grid, all of them
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), writer.open(height, width, georef) as out, \
+    files = 1 + (writer.confidence is not None)
+    cache = max(GDAL_CACHE_BYTES, CACHED_BLOCK_ROWS * MAP_BLOCK * width * files)  # more would only hold finished rows
+    with rasterio.Env(GDAL_CACHEMAX=cache), writer.open(height, width, georef) as out, \
             ThreadPoolExecutor(1, thread_name_prefix="pointseg-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="pointseg-write") as writing:
         inputs = (_inputs_by_rows(predictor, source, ref, shape, rows, batches, reader) if by_rows else
@@ -393,13 +434,14 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                 if i < replay:
                     continue
                 while pending is not None and pending[0] == i:
-                    _, batch, windows, images = pending
+                    _, batch, windows, images, validity = pending
                     probabilities, seconds = predictor.input_probabilities(images, windows, grid)
                     forward += seconds
-                    for (r, c), window, probs in zip(batch, windows, probabilities, strict=True):
+                    for (r, c), probs in zip(batch, probabilities, strict=True):
                         h, w = probs.shape[1:]
                         band.add(probs, weight_rows[:h, None] * weight_cols[None, :w], r, c)
-                        valid.add(window["valid"], r * grid, c * grid)
+                    for raster_row, raster_col, pixels_valid in validity:
+                        valid.add(pixels_valid, raster_row, raster_col)
                     band.release()
                     pending = next(inputs, None)
                 finished = (rows[i + 1] if i + 1 < len(rows) else grid_height) - row
@@ -415,6 +457,7 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                 else:
                     written = writing.submit(_write_rows, out, top, map_classes, confidence, valid_rows, aoi,
                                              transform)
+                release_free_memory()
                 bar.update(map_classes.shape[0] * width)
                 bar.set_postfix(mpix_s=f"{(upsample.done * width / 1e6) / (time.perf_counter() - t0):.2f}")
             if written is not None:
@@ -434,24 +477,30 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
     return result
 
 
-ROWS_AT_ONCE = 16  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
+ROWS_AT_ONCE = 8  # grid rows up-sampled at a time (bounds the full-resolution probabilities held at once)
 READ_COLUMNS = 2048  # raster columns read and reduced at a time (rounded down to a multiple of the grid)
 
 
 def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certainty_kind: str | None
-            ) -> tuple[int, np.ndarray, np.ndarray]:
+            ) -> tuple[int, np.ndarray, np.ndarray | None]:
     """The first ``rows`` rows of ``band`` are final: their raster rows (first row, classes, confidence in percent;
-    zeros without a ``certainty_kind``: no confidence is written) that ``upsample`` can hand out now; the band then
+    None without a ``certainty_kind``: no confidence is written) that ``upsample`` can hand out now; the band then
     moves down by them."""
-    top, classes, confidence = upsample.done, [], []
+    top, done = upsample.done, 0
+    most = min(upsample.height - top, (rows + 1) * upsample.grid)  # raster rows this can hand out at most
+    classes = np.empty((most, upsample.width), np.uint8)
+    confidence = np.empty((most, upsample.width), np.uint8) if certainty_kind else None
     for start in range(0, rows, ROWS_AT_ONCE):
         n = min(ROWS_AT_ONCE, rows - start)
         _, probs = upsample(band.probabilities(start, n), last and start + n == rows)
-        classes.append(top_class(probs).to(torch.uint8).numpy())
-        confidence.append((certainty(probs, certainty_kind) * 100).round().to(torch.uint8).numpy() if certainty_kind
-                          else np.zeros(classes[-1].shape, np.uint8))
+        fixed = slice(done, done + probs.shape[1])
+        classes[fixed] = top_class(probs).numpy()
+        if confidence is not None and certainty_kind:
+            confidence[fixed] = (certainty(probs, certainty_kind) * 100).round().numpy()
+        done = fixed.stop
+        del probs
     band.advance(rows)
-    return top, np.concatenate(classes), np.concatenate(confidence)
+    return top, classes[:done], confidence[:done] if confidence is not None else None
 
 
 def map_raster(predictor: Predictor, raster: str | Path, writer: MapWriter, tiling: Tiling = Tiling(),
@@ -489,13 +538,15 @@ class WindowGrid:
                 min(self.side * self.grid, self.width - left))
 
 
-Inputs = Generator[tuple[int, list[tuple[int, int]], list[dict[str, np.ndarray]], list[torch.Tensor]], None, None]
+Validity = list[tuple[int, int, np.ndarray]]  # (raster row, raster column, validity) of pixels a batch brings
+Inputs = Generator[tuple[int, list[tuple[int, int]], list[dict[str, np.ndarray]], list[torch.Tensor], Validity],
+                   None, None]
 
 
 def _inputs_by_window(predictor: Predictor, source: RasterSource, ref: SampleRef, shape: WindowGrid,
                       batches: list[tuple[int, list[tuple[int, int]]]], reader: ThreadPoolExecutor) -> Inputs:
-    """``(window row, batch, windows, model inputs)`` of each batch, each window read and reduced on its own; the
-    next batch is read while the caller works on this one."""
+    """``(window row, batch, windows, model inputs, validity)`` of each batch, each window read and reduced on its
+    own (the validity: each window's); the next batch is read while the caller works on this one."""
 
     def read(batch: list[tuple[int, int]]) -> tuple[list[dict[str, np.ndarray]], list[torch.Tensor]]:
         windows = [source.read(ref, shape.full(r, c)) for r, c in batch]
@@ -507,7 +558,8 @@ def _inputs_by_window(predictor: Predictor, source: RasterSource, ref: SampleRef
             assert ahead is not None
             windows, images = ahead.result()
             ahead = reader.submit(read, batches[j + 1][1]) if j + 1 < len(batches) else None
-            yield i, batch, windows, images
+            yield i, batch, windows, images, [(r * shape.grid, c * shape.grid, w["valid"])
+                                              for (r, c), w in zip(batch, windows, strict=True)]
     finally:
         if ahead is not None:
             ahead.cancel()
@@ -521,20 +573,23 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
     reduced once instead of once per window over it (about four times at overlap 0.5), the same model inputs. The
     next window row's rows are read while the caller works on this one."""
     grid, side = shape.grid, shape.side
-    grid_height = -(-shape.height // grid)
+    grid_height, grid_width = -(-shape.height // grid), -(-shape.width // grid)
 
     def read(first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Grid rows ``[first, stop)``: the model's pixels ``(n, grid width, B)`` (raw values, reduced; scaled per
         window, so the rows held stay in the raster's dtype) and the raster's validity."""
-        if stop <= first:
-            return np.zeros((0, 0, predictor.bands), np.uint8), np.zeros((0, shape.width), bool)
-        top, rows = first * grid, min((stop - first) * grid, shape.height - first * grid)
-        pixels, valid, step = [], [], max(grid, READ_COLUMNS // grid * grid)  # pieces on the grid join exactly
-        for left in range(0, shape.width, step):  # in pieces: what a read holds does not grow with the width
+        top, rows = first * grid, max(0, min((stop - first) * grid, shape.height - first * grid))
+        pixels: np.ndarray | None = None  # in the dtype the reduction gives
+        valid = np.empty((rows, shape.width), bool)
+        step = max(grid, READ_COLUMNS // grid * grid)  # pieces on the grid join exactly
+        for left in range(0, shape.width if rows else 0, step):  # in pieces: a read's own arrays stay small
             window = source.read(ref, (top, left, rows, min(step, shape.width - left)))
-            pixels.append(model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid))
-            valid.append(window["valid"])
-        return np.concatenate(pixels, 1), np.concatenate(valid, 1)
+            reduced = model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid)
+            if pixels is None:
+                pixels = np.empty((reduced.shape[0], grid_width, predictor.bands), reduced.dtype)
+            pixels[:, left // grid:left // grid + reduced.shape[1]] = reduced
+            valid[:, left:left + window["valid"].shape[1]] = window["valid"]
+        return (pixels if pixels is not None else np.zeros((0, grid_width, predictor.bands), np.uint8)), valid
 
     by_row: dict[int, list[list[tuple[int, int]]]] = {}
     for i, batch in batches:
@@ -545,19 +600,28 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
         spans[i] = (max(end, rows[i]), min(rows[i] + side, grid_height))
         end = max(end, spans[i][1])
     ahead = reader.submit(read, *spans[order[0]]) if order else None
-    top, images, valid = 0, None, None  # the grid rows held, from ``top``
+    # the grid rows held, ``held`` of them from grid row ``top``, kept in place (moved up as window rows advance)
+    images: np.ndarray | None = None  # allocated with the first rows read, in their dtype
+    valid = np.empty((min(side * grid, shape.height), shape.width), bool)
+    top = held = 0
     try:
         for n, i in enumerate(order):
             assert ahead is not None
             new_images, new_valid = ahead.result()
             ahead = reader.submit(read, *spans[order[n + 1]]) if n + 1 < len(order) else None
-            if images is None or valid is None or rows[i] >= top + images.shape[0]:
-                top, images, valid = spans[i][0], new_images, new_valid
+            if images is None:
+                images = np.empty((min(side, grid_height), grid_width, predictor.bands), new_images.dtype)
+            if rows[i] >= top + held:
+                top, held = spans[i][0], 0
             else:
                 drop = rows[i] - top
-                images = np.concatenate([images[drop:], new_images]) if len(new_images) else images[drop:]
-                valid = np.concatenate([valid[drop * grid:], new_valid])
-                top = rows[i]
+                shift_up(images, drop, held)
+                shift_up(valid, drop * grid, min(held * grid, shape.height - top * grid))
+                top, held = rows[i], held - drop
+            images[held:held + len(new_images)] = new_images
+            valid[held * grid:held * grid + len(new_valid)] = new_valid
+            fresh: Validity = [(spans[i][0] * grid, 0, new_valid)]
+            held += len(new_images)
             for batch in by_row[i]:
                 cut = []
                 for r, c in batch:
@@ -566,7 +630,8 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
                     pixels = images[y:y + -(-h // grid), x:x + -(-w // grid)]
                     cut.append((torch.from_numpy(predictor.scaling(pixels)),
                                 {"valid": valid[y * grid:y * grid + h, x * grid:x * grid + w]}))
-                yield i, batch, [w for _, w in cut], [t for t, _ in cut]
+                yield i, batch, [w for _, w in cut], [t for t, _ in cut], fresh
+                fresh = []
     finally:
         if ahead is not None:
             ahead.cancel()
@@ -598,7 +663,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _write_rows(out: MapRows, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray,
+def _write_rows(out: MapRows, top: int, classes: np.ndarray, confidence: np.ndarray | None, valid: np.ndarray,
                 aoi: BaseGeometry | None = None, transform: rasterio.Affine | None = None) -> None:
     if aoi is not None and transform is not None:  # pixels whose centre is outside the area of interest: nodata
         from rasterio.features import geometry_mask

@@ -93,10 +93,13 @@ class MapRows:
         self.held: tuple[int, np.ndarray, np.ndarray] | None = None  # top row, classes and validity held back
         self.written = 0  # class rows written so far
 
-    def write(self, top: int, classes: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> None:
-        """Rows ``top ..`` of the map: ``classes`` where ``valid``, nodata elsewhere (and their confidence)."""
+    def write(self, top: int, classes: np.ndarray, confidence: np.ndarray | None, valid: np.ndarray) -> None:
+        """Rows ``top ..`` of the map: ``classes`` where ``valid``, nodata elsewhere (and their ``confidence``, when
+        the map has one)."""
         window = RioWindow(0, top, classes.shape[1], classes.shape[0])
         if self.confidence is not None:
+            if confidence is None:
+                raise ValueError("this map is written with its confidence: the rows' confidence is needed")
             self.confidence.write(np.where(valid, confidence, CONFIDENCE_NODATA)[None], window=window)
         if not self.sieve:
             self.map.write(np.where(valid, classes, NODATA)[None], window=window)
