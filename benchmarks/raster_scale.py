@@ -308,17 +308,18 @@ def resume_cost(args: argparse.Namespace, tiles: list[Path], results: dict) -> N
     plain map of the same session (the ``10k_onnxruntime`` cell of ``--key``)."""
     import signal
 
+    key = "resume" if args.key == "backends" else f"resume_{args.key}"  # a re-measure: its own section
     raster = build_mosaic(args.work / "mosaic_10k.tif", 10000, tiles)
     plain = args.maps / "maps_10k_onnxruntime" / raster.name
     cmd = pointseg("-v", "predict", "--run", args.run, "--input", str(raster), "--resume")
-    if "whole" not in results.get("resume", {}):
+    if "whole" not in results.get(key, {}):
         out = args.maps / "resume_whole"
         run = measured([*cmd, "--out", str(out)])
         run.pop("stderr")
-        results.setdefault("resume", {})["whole"] = {**run, "identical_to_plain": identical(out / raster.name,
+        results.setdefault(key, {})["whole"] = {**run, "identical_to_plain": identical(out / raster.name,
                                                                                              plain)}
         save(results)
-    if "killed" not in results.get("resume", {}):
+    if "killed" not in results.get(key, {}):
         out = args.maps / "resume_killed"
         progress = out / f".{raster.name}.partial" / "progress.json"
         print("+", shlex.join([*cmd, "--out", str(out)]), "(killed half way)", flush=True)
@@ -334,7 +335,7 @@ def resume_cost(args: argparse.Namespace, tiles: list[Path], results: dict) -> N
         killed_s = time.perf_counter() - t0
         run = measured([*cmd, "--out", str(out)])
         run.pop("stderr")
-        results.setdefault("resume", {})["killed"] = {
+        results.setdefault(key, {})["killed"] = {
             "killed_after_s": round(killed_s, 1), "window_rows_done_at_kill": done, **run,
             "identical_to_plain": identical(out / raster.name, plain), "partial_left": progress.parent.exists()}
         save(results)
