@@ -41,7 +41,7 @@ from pointseg.inference import certainty, top_class
 from pointseg.io import check_space, write_json
 from pointseg.mapwriter import BLOCK as MAP_BLOCK
 from pointseg.mapwriter import NODATA, MapRows, MapWriter
-from pointseg.predictor import Predictor, blend_grid, model_pixels
+from pointseg.predictor import Predictor, blend_grid, model_pixels, window_sizes
 
 log = logging.getLogger(__name__)
 
@@ -434,8 +434,8 @@ def predict_raster(predictor: Predictor, source: RasterSource, ref: SampleRef, w
                 if i < replay:
                     continue
                 while pending is not None and pending[0] == i:
-                    _, batch, windows, images, validity = pending
-                    probabilities, seconds = predictor.input_probabilities(images, windows, grid)
+                    _, batch, sizes, images, validity = pending
+                    probabilities, seconds = predictor.input_probabilities(images, sizes)
                     forward += seconds
                     for (r, c), probs in zip(batch, probabilities, strict=True):
                         h, w = probs.shape[1:]
@@ -539,13 +539,13 @@ class WindowGrid:
 
 
 Validity = list[tuple[int, int, np.ndarray]]  # (raster row, raster column, validity) of pixels a batch brings
-Inputs = Generator[tuple[int, list[tuple[int, int]], list[dict[str, np.ndarray]], list[torch.Tensor], Validity],
-                   None, None]
+Sizes = list[tuple[int, int]] | None  # the sizes the windows' probabilities are blended at (None: the inputs')
+Inputs = Generator[tuple[int, list[tuple[int, int]], Sizes, list[torch.Tensor], Validity], None, None]
 
 
 def _inputs_by_window(predictor: Predictor, source: RasterSource, ref: SampleRef, shape: WindowGrid,
                       batches: list[tuple[int, list[tuple[int, int]]]], reader: ThreadPoolExecutor) -> Inputs:
-    """``(window row, batch, windows, model inputs, validity)`` of each batch, each window read and reduced on its
+    """``(window row, batch, sizes, model inputs, validity)`` of each batch, each window read and reduced on its
     own (the validity: each window's); the next batch is read while the caller works on this one."""
 
     def read(batch: list[tuple[int, int]]) -> tuple[list[dict[str, np.ndarray]], list[torch.Tensor]]:
@@ -558,8 +558,8 @@ def _inputs_by_window(predictor: Predictor, source: RasterSource, ref: SampleRef
             assert ahead is not None
             windows, images = ahead.result()
             ahead = reader.submit(read, batches[j + 1][1]) if j + 1 < len(batches) else None
-            yield i, batch, windows, images, [(r * shape.grid, c * shape.grid, w["valid"])
-                                              for (r, c), w in zip(batch, windows, strict=True)]
+            yield i, batch, window_sizes(windows, shape.grid), images, [
+                (r * shape.grid, c * shape.grid, w["valid"]) for (r, c), w in zip(batch, windows, strict=True)]
     finally:
         if ahead is not None:
             ahead.cancel()
@@ -574,23 +574,6 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
     next window row's rows are read while the caller works on this one."""
     grid, side = shape.grid, shape.side
     grid_height, grid_width = -(-shape.height // grid), -(-shape.width // grid)
-
-    def read(first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Grid rows ``[first, stop)``: the model's pixels ``(n, grid width, B)`` (raw values, reduced; scaled per
-        window, so the rows held stay in the raster's dtype) and the raster's validity."""
-        top, rows = first * grid, max(0, min((stop - first) * grid, shape.height - first * grid))
-        pixels: np.ndarray | None = None  # in the dtype the reduction gives
-        valid = np.empty((rows, shape.width), bool)
-        step = max(grid, READ_COLUMNS // grid * grid)  # pieces on the grid join exactly
-        for left in range(0, shape.width if rows else 0, step):  # in pieces: a read's own arrays stay small
-            window = source.read(ref, (top, left, rows, min(step, shape.width - left)))
-            reduced = model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid)
-            if pixels is None:
-                pixels = np.empty((reduced.shape[0], grid_width, predictor.bands), reduced.dtype)
-            pixels[:, left // grid:left // grid + reduced.shape[1]] = reduced
-            valid[:, left:left + window["valid"].shape[1]] = window["valid"]
-        return (pixels if pixels is not None else np.zeros((0, grid_width, predictor.bands), np.uint8)), valid
-
     by_row: dict[int, list[list[tuple[int, int]]]] = {}
     for i, batch in batches:
         by_row.setdefault(i, []).append(batch)
@@ -599,16 +582,40 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
     for i in order:
         spans[i] = (max(end, rows[i]), min(rows[i] + side, grid_height))
         end = max(end, spans[i][1])
-    ahead = reader.submit(read, *spans[order[0]]) if order else None
-    # the grid rows held, ``held`` of them from grid row ``top``, kept in place (moved up as window rows advance)
-    images: np.ndarray | None = None  # allocated with the first rows read, in their dtype
-    valid = np.empty((min(side * grid, shape.height), shape.width), bool)
+    # reads after the first go to two buffers in turn (one filled while the rows of the other are used)
+    most = max((spans[i][1] - spans[i][0] for i in order[1:]), default=0)
+    buffers: list[tuple[np.ndarray | None, np.ndarray]] = [(None, np.empty((most * grid, shape.width), bool))
+                                                           for _ in range(2)]
+
+    def read(first: int, stop: int, slot: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Grid rows ``[first, stop)``: the model's pixels ``(n, grid width, B)`` (raw values, reduced; scaled per
+        window, so the rows held stay in the raster's dtype) and the raster's validity, in buffer ``slot`` (None:
+        new arrays)."""
+        n, top = max(0, stop - first), first * grid
+        rows = max(0, min(n * grid, shape.height - top))
+        pixels, valid = buffers[slot] if slot is not None else (None, np.empty((rows, shape.width), bool))
+        step = max(grid, READ_COLUMNS // grid * grid)  # pieces on the grid join exactly
+        for left in range(0, shape.width if rows else 0, step):  # in pieces: a read's own arrays stay small
+            window = source.read(ref, (top, left, rows, min(step, shape.width - left)))
+            reduced = model_pixels(window, predictor.scaling, predictor.scale, predictor.mode, grid)
+            if pixels is None:  # in the dtype the reduction gives
+                pixels = np.empty((n if slot is None else most, grid_width, predictor.bands), reduced.dtype)
+                if slot is not None:
+                    buffers[slot] = (pixels, valid)
+            pixels[:n, left // grid:left // grid + reduced.shape[1]] = reduced
+            valid[:rows, left:left + window["valid"].shape[1]] = window["valid"]
+        if pixels is None:
+            return np.zeros((0, grid_width, predictor.bands), np.uint8), valid[:0]
+        return pixels[:n], valid[:rows]
+
+    ahead = reader.submit(read, *spans[order[0]], None) if order else None
+    images: np.ndarray | None = None  # the grid rows held, ``held`` of them from grid row ``top``, kept in place
     top = held = 0
     try:
         for n, i in enumerate(order):
             assert ahead is not None
             new_images, new_valid = ahead.result()
-            ahead = reader.submit(read, *spans[order[n + 1]]) if n + 1 < len(order) else None
+            ahead = reader.submit(read, *spans[order[n + 1]], n % 2) if n + 1 < len(order) else None
             if images is None:
                 images = np.empty((min(side, grid_height), grid_width, predictor.bands), new_images.dtype)
             if rows[i] >= top + held:
@@ -616,21 +623,17 @@ def _inputs_by_rows(predictor: Predictor, source: RasterSource, ref: SampleRef, 
             else:
                 drop = rows[i] - top
                 shift_up(images, drop, held)
-                shift_up(valid, drop * grid, min(held * grid, shape.height - top * grid))
                 top, held = rows[i], held - drop
             images[held:held + len(new_images)] = new_images
-            valid[held * grid:held * grid + len(new_valid)] = new_valid
-            fresh: Validity = [(spans[i][0] * grid, 0, new_valid)]
             held += len(new_images)
+            fresh: Validity = [(spans[i][0] * grid, 0, new_valid)]  # the rows' validity, once
             for batch in by_row[i]:
-                cut = []
+                inputs = []
                 for r, c in batch:
                     _, _, h, w = shape.full(r, c)
-                    y, x = r - top, c
-                    pixels = images[y:y + -(-h // grid), x:x + -(-w // grid)]
-                    cut.append((torch.from_numpy(predictor.scaling(pixels)),
-                                {"valid": valid[y * grid:y * grid + h, x * grid:x * grid + w]}))
-                yield i, batch, [w for _, w in cut], [t for t, _ in cut], fresh
+                    pixels = images[r - top:r - top + -(-h // grid), c:c + -(-w // grid)]
+                    inputs.append(torch.from_numpy(predictor.scaling(pixels)))
+                yield i, batch, None, inputs, fresh
                 fresh = []
     finally:
         if ahead is not None:

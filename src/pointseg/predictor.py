@@ -124,13 +124,12 @@ class Predictor:
                 for w in windows]
 
     @torch.no_grad()
-    def input_probabilities(self, images: list[torch.Tensor], windows: list[dict[str, np.ndarray]], grid: int = 1
+    def input_probabilities(self, images: list[torch.Tensor], sizes: list[tuple[int, int]] | None = None
                             ) -> tuple[list[np.ndarray], float]:
-        """Class probabilities of ``windows`` from their ``images`` (``window_inputs``), and the seconds the model
-        itself took: ``(C, h, w)`` at full resolution with ``grid`` 1, at the model's (the images') resolution
-        otherwise. Softmax comes before any resampling, so each pixel keeps a distribution."""
-        sizes: list[tuple[int, int]] = [(w["valid"].shape[0], w["valid"].shape[1]) if grid == 1 else
-                                        (i.shape[-2], i.shape[-1]) for w, i in zip(windows, images, strict=True)]
+        """Class probabilities ``(C, h, w)`` of windows from their model inputs ``images`` (``window_inputs``),
+        resampled to ``sizes`` (None: at the images' own, the model's, resolution), and the seconds the model itself
+        took. Softmax comes before any resampling, so each pixel keeps a distribution."""
+        sizes = sizes or [(i.shape[-2], i.shape[-1]) for i in images]
         if len({tuple(i.shape) for i in images}) == 1 and len(set(sizes)) == 1:  # one batch (only rasters smaller
             logits, seconds = self.timed_logits(torch.stack(images))         # than a window differ)
             return list(_at_size(logits.softmax(1), sizes[0])), seconds
@@ -143,8 +142,15 @@ class Predictor:
 
     def window_probabilities(self, windows: list[dict[str, np.ndarray]], grid: int = 1
                              ) -> tuple[list[np.ndarray], float]:
-        """``input_probabilities`` of raw raster windows."""
-        return self.input_probabilities(self.window_inputs(windows, grid), windows, grid)
+        """``input_probabilities`` of raw raster windows: at full resolution with ``grid`` 1, at the model's
+        resolution otherwise."""
+        return self.input_probabilities(self.window_inputs(windows, grid), window_sizes(windows, grid))
+
+
+def window_sizes(windows: list[dict[str, np.ndarray]], grid: int) -> list[tuple[int, int]] | None:
+    """The full-resolution sizes of raster ``windows`` with ``grid`` 1, else None (their probabilities stay on the
+    grid, at the model's resolution)."""
+    return [(w["valid"].shape[0], w["valid"].shape[1]) for w in windows] if grid == 1 else None
 
 
 def blend_grid(scale: float) -> int:
