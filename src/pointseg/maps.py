@@ -6,9 +6,10 @@ aligned to the raster's edge, so any size works). Each window's class probabilit
 window and summed (on the grid of the model's pixels where the model sees the raster at 1/k of its resolution,
 then up-sampled once); a pixel's map class is the argmax of its weighted sum over its weight sum, so window borders
 leave no seams. Sums are kept for one band of rows (one window high, the raster's width) and written as soon as no later
-window reaches them; a wide band is kept in a file and only the pages in use are held in memory, so memory does not
-grow with the raster's height or width. The model runs through a ``Predictor``; the GeoTIFFs are written by a
-``MapWriter`` (``pointseg.mapwriter``).
+window reaches them; a wide band is kept in a file and only the pages in use are held in memory. Memory does not
+grow with the raster's height; what a band of rows holds across the width (the rows read, their validity, the
+finished rows) grows with its width only (BENCHMARKS 11: 20k x 20k within 1.07-1.11x of 10k x 10k). The model
+runs through a ``Predictor``; the GeoTIFFs are written by a ``MapWriter`` (``pointseg.mapwriter``).
 """
 
 from __future__ import annotations
@@ -332,8 +333,8 @@ def release_free_memory() -> None:
     Called after each band of rows. glibc keeps freed blocks in the heap of the thread that allocated them (the
     model's, the reader's, the writer's) and, once blocks of a few MB were freed, serves blocks up to 32 MiB from
     those heaps rather than mapping them: a map's temporaries of a band of rows (in proportion to the raster's
-    width) then leave the heaps fragmented and resident, and the peak memory of a 20k x 20k map was 1.16x a
-    10k x 10k map's (BENCHMARKS 11)."""
+    width) then leave the heaps fragmented and resident: the peak memory of a 20k x 20k map was 1.16x a 10k x 10k
+    map's before this and the other changes of BENCHMARKS 11's memory fix."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
