@@ -487,19 +487,19 @@ def _finish(band: RowBand, upsample: Upsampling, rows: int, last: bool, certaint
     """The first ``rows`` rows of ``band`` are final: their raster rows (first row, classes, confidence in percent;
     None without a ``certainty_kind``: no confidence is written) that ``upsample`` can hand out now; the band then
     moves down by them."""
-    top, done = upsample.done, 0
+    top = upsample.done
     most = min(upsample.height - top, (rows + 1) * upsample.grid)  # raster rows this can hand out at most
     classes = np.empty((most, upsample.width), np.uint8)
     confidence = np.empty((most, upsample.width), np.uint8) if certainty_kind else None
     for start in range(0, rows, ROWS_AT_ONCE):
         n = min(ROWS_AT_ONCE, rows - start)
-        _, probs = upsample(band.probabilities(start, n), last and start + n == rows)
-        fixed = slice(done, done + probs.shape[1])
+        first, probs = upsample(band.probabilities(start, n), last and start + n == rows)
+        fixed = slice(first - top, first - top + probs.shape[1])
         classes[fixed] = top_class(probs).numpy()
-        if confidence is not None and certainty_kind:
+        if certainty_kind and confidence is not None:
             confidence[fixed] = (certainty(probs, certainty_kind) * 100).round().numpy()
-        done = fixed.stop
-        del probs
+        del probs  # before the next piece's are made
+    done = upsample.done - top
     band.advance(rows)
     return top, classes[:done], confidence[:done] if confidence is not None else None
 
