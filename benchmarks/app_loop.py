@@ -226,8 +226,8 @@ def loveda_analyst(work: Path, seed: int, rounds: int = 4, cache: str = "cache-l
     """Section 9's corrective rounds through the app on the loveda-mini Train tiles (see the module doc)."""
     sys.path.insert(0, str(HERE))
     import fast_loop
+    from pointseg.app.start import start_tiles
     from pointseg.cli import parser
-    from pointseg.commands.app import start_tiles
     from pointseg.data.points import corrective
 
     first = fast_loop.simulated(work, fast_loop.LOVEDA, "Train", fast_loop.START, seed)

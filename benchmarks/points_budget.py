@@ -20,11 +20,11 @@ from pathlib import Path
 
 from common import RECIPE_V1
 from pointseg.build import TrainInputs, build_source
-from pointseg.commands.evaluate import run_evaluation
-from pointseg.commands.train import run_training
 from pointseg.config import load_config
 from pointseg.data.points import save_points, simulate
 from pointseg.io import write_json
+from pointseg.workflows.evaluate import run_evaluation
+from pointseg.workflows.train import run_training
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("unet-mobilenetv2", "unet-small")

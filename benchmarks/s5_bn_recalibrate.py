@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from pointseg.build import build_model_from_config
-from pointseg.commands.evaluate import run_evaluation
 from pointseg.runs import read_model
+from pointseg.workflows.evaluate import run_evaluation
 
 
 def main() -> None:

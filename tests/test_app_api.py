@@ -220,8 +220,8 @@ def test_a_tile_folder_project_maps_scores_and_exports_every_tile(tmp_path, tiny
     import rasterio
 
     from pointseg.app.session import Session
+    from pointseg.app.start import start_tiles
     from pointseg.cli import main, parser
-    from pointseg.commands.app import start_tiles
     from pointseg.data.sources import LoveDA
     from pointseg.metrics import confusion_matrix, summarize
 

@@ -188,7 +188,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
     correction, the export; ``kill -9`` and ``--project`` alone bring back the clicks, the map and the view."""
     from playwright.sync_api import sync_playwright
 
-    from pointseg.commands.sample import sample_dir
+    from pointseg.workflows.sample import sample_dir
 
     assert CHROMIUM, "install Debian's chromium (apt-get install chromium)"
     landsat = sample_dir() / "landsat"

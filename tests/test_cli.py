@@ -228,11 +228,11 @@ def test_an_unwritable_out_is_an_error_before_any_work(tmp_path, tiny_loveda, ti
     run = tmp_path / "run"
     assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run), *sets]) == 0
 
-    import pointseg.commands.evaluate
-    import pointseg.commands.predict
+    import pointseg.workflows.evaluate
+    import pointseg.workflows.predict
 
-    monkeypatch.setattr(pointseg.commands.evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
-    monkeypatch.setattr(pointseg.commands.predict, "write_predictions", lambda *a, **k: pytest.fail("predicted first"))
+    monkeypatch.setattr(pointseg.workflows.evaluate, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    monkeypatch.setattr(pointseg.workflows.predict, "write_predictions", lambda *a, **k: pytest.fail("predicted first"))
     for command in (["evaluate", "--data-root", str(tiny_loveda), "--out", str(blocker / "val.json")],
                     ["predict", "--input", str(tiny_loveda / "Val" / "Rural" / "images_png"),
                      "--out", str(blocker / "preds")]):
@@ -444,14 +444,14 @@ def test_the_demo_runs_on_the_shipped_sample_offline_without_weights(tmp_path, c
 
 
 def test_ctrl_c_says_how_to_continue_each_command(monkeypatch, capsys):
-    import pointseg.commands.map
-    import pointseg.commands.train
+    import pointseg.workflows.map
+    import pointseg.workflows.train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pointseg.commands.map, "run_map", interrupted)
-    monkeypatch.setattr(pointseg.commands.train, "run_training", interrupted)
+    monkeypatch.setattr(pointseg.workflows.map, "run_map", interrupted)
+    monkeypatch.setattr(pointseg.workflows.train, "run_training", interrupted)
     assert main(["map", "--raster", "r.tif", "--points", "p.gpkg", "--class-field", "c", "--out", "o"]) == 130
     assert "run the same map command again to continue" in capsys.readouterr().err
     assert main(["train", "--data-root", "r", "--out", "o"]) == 130

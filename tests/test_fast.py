@@ -15,13 +15,13 @@ from sklearn.preprocessing import StandardScaler
 
 from pointseg import runs
 from pointseg.cli import main
-from pointseg.commands.sample import sample_dir
 from pointseg.data.points import corrective_points, load_points
 from pointseg.data.sources import LoveDA
 from pointseg.fast import ABSENT_LOGIT, fit_softmax
 from pointseg.features import FeatureCache
 from pointseg.models import build_model
 from pointseg.models.hypercolumn import HypercolumnHead, resample, warm_start_state
+from pointseg.workflows.sample import sample_dir
 from tests.conftest import shared_path
 
 FAST = ["model.encoder_weights=null", "data.scale=1.0", "train.amp=false", "fast.folds=3"]

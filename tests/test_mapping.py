@@ -14,8 +14,8 @@ import shapely
 import yaml
 
 from pointseg.cli import main
-from pointseg.commands.map import raster_defaults
 from pointseg.data.raster import ground_sample_distance, picture_bands
+from pointseg.workflows.map import raster_defaults
 from tests.conftest import shared_path
 
 GEO = shared_path("data", "geo")

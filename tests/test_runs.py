@@ -14,8 +14,8 @@ import torch
 
 from pointseg.build import TrainInputs
 from pointseg.cli import main
-from pointseg.commands.train import run_training
 from pointseg.config import load_settings
+from pointseg.workflows.train import run_training
 
 
 def cli_args(overrides: list[str]) -> list[str]:

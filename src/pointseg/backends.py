@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from pointseg.choices import BACKENDS
 from pointseg.data.cache import default_cache_dir
 from pointseg.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 OPSET = 18
 # Deepness's installer pins onnxruntime <= 1.17, which loads IR version <= 9 and opsets <= 20 (onnxruntime's
 # compatibility table); the exporter writes IR 10, which it refuses ("Unsupported model IR version: 10").

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pointseg.choices import PRECISIONS
 from pointseg.data.bands import BandScaling, stored_band_statistics
 from pointseg.data.cache import CachedSource, default_cache_dir
 from pointseg.data.classes import ClassTable, default_colors
@@ -465,7 +466,6 @@ def build_runtime(cfg: dict) -> Runtime:
     return Runtime(device, use_amp(train.amp, device), train.threads)
 
 
-PRECISIONS = ("float32", "bf16")  # of a prediction's forward pass with torch
 
 
 def build_predictor(cfg: dict, model: SegmentationModel, classes: ClassTable, scaling: BandScaling,

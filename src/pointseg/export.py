@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from pointseg.backends import ExportedModel, export_graph
+from pointseg.choices import OUTPUTS
 from pointseg.io import atomic_path
 from pointseg.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("probabilities", "logits")
 TOLERANCE = {"probabilities": 1e-4, "logits": 1e-3}  # max abs difference onnxruntime vs torch, float32
 
 

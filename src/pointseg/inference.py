@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-SCORES = ("margin", "entropy", "max")
+from pointseg.choices import SCORES
 
 
 def certainty(probs: torch.Tensor, kind: str = "margin") -> torch.Tensor:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
+from pointseg.choices import Tiling
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import SampleRef
 from pointseg.inference import certainty, top_class
@@ -73,24 +74,6 @@ def window_starts(length: int, side: int, stride: int) -> list[int]:
 def hann(side: int) -> np.ndarray:
     """A 1-D Hann window of ``side`` samples, positive everywhere (so a pixel seen by one window keeps its value)."""
     return (np.sin(np.pi * (np.arange(side) + 0.5) / side) ** 2).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """How a raster is cut: windows of ``tile`` model pixels a side, neighbours overlapping by ``overlap`` (a share
-    of the window), ``batch_size`` windows per forward pass."""
-
-    tile: int = 512
-    overlap: float = 0.5
-    batch_size: int = 4
-
-    def __post_init__(self) -> None:
-        if self.tile < 1:
-            raise ValueError(f"--tile must be at least 1, got {self.tile}")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"--overlap must be in [0, 1), got {self.overlap}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 @dataclass

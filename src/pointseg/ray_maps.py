@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 class RasterMapper:
     """The model of one run in one process, mapping rasters to GeoTIFFs (``pointseg.maps.map_raster``) as
-    ``options`` (a ``commands.options.MapOptions``) say."""
+    ``options`` (a ``workflows.options.MapOptions``) say."""
 
     def __init__(self, run: str, options: Any, threads: int, dataset: str | None = None) -> None:
         import torch

@@ -24,6 +24,7 @@ import yaml
 
 from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError, lower_priority, rgb
+from pointseg.choices import Tiling
 from pointseg.config import flatten, resolve_settings
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
@@ -35,7 +36,6 @@ from pointseg.fastloop import FAST_INFO, FastRun, fast_train, feature_cache, ful
 from pointseg.features import FeatureCache, Unit
 from pointseg.inference import certainty, top_class
 from pointseg.io import atomic_path
-from pointseg.maps import Tiling
 from pointseg.mapwriter import MapWriter
 from pointseg.suggest import class_rarity, suggest_clicks
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from pointseg import build
 from pointseg.commands.options import with_config
-from pointseg.config import load_config
 
 
 def main(args: argparse.Namespace) -> dict:
     """Where the decoded-sample cache is and what it holds; ``clear`` empties it (or its older part) first."""
     import datetime
 
+    from pointseg import build
+    from pointseg.config import load_config
     from pointseg.data.cache import cache_info, clear_cache
 
     directory, cap_gb = build.cache_location(load_config(args.config, args.set))

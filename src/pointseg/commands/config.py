@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
 from pointseg.commands.options import with_config
-from pointseg.config import help_texts, load_config
 
 
 def config_text(cfg: dict) -> str:
     """``cfg`` as YAML, each key followed by its help as a comment."""
+    import yaml
+
+    from pointseg.config import help_texts
+
     helps = {**help_texts(), "seed": "every random draw of a run derives from it",
              "datasets": "more datasets trained at once, one head each: name -> the data fields that differ, e.g. "
                          "{dubai: {format: folder, classes: classes.csv}}; each one's root: --data-root NAME=PATH"}
@@ -34,6 +35,8 @@ def config_text(cfg: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> str:
+    from pointseg.config import load_config
+
     text = config_text(load_config(args.config, args.set))
     print(text, end="")
     return text

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pointseg import runs
-from pointseg.export import OUTPUTS, export_onnx
-from pointseg.maps import Tiling
+from pointseg.choices import OUTPUTS, Tiling
 
 
 def main(args: argparse.Namespace) -> Path:
     Tiling(args.tile, args.overlap)  # the window checks of maps, before the run is loaded
+    from pointseg import runs
+    from pointseg.export import export_onnx
+
     trained = runs.load_run(args.run, device="cpu", head=args.dataset)
     predictor = trained.predictor()
     resolution = args.resolution or runs.training_resolution_cm(args.run, predictor.scale)

@@ -1,19 +1,15 @@
-"""Arguments several subcommands share: the config (``--config``, ``--set``) and how rasters are cut and written."""
+"""Arguments several subcommands share: the config (``--config``, ``--set``) and how rasters are cut and written.
+Nothing heavy is imported here: ``--help`` builds every parser from this module and ``pointseg.choices``."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pointseg import runs
-from pointseg.backends import BACKENDS, file_digest
-from pointseg.build import PRECISIONS
-from pointseg.data.classes import ClassTable
-from pointseg.maps import MapResult, Tiling
-from pointseg.mapwriter import MapWriter, write_polygons
-from pointseg.predictor import Predictor
+from pointseg.choices import BACKENDS, PRECISIONS, Tiling
+
+if TYPE_CHECKING:
+    from pointseg.workflows.options import MapOptions
 
 MIN_TILE = 32  # model pixels: the smallest window side maps are cut into from the command line
 
@@ -56,55 +52,13 @@ def with_backend(sp: argparse.ArgumentParser) -> None:
                          "BENCHMARKS 11)")
 
 
-@dataclass(frozen=True)
-class MapOptions:
-    """How maps are made and written: the ``tiling``, Cloud-Optimised GeoTIFFs (``cog``), test-time ``flips``, the
-    inference ``backend`` (``pointseg.backends``) and its ``int8`` graph, the minimum mapping unit ``sieve``, the
-    map's polygons (``vector``), an area of interest (``aoi``), rows kept to continue a killed map (``resume``)."""
+def map_options(args: argparse.Namespace) -> MapOptions:
+    """The ``MapOptions`` of ``with_tiling``'s arguments; out-of-range values are errors here, before any work."""
+    from pointseg.workflows.options import MapOptions
 
-    tiling: Tiling = Tiling()
-    cog: bool = False
-    flips: bool = False
-    backend: str = "auto"
-    int8: bool = False
-    sieve: int = 0
-    vector: bool = False
-    aoi: str | None = None
-    resume: bool = False
-    precision: str = "float32"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> MapOptions:
-        """From ``with_tiling``'s arguments; out-of-range values are errors here, before any work."""
-        if args.tile < MIN_TILE:
-            raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
-                             f"times slower and see too little context), got {args.tile}")
-        if args.sieve < 0:
-            raise ValueError(f"--sieve must be 0 or more pixels, got {args.sieve}")
-        return cls(Tiling(args.tile, args.overlap, args.batch_size), args.cog, args.flips, args.backend, args.int8,
-                   args.sieve, args.vector, args.aoi, getattr(args, "resume", False), args.precision)
-
-    def predictor(self, trained: runs.TrainedModel, rasters: Sequence[str | Path] = ()) -> Predictor:
-        """``trained``'s predictor as these options say (``rasters``: those being mapped, int8's calibration when
-        the run's training images are gone)."""
-        return trained.predictor(self.flips, self.backend, self.int8, rasters, self.precision)
-
-    def resume_key(self, trained: runs.TrainedModel) -> str | None:
-        """What identifies the model of a resumable map (``maps.map_raster`` adds the raster and the options):
-        its model file's digest; ``None`` without ``resume``."""
-        if not self.resume:
-            return None
-        if trained.path is None:
-            raise ValueError("--resume needs a model saved in a run directory")
-        return file_digest(trained.path)
-
-    def products(self, result: MapResult, classes: ClassTable) -> list[Path]:
-        """What is written from a finished map besides it: its polygons with ``vector``."""
-        if not self.vector:
-            return []
-        polygons = result.map.with_suffix(".gpkg")
-        write_polygons(result.map, polygons, classes)
-        return [polygons]
-
-    def writer(self, target: str | Path, classes: ClassTable, confidence: str | Path | None = None) -> MapWriter:
-        return MapWriter(Path(target), classes, Path(confidence) if confidence else None, self.cog, self.sieve)
+    if args.tile < MIN_TILE:
+        raise ValueError(f"--tile must be at least {MIN_TILE} model pixels (smaller windows map a raster many "
+                         f"times slower and see too little context), got {args.tile}")
+    return MapOptions(tiling=Tiling(args.tile, args.overlap, args.batch_size), cog=args.cog, flips=args.flips,
+                      backend=args.backend, int8=args.int8, sieve=args.sieve, vector=args.vector, aoi=args.aoi,
+                      resume=getattr(args, "resume", False), precision=args.precision)

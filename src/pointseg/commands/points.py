@@ -6,81 +6,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pointseg import build, runs
+from pointseg.choices import STRATEGIES
 from pointseg.commands.options import with_config
-from pointseg.config import load_config
-from pointseg.data.classes import ClassTable
-from pointseg.data.points import STRATEGIES, PointSet, answer, corrective, load_points, save_points, simulate
-from pointseg.data.sources import Source
-from pointseg.io import check_writable
-from pointseg.point_import import ImportReport, class_table_from_values, import_points, read_point_layer
-
-
-def import_point_layer(vector: str | Path, rasters: list[str | Path], class_field: str, out: str | Path,
-                       layer: str | None = None, crs: str | None = None, classes: str | Path | None = None,
-                       x_field: str = "x", y_field: str = "y") -> tuple[PointSet, ImportReport]:
-    """Clicks of a vector layer onto ``rasters`` as the point file ``out``; see ``pointseg.point_import``.
-
-    The classes come from the class table ``classes`` (``value,name,r,g,b``: names or raster values in the field)
-    or else from the field's distinct values; the table used is written beside ``out`` as ``<stem>.classes.csv``.
-    """
-    out = Path(out)
-    check_writable(out.parent)
-    points_layer = read_point_layer(vector, class_field, layer, crs, x_field, y_field)
-    table = (ClassTable.from_csv(classes, color_coded=False) if classes
-             else class_table_from_values(points_layer.values))
-    points, report = import_points(points_layer, rasters, table)
-    if report.imported == 0:
-        raise ValueError(f"{vector}: no point could be placed on the rasters\n{report.summary()}")
-    save_points(out, points)
-    table.to_csv(out.with_suffix(".classes.csv"))
-    return points, report
-
-
-def simulation_source(args: argparse.Namespace, cfg: dict, classes: ClassTable | None) -> Source:
-    """The images and masks clicks are simulated on: ``--data-root``/``--split`` tiles, or ``--raster`` with its
-    ``--mask`` (classes from ``--classes``, else ``classes``: a run's)."""
-    if args.raster or args.mask:
-        if not (args.raster and args.mask) or args.data_root:
-            raise ValueError("simulate on a raster with --raster R --mask M (its reference mask), without --data-root")
-        table = ClassTable.from_csv(args.classes, color_coded=False) if args.classes else classes
-        if table is None:
-            raise ValueError("--raster with --mask needs the mask's class table: --classes TABLE.csv (value,name,"
-                             "r,g,b; 0 or the ignore value for unlabelled pixels)")
-        return build.build_raster_source(cfg, (args.raster,), table, (args.mask,))
-    if not args.data_root:
-        raise ValueError("points simulate needs --data-root R (with --split) or --raster R --mask M")
-    return build.build_source(cfg, args.data_root, args.split)
-
-
-def simulate_corrective(args: argparse.Namespace, cfg: dict) -> PointSet:
-    """The clicks so far plus ``--per-image`` clicks per image where the run's map disagrees with the masks."""
-    if not args.run or not args.points:
-        raise ValueError("--strategy corrective needs --run RUN (the model whose map is corrected) and --points "
-                         "SO_FAR (the clicks it was trained on)")
-    trained = runs.load_run(args.run)
-    source = simulation_source(args, trained.head_cfg, trained.classes)
-    made = load_points(args.points)
-    if made.classes != list(trained.classes.names):
-        raise ValueError(f"{args.points}: classes {made.classes} differ from the run's {list(trained.classes.names)}")
-    dataset = build.build_eval_dataset(trained.head_cfg, source, trained.scaling)
-    predictions = {sample["id"]: predicted for sample, predicted in trained.predictor().iter_predictions(dataset)}
-    return corrective(source, predictions, made, args.per_image, args.seed)
 
 
 def main_simulate(args: argparse.Namespace) -> Path:
+    from pointseg.config import load_config
+    from pointseg.data.points import answer, load_points, save_points, simulate
+    from pointseg.workflows.points import simulate_corrective, simulation_source
+
+    where = {"data_root": args.data_root, "split": args.split, "raster": args.raster, "mask": args.mask,
+             "table": args.classes}
     if args.per_image is not None and args.per_image < 1:
         raise ValueError(f"--per-image must be at least 1, got {args.per_image}")
     cfg = load_config(args.config, args.set)
     if args.strategy == "corrective":
         if args.per_image is None:
             raise ValueError("--strategy corrective needs --per-image K (clicks added per image)")
-        points = simulate_corrective(args, cfg)
+        points = simulate_corrective(args.run, args.points, args.per_image, args.seed, **where)
         save_points(args.out, points)
         print(f"wrote {len(points)} points ({args.per_image} per image where the map of {args.run} is wrong, added to "
               f"those of {args.points}) on {len(points.images)} images to {args.out}")
         return Path(args.out)
-    source = simulation_source(args, cfg, None)
+    source = simulation_source(cfg, None, **where)
     if args.at:
         points, dropped = answer(source, load_points(args.at, unclassified=True))
         save_points(args.out, points)
@@ -98,6 +46,8 @@ def main_simulate(args: argparse.Namespace) -> Path:
 
 
 def main_import(args: argparse.Namespace) -> Path:
+    from pointseg.workflows.points import import_point_layer
+
     points, report = import_point_layer(args.vector, args.raster, args.class_field, args.out, args.layer, args.crs,
                                         args.classes, args.x_field, args.y_field)
     print(report.summary())

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pointseg.choices import STRATEGIES
 from pointseg.data.sources import Source
 from pointseg.io import write_text
 
 FORMAT = "pointseg.points"
 VERSION = 1
-STRATEGIES = ("uniform", "class-balanced")
 UNCLASSIFIED = -1  # the class of a suggested click nobody has classified yet (``null`` in the file)
 
 

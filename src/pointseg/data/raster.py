@@ -24,7 +24,6 @@ from rasterio.windows import Window as RioWindow
 from pointseg.data.classes import ClassTable
 from pointseg.data.sources import GeoRef, SampleRef, Source, Window
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc")
 METRES_PER_DEGREE = 111_320.0  # of latitude, and of longitude at the equator (WGS 84, rounded)
 
 
