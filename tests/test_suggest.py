@@ -55,6 +55,63 @@ def test_suggestions_weigh_uncertainty_by_class_rarity_and_refuse_more_clicks_th
         suggest_clicks(uncertainty, predicted, valid, np.zeros((0, 3), int), rarity, 2, 1.0, (1, 2))
 
 
+def test_suggestions_go_to_the_unsure_lower_half_not_to_saturated_boundary_lines_in_scan_order():
+    """The top half has thin boundary lines where the model is exactly undecided (uncertainty 1: a saturated pixel
+    score); the lower half has broad regions where it is nearly as unsure throughout. Ranked pixel by pixel, every
+    pick went to the lines, in row order; ranked by the region's uncertainty they go to the lower half."""
+    uncertainty = np.zeros((200, 200))
+    uncertainty[5:100:10, :] = 1.0  # boundary lines, one pixel thick
+    uncertainty[120:190, 10:90] = uncertainty[120:190, 110:190] = 0.9  # unsure regions
+    found = suggest_clicks(uncertainty, np.zeros((200, 200), int), None, np.zeros((0, 3), int), np.ones(1), 6, 20.0,
+                           (200, 200))
+    assert len(found) == 6 and all(s.row >= 100 for s in found)
+    assert len({s.col < 100 for s in found}) == 2  # both regions
+    assert all(0 < s.score < 1 for s in found)  # not saturated
+    flat = suggest_clicks(np.ones((60, 60)), np.zeros((60, 60), int), None, np.zeros((0, 3), int), np.ones(1), 3, 1.0,
+                          (60, 60))
+    assert max(s.row for s in flat) > 20  # equal scores: not the first rows in scan order
+
+
+def test_region_uncertainty_is_the_mean_over_pixels_with_data():
+    from pointseg.suggest import region_uncertainty
+
+    u = np.array([[1.0, 0.0, 0.5]])
+    valid = np.array([[True, True, False]])
+    assert region_uncertainty(u, valid, 3).tolist() == [pytest.approx([0.5, 0.5, 0.0])]
+    assert region_uncertainty(u, None, 1).tolist() == [[1.0, 0.0, 0.5]]
+
+
+def test_suggest_on_a_raster_proposes_clicks_where_the_map_is_unsure(tmp_path):
+    """A raster whose top half is red on the left and green on the right, and whose lower half is their mixture: a
+    fast model fitted on red and green clicks is unsure over the whole lower half and at the top's boundary.
+    ``pointseg suggest`` puts its clicks in the lower half (they all went to the top rows before)."""
+    from rasterio.transform import from_origin
+
+    image = np.zeros((3, 160, 160), dtype=np.uint8)
+    image[0, :80, :80], image[1, :80, 80:] = 200, 200
+    image[0, 80:], image[1, 80:] = 100, 100
+    raster = tmp_path / "scene.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=160, height=160, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 5600000, 10, 10)) as ds:
+        ds.write(image)
+    points = tmp_path / "clicks.json"
+    clicks = [[r, c, 0] for r in (10, 40, 70) for c in (10, 40, 70)] + [[r, c, 1] for r in (10, 40, 70)
+                                                                       for c in (90, 120, 150)]
+    points.write_text(json.dumps({"format": "pointseg.points", "version": 1, "classes": ["red", "green"], "meta": {},
+                                  "images": {"scene": {"height": 160, "width": 160, "points": clicks}}}))
+    run = tmp_path / "run"
+    sets = ["model.encoder_weights=null", "model.hypercolumn_stages=[0]", "fast.folds=0", "labels.propagate=none",
+            f"data.cache_dir={tmp_path / 'cache'}", "data.scale=1"]
+    assert main(["train", "--fast", "--raster", str(raster), "--points", str(points), "--out", str(run),
+                 *[a for s in sets for a in ("--set", s)]]) == 0
+    out = tmp_path / "next.json"
+    assert main(["suggest", "--run", str(run), "--raster", str(raster), "--points", str(points), "--per-image", "4",
+                 "--out", str(out)]) == 0
+    suggested = load_points(out, unclassified=True).images["scene"][len(clicks):]
+    assert len(suggested) == 4 and (suggested[:, 0] >= 80).all(), suggested
+    assert np.ptp(suggested[:, 0]) >= 16, suggested  # spread over the unsure half, not along its first row
+
+
 def test_the_click_loop_suggest_answer_retrain(tmp_path, tiny_run, tiny_loveda, tiny_overrides, capsys):
     clicks = tmp_path / "clicks.json"
     assert main(["points", "simulate", "--data-root", str(tiny_loveda), "--per-image", "3", "--out", str(clicks)]) == 0
