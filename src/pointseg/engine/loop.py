@@ -28,6 +28,7 @@ from pointseg.engine.device import configure_determinism, peak_memory_mb
 from pointseg.engine.distributed import SINGLE, Distribution, gather, reduce_line, wrap_step
 from pointseg.engine.log import IntervalLog
 from pointseg.engine.optim import OptimOptions, build_optimizer
+from pointseg.engine.progress import Progress
 from pointseg.engine.seeding import rng_state, set_rng_state, stream_seed
 from pointseg.engine.step import Batches, Task, TrainStep
 from pointseg.inference import autocast
@@ -118,7 +119,9 @@ def train(model: SegmentationModel, tasks: Sequence[Task], method: Method, run_d
                          options.num_workers, distribution)
     _train_mode(step_module, model)
     bar = tqdm(range(start, options.steps), initial=start, total=options.steps, desc="train",
-               disable=not placement.progress or not distribution.is_main)
+               disable=not placement.progress or not distribution.is_main,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+    progress, logged = Progress(run_dir if distribution.is_main else None, options.steps), ""
     for step in bar:
         batches: Batches = [(head, _to(labeled, device, memory_format),
                              None if unlabeled is None else _to(unlabeled, device, memory_format))
@@ -128,12 +131,13 @@ def train(model: SegmentationModel, tasks: Sequence[Task], method: Method, run_d
         done = step + 1
         if done % options.log_every == 0 or done == options.steps:
             line = reduce_line(interval.line(), distribution)  # means over the processes
-            bar.set_postfix(loss=f"{line['loss']:.4f}", img_s=f"{line['images_per_s']:.1f}")
+            logged = f"; loss {line['loss']:.4f}, {line['images_per_s']:.1f} images/s"
             if distribution.is_main:
                 append_jsonl(metrics_path, {"step": done, **line, "lr": scheduler.get_last_lr()[0],
                                             "peak_memory_mb": round(peak_memory_mb(device))})
         if done % options.checkpoint_every == 0 or done == options.steps:
             _save(ckpt_path, done, (model, method, optimizer, scheduler), interval, distribution)
+        bar.set_postfix_str(Progress.text(progress.update(done)) + logged, refresh=False)
         if on_step is not None:
             on_step(done)
     return model
