@@ -64,10 +64,13 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path):
         smp_unet(3, "mobilenet_v2", str(tmp_path / "missing.pth"))
 
 
-def test_offline_hub_name_fails_with_a_hint_to_pass_a_file(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_offline_hub_name_fails_at_once_with_a_hint_to_pass_a_file(offline, without_weights_package):
+    import time
+
+    started = time.perf_counter()
     with pytest.raises(RuntimeError, match="encoder_weights=/path/to/weights.pth"):
         build_model("unet-mobilenetv2", 7, encoder_weights="imagenet")
+    assert time.perf_counter() - started < 10  # not the hub client's retries
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -220,7 +223,8 @@ def test_the_vit_stem_is_torchvisions_mobilenet_v2_to_stride_16_with_its_imagene
     assert first.shape[1] == 10 and torch.allclose(first[:, 3:6], reference.features[0][0].weight * 3 / 10)
 
 
-def test_the_vit_stem_takes_a_mobilenet_v2_file_or_imagenet_and_says_what_fails(tmp_path, monkeypatch):
+def test_the_vit_stem_takes_a_mobilenet_v2_file_or_imagenet_and_says_what_fails(tmp_path, monkeypatch,
+                                                                               without_weights_package):
     with pytest.raises(ValueError, match="MobileNetV2 checkpoint file, imagenet or null"):
         build_model("vit-tiny-mobilenetv2", 7, encoder_weights="swsl")
     with pytest.raises(FileNotFoundError, match="missing.pth"):

@@ -1,7 +1,8 @@
 """U-Nets on pretrained encoders through segmentation-models-pytorch (any smp encoder, or ``tu-<timm name>``).
 
 Encoder weights come from a local file (``*.pth``/``*.pt``; hubs need no network for that) or by hub name
-(e.g. ``imagenet``), which smp downloads on a machine that is online.
+(e.g. ``imagenet``): from an installed package that ships them, the hub's cache, or downloaded by smp on a machine
+that is online (``pointseg.models.pretrained``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
 from pointseg.io import read_torch_file
+from pointseg.models.pretrained import hub_reachable, offline_error, smp_imagenet
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,12 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     Raises:
         ValueError: if the file is unreadable or does not cover every encoder tensor.
     """
-    state = read_torch_file(path, "encoder weights")
+    if Path(path).suffix == ".safetensors":  # the hub's own format (its cache)
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = read_torch_file(path, "encoder weights")
     load_encoder_state(encoder, state, str(path))
 
 
@@ -85,10 +92,18 @@ def is_weights_file(encoder_weights: str) -> bool:
 def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
              in_channels: int = 3) -> smp.Unet:
     """An smp U-Net for ``in_channels`` bands. ``encoder_weights``: ``None`` (random), a file path, or an smp hub
-    name like ``imagenet`` (smp adapts the input layer of hub weights itself, by the same rule). The model's
-    ``encoder``, ``decoder`` and ``segmentation_head`` become a ``SegmentationModel``'s parts."""
+    name like ``imagenet``, looked up offline first (``models.pretrained``: an installed package that ships them,
+    the hub's cache) and fetched otherwise (smp adapts the input layer of hub weights itself, by the same rule).
+    The model's ``encoder``, ``decoder`` and ``segmentation_head`` become a ``SegmentationModel``'s parts."""
     is_file = encoder_weights is not None and is_weights_file(encoder_weights)
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
+    weights_file = encoder_weights if is_file else None
+    if hub_name is not None and not encoder.startswith("tu-"):
+        found = smp_imagenet(encoder, hub_name)
+        if isinstance(found, Path):
+            weights_file, hub_name = str(found), None
+    if hub_name is not None and encoder.startswith("tu-") and not hub_reachable():
+        raise offline_error("pretrained", encoder)
     try:
         model = smp.Unet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes,
                          in_channels=in_channels)
@@ -101,10 +116,10 @@ def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: s
             f"could not fetch {hub_name!r} weights for encoder {encoder!r} ({type(e).__name__}: {e}). "
             f"Offline? Pass a local checkpoint file instead: --set model.encoder_weights=/path/to/weights.pth"
         ) from e
-    if is_file and encoder_weights is not None:
-        if not Path(encoder_weights).exists():
-            raise FileNotFoundError(f"{encoder_weights}: encoder weights file not found")
-        load_encoder_weights(model.encoder, encoder_weights)
+    if weights_file is not None:
+        if not Path(weights_file).exists():
+            raise FileNotFoundError(f"{weights_file}: encoder weights file not found")
+        load_encoder_weights(model.encoder, weights_file)
     return model
 
 

@@ -58,8 +58,12 @@ STEMS: dict[str, Callable[[int], ConvStem]] = {"mobilenetv2": ConvStem}
 
 def load_stem_weights(stem: ConvStem, weights: str | None) -> None:
     """ImageNet weights into ``stem``: a torchvision MobileNetV2 checkpoint file (read offline), or ``imagenet``
-    (torchvision's, downloaded: needs network)."""
+    (the same file from an installed package, ``models.pretrained``, or torchvision's download: needs network)."""
+    from pointseg.models.pretrained import packaged_weights
     from pointseg.models.smp_unet import is_weights_file, load_encoder_state, load_encoder_weights
+
+    if weights == "imagenet":
+        weights = str(packaged_weights("mobilenet_v2") or weights)
 
     if weights in (None, "none", ""):
         return
@@ -173,6 +177,10 @@ def load_vit_weights(encoder: ViTEncoder, weights: str | None) -> None:
     else:
         import timm
 
+        from pointseg.models.pretrained import hub_cached, hub_reachable, offline_error
+
+        if hub_cached(f"timm/{weights}", "model.safetensors") is None and not hub_reachable():
+            raise offline_error("ViT", str(weights))
         try:
             state = timm.create_model(str(weights), pretrained=True, num_classes=0).state_dict()
         except Exception as e:
