@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,25 @@ import pytest
 import torch
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout: the real data (LoveDA tiles, Sentinel-2 and Landsat scenes, ...) and ImageNet weights
+# files that tests read; POINTSEG_SHARED points elsewhere. Without it, the tests that read it fail with this message
+# and the others run.
+SHARED = Path(os.environ.get("POINTSEG_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+MISSING = ("{path} is missing: this test reads ../shared, the real data and weights kept beside the checkout "
+           "(the project's shared folder; set POINTSEG_SHARED to use another place)")
+
+
+def pytest_report_header() -> str:
+    if SHARED.is_dir():
+        return f"shared data: {SHARED}"
+    return (f"shared data: {SHARED} is missing: the tests that read real data or weights from it will fail; the "
+            "others run (see README, Development)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``shared`` (modules that read ../shared throughout) fail at once, with the reason, without it."""
+    if item.get_closest_marker("shared") and not SHARED.is_dir():
+        pytest.fail(MISSING.format(path=SHARED), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +42,7 @@ def shared_path(*parts: str) -> Path:
     """A path in ../shared; fails (never skips) when the shared material is missing."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"{path} is missing: tests need ../shared beside the checkout")
+        pytest.fail(MISSING.format(path=path), pytrace=False)
     return path
 
 
@@ -70,3 +89,42 @@ def tiny_run(tmp_path: Path, tiny_loveda: Path, tiny_overrides: list[str]) -> Pa
     assert main(["train", "--data-root", str(tiny_loveda), "--out", str(run),
                  *[a for o in tiny_overrides for a in ("--set", o)]]) == 0
     return run
+
+
+def closed_port() -> int:
+    """A port of this machine nothing listens on (connections to it are refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """No network, as on a machine without one: the model hub and any HTTPS proxy refuse connections, the hub's
+    cache is empty. Returns the environment (subprocesses inherit it)."""
+    hub = f"http://127.0.0.1:{closed_port()}"
+    env = {"HF_ENDPOINT": hub, "HTTPS_PROXY": hub, "https_proxy": hub,
+           "HF_HOME": str(tmp_path_factory.mktemp("hf-home")), "TORCH_HOME": str(tmp_path_factory.mktemp("torch"))}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def without_weights_package(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package that ships the ImageNet weights (``models.pretrained.PACKAGED``) as if it were not installed:
+    an empty package of its name comes first on the path, in this process and in subprocesses."""
+    import importlib
+
+    from pointseg.models.pretrained import PACKAGED
+
+    shadow = tmp_path_factory.mktemp("shadow")
+    for entry in PACKAGED.values():
+        (shadow / entry.package).mkdir()
+        (shadow / entry.package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(shadow))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p))
+    importlib.invalidate_caches()
+    return shadow

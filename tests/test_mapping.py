@@ -16,9 +16,10 @@ import yaml
 from pointseg.cli import main
 from pointseg.data.raster import ground_sample_distance, picture_bands
 from pointseg.workflows.map import raster_defaults
-from tests.conftest import shared_path
+from tests.conftest import SHARED
 
-GEO = shared_path("data", "geo")
+pytestmark = pytest.mark.shared  # reads the rasters of ../shared/data/geo
+GEO = SHARED / "data" / "geo"
 S2 = GEO / "sentinel2-strzegom"
 S2_DATE, S2_OTHER = "strzegom_20210619_33u.tif", "strzegom_20220619_33u.tif"
 LANDSAT = GEO / "landsat-rgb" / "RGB.byte.tif"
