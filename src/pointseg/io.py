@@ -32,6 +32,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def error_message(e: BaseException) -> str:
+    """What went wrong, in a line: ``<file>: <reason>`` for OS errors (permission, disk full, ...), the message
+    itself otherwise (the command line and the app show errors this way)."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 def check_writable(directory: str | os.PathLike) -> None:
     """Fail early, before any work, if ``directory`` cannot be created or written (nothing is left behind).
 

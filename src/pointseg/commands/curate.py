@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cu.add_argument("--run", required=True, help="a trained run (directory or model.pt) that scores the images")
     cu.add_argument("--dataset", help="which dataset of a model trained on several")
     cu.add_argument("--data-root", required=True, help="the labeled images' root (with --split)")
-    cu.add_argument("--split", default="Train")
+    cu.add_argument("--split", default="Train", help="the split of --data-root holding the labeled images")
     cu.add_argument("--pool", action="append", required=True, help="an unlabeled folder or .txt image list "
                                                                    "(repeat for several)")
     cu.add_argument("--budget", type=int, required=True, help="number of pool images to select")
@@ -35,6 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     cu.add_argument("--direction", choices=("lowest", "highest"), default="lowest",
                     help="pick the lowest-entropy (most confident) images first, or the highest")
     cu.add_argument("--size", type=int, default=256, help="images are scored resized to this side")
-    cu.add_argument("--batch-size", type=int, default=16)
+    cu.add_argument("--batch-size", type=int, default=16, help="images scored per forward pass")
     cu.add_argument("--out", required=True, help="the selected list (.txt, one image path per line)")
     cu.set_defaults(func=main)

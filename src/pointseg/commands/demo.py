@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     de = sub.add_parser("demo", help="the whole chain on the sample shipped with pointseg (or a LoveDA root), in "
                                      "minutes on a CPU")
     de.add_argument("--data-root", help="a LoveDA root (default: the Dubai tiles of the sample)")
-    de.add_argument("--out", required=True)
-    de.add_argument("--per-image", type=int, default=20)
+    de.add_argument("--out", required=True, help="output folder: REPORT.md, run/, points.json, predictions/")
+    de.add_argument("--per-image", type=int, default=20, help="simulated clicks per Train image")
     de.add_argument("--download", action="store_true", help="download LoveDA into --data-root if missing")
-    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     de.set_defaults(func=main)

@@ -14,6 +14,7 @@ def main(args: argparse.Namespace) -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     dl = sub.add_parser("download", help="download LoveDA (needs internet)")
-    dl.add_argument("--root", required=True)
-    dl.add_argument("--splits", nargs="+", default=["Train", "Val"], choices=["Train", "Val", "Test"])
+    dl.add_argument("--root", required=True, help="folder to download LoveDA into")
+    dl.add_argument("--splits", nargs="+", default=["Train", "Val"], choices=["Train", "Val", "Test"],
+                    help="the splits to download")
     dl.set_defaults(func=main)

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "reference mask raster")
     ev.add_argument("--run", help="run directory or its model.pt")
     ev.add_argument("--data-root", help="dataset root (with --split)")
-    ev.add_argument("--split", default="Val")
+    ev.add_argument("--split", default="Val", help="the split of --data-root to score")
     ev.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     ev.add_argument("--raster", help="raster the run maps, scored against --mask")
     ev.add_argument("--mask", help="reference mask raster on the grid of --raster or --map")

@@ -57,10 +57,11 @@ def main_import(args: argparse.Namespace) -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pts = sub.add_parser("points", help="point labels").add_subparsers(dest="points_command", required=True)
+    pts = sub.add_parser("points", help="clicks: simulated from dense masks, or imported from a GIS point "
+                                        "layer").add_subparsers(dest="points_command", required=True)
     sim = pts.add_parser("simulate", help="simulate N clicks per image from dense masks")
     sim.add_argument("--data-root", help="tiles with masks (with --split)")
-    sim.add_argument("--split", default="Train")
+    sim.add_argument("--split", default="Train", help="the split of --data-root whose images are clicked")
     sim.add_argument("--raster", help="instead of --data-root: a raster, with its reference --mask")
     sim.add_argument("--mask", help="the mask raster of --raster (its unlabelled pixels are never clicked)")
     sim.add_argument("--classes", help="class table value,name,r,g,b of --mask (default with --run: the run's)")
@@ -69,10 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--per-image", type=int, help="clicks per image")
     sim.add_argument("--at", metavar="SUGGESTIONS", help="instead: give the suggested clicks of this point file "
                                                          "(pointseg suggest) the classes of the dense masks")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0, help="seed of the random draws (the same seed, the same clicks)")
     sim.add_argument("--strategy", choices=[*STRATEGIES, "corrective"], default="uniform",
                      help="uniform | class-balanced | corrective: --per-image clicks where --run's map is wrong")
-    sim.add_argument("--out", required=True)
+    sim.add_argument("--out", required=True, help="point file to write (points.json)")
     with_config(sim)
     sim.set_defaults(func=main_simulate)
 

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sg.add_argument("--run", required=True, help="run directory or its model.pt")
     sg.add_argument("--dataset", help="which dataset of a model trained on several (its head and class table)")
     sg.add_argument("--data-root", help="dataset root (with --split)")
-    sg.add_argument("--split", default="Train")
+    sg.add_argument("--split", default="Train", help="the split of --data-root to suggest clicks on")
     sg.add_argument("--raster", action="append", default=[], metavar="FILE", help="raster(s) instead of a data root")
     sg.add_argument("--points", help="the clicks made so far (point file)")
     sg.add_argument("--per-image", type=int, required=True, help="clicks to suggest per image")
