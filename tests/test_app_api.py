@@ -205,6 +205,36 @@ def test_train_fully_in_the_background_then_its_map_replaces_the_fast_one(tmp_pa
     full_map = session.classes_of("scene", (0, 0, 64, 64))
     assert full_map is not None and fast_map is not None and full_map.shape == fast_map.shape
     assert client.get("/api/tiles/map/0/0/0.png").status_code == 200
+    accuracy = client.get("/api/accuracy").json()
+    assert accuracy["model"] == "full" and accuracy["click_accuracy"] is None  # not the fast round's
+
+    # the run's export holds what predict --run needs: not its checkpoints, lock or cached graphs
+    import zipfile
+
+    from pointseg.cli import main
+
+    (tmp_path / "run.zip").write_bytes(client.get("/api/export/run.zip").content)
+    with zipfile.ZipFile(tmp_path / "run.zip") as archive:
+        assert sorted(archive.namelist()) == ["run/config.yaml", "run/loss.png", "run/metrics.jsonl", "run/model.pt",
+                                              "run/run.json"]
+        archive.extractall(tmp_path / "unpacked")
+    assert main(["predict", "--run", str(tmp_path / "unpacked" / "run"), "--input", str(tmp_path / "scene.tif"),
+                 "--out", str(tmp_path / "maps")]) == 0
+    with rasterio.open(tmp_path / "maps" / "scene.tif") as ds:
+        assert ds.read(1).shape == (64, 64)
+    (tmp_path / "map.zip").write_bytes(client.get("/api/export/map.zip").content)
+    with zipfile.ZipFile(tmp_path / "map.zip") as archive:  # the map with its class names and QGIS style
+        assert sorted(archive.namelist()) == ["scene.qml", "scene.tif", "scene.tif.aux.xml"]
+        archive.extractall(tmp_path / "map")
+    with rasterio.open(tmp_path / "map" / "scene.tif") as ds:
+        assert np.array_equal(ds.read(1), full_map) and ds.crs.to_epsg() == 32633
+    assert "left" in (tmp_path / "map" / "scene.tif.aux.xml").read_text()
+
+    session.settings = {**settings, "train": {**settings["train"], "steps": 0}}  # a full training that fails
+    client.post("/api/train")
+    with client.stream("GET", "/api/train/events") as events:
+        last = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")][-1]
+    assert last["state"] == "failed" and "'train.steps' must be >= 1, got 0" in last["message"]
     session.settings = {**settings, "train": {**settings["train"], "steps": 500}}
     assert client.post("/api/train").json()["state"] == "running"
     cancelled = client.post("/api/train/cancel").json()
@@ -260,13 +290,20 @@ def test_a_tile_folder_project_maps_scores_and_exports_every_tile(tmp_path, tiny
                                torch.from_numpy(source.read_mask(ref).astype(np.int64)), 7).numpy()
     assert reported == summarize(cm, list(source.classes.names))
 
-    found = client.get("/api/suggestions", params={"k": 3, "image": "Rural/1"}).json()
+    found = client.post("/api/suggestions", params={"k": 3, "image": "Rural/1"}).json()
     assert len(found) == 3 and {s["image"] for s in found} == {"Rural/1"}
+    assert project.suggestions() == found  # kept until answered or dismissed
+    client.post("/api/clicks", json={"image": "Rural/1", "row": found[0]["row"], "col": found[0]["col"], "class": 1})
+    assert project.suggestions() == found[1:]  # answered
+    assert client.delete("/api/suggestions", params={"image": "Rural/1"}).json() == {"dismissed": 2}
     assert "no georeferencing" in client.get("/api/export/clicks.gpkg").json()["detail"]
     exported = json.loads(client.get("/api/export/points.json").content)
     assert sorted(exported["images"]) == ids
     with zipfile.ZipFile(io.BytesIO(client.get("/api/export/run.zip").content)) as run:
         assert {"run/model.pt", "run/fast.json"} <= set(run.namelist())
+        assert not any(name.startswith(("run/checkpoints", "run/onnx", "run/.lock")) for name in run.namelist())
+    with zipfile.ZipFile(io.BytesIO(client.get("/api/export/map.zip", params={"image": "Rural/1"}).content)) as map_:
+        assert sorted(map_.namelist()) == ["Rural_1.qml", "Rural_1.tif", "Rural_1.tif.aux.xml"]
     graph = onnxruntime.InferenceSession(client.get("/api/export/model.onnx").content)
     assert graph.get_inputs()[0].name == "image"
 
@@ -278,3 +315,49 @@ def test_a_tile_folder_project_maps_scores_and_exports_every_tile(tmp_path, tiny
         assert np.array_equal(again.classes_of(ref.id, (0, 0, 64, 64)), session.classes_of(ref.id, (0, 0, 64, 64)))
     assert client.put("/api/view", json={"image": "nope", "center": [1, 2], "zoom": 1}).status_code == 400
     assert client.put("/api/view", json={"image": "Rural/1", "center": "x", "zoom": 1}).status_code == 400
+
+
+def test_a_setting_that_cannot_work_stops_the_app_at_start_and_set_mends_a_project(tmp_path):
+    """A weights file that is not there stopped only "Update map" (with a JSON parse error on the page), and the
+    stored bad path could not be changed: now the app refuses to start, in one line, before anything is written;
+    ``--project DIR --set`` changes a project's settings and says so; the start command run again reopens it."""
+    import subprocess
+    import sys
+
+    from tests.test_app_browser import free_port, start_app, write_scene
+
+    scene = write_scene(tmp_path / "scene.tif")
+    project = tmp_path / "project"
+    start = ["app", "--raster", str(scene), "--project", str(project), "--port", str(free_port()),
+             "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+
+    def refused(*args: str) -> str:
+        ran = subprocess.run([sys.executable, "-m", "pointseg", *args], capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 2, ran.stdout + ran.stderr
+        return ran.stderr.strip().splitlines()[-1]
+
+    missing = tmp_path / "nope.pth"
+    assert refused(*start, "--set", f"model.encoder_weights={missing}") == (
+        f"pointseg: error: model.encoder_weights={missing}: {missing}: encoder weights file not found")
+    assert not (project / "project.json").exists()
+    process, _ = start_app(start[1:] + ["--set", "model.encoder_weights=null"], tmp_path / "first.log")
+    process.kill()
+    process.wait(timeout=10)
+    info = json.loads((project / "project.json").read_text())
+    assert info["settings"]["model"]["encoder_weights"] is None
+    assert refused("app", "--project", str(project), "--set", f"model.encoder_weights={missing}").endswith(
+        f"{missing}: encoder weights file not found")
+    assert json.loads((project / "project.json").read_text()) == info  # refused before anything was written
+    process, _ = start_app(["--project", str(project), "--port", str(free_port()), "--set", "fast.c=0.5"],
+                           tmp_path / "set.log")
+    process.kill()
+    process.wait(timeout=10)
+    assert "settings changed for the next rounds (fast.c: " in (tmp_path / "set.log").read_text()
+    assert json.loads((project / "project.json").read_text())["settings"]["fast"]["c"] == 0.5
+    process, _ = start_app(["--raster", str(scene), "--project", str(project), "--port", str(free_port())],
+                           tmp_path / "again.log")
+    process.kill()
+    process.wait(timeout=10)
+    assert "reopened the project this command started" in (tmp_path / "again.log").read_text()
+    other = write_scene(tmp_path / "other.tif")
+    assert "holds a project on other images" in refused("app", "--raster", str(other), "--project", str(project))

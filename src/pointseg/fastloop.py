@@ -190,9 +190,10 @@ def fast_round(settings: dict, out: str | Path, inputs: build.TrainInputs, sugge
 
 
 def full_recipe(fast_run: str | Path, out: str | Path, inputs: build.TrainInputs, settings: Sequence[str] = (),
-                background: bool = True, threads: int = 1) -> subprocess.Popen:
+                background: bool = True, threads: int = 1, log: Path | None = None) -> subprocess.Popen:
     """Start the full recipe warm-started from ``fast_run`` (``train --init``) in a process of its own, at a lower
-    priority and on ``threads`` threads so the fast loop stays responsive; returns the process."""
+    priority and on ``threads`` threads so the fast loop stays responsive; its output goes to ``log`` (a file,
+    or this process's terminal); returns the process."""
     cmd = [sys.executable, "-m", "pointseg", "train", "--init", str(fast_run), "--out", str(out),
            "--set", f"train.threads={threads}", *[a for s in settings for a in ("--set", s)]]
     if inputs.data_root:
@@ -201,7 +202,10 @@ def full_recipe(fast_run: str | Path, out: str | Path, inputs: build.TrainInputs
     if inputs.points:
         cmd += ["--points", str(inputs.points)]
     nice = (lambda: os.nice(10)) if background and hasattr(os, "nice") else None
-    return subprocess.Popen(cmd, preexec_fn=nice)  # noqa: PLW1509 (a niceness change only)
+    if log is None:
+        return subprocess.Popen(cmd, preexec_fn=nice)  # noqa: PLW1509 (a niceness change only)
+    with log.open("w", encoding="utf-8") as output:  # the child keeps its own handle
+        return subprocess.Popen(cmd, preexec_fn=nice, stdout=output, stderr=subprocess.STDOUT)  # noqa: PLW1509
 
 
 def warm_start_settings(settings: dict, init: str | Path) -> dict:

@@ -1,7 +1,8 @@
 """An app project: one folder that holds everything of an analyst's session.
 
 ``project.json``: what is mapped (rasters, or a tile folder and split), the class palette (names and colours), the
-view and the settings; ``clicks.json``: the clicks (id, image, row, column, class); ``rounds/`` the fast runs.
+view and the settings; ``clicks.json``: the clicks (id, image, row, column, class); ``suggestions.json``: the
+suggested clicks not answered or dismissed yet; ``rounds/`` the fast runs.
 Every change is written atomically before it is acknowledged (``io.write_json``: a temporary file renamed into
 place), under a lock, so a killed server loses no acknowledged click and two tabs on one project do not overwrite
 each other's clicks: each change is applied to the state on disk, not to a copy a page holds.
@@ -20,7 +21,7 @@ from typing import Any
 from pointseg.data.classes import default_colors
 from pointseg.io import write_json
 
-PROJECT, CLICKS = "project.json", "clicks.json"
+PROJECT, CLICKS, SUGGESTIONS = "project.json", "clicks.json", "suggestions.json"
 MAX_NAME = 64  # characters of a class name
 HEX = set("0123456789abcdefABCDEF")
 
@@ -85,7 +86,8 @@ class Project:
         the config keys its models are fitted with."""
         folder = Path(folder)
         if (folder / PROJECT).exists():
-            raise ProjectError(f"{folder}: already holds a project; reopen it with --project alone")
+            raise ProjectError(f"{folder}: already holds a project; reopen it with --project {folder} (and --set "
+                               "KEY=VALUE to change its settings)")
         colours = default_colors(len(classes))
         palette = [{"name": check_name(c["name"]),
                     "color": check_colour(c.get("color") or hex_colour(colours[i]))}
@@ -136,9 +138,11 @@ class Project:
         return image, r, c, k
 
     def add_click(self, image: object, row: object, col: object, cls: object) -> Click:
-        """Add a click; written before it returns. A click on a pixel that has one replaces its class."""
+        """Add a click; written before it returns. A click on a pixel that has one replaces its class; a click on a
+        suggested pixel answers the suggestion."""
         image, row, col, cls = self._check_click(image, row, col, cls)
         with self.lock:
+            self.dismiss_suggestion(image, row, col)
             state = self._read_clicks()
             for c in state["clicks"]:
                 if (c["image"], c["row"], c["col"]) == (image, row, col):
@@ -171,6 +175,31 @@ class Project:
             state["clicks"] = kept
             write_json(self.folder / CLICKS, state)
 
+    # --- suggested clicks ---------------------------------------------------------------------------------------
+
+    def suggestions(self) -> list[dict[str, Any]]:
+        """The suggested clicks not answered or dismissed yet (``rank``, ``image``, ``row``, ``col``, ``score``,
+        ``predicted``), image by image in the order they were made."""
+        path = self.folder / SUGGESTIONS
+        with self.lock:
+            return json.loads(path.read_text(encoding="utf-8"))["suggestions"] if path.exists() else []
+
+    def set_suggestions(self, image: str, found: list[dict[str, Any]]) -> None:
+        """``found`` replaces the suggestions on ``image`` (those on other images stay)."""
+        with self.lock:
+            kept = [s for s in self.suggestions() if s["image"] != image]
+            write_json(self.folder / SUGGESTIONS, {"suggestions": kept + found})
+
+    def dismiss_suggestion(self, image: object, row: object = None, col: object = None) -> int:
+        """Drop the suggestion at ``row``, ``col`` of ``image`` (``None``: every one on ``image``); how many went."""
+        with self.lock:
+            found = self.suggestions()
+            kept = [s for s in found if not (s["image"] == image and (row is None or (s["row"], s["col"]) ==
+                                                                     (row, col)))]
+            if len(kept) != len(found):
+                write_json(self.folder / SUGGESTIONS, {"suggestions": kept})
+            return len(found) - len(kept)
+
     # --- classes and view ---------------------------------------------------------------------------------------
 
     def add_class(self, name: object, colour: object) -> dict[str, str]:
@@ -183,6 +212,12 @@ class Project:
             self.info["classes"].append(entry)
             write_json(self.folder / PROJECT, self.info)
         return entry
+
+    def set_settings(self, settings: dict[str, Any]) -> None:
+        """The config keys the next rounds are fitted with (the rounds made keep theirs, in their runs)."""
+        with self.lock:
+            self.info["settings"] = settings
+            write_json(self.folder / PROJECT, self.info)
 
     def set_rounds(self, n: int) -> None:
         """The fast rounds made so far (the latest is reopened)."""
@@ -213,4 +248,5 @@ class Project:
             counts[c.cls] += 1
         return {"classes": self.info["classes"], "images": self.info["images"], "view": self.info["view"],
                 "clicks": [c.to_dict() for c in clicks], "counts": counts, "rounds": self.info["rounds"],
+                "suggestions": self.suggestions(),
                 "fixed_classes": "data_root" in self.info["source"]}

@@ -3,16 +3,17 @@
 The JSON API under ``/api/``: ``GET state``; ``POST clicks`` ``{image, row, col, class}`` (answered after the
 click is written); ``PATCH clicks/{id}`` ``{class}``; ``DELETE clicks/{id}``; ``POST classes`` ``{name, color}``;
 ``PUT view``; per image (``?image=ID``, default the first): ``GET raster``, ``tiles/{image,map,certainty}/z/x/y.png``,
-``suggestions``, ``export/map.tif``. Refusals are 4xx JSON ``{"detail": reason}``; nothing a request names reaches
-the file system beyond the project's files and the static folder (``StaticFiles`` resolves paths inside it;
-image ids are looked up in the project, never used as paths).
+``POST suggestions`` (new ones, kept until answered or dismissed), ``DELETE suggestions`` (``&row=&col=``: one),
+``export/map.zip``. Refusals are 4xx JSON ``{"detail": reason}``, failures 500 JSON ``{"detail": what went wrong}``
+(the traceback goes to the server's log); nothing a request names reaches the file system beyond the project's
+files and the static folder (``StaticFiles`` resolves paths inside it; image ids are looked up in the project,
+never used as paths).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,9 +26,10 @@ from fastapi.staticfiles import StaticFiles
 
 from pointseg.app.project import Project, ProjectError
 from pointseg.app.security import Guard
-from pointseg.app.session import Session
+from pointseg.app.session import Session, safe_name
 from pointseg.app.tiles import ImageTiles, certainty_lut, class_lut, lut_tile
 from pointseg.data.points import save_points
+from pointseg.io import error_message
 
 STATIC = Path(__file__).parent / "static"
 
@@ -61,7 +63,7 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         ref = model().ref(image)
         with imagery_lock:
             if ref.id not in imagery:
-                vrt = project.folder / "overviews" / f"{re.sub(r'[^A-Za-z0-9._-]', '_', ref.id)}.vrt"
+                vrt = project.folder / "overviews" / f"{safe_name(ref.id)}.vrt"
                 imagery[ref.id] = ImageTiles(ref.image, vrt)
                 threading.Thread(target=imagery[ref.id].build_overviews_later, daemon=True).start()
             return imagery[ref.id]
@@ -72,6 +74,11 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
     @api.exception_handler(ProjectError)
     async def refused(_: Request, error: ProjectError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @api.exception_handler(Exception)
+    async def failed(_: Request, error: Exception) -> JSONResponse:
+        """Any other failure as its one-line message (the server's log keeps the traceback)."""
+        return JSONResponse({"detail": error_message(error)}, status_code=500)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -137,9 +144,13 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
         except ValueError as e:
             return JSONResponse({"detail": str(e)}, status_code=404)
 
-    @api.get("/api/suggestions")
+    @api.post("/api/suggestions")
     def suggestions(k: int = 10, image: str | None = None) -> list[dict[str, Any]]:
         return model().suggest(image, k)
+
+    @api.delete("/api/suggestions")
+    def dismiss(image: str | None = None, row: int | None = None, col: int | None = None) -> dict[str, int]:
+        return {"dismissed": project.dismiss_suggestion(model().ref(image).id, row, col)}
 
     @api.post("/api/update")
     def update() -> dict[str, Any]:
@@ -176,11 +187,13 @@ def create_app(project: Project, token: str, host: str = "127.0.0.1", port: int 
 
     @api.get("/api/export/{name}")
     def export(name: str, image: str | None = None) -> FileResponse:
-        """``map.tif`` (of ``image``), ``clicks.gpkg``, ``points.json``, ``run.zip`` (the map's run directory) or
+        """``map.zip`` (the map of ``image`` with its class names and QGIS style; ``map.tif`` alone),
+        ``clicks.gpkg``, ``points.json``, ``run.zip`` (what ``predict --run`` needs of the map's run) or
         ``model.onnx``; written into the project's ``exports/`` and sent."""
         current = model()
         folder = project.folder / "exports"
-        makers = {"map.tif": lambda p: current.export_map(p, image), "clicks.gpkg": current.export_clicks,
+        makers = {"map.zip": lambda p: current.export_map_zip(p, image),
+                  "map.tif": lambda p: current.export_map(p, image), "clicks.gpkg": current.export_clicks,
                   "points.json": lambda p: save_points(p, current.points()), "run.zip": current.export_run,
                   "model.onnx": current.export_onnx}
         if name not in makers:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from pointseg import build, runs
 from pointseg.app.project import Project, ProjectError, lower_priority, rgb
@@ -30,6 +31,7 @@ from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, save_points
 from pointseg.data.sources import GeoRef, SampleRef, Source
 from pointseg.engine import METRICS
+from pointseg.engine.progress import PROGRESS, Progress
 from pointseg.export import export_onnx
 from pointseg.fast import unit_probabilities
 from pointseg.fastloop import FAST_INFO, FastRun, fast_train, feature_cache, full_recipe
@@ -37,9 +39,38 @@ from pointseg.features import FeatureCache, Unit
 from pointseg.inference import certainty, top_class
 from pointseg.io import atomic_path
 from pointseg.mapwriter import MapWriter
+from pointseg.predictor import Predictor
 from pointseg.suggest import class_rarity, suggest_clicks
 
-ROUNDS, FULL = "rounds", "full"
+ROUNDS, FULL, FULL_LOG = "rounds", "full", "full.log"
+# what a run's export holds: the model, the run's records and what shows how it trained (predict --run reads the
+# model; the int8 graph's calibration and the map's report read run.json)
+RUN_EXPORT = (runs.MODEL, runs.CONFIG, runs.INFO, METRICS, "loss.png", FAST_INFO)
+
+
+def failure(log: Path) -> str:
+    """What a failed full training said: its ``pointseg: error:`` line, else the last line of its log."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.strip()]
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if line.startswith("pointseg: error:")]
+    return (errors or lines or ["no message"])[-1].removeprefix("pointseg: error: ")
+
+
+def safe_name(image: str) -> str:
+    """An image id as a file name (``Rural/3`` -> ``Rural_3``)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", image)
+
+
+def write_zip(path: Path, members: dict[str, Path]) -> Path:
+    """A zip at ``path`` (written whole, then renamed into place) of ``members``: name in the zip -> file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, file in members.items():
+            archive.write(file, name)
+    return path
 
 
 def palette_table(project: Project) -> ClassTable:
@@ -69,8 +100,14 @@ class Drawn:
     cache: FeatureCache
     units: dict[str, list[Unit]]
     full: runs.TrainedModel | None = None
+    full_predictor: Predictor | None = None  # made once: each tile of the full model's map goes through it
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
+
+    def with_full(self, run: Path) -> Drawn:
+        """These maps drawn by the full recipe's model in ``run`` instead (scored again)."""
+        full = runs.load_run(run, device="cpu")
+        return dataclasses.replace(self, full=full, full_predictor=full.predictor(), maps={}, metrics=None)
 
 
 class Session:
@@ -86,6 +123,7 @@ class Session:
         self.training_dir: Path | None = None
         self.cancelled = False
         self.lock = threading.Lock()
+        self.predicting = threading.Lock()  # one window at a time through the full model's predictor
         self.later: threading.Thread | None = None  # the latest round's score and click accuracy
         self.restore()
 
@@ -166,12 +204,16 @@ class Session:
             drawn.fast.compute_accuracy(stop=stale)
 
     def accuracy(self) -> dict[str, Any]:
-        """The latest round's click accuracy and its score against the mask (``None`` while they are computed)."""
+        """Which model draws the map (``fast`` of round ``round``, or ``full``: the full recipe trained on that
+        round's clicks), its click accuracy (the fast model's; the full model's is not computed: it would take
+        ``fast.folds`` more trainings) and its score against the mask (``None`` while they are computed)."""
         drawn, later = self.drawn, self.later
         if drawn is None:
-            return {"round": 0, "click_accuracy": None, "metrics": None, "pending": False}
-        fast = drawn.fast
-        return {"round": drawn.round, "click_accuracy": None if fast.later is not None else fast.accuracy,
+            return {"round": 0, "model": None, "click_accuracy": None, "fast_click_accuracy": None, "metrics": None,
+                    "pending": False}
+        fast = None if drawn.fast.later is not None else drawn.fast.accuracy
+        return {"round": drawn.round, "model": "fast" if drawn.full is None else "full",
+                "click_accuracy": fast if drawn.full is None else None, "fast_click_accuracy": fast,
                 "metrics": drawn.metrics, "pending": later is not None and later.is_alive()}
 
     def score(self, drawn: Drawn | None = None) -> dict[str, Any]:
@@ -217,8 +259,7 @@ class Session:
         drawn = self.attach(n, FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
                                        info["click_accuracy"]), cache)
         if (self.round_dir(n) / FULL / runs.MODEL).exists():
-            self.drawn = dataclasses.replace(drawn, full=runs.load_run(self.round_dir(n) / FULL, device="cpu"),
-                                             maps={})
+            self.drawn = drawn.with_full(self.round_dir(n) / FULL)
 
     def classes_of(self, image: str, window: tuple[int, int, int, int]) -> np.ndarray | None:
         """The map's classes in ``window`` (top, left, height, width) of ``image`` (255: none), or ``None``
@@ -250,7 +291,7 @@ class Session:
 
     def suggest(self, image: str | None, k: int, max_side: int = 2048) -> list[dict[str, Any]]:
         """``k`` suggested clicks on ``image`` (``pointseg.suggest``'s rule on the map's margin), scored on at most
-        ``max_side`` pixels a side."""
+        ``max_side`` pixels a side; they replace the image's unanswered ones in the project."""
         if self.drawn is None:
             raise ProjectError("no map yet: press Update map first")
         if not 1 <= k <= 100:
@@ -269,8 +310,10 @@ class Session:
         counts = np.bincount([c.cls for c in clicks], minlength=len(self.project.info["classes"]))
         found = suggest_clicks(1 - certainty / 100.0, np.where(classes == 255, 0, classes), classes != 255, existing,
                                class_rarity(counts), k, None, (height, width), step)
-        return [{"rank": i + 1, "image": ref.id, "row": f.row, "col": f.col, "score": round(f.score, 4),
-                 "predicted": f.predicted} for i, f in enumerate(found)]
+        suggestions = [{"rank": i + 1, "image": ref.id, "row": f.row, "col": f.col, "score": round(f.score, 4),
+                        "predicted": f.predicted} for i, f in enumerate(found)]
+        self.project.set_suggestions(ref.id, suggestions)  # kept until answered or dismissed
+        return suggestions
 
     def unit_layers(self, image: str, window: tuple[int, int, int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
         classes, certainty = self.classes_of(image, window), self.certainty_of(image, window)
@@ -294,6 +337,15 @@ class Session:
                 assert classes is not None
                 out.write(top, classes, np.zeros_like(classes), classes != 255)
         return path
+
+    def export_map_zip(self, path: Path, image: str | None = None) -> Path:
+        """The map of ``image`` with what QGIS reads beside it (class names in ``.tif.aux.xml``, the style in
+        ``.qml``), in one zip named after the image."""
+        name = safe_name(self.ref(image).id)
+        with tempfile.TemporaryDirectory(dir=self.project.folder) as folder:
+            tif = self.export_map(Path(folder) / f"{name}.tif", image)
+            files = [tif, tif.with_name(tif.name + ".aux.xml"), tif.with_suffix(".qml")]
+            return write_zip(path, {f.name: f for f in files if f.exists()})
 
     def export_clicks(self, path: Path) -> Path:
         """The clicks as a GeoPackage, a point layer per georeferenced image in its CRS (pixel centres), fields
@@ -336,13 +388,10 @@ class Session:
         return full if drawn.full is not None and (full / runs.MODEL).exists() else drawn.fast.run_dir
 
     def export_run(self, path: Path) -> Path:
-        """The run directory of the map's model as a zip (``predict --run`` takes it unpacked)."""
+        """What ``predict --run`` needs of the map's run directory, as a zip of ``run/``: the model and the run's
+        records (``RUN_EXPORT``); not its checkpoints, lock, cached ONNX graphs or progress."""
         run = self.latest_run()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, tempfile.TemporaryDirectory(dir=path.parent) as folder:
-            made = shutil.make_archive(str(Path(folder) / "run"), "zip", run.parent, run.name)
-            Path(made).replace(tmp)
-        return path
+        return write_zip(path, {f"run/{name}": run / name for name in RUN_EXPORT if (run / name).is_file()})
 
     def export_onnx(self, path: Path) -> Path:
         """The map's model as ONNX (``pointseg export``'s graph and Deepness metadata)."""
@@ -365,36 +414,36 @@ class Session:
         out = run.parent / FULL
         shutil.rmtree(out, ignore_errors=True)
         sets = [f"{k}={json.dumps(v)}" for k, v in flatten(self.settings).items()]
-        self.training = full_recipe(run, out, self.inputs(run.parent / "points.json"), sets, threads=threads)
+        self.training = full_recipe(run, out, self.inputs(run.parent / "points.json"), sets, threads=threads,
+                                    log=run.parent / FULL_LOG)
         self.training_dir, self.cancelled = out, False
         return self.training_status()
 
     def training_status(self) -> dict[str, Any]:
-        """``idle``, ``running`` (with the step reached), ``done``, ``failed`` or ``cancelled``."""
+        """``idle``, ``running`` (with the step reached, the speed over the last minute and the time left:
+        ``engine.progress``), ``done``, ``failed`` (with the run's error) or ``cancelled``."""
         process, out = self.training, self.training_dir
         if process is None or out is None:
             return {"state": "idle"}
-        steps = int(yaml.safe_load((out / runs.CONFIG).read_text())["train"]["steps"]) if (
-            out / runs.CONFIG).exists() else None
-        step = 0
-        if (out / METRICS).exists():
-            lines = (out / METRICS).read_text().strip().splitlines()
-            step = int(json.loads(lines[-1]).get("step", 0)) if lines else 0
+        try:
+            progress = json.loads((out / PROGRESS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            progress = {"step": 0, "steps": None}  # setting up: the first step is not done yet
         code = process.poll()
         if code is None:
-            return {"state": "running", "step": step, "steps": steps}
+            return {"state": "running", **progress, "text": Progress.text(progress)}
         if self.cancelled:
-            return {"state": "cancelled", "step": step, "steps": steps}
+            return {"state": "cancelled", "step": progress["step"], "steps": progress["steps"]}
         if code != 0 or not (out / runs.MODEL).exists():
-            return {"state": "failed", "code": code}
+            return {"state": "failed", "code": code, "message": failure(out.parent / FULL_LOG)}
         drawn = self.drawn
         if drawn is not None and drawn.full is None and out.parent == drawn.fast.run_dir.parent:
             with self.lock:  # the full recipe's map replaces the fast one (scored again in the background)
-                self.drawn = dataclasses.replace(drawn, full=runs.load_run(out, device="cpu"), maps={}, metrics=None)
+                self.drawn = drawn.with_full(out)
             if self.project.info["source"].get("mask"):
                 self.later = threading.Thread(target=self.follow_up, args=(self.drawn,), daemon=True)
                 self.later.start()
-        return {"state": "done", "step": steps, "steps": steps}
+        return {"state": "done", "step": progress["steps"], "steps": progress["steps"]}
 
     def cancel_training(self) -> dict[str, Any]:
         if self.training is not None and self.training.poll() is None:
@@ -411,9 +460,10 @@ class Session:
             window = drawn.cache.source.read(unit.ref, unit.window)
             image = np.asarray(window["image"])
             valid = np.asarray(window.get("valid", np.ones(image.shape[:2], bool)))
-            if drawn.full is not None:
-                probs = torch.from_numpy(drawn.full.predictor().window_probabilities([{"image": image,
-                                                                                         "valid": valid}])[0][0])
+            if drawn.full_predictor is not None:
+                with self.predicting:  # the predictor's backend prepares its graph for a window size once
+                    probs = torch.from_numpy(drawn.full_predictor.window_probabilities(
+                        [{"image": image, "valid": valid}])[0][0])
             else:
                 probs = torch.from_numpy(unit_probabilities(drawn.fast.trained.model, drawn.cache, unit))
             sure = (certainty(probs, "margin") * 100).round().to(torch.uint8)

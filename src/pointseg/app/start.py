@@ -7,11 +7,12 @@ import argparse
 from pathlib import Path
 
 from pointseg import build
-from pointseg.app.project import Project, hex_colour
-from pointseg.config import deep_update, load_settings, resolve_settings
+from pointseg.app.project import PROJECT, Project, hex_colour
+from pointseg.config import deep_update, flatten, load_settings, resolve_settings
 from pointseg.data.classes import ClassTable
 from pointseg.data.points import PointSet, check_against, load_points
 from pointseg.data.raster import open_raster
+from pointseg.io import error_message
 from pointseg.workflows.map import raster_defaults
 from pointseg.workflows.points import import_point_layer
 
@@ -26,6 +27,8 @@ def start_project(args: argparse.Namespace) -> Project:
         images = {raster.stem: {"height": ds.height, "width": ds.width}}
     project_dir = Path(args.project)
     table = ClassTable.from_csv(args.classes, color_coded=False) if args.classes else None
+    defaults, why = raster_defaults(raster, fast=True)
+    settings = checked_settings(deep_update(defaults, load_settings(args.config, args.set)))  # before any write
     points = None
     if args.points:
         if not args.class_field:
@@ -36,9 +39,7 @@ def start_project(args: argparse.Namespace) -> Project:
         table = ClassTable.from_csv(project_dir / "import" / "points.classes.csv", color_coded=False)
     classes = [{"name": n, "color": hex_colour(c)} for n, c in zip(table.names, table.colors, strict=True)] \
         if table else []
-    defaults, why = raster_defaults(raster, fast=True)
     print(f"{raster.name}: {why}")
-    settings = deep_update(defaults, load_settings(args.config, args.set))
     source: dict = {"rasters": [str(raster.resolve())]}
     if args.mask:
         if table is None or table.values is None:
@@ -57,7 +58,7 @@ def start_tiles(args: argparse.Namespace) -> Project:
     if args.class_field:
         raise ValueError("--class-field is for point layers on a --raster; with --data-root, --points is a point "
                          "file (points.json)")
-    settings = load_settings(args.config, args.set)
+    settings = checked_settings(load_settings(args.config, args.set))
     data = {"train_split": args.split}
     if args.classes:
         data |= {"classes": str(Path(args.classes).resolve()), "format": settings.get("data", {}).get("format",
@@ -91,3 +92,55 @@ def add_points(project: Project, points: PointSet | None) -> Project:
             project.add_click(image, row, col, cls)
     return project
 
+
+def checked_settings(settings: dict) -> dict:
+    """``settings`` (config keys over the defaults), once they are known to work: valid keys and values, and a model
+    that can be built from them (a weights file that is there and readable, hub weights that can be had offline or
+    fetched). Nothing is written before this check."""
+    cfg = resolve_settings(settings)
+    try:
+        build.build_model_from_config(cfg, 2)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        weights = cfg["model"]["encoder_weights"]
+        raise ValueError(f"model.encoder_weights={weights}: {error_message(e)}" if weights not in (None, "none", "")
+                         else f"model.name={cfg['model']['name']}: {error_message(e)}") from e
+    return settings
+
+
+def same_inputs(project: Project, args: argparse.Namespace) -> bool:
+    """Whether ``args`` start a project on what ``project`` holds: the same raster, or the same split of the same
+    tile folder."""
+    source = project.info["source"]
+    if args.raster:
+        return source.get("rasters") == [str(Path(args.raster).resolve())]
+    return (source.get("data_root"), source.get("split")) == (str(Path(args.data_root).resolve()), args.split)
+
+
+def open_project(args: argparse.Namespace) -> Project:
+    """The project of ``--project``: started anew (``--raster`` or ``--data-root`` on a folder without one), or
+    reopened as it was left (``--project`` alone, or the command that started it run again), its settings changed
+    by ``--set``/``--config`` (said on the terminal; every later round uses them)."""
+    folder = Path(args.project)
+    starting = bool(args.raster or args.data_root)
+    if starting and not (folder / PROJECT).exists():
+        return start_project(args) if args.raster else start_tiles(args)
+    project = Project.open(folder)
+    if starting:
+        if not same_inputs(project, args):
+            raise ValueError(f"{folder}: holds a project on other images; reopen it with --project {folder} (and "
+                             "--set KEY=VALUE to change its settings), or start this one in another folder")
+        print(f"{folder}: reopened the project this command started ({len(project.clicks())} clicks; --points, "
+              "--classes and --mask are not read again)")
+    elif args.points or args.classes or args.mask:
+        raise ValueError("--points, --classes and --mask start a project: give --raster or --data-root too")
+    sets = load_settings(args.config, args.set)
+    if sets:
+        old = project.info.get("settings") or {}
+        new = checked_settings(deep_update(old, sets))
+        before, after = flatten(resolve_settings(old)), flatten(resolve_settings(new))
+        changes = [f"{key}: {before.get(key)} -> {value}" for key, value in after.items() if before.get(key) != value]
+        project.set_settings(new)
+        print(f"{folder}: settings changed for the next rounds ({'; '.join(changes) or 'nothing new'})")
+    else:
+        checked_settings(project.info.get("settings") or {})
+    return project

@@ -179,8 +179,8 @@ def class_lut(colours: Sequence[str]) -> np.ndarray:
 
 
 def certainty_lut() -> np.ndarray:
-    """Certainty 0-100 (percent) from dark (unsure) to white (sure); 255 (no map) transparent."""
+    """Certainty 0-100 (percent) as a veil over the imagery: black where the map is unsure, fading to clear where
+    it is sure (alpha 255 at 0 %, 0 at 100 %); 255 (no map) transparent."""
     lut = np.zeros((256, 4), dtype=np.uint8)
-    grey = np.round(np.arange(101) * 2.55).astype(np.uint8)
-    lut[:101] = np.stack([grey, grey, grey, np.full(101, 255, np.uint8)], 1)
+    lut[:101, 3] = np.round((100 - np.arange(101)) * 2.55).astype(np.uint8)
     return lut

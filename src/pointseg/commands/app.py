@@ -3,14 +3,14 @@ local web page.
 
 ``pointseg app --raster scene.tif [--points clicks.gpkg --class-field F] [--classes T.csv] --project DIR`` or
 ``pointseg app --data-root R --split S [--points clicks.json] --project DIR`` starts a project; ``pointseg app
---project DIR`` reopens it as it was left. The server binds 127.0.0.1 by default and prints a URL with a fresh
+--project DIR`` (or the command that started it, again) reopens it as it was left, and ``--set KEY=VALUE`` with it
+changes its settings. The server binds 127.0.0.1 by default and prints a URL with a fresh
 token (see ``pointseg.app.security``).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pointseg.commands.options import with_config
 
@@ -21,27 +21,16 @@ def main(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from pointseg.app.project import Project
         from pointseg.app.security import new_token
         from pointseg.app.server import create_app
         from pointseg.app.session import Session
-        from pointseg.app.start import start_project, start_tiles
-        from pointseg.config import load_settings
+        from pointseg.app.start import open_project
     except ImportError as e:
         raise ValueError(f"{NEEDS} ({e})") from e
-    project_dir = Path(args.project)
     if args.raster and args.data_root:
         raise ValueError("start a project on --raster or on --data-root, not both")
-    if args.raster:
-        project = start_project(args)
-    elif args.data_root:
-        project = start_tiles(args)
-    elif args.points or args.classes or args.mask:
-        raise ValueError("--points, --classes and --mask start a project: give --raster or --data-root too")
-    else:
-        project = Project.open(project_dir)
-    settings = project.info.get("settings") or load_settings(args.config, args.set)
-    session = Session(project, settings)
+    project = open_project(args)
+    session = Session(project, project.info.get("settings") or {})
     token = new_token()
     app = create_app(project, token, args.host, args.port, session)
     print(f"pointseg app on {project.folder}: open http://{args.host}:{args.port}/?token={token}", flush=True)
@@ -50,7 +39,9 @@ def main(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     ap = sub.add_parser("app", help="a local web page: click on a raster, see the map in seconds, correct it")
-    ap.add_argument("--project", required=True, help="the project folder (everything of the session is kept there)")
+    ap.add_argument("--project", required=True,
+                    help="the project folder (everything of the session is kept there); alone, it reopens the project "
+                         "as it was left, and with --set KEY=VALUE it changes the project's settings")
     ap.add_argument("--raster", help="start a project on this raster (any GDAL raster, a VRT mosaic included)")
     ap.add_argument("--data-root", help="start a project on a folder of image tiles (LoveDA layout, or "
                                         "data.format=folder), the images of --split")
@@ -65,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "--raster (needs --classes with its values), or, given alone with --data-root, the "
                          "split's masks")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--port", type=int, default=8765, help="port to serve the page on")
     with_config(ap)
     ap.set_defaults(func=main, interrupted="pointseg app: stopped (every acknowledged click is in the project)")
 

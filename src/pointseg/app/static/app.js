@@ -10,12 +10,22 @@ const api = async (path, options = {}) => {
     delete init.json;
   }
   const response = await fetch(`/api/${path}`, init);
-  if (!response.ok) throw new Error((await response.json()).detail);
+  if (!response.ok) throw new Error(await failure(response));
   return response.status === 204 ? null : response.json();
 };
 
+// what a refused or failed request says: the server's message, whatever the body holds
+async function failure(response) {
+  const text = await response.text();
+  try {
+    const detail = JSON.parse(text).detail;
+    if (detail) return typeof detail === "string" ? detail : JSON.stringify(detail);
+  } catch (e) { /* not JSON: a proxy's or the server's plain error page */ }
+  return `${response.status} ${response.statusText || "error"}${text ? `: ${text.slice(0, 200)}` : ""}`;
+}
+
 const app = { state: null, raster: null, image: null, active: 0, markers: new Map(), undo: [], round: 0,
-  rings: [], selected: null, full: false, sinceUpdate: 0, updating: false };
+  rings: [], selected: null, full: false, sinceUpdate: 0, updating: false, training: null };
 const say = (text) => { document.getElementById("status").textContent = text; };
 const imageQuery = () => `image=${encodeURIComponent(app.image)}`;
 const layerUrl = (layer) =>
@@ -88,7 +98,23 @@ async function refresh() {
   }
   shown.forEach(drawClick);
   drawPalette();
+  drawRings();
   document.getElementById("new-class").hidden = app.state.fixed_classes;
+  if (app.round === 0) firstSteps();
+}
+
+function firstSteps() {  // before the first map: what to do
+  const update = document.getElementById("update");
+  const clicks = app.state.clicks.length;
+  const classes = new Set(app.state.clicks.map((c) => c.class)).size;
+  update.classList.toggle("next", classes >= 2);
+  document.getElementById("model").textContent = "No map yet.";
+  if (classes >= 2) {
+    say(`${clicks} clicks of ${classes} classes: press Update map to make the first map (seconds).`);
+  } else {
+    say("Pick a class (keys 1-9, or the list above) and click on the image where it is; do the same for a " +
+      "second class at least, then press Update map to make the first map.");
+  }
 }
 
 async function addClick(row, col, cls, remember, image = app.image) {
@@ -114,36 +140,48 @@ async function reclassify(id, cls, remember) {
   await refresh();
 }
 
-function clearRings() {
+function drawRings() {  // the project's unanswered suggestions on this image
+  const shown = app.state.suggestions.filter((s) => s.image === app.image);
+  const key = (s) => `${s.row},${s.col}`;
+  const selected = app.selected ? key(app.selected.suggestion) : null;
   app.rings.forEach((ring) => ring.remove());
   app.rings = [];
   app.selected = null;
+  shown.forEach((s) => {
+    const icon = L.divIcon({ className: "ring", html: String(Number(s.rank)), iconSize: [22, 22] });
+    const ring = L.marker(toLatLng(s.row, s.col), { icon, title: `suggestion ${s.rank}` }).addTo(app.map);
+    ring.suggestion = s;
+    ring.on("click", (event) => { L.DomEvent.stopPropagation(event); selectRing(ring); });
+    app.rings.push(ring);
+    if (key(s) === selected) selectRing(ring);
+  });
+}
+
+function selectRing(ring) {
+  app.rings.forEach((r) => r.getElement().classList.remove("selected"));
+  ring.getElement().classList.add("selected");
+  app.selected = ring;
 }
 
 async function suggestClicks() {
-  clearRings();
-  const found = await api(`suggestions?k=10&${imageQuery()}`);
-  found.forEach((s) => {
-    const icon = L.divIcon({ className: "ring", html: String(Number(s.rank)), iconSize: [22, 22] });
-    const ring = L.marker(toLatLng(s.row, s.col), { icon }).addTo(app.map);
-    ring.suggestion = s;
-    ring.on("click", (event) => {
-      L.DomEvent.stopPropagation(event);
-      app.rings.forEach((r) => r.getElement().classList.remove("selected"));
-      ring.getElement().classList.add("selected");
-      app.selected = ring;
-    });
-    app.rings.push(ring);
-  });
-  say(`${found.length} suggested clicks: select a ring, press the key of its class`);
+  const waiting = app.state.suggestions.filter((s) => s.image === app.image).length;
+  const found = await api(`suggestions?k=10&${imageQuery()}`, { method: "POST" });
+  await refresh();
+  say(`${found.length} suggested clicks${waiting ? ` (they replace the ${waiting} not answered)` : ""}: ` +
+    "select a ring, press the key of its class, or Delete to dismiss it");
+}
+
+async function dismissSuggestions(ring = null) {
+  const where = ring ? `&row=${ring.suggestion.row}&col=${ring.suggestion.col}` : "";
+  const answer = await api(`suggestions?${imageQuery()}${where}`, { method: "DELETE" });
+  await refresh();
+  say(`dismissed ${answer.dismissed} suggested click${answer.dismissed === 1 ? "" : "s"}`);
 }
 
 async function answerSuggestion(cls) {
   const ring = app.selected;
   app.selected = null;
-  app.rings = app.rings.filter((r) => r !== ring);
-  ring.remove();
-  await addClick(ring.suggestion.row, ring.suggestion.col, cls, true);
+  await addClick(ring.suggestion.row, ring.suggestion.col, cls, true);  // the project drops the answered one
 }
 
 function followTraining() {
@@ -153,7 +191,11 @@ function followTraining() {
     const status = JSON.parse(message.data);
     const bar = document.getElementById("progress");
     if (status.steps) { bar.max = status.steps; bar.value = status.step; }
-    if (status.state === "running") { say(`training fully: step ${status.step} of ${status.steps}`); return; }
+    if (status.state === "running") {
+      say(status.steps ? `training fully: step ${status.step} of ${status.steps}, ${status.text}`
+        : "training fully: setting up (the first step reads the images)");
+      return;
+    }
     events.close();
     document.getElementById("cancel").disabled = true;
     app.training = status.state;
@@ -161,11 +203,12 @@ function followTraining() {
       app.full = true;
       repaint();
       say("the fully trained model's map replaces the fast one");
-      followRound(app.round, "the fully trained model's map").catch((e) => say(e.message));
+      followRound(app.round).catch((e) => say(e.message));
     } else {
-      say(`full training ${status.state}`);
+      say(`full training ${status.state}${status.message ? `: ${status.message}` : ""}`);
     }
   };
+  events.onerror = () => { events.close(); document.getElementById("cancel").disabled = true; };
 }
 
 async function updateMap() {
@@ -182,21 +225,35 @@ async function updateMap() {
   app.round = result.round;
   app.full = false;
   repaint();
-  clearRings();
+  document.getElementById("update").classList.remove("next");
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
-  say(`map of round ${result.round} in ${seconds} s`);
-  await followRound(result.round, `map of round ${result.round} in ${seconds} s`);
+  const waiting = app.state.suggestions.filter((s) => s.image === app.image).length;
+  say(`map of round ${result.round} in ${seconds} s` +
+    (waiting ? `; ${waiting} suggested clicks still wait for a class` : ""));
+  await followRound(result.round);
 }
 
-async function followRound(round, text) {  // the score and the click accuracy follow in the background
+const percent = (accuracy) => `${(100 * accuracy.accuracy).toFixed(0)}%`;
+
+function modelText(answer) {  // which model draws the map on screen, and how good its clicks say it is
+  if (!answer.model) return "No map yet.";
+  if (answer.model === "full") {
+    const fast = answer.fast_click_accuracy ? `; the fast model's was ${percent(answer.fast_click_accuracy)}` : "";
+    return `Map: the fully trained model (round ${answer.round}'s clicks). Its click accuracy is not computed ` +
+      `(it would take a training per fold)${fast}.`;
+  }
+  const accuracy = answer.click_accuracy ? `click accuracy ${percent(answer.click_accuracy)} ` +
+    `(${answer.click_accuracy.folds}-fold, over the clicks)`
+    : answer.pending ? "click accuracy: being computed" : "click accuracy: too few clicks to cross-validate";
+  return `Map: fast model, round ${answer.round}; ${accuracy}.`;
+}
+
+async function followRound(round) {  // the score and the click accuracy follow in the background
   for (let tries = 0; tries < 600; tries += 1) {
     const answer = await api("accuracy");
     if (answer.round !== round) return;
+    document.getElementById("model").textContent = modelText(answer);
     if (answer.metrics) drawMetrics(answer.metrics);
-    if (answer.click_accuracy) {
-      say(`${text}; click accuracy ${(100 * answer.click_accuracy.accuracy).toFixed(0)}% ` +
-        "(cross-validated over the clicks)");
-    }
     if (!answer.pending) return;
     await new Promise((done) => setTimeout(done, 500));
   }
@@ -252,7 +309,8 @@ async function showImage(image, view = null) {
   L.tileLayer(`/api/tiles/image/{z}/{x}/{y}.png?${imageQuery()}`, tileOptions).addTo(app.map);
   app.mapLayer = L.tileLayer(layerUrl("map"),
     { ...tileOptions, opacity: document.getElementById("opacity").value / 100 }).addTo(app.map);
-  app.certaintyLayer = L.tileLayer(layerUrl("certainty"), tileOptions);
+  app.certaintyLayer = L.tileLayer(layerUrl("certainty"),
+    { ...tileOptions, opacity: document.getElementById("certainty-opacity").value / 100 });
   if (document.getElementById("show-certainty").checked) app.certaintyLayer.addTo(app.map);
   if (view) app.map.setView(toLatLng(view.center[0], view.center[1]), view.zoom);
   else app.map.fitBounds(bounds);
@@ -268,7 +326,7 @@ async function showImage(image, view = null) {
     const x = a * (col + 0.5) + b * (row + 0.5) + c, y = d * (col + 0.5) + e * (row + 0.5) + f;
     document.getElementById("pointer").textContent = `row ${row}, col ${col}; x ${x.toFixed(1)}, y ${y.toFixed(1)}`;
   });
-  document.getElementById("export-map").href = `/api/export/map.tif?${imageQuery()}`;
+  document.getElementById("export-map").href = `/api/export/map.zip?${imageQuery()}`;
   document.getElementById("image").value = image;
   await refresh();
 }
@@ -294,6 +352,10 @@ async function start() {
     api("train/cancel", { method: "POST" }).catch((e) => say(e.message)));
   document.getElementById("suggest").addEventListener("click", () => suggestClicks().catch((e) => say(e.message)));
   document.getElementById("opacity").addEventListener("input", (e) => app.mapLayer.setOpacity(e.target.value / 100));
+  document.getElementById("certainty-opacity").addEventListener("input",
+    (e) => app.certaintyLayer.setOpacity(e.target.value / 100));
+  document.getElementById("dismiss").addEventListener("click",
+    () => dismissSuggestions(app.selected).catch((e) => say(e.message)));
   document.getElementById("update").addEventListener("click", () => updateMap().catch((e) => say(e.message)));
   document.getElementById("undo").addEventListener("click", () => {
     const step = app.undo.pop();
@@ -306,6 +368,10 @@ async function start() {
   });
   document.addEventListener("keydown", (event) => {
     if (event.target.tagName === "INPUT" || event.target.tagName === "SELECT") return;
+    if ((event.key === "Delete" || event.key === "Backspace") && app.selected) {
+      dismissSuggestions(app.selected).catch((e) => say(e.message));
+      return;
+    }
     const n = Number(event.key);
     if (!(n >= 1 && n <= 9 && n <= app.state.classes.length)) return;
     if (app.selected) answerSuggestion(n - 1).catch((e) => say(e.message));
@@ -313,9 +379,15 @@ async function start() {
   });
   app.round = app.state.rounds;
   const training = await api("train");
-  app.full = training.state === "done";
+  const shown = await api("accuracy");
+  app.full = training.state === "done" || shown.model === "full";
   const view = app.state.view && images.includes(app.state.view.image) ? app.state.view : null;
   await showImage(view ? view.image : images[0], view);
+  if (app.round > 0) {
+    say(training.state === "running" ? "training fully…" : "");
+    await followRound(app.round);
+  }
+  if (training.state === "running") followTraining();
 }
 
 start().catch((e) => say(e.message));
