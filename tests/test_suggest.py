@@ -72,13 +72,15 @@ def test_suggestions_go_to_the_unsure_lower_half_not_to_saturated_boundary_lines
     assert max(s.row for s in flat) > 20  # equal scores: not the first rows in scan order
 
 
-def test_region_uncertainty_is_the_mean_over_pixels_with_data():
+def test_region_uncertainty_counts_no_data_and_the_outside_as_sure():
     from pointseg.suggest import region_uncertainty
 
-    u = np.array([[1.0, 0.0, 0.5]])
-    valid = np.array([[True, True, False]])
-    assert region_uncertainty(u, valid, 3).tolist() == [pytest.approx([0.5, 0.5, 0.0])]
-    assert region_uncertainty(u, None, 1).tolist() == [[1.0, 0.0, 0.5]]
+    u = np.array([[1.0, 0.0, 0.5], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0]])
+    valid = np.ones((3, 3), bool)
+    valid[0, 2] = False
+    assert region_uncertainty(u, valid, 3)[1, 1] == pytest.approx(2.5 / 9)  # the 0.5 at (0, 2) has no data
+    assert region_uncertainty(u, valid, 3)[0, 0] == pytest.approx(2.0 / 9)  # 5 of the 9 pixels are off the image
+    assert region_uncertainty(u, None, 1).tolist() == u.tolist()
 
 
 def test_suggest_on_a_raster_proposes_clicks_where_the_map_is_unsure(tmp_path):

@@ -4,7 +4,8 @@ For each image a trained model gives class probabilities (optionally averaged ov
 uncertainty of the region around it times the rarity of the class the model gives it::
 
     uncertainty = 1 - certainty,  certainty: margin p1 - p2 | entropy 1 - H(p) / log C | max p1
-    region uncertainty = mean uncertainty over the square of side min_distance around the pixel (pixels with data)
+    region uncertainty = mean uncertainty over the square of side min_distance around the pixel (no data and the
+                         outside of the image count as sure)
     rarity_c = ((1 + min_k n_k) / (1 + n_c)) ** class_weight        (n_c: clicks of class c so far)
     score = region uncertainty * rarity_{argmax p}
 
@@ -56,16 +57,13 @@ def disc(radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def region_uncertainty(uncertainty: np.ndarray, valid: np.ndarray | None, side: int) -> np.ndarray:
-    """The mean of ``uncertainty`` (h, w) over the square of ``side`` pixels centred on each pixel, over the pixels
-    of ``valid`` (all where ``None``); 0 where the square holds none."""
+    """The mean of ``uncertainty`` (h, w) over the square of ``side`` pixels centred on each pixel, where pixels
+    outside ``valid`` (no data) or outside the image count as sure (0): a square half off the image or on no data
+    holds half the evidence, so a pick sits amid an unsure area rather than at an edge."""
     from scipy.ndimage import uniform_filter
 
-    weight = np.ones(uncertainty.shape) if valid is None else valid.astype(np.float64)
-    if side <= 1:
-        return uncertainty.astype(np.float64) * weight
-    total = uniform_filter(uncertainty.astype(np.float64) * weight, size=side, mode="constant")
-    count = uniform_filter(weight, size=side, mode="constant")
-    return np.divide(total, count, out=np.zeros_like(total), where=count > 1e-9)
+    known = uncertainty.astype(np.float64) * (1.0 if valid is None else valid)
+    return known if side <= 1 else uniform_filter(known, size=side, mode="constant")
 
 
 def pick(score: np.ndarray, k: int, min_distance: float, taken: np.ndarray | None = None, seed: int = 0
