@@ -339,6 +339,8 @@ def test_a_setting_that_cannot_work_stops_the_app_at_start_and_set_mends_a_proje
     missing = tmp_path / "nope.pth"
     assert refused(*start, "--set", f"model.encoder_weights={missing}") == (
         f"pointseg: error: model.encoder_weights={missing}: {missing}: encoder weights file not found")
+    assert refused(*start, "--mask", str(tmp_path / "no-mask.tif")).endswith("no-mask.tif: no such reference mask "
+                                                                              "raster (--mask)")
     assert not (project / "project.json").exists()
     process, _ = start_app(start[1:] + ["--set", "model.encoder_weights=null"], tmp_path / "first.log")
     process.kill()

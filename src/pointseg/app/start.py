@@ -22,6 +22,8 @@ def start_project(args: argparse.Namespace) -> Project:
     from ``--points``."""
     if args.mask is True:
         raise ValueError("--mask with --raster names the reference mask raster: --mask REF.tif")
+    if args.mask and not Path(args.mask).is_file():
+        raise ValueError(f"{args.mask}: no such reference mask raster (--mask)")
     raster = Path(args.raster)
     with open_raster(raster) as ds:
         images = {raster.stem: {"height": ds.height, "width": ds.width}}
