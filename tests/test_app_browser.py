@@ -140,17 +140,12 @@ def test_click_update_reload_delete_in_a_real_browser(server, tmp_path):
         assert page.locator("#palette li .name").all_text_contents() == [XSS, "green", XSS + " too"]  # as text
         assert page.locator("#palette img").count() == 0 and not dialogs
 
-        def click_pixel(row: int, col: int) -> None:
-            x, y = page.evaluate(ON_SCREEN, [row, col])
-            box = page.locator("#map").bounding_box()
-            page.mouse.click(box["x"] + x, box["y"] + y)
-
         page.keyboard.press("1")
         for row, col in ((40, 30), (128, 60), (200, 90)):
-            click_pixel(row, col)
+            click_pixel(page, row, col)
         page.keyboard.press("2")
         for row, col in ((40, 170), (128, 200), (220, 230)):
-            click_pixel(row, col)
+            click_pixel(page, row, col)
         page.wait_for_function("app.state.clicks.length === 6")
         assert page.locator("#palette li .count").all_text_contents() == [" (3)", " (3)", " (0)"]
         page.click("#update")
@@ -163,9 +158,7 @@ def test_click_update_reload_delete_in_a_real_browser(server, tmp_path):
         page.reload()
         page.wait_for_function("typeof app !== 'undefined' && app.state !== null && app.markers.size === 6")
         first = project.clicks()[0]
-        x, y = page.evaluate(ON_SCREEN, [first.row, first.col])
-        box = page.locator("#map").bounding_box()
-        page.mouse.click(box["x"] + x, box["y"] + y)
+        click_pixel(page, first.row, first.col)
         page.get_by_role("button", name="Delete").click()
         page.wait_for_function("app.state.clicks.length === 5")
         page.screenshot(path=str(tmp_path / "after-delete.png"))
@@ -261,9 +254,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
             colours = {tuple(c) for c in tile[tile[..., 3] > 0][:, :3].tolist()}
             assert len(colours & {(20, 40, 120), (60, 200, 220), (120, 140, 60), (240, 240, 240)}) >= 3
             page.keyboard.press("3")  # a correction: land where the map may say otherwise, then a new map
-            box = page.locator("#map").bounding_box()
-            x, y = page.evaluate(ON_SCREEN, [300, 300])
-            page.mouse.click(box["x"] + x, box["y"] + y)
+            click_pixel(page, 300, 300)
             page.wait_for_function("app.state.clicks.length === 41")
             page.click("#update")
             page.wait_for_function("app.round === 2", timeout=120000)
@@ -312,16 +303,13 @@ def test_a_tile_folder_in_the_browser_picks_images(tmp_path):
             assert page.locator("#new-class").is_hidden()  # the dataset's classes
             page.select_option("#image", "Rural/2")
             page.wait_for_function("app.raster.image === 'Rural/2'")
-            box = page.locator("#map").bounding_box()
-            x, y = page.evaluate(ON_SCREEN, [20, 30])
-            page.mouse.click(box["x"] + x, box["y"] + y)
+            click_pixel(page, 20, 30)
             page.wait_for_function("app.state.clicks.length === 1")
             assert page.evaluate("app.state.clicks[0].image") == "Rural/2"
             page.fill("#auto", "2")  # the map is updated after every 2 clicks
             page.evaluate("document.activeElement.blur()")  # keys go to the map again, not to the field
             page.keyboard.press("3")
-            x, y = page.evaluate(ON_SCREEN, [50, 50])
-            page.mouse.click(box["x"] + x, box["y"] + y)
+            click_pixel(page, 50, 50)
             page.wait_for_function("app.round === 1", timeout=60000)
             assert "Rural%2F2" in page.get_attribute("#export-map", "href")
             browser.close()

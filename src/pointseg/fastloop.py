@@ -8,6 +8,7 @@ accuracy; ``predict``, ``evaluate``, ``map``, ``suggest`` and ``export`` take it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -202,10 +203,9 @@ def full_recipe(fast_run: str | Path, out: str | Path, inputs: build.TrainInputs
     if inputs.points:
         cmd += ["--points", str(inputs.points)]
     nice = (lambda: os.nice(10)) if background and hasattr(os, "nice") else None
-    if log is None:
-        return subprocess.Popen(cmd, preexec_fn=nice)  # noqa: PLW1509 (a niceness change only)
-    with log.open("w", encoding="utf-8") as output:  # the child keeps its own handle
-        return subprocess.Popen(cmd, preexec_fn=nice, stdout=output, stderr=subprocess.STDOUT)  # noqa: PLW1509
+    with log.open("w", encoding="utf-8") if log else contextlib.nullcontext() as output:  # the child keeps its own
+        return subprocess.Popen(cmd, preexec_fn=nice, stdout=output,  # noqa: PLW1509 (a niceness change only)
+                                stderr=subprocess.STDOUT if output else None)
 
 
 def warm_start_settings(settings: dict, init: str | Path) -> dict:

@@ -110,7 +110,7 @@ def offline_error(what: str, encoder: str) -> RuntimeError:
 
 def smp_imagenet(encoder: str, hub_name: str) -> str | Path:
     """Where smp's ``hub_name`` weights of ``encoder`` come from: a file (a package's, or the hub's cache), or
-    ``hub_name`` itself when the hub answers (smp fetches them).
+    ``hub_name`` itself when the hub answers (smp, or timm for a ``tu-`` encoder, fetches them).
 
     Raises:
         RuntimeError: at once, when none of these has them.
@@ -121,7 +121,8 @@ def smp_imagenet(encoder: str, hub_name: str) -> str | Path:
         return packaged
     from segmentation_models_pytorch.encoders import encoders
 
-    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get(hub_name)
+    settings = None if encoder.startswith("tu-") else encoders.get(encoder, {}).get("pretrained_settings", {}).get(
+        hub_name)
     if settings is not None:
         cached = hub_cached(settings["repo_id"], "model.safetensors", settings.get("revision"))
         if cached is not None:

@@ -17,7 +17,7 @@ from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
 from pointseg.io import read_torch_file
-from pointseg.models.pretrained import hub_reachable, offline_error, smp_imagenet
+from pointseg.models.pretrained import smp_imagenet
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,10 @@ def smp_unet(num_classes: int, encoder: str = "mobilenet_v2", encoder_weights: s
     is_file = encoder_weights is not None and is_weights_file(encoder_weights)
     hub_name = None if (encoder_weights in (None, "none", "") or is_file) else encoder_weights
     weights_file = encoder_weights if is_file else None
-    if hub_name is not None and not encoder.startswith("tu-"):
+    if hub_name is not None:
         found = smp_imagenet(encoder, hub_name)
         if isinstance(found, Path):
             weights_file, hub_name = str(found), None
-    if hub_name is not None and encoder.startswith("tu-") and not hub_reachable():
-        raise offline_error("pretrained", encoder)
     try:
         model = smp.Unet(encoder_name=encoder, encoder_weights=hub_name, classes=num_classes,
                          in_channels=in_channels)
