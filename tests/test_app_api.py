@@ -350,12 +350,12 @@ def test_a_setting_that_cannot_work_stops_the_app_at_start_and_set_mends_a_proje
     assert refused("app", "--project", str(project), "--set", f"model.encoder_weights={missing}").endswith(
         f"{missing}: encoder weights file not found")
     assert json.loads((project / "project.json").read_text()) == info  # refused before anything was written
-    process, _ = start_app(["--project", str(project), "--port", str(free_port()), "--set", "fast.c=0.5"],
+    process, _ = start_app(["--project", str(project), "--port", str(free_port()), "--set", "fast.softmax.c=0.5"],
                            tmp_path / "set.log")
     process.kill()
     process.wait(timeout=10)
-    assert "settings changed for the next rounds (fast.c: " in (tmp_path / "set.log").read_text()
-    assert json.loads((project / "project.json").read_text())["settings"]["fast"]["c"] == 0.5
+    assert "settings changed for the next rounds (fast.softmax.c: " in (tmp_path / "set.log").read_text()
+    assert json.loads((project / "project.json").read_text())["settings"]["fast"]["softmax"]["c"] == 0.5
     process, _ = start_app(["--raster", str(scene), "--project", str(project), "--port", str(free_port())],
                            tmp_path / "again.log")
     process.kill()

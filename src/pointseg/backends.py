@@ -196,12 +196,15 @@ def onnx_model(model: nn.Module, model_file: Path | None, head: str,
                      calibration=calibration)
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``torch`` or ``onnxruntime`` for ``backend`` on ``device`` (``auto``: onnxruntime on the CPU, else torch)."""
+def resolve_backend(backend: str, device: torch.device, refusal: str | None = None) -> str:
+    """``torch`` or ``onnxruntime`` for ``backend`` on ``device`` (``auto``: onnxruntime on the CPU, else torch;
+    torch for a model that cannot be a graph, ``refusal`` saying why)."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "onnxruntime" and device.type != "cpu":
         raise ValueError("--backend onnxruntime runs on the CPU: load the model there (or use torch on the GPU)")
+    if backend == "onnxruntime" and refusal:
+        raise ValueError(f"--backend onnxruntime: {refusal}")
     if backend == "auto":
-        return "onnxruntime" if device.type == "cpu" else "torch"
+        return "onnxruntime" if device.type == "cpu" and not refusal else "torch"
     return backend

@@ -28,7 +28,7 @@ from pointseg.data.points import PointSet, check_against, load_points, simulate
 from pointseg.data.raster import RasterSource
 from pointseg.data.sources import ImageFolder, ImageMaskFolder, LoveDA, Source
 from pointseg.engine import OptimOptions, TrainOptions, pick_device, seed_everything, stream_seed
-from pointseg.fast import FastOptions
+from pointseg.fast import FastOptions, ForestOptions, MLPOptions
 from pointseg.features import FeatureCache
 from pointseg.inference import use_amp
 from pointseg.io import NotEnoughSpace, check_space, read_list, size_text
@@ -212,7 +212,9 @@ def build_model_from_config(cfg: dict, num_classes: int | dict[str, int], pretra
     return build_model(m.name, num_classes, encoder=m.encoder,
                        encoder_weights=m.encoder_weights if pretrained else None, in_channels=in_channels,
                        ffn={key: getattr(m, key) for key in FFN_OPTIONS}, decoder_per_dataset=m.decoder_per_dataset,
-                       hypercolumn={key: getattr(m, key) for key in HYPERCOLUMN_OPTIONS})
+                       hypercolumn={**{key: getattr(m, key) for key in HYPERCOLUMN_OPTIONS},
+                                    "hidden": MLPOptions.from_config(cfg).hidden,
+                                    "pixel_sizes": ForestOptions.from_config(cfg).sizes})
 
 
 def build_method(cfg: dict, model: SegmentationModel, num_classes: int) -> Method:

@@ -20,7 +20,7 @@ import yaml
 from pointseg.data.dataset import DataOptions
 from pointseg.data.labels import LabelOptions
 from pointseg.engine import OptimOptions, TrainOptions
-from pointseg.fast import FastOptions
+from pointseg.fast import HEADS, FastOptions
 from pointseg.losses import LossOptions
 from pointseg.methods import METHODS, MethodOptions
 from pointseg.models import ModelOptions
@@ -32,12 +32,14 @@ SECTIONS: dict[str, type[Options]] = {
     "data": DataOptions, "labels": LabelOptions, "model": ModelOptions, "loss": LossOptions,
     "method": MethodOptions,
     **{f"method.{name}": method.options_class for name, method in METHODS.items() if method.options_class},
-    "optim": OptimOptions, "train": TrainOptions, "fast": FastOptions}
+    "optim": OptimOptions, "train": TrainOptions, "fast": FastOptions,
+    **{f"fast.{name}": head.options_class for name, head in HEADS.items()}}
 # the order of a config
 TOP = ("seed", "data", "datasets", "labels", "model", "loss", "method", "optim", "train", "fast")
-# Flat keys of method options before each method had its own section, and where they live now.
+# Flat keys of method options before each method had its own section, and where they live now; likewise the
+# softmax head's keys before the fast model had several heads.
 MOVED = {f"method.{key}": f"{section}.{key}" for section, cls in SECTIONS.items() if section.startswith("method.")
-         for key in cls.defaults()}
+         for key in cls.defaults()} | {"fast.c": "fast.softmax.c", "fast.max_iter": "fast.softmax.max_iter"}
 
 
 def default_config() -> dict[str, Any]:
@@ -58,17 +60,18 @@ def help_texts() -> dict[str, str]:
 
 
 def upgrade(settings: dict, warn: bool = False) -> dict:
-    """``settings`` with the flat method keys of older configs (``MOVED``) in their sections; ``warn``: say so (for
-    what a user typed; saved runs are upgraded silently)."""
-    method = settings.get("method")
-    if not isinstance(method, dict) or not any(f"method.{k}" in MOVED for k in method):
+    """``settings`` with the flat keys of older configs (``MOVED``) in their sections; ``warn``: say so (for what a
+    user typed; saved runs are upgraded silently)."""
+    moved = [(top, key) for top in ("method", "fast") if isinstance(settings.get(top), dict)
+             for key in settings[top] if f"{top}.{key}" in MOVED]
+    if not moved:
         return settings
     out = copy.deepcopy(settings)
-    for key in [k for k in method if f"method.{k}" in MOVED]:
-        section, name = MOVED[f"method.{key}"].rsplit(".", 1)
-        out["method"].setdefault(section.split(".")[1], {})[name] = out["method"].pop(key)
+    for top, key in moved:
+        section, name = MOVED[f"{top}.{key}"].rsplit(".", 1)
+        out[top].setdefault(section.split(".")[1], {})[name] = out[top].pop(key)
         if warn:
-            log.warning("config key method.%s is now %s.%s", key, section, name)
+            log.warning("config key %s.%s is now %s.%s", top, key, section, name)
     return out
 
 

@@ -24,6 +24,7 @@ import torch
 from pointseg.backends import ExportedModel, export_graph
 from pointseg.choices import OUTPUTS
 from pointseg.io import atomic_path
+from pointseg.models.hypercolumn import graph_refusal
 from pointseg.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def check_export(predictor: Predictor, tile: int, output: str) -> None:
     """Refuse an output kind or a window size the model cannot be exported with."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    refusal = graph_refusal(predictor.model)
+    if refusal:
+        raise ValueError(f"export: {refusal}")
     divisor = getattr(predictor.model, "size_divisor", 1)
     if tile <= 0 or tile % divisor:
         raise ValueError(f"--tile must be a positive multiple of {divisor} for this model, got {tile}")

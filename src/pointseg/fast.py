@@ -27,10 +27,11 @@ from typing import ClassVar, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pointseg.features import FeatureCache, Unit
 from pointseg.metrics import iou_per_class
-from pointseg.models.hypercolumn import HypercolumnHead, resample
+from pointseg.models.hypercolumn import ForestHead, HypercolumnHead, MLPHypercolumnHead, pixel_features, resample
 from pointseg.models.segmentation import SegmentationModel
 from pointseg.options import Options, option
 
@@ -38,26 +39,71 @@ ABSENT_LOGIT = -1e4  # the bias of a class without clicks
 CLASS_WEIGHTS = ("balanced", "none")
 
 
+HEAD_NAMES = ("softmax", "mlp", "forest")  # the heads of ``HEADS``, cheapest first (ties go to the first)
+
+
 @dataclass(frozen=True)
 class FastOptions(Options):
-    """The ``fast`` section: how the fast model (``train --fast``) is fitted and checked."""
+    """The ``fast`` section: how the fast model (``train --fast``) is fitted and checked; each head's own options
+    are in ``fast.<head>``."""
 
     section: ClassVar[str] = "fast"
-    c: float = option(0.1, "inverse strength of the L2 penalty on the head's weights over standardised features "
-                           "(scikit-learn's C)", low=0, low_open=True)
+    head: str = option("auto", "the head fitted on the clicks: auto (each of fast.candidates scored by click "
+                                "accuracy, the best kept) | " + " | ".join(HEAD_NAMES),
+                       choices=("auto", *HEAD_NAMES))
+    candidates: list = option(list(HEAD_NAMES), "head auto: the heads it scores, in order of preference on a tie",
+                              check=lambda v: None if v and set(v) <= set(HEAD_NAMES) and len(set(v)) == len(v)
+                              else f"must be distinct heads of {list(HEAD_NAMES)}")
+    budget_s: float = option(60.0, "head auto: seconds for scoring the candidates; those not reached in time are "
+                                   "not scored (the first is always)", low=0)
     class_weight: str = option("balanced", "balanced: each class weighs the same in all (scikit-learn's, with sample "
                                            "weights) | none",
                                choices=CLASS_WEIGHTS)
-    max_iter: int = option(100, "L-BFGS iterations of a fit", low=1)
     folds: int = option(5, "click accuracy: folds of the cross-validation over the clicks (0: none)", low=0)
     window: int = option(1024, "rasters: side, in full-resolution pixels, of the windows whose features are "
                                "computed and cached together", low=32)
 
 
+@dataclass(frozen=True)
+class SoftmaxOptions(Options):
+    """``fast.softmax``: the linear head (see the module docstring)."""
+
+    section: ClassVar[str] = "fast.softmax"
+    c: float = option(0.1, "inverse strength of the L2 penalty on the head's weights over standardised features "
+                           "(scikit-learn's C)", low=0, low_open=True)
+    max_iter: int = option(100, "L-BFGS iterations of a fit", low=1)
+
+
+@dataclass(frozen=True)
+class MLPOptions(Options):
+    """``fast.mlp``: one hidden layer of ReLU units over the hypercolumn (``MLPHypercolumnHead``)."""
+
+    section: ClassVar[str] = "fast.mlp"
+    hidden: int = option(64, "hidden units", low=1)
+    c: float = option(1.0, "inverse strength of the L2 penalty on both layers' weights (over standardised features)",
+                      low=0, low_open=True)
+    max_iter: int = option(200, "L-BFGS iterations of a fit", low=1)
+
+
+@dataclass(frozen=True)
+class ForestOptions(Options):
+    """``fast.forest``: a random forest on each pixel's bands and their local means and standard deviations
+    (``ForestHead``), at full resolution."""
+
+    section: ClassVar[str] = "fast.forest"
+    trees: int = option(100, "trees of the forest", low=1)
+    min_samples_leaf: int = option(1, "fewest samples in a leaf", low=1)
+    max_features: float = option(0.33, "share of the features each split draws from", low=0, low_open=True, high=1)
+    sizes: list = option([3, 7, 15], "window sides of the local means and standard deviations of the bands",
+                         check=lambda v: None if v and all(isinstance(s, int) and s >= 1 and s % 2 for s in v)
+                         else "must be odd window sides >= 1")
+
+
 @dataclass
 class Samples:
     """Training samples of the head: hypercolumns ``x`` (M, D), classes ``y``, weights ``weight``, the unit each
-    comes from, its full-resolution ``position`` (row, col) in its image, and the click it is (-1: propagated)."""
+    comes from, its full-resolution ``position`` (row, col) in its image, the click it is (-1: propagated), the
+    image it lies in, and its ``pixels`` features (``pixel_features`` at its position; (M, 0) when not asked)."""
 
     x: torch.Tensor
     y: np.ndarray
@@ -65,13 +111,16 @@ class Samples:
     unit: np.ndarray
     position: np.ndarray
     click: np.ndarray
+    image: np.ndarray
+    pixels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, keep: np.ndarray) -> Samples:
-        return Samples(self.x[torch.from_numpy(keep)], self.y[keep], self.weight[keep], self.unit[keep],
-                       self.position[keep], self.click[keep])
+        index = torch.from_numpy(keep)
+        return Samples(self.x[index], self.y[keep], self.weight[keep], self.unit[keep], self.position[keep],
+                       self.click[keep], self.image[keep], self.pixels[index])
 
 
 def hypercolumn_head(model: SegmentationModel) -> HypercolumnHead:
@@ -108,10 +157,12 @@ def gather(model: SegmentationModel, features: list[torch.Tensor | None], cells:
 
 def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, np.ndarray],
             propagated: Mapping[str, object] | None, propagate_weight: float, ignore_index: int,
-            units: Sequence[Unit]) -> Samples:
+            units: Sequence[Unit], pixel_sizes: Sequence[int] | None = None) -> Samples:
     """The samples of ``clicks`` ((N, 3) row, col, class per image id, full resolution) and of their
-    ``propagated`` masks (sliced like arrays), over the feature ``units`` that hold clicks."""
+    ``propagated`` masks (sliced like arrays), over the feature ``units`` that hold clicks; with ``pixel_sizes``,
+    also their ``pixel_features`` (at a propagated cell's centre)."""
     parts: list[tuple] = []
+    images: dict[str, int] = {}  # image id -> its number
     offsets: dict[str, int] = {}  # a click's id: its place in its image's clicks, after the earlier images'
     for unit in units:
         if unit.ref.id in clicks and unit.ref.id not in offsets:
@@ -147,14 +198,30 @@ def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, 
                                    (cell % grid[1] + 0.5) / per_pixel[1] + left], 1)
                 positions.append(centre)
                 click_ids.append(np.full(len(cell), -1))
-        all_cells = np.concatenate(cells)
+        all_cells, all_positions = np.concatenate(cells), np.concatenate(positions)
+        pixels = (gather_pixels(cast(torch.Tensor, features[0]), all_positions - np.array([top, left]),
+                                cache.model_size(unit), (height, width), pixel_sizes)
+                  if pixel_sizes is not None else torch.zeros(len(all_cells), 0))
         parts.append((gather(model, features, all_cells), np.concatenate(ys), np.concatenate(weights),
-                      np.full(len(all_cells), u), np.concatenate(positions), np.concatenate(click_ids)))
+                      np.full(len(all_cells), u), all_positions, np.concatenate(click_ids),
+                      np.full(len(all_cells), images.setdefault(unit.ref.id, len(images))), pixels))
     if not parts:
         raise ValueError("no click falls on the images the fast model is fitted on")
-    x, y, w, unit_index, pos, click = zip(*parts, strict=True)
+    x, y, w, unit_index, pos, click, image, pixel_parts = zip(*parts, strict=True)
     return Samples(torch.cat(x), np.concatenate(y).astype(np.int64), np.concatenate(w).astype(np.float64),
-                   np.concatenate(unit_index), np.concatenate(pos), np.concatenate(click))
+                   np.concatenate(unit_index), np.concatenate(pos), np.concatenate(click), np.concatenate(image),
+                   torch.cat(pixel_parts))
+
+
+@torch.no_grad()
+def gather_pixels(bands: torch.Tensor, positions: np.ndarray, model_size: tuple[int, int],
+                  full_size: tuple[int, int], sizes: Sequence[int]) -> torch.Tensor:
+    """``pixel_features`` (M, P) of a unit's normalised ``bands`` (stage 0, at the model's resolution) at
+    full-resolution ``positions`` (row, col) within the unit."""
+    features = pixel_features(bands.float(), sizes)[0]
+    rows = np.clip(((positions[:, 0]) * model_size[0] / full_size[0]).astype(np.int64), 0, model_size[0] - 1)
+    cols = np.clip(((positions[:, 1]) * model_size[1] / full_size[1]).astype(np.int64), 0, model_size[1] - 1)
+    return features[:, torch.from_numpy(rows), torch.from_numpy(cols)].T.contiguous()
 
 
 def class_weights(y: np.ndarray, sample_weight: np.ndarray, num_classes: int, kind: str) -> np.ndarray:
@@ -200,55 +267,191 @@ def fit_softmax(x: torch.Tensor, y: np.ndarray, sample_weight: np.ndarray, num_c
     return w_full, b_full
 
 
-def set_head(model: SegmentationModel, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    """Put fitted raw-feature weights into the model's hypercolumn head."""
-    conv = hypercolumn_head(model).conv
+def fit_mlp(x: torch.Tensor, y: np.ndarray, sample_weight: np.ndarray, num_classes: int, hidden: int, c: float,
+            class_weight: str, max_iter: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """A hidden layer of ``hidden`` ReLU units and a linear layer over raw features ``x``: ``(W1, b1, W2, b2)``,
+    minimising the weighted cross-entropy plus ``(||W1||^2 + ||W2||^2) / (2 C)`` over standardised features (as
+    ``fit_softmax``), by L-BFGS from a seeded start; the standardisation is folded into ``W1, b1``."""
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(torch.finfo(x.dtype).eps)
+    z = (x - mean) / std
+    s = torch.from_numpy(sample_weight * class_weights(y, sample_weight, num_classes, class_weight)[y]).to(x.dtype)
+    target, total = torch.from_numpy(y), s.sum()
+    generator = torch.Generator().manual_seed(seed)
+    w1 = (torch.randn(hidden, x.shape[1], generator=generator, dtype=x.dtype) / x.shape[1] ** 0.5).requires_grad_()
+    b1 = torch.zeros(hidden, dtype=x.dtype, requires_grad=True)
+    w2 = (torch.randn(num_classes, hidden, generator=generator, dtype=x.dtype) / hidden ** 0.5).requires_grad_()
+    absent = torch.from_numpy(np.bincount(y, minlength=num_classes) == 0)
+    b2 = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w1, b1, w2, b2], max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = (F.relu(z @ w1.T + b1) @ w2.T + b2).masked_fill(absent, ABSENT_LOGIT)
+        ce = F.cross_entropy(logits, target, reduction="none")
+        loss = ((s * ce).sum() + (w1.square().sum() + w2.square().sum()) / (2 * c)) / total
+        loss.backward()
+        return loss
+
+    if len(np.unique(y)) > 1:
+        optimizer.step(objective)
     with torch.no_grad():
-        conv.weight.copy_(weight.view_as(conv.weight))
-        cast(torch.Tensor, conv.bias).copy_(bias)
+        b2_full = b2.detach().masked_fill(absent, ABSENT_LOGIT)
+        return w1.detach() / std, b1.detach() - (w1.detach() / std) @ mean, w2.detach(), b2_full
 
 
-def predict_samples(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
-    return (x @ weight.T + bias).argmax(1).numpy()
+class FastHead:
+    """A head of the fast model: fitted on ``Samples`` (``fit``), it predicts their classes (``predict``, for the
+    click accuracy) and becomes the model's head (``module``). A new head is one subclass, its ``Options`` (the
+    config section ``fast.<name>``) and an entry in ``HEADS``."""
+
+    name: ClassVar[str]
+    options_class: ClassVar[type[Options]]
+
+    def __init__(self, options: Options, num_classes: int, class_weight: str, seed: int) -> None:
+        self.options, self.num_classes, self.class_weight, self.seed = options, num_classes, class_weight, seed
+
+    def fit(self, samples: Samples) -> None:
+        raise NotImplementedError
+
+    def predict(self, samples: Samples) -> np.ndarray:
+        raise NotImplementedError
+
+    def module(self, model: SegmentationModel) -> nn.Module:
+        raise NotImplementedError
 
 
-def click_accuracy(samples: Samples, num_classes: int, options: FastOptions, reach: float, seed: int,
+class SoftmaxHead(FastHead):
+    """The linear head (``fit_softmax``) over the hypercolumn on the head's grid."""
+
+    name, options_class = "softmax", SoftmaxOptions
+
+    def fit(self, samples: Samples) -> None:
+        o = cast(SoftmaxOptions, self.options)
+        self.weight, self.bias = fit_softmax(samples.x, samples.y, samples.weight, self.num_classes, o.c,
+                                             self.class_weight, o.max_iter)
+
+    def predict(self, samples: Samples) -> np.ndarray:
+        return (samples.x @ self.weight.T + self.bias).argmax(1).numpy()
+
+    def module(self, model: SegmentationModel) -> nn.Module:
+        head = HypercolumnHead(hypercolumn_head(model).part_channels, self.num_classes, hypercolumn_head(model).scale)
+        with torch.no_grad():
+            head.conv.weight.copy_(self.weight.view_as(head.conv.weight))
+            cast(torch.Tensor, head.conv.bias).copy_(self.bias)
+        return head
+
+
+class MLPHead(FastHead):
+    """One hidden layer (``fit_mlp``) over the hypercolumn on the head's grid."""
+
+    name, options_class = "mlp", MLPOptions
+
+    def fit(self, samples: Samples) -> None:
+        o = cast(MLPOptions, self.options)
+        self.layers = fit_mlp(samples.x.float(), samples.y, samples.weight, self.num_classes, o.hidden, o.c,
+                              self.class_weight, o.max_iter, self.seed)
+
+    def predict(self, samples: Samples) -> np.ndarray:
+        w1, b1, w2, b2 = self.layers
+        return (F.relu(samples.x.float() @ w1.T + b1) @ w2.T + b2).argmax(1).numpy()
+
+    def module(self, model: SegmentationModel) -> nn.Module:
+        linear = hypercolumn_head(model)
+        head = MLPHypercolumnHead(linear.part_channels, self.num_classes, linear.scale,
+                                  cast(MLPOptions, self.options).hidden)
+        w1, b1, w2, b2 = self.layers
+        with torch.no_grad():
+            head.hidden.conv.weight.copy_(w1.view_as(head.hidden.conv.weight))
+            cast(torch.Tensor, head.hidden.conv.bias).copy_(b1)
+            head.out.weight.copy_(w2.view_as(head.out.weight))
+            cast(torch.Tensor, head.out.bias).copy_(b2)
+        return head
+
+
+class ForestFastHead(FastHead):
+    """A random forest (``treemodel.fit_forest``) on the samples' pixel features, at full resolution."""
+
+    name, options_class = "forest", ForestOptions
+
+    def fit(self, samples: Samples) -> None:
+        from pointseg.treemodel import fit_forest  # scikit-learn, only where a forest is fitted
+
+        o = cast(ForestOptions, self.options)
+        weight = samples.weight * class_weights(samples.y, samples.weight, self.num_classes,
+                                                self.class_weight)[samples.y]
+        self.trees = fit_forest(samples.pixels.float().numpy(), samples.y, weight, self.num_classes, o.trees,
+                                o.min_samples_leaf, o.max_features, self.seed)
+        self.head = ForestHead(self.num_classes, o.sizes)
+        self.head.set_trees(self.trees)
+
+    def predict(self, samples: Samples) -> np.ndarray:
+        from pointseg.treemodel import forest_probabilities
+
+        return forest_probabilities(self.head.trees(), samples.pixels.float().numpy()).argmax(1)
+
+    def module(self, model: SegmentationModel) -> nn.Module:
+        return self.head
+
+
+HEADS: dict[str, type[FastHead]] = {"softmax": SoftmaxHead, "mlp": MLPHead, "forest": ForestFastHead}
+assert tuple(HEADS) == HEAD_NAMES
+
+
+def make_head(name: str, cfg: Mapping, num_classes: int) -> FastHead:
+    """Head ``name`` with its options from ``cfg`` (a whole config)."""
+    kind = HEADS[name]
+    return kind(kind.options_class.from_config(cfg), num_classes, cfg["fast"]["class_weight"], cfg["seed"])
+
+
+def set_head(model: SegmentationModel, head: FastHead) -> None:
+    """Put the fitted ``head`` in the model (its only head)."""
+    model.heads[model.head_names[0]] = head.module(model)
+
+
+def near_held(samples: Samples, held: np.ndarray, reach: float) -> np.ndarray:
+    """Propagated samples within ``reach`` full-resolution pixels (down and across) of a ``held`` click in the
+    same image, whatever feature window (unit) either falls in."""
+    near = np.zeros(len(samples), dtype=bool)
+    propagated = samples.click < 0
+    for image in np.unique(samples.image[held]):
+        here = propagated & (samples.image == image)
+        for r, c in samples.position[held[samples.image[held] == image]]:
+            near |= here & (np.abs(samples.position[:, 0] - r) <= reach) & (np.abs(samples.position[:, 1] - c) <= reach)
+    return near
+
+
+def click_accuracy(samples: Samples, head: FastHead, folds: int, reach: float, seed: int,
                    stop: Callable[[], bool] | None = None) -> dict | None:
-    """Cross-validated accuracy over the clicks (``options.folds`` folds, drawn with ``seed``): overall, per class
-    (the share of each class's clicks predicted right), the mIoU of the held-out clicks' confusion matrix, and the
-    matrix. ``reach``: full-resolution distance within which propagated pixels of a held-out click are left out.
-    ``None`` with fewer clicks than folds, or when ``stop()`` turns true (asked before each fold)."""
+    """Cross-validated accuracy of ``head`` over the clicks (``folds`` folds, drawn with ``seed``): overall, per
+    class (the share of each class's clicks predicted right), the mIoU of the held-out clicks' confusion matrix,
+    and the matrix. ``reach``: full-resolution distance within which propagated pixels of a held-out click are
+    left out. ``None`` with fewer clicks than folds, or when ``stop()`` turns true (asked before each fold)."""
+    num_classes = head.num_classes
     click_rows = np.flatnonzero(samples.click >= 0)
-    if options.folds < 2 or len(click_rows) < options.folds:
+    if folds < 2 or len(click_rows) < folds:
         return None
     order = np.random.default_rng(seed).permutation(len(click_rows))
     fold_of = np.empty(len(click_rows), dtype=np.int64)
-    fold_of[order] = np.arange(len(click_rows)) % options.folds
+    fold_of[order] = np.arange(len(click_rows)) % folds
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     t0 = time.perf_counter()
-    for fold in range(options.folds):
+    for fold in range(folds):
         if stop is not None and stop():
             return None
         held = click_rows[fold_of == fold]
-        keep = np.ones(len(samples), dtype=bool)
+        keep = ~near_held(samples, held, reach)
         keep[held] = False
-        for u in np.unique(samples.unit[held]):
-            here = samples.unit == u
-            for r, c in samples.position[held[samples.unit[held] == u]]:
-                near = here & (samples.click < 0) & (np.abs(samples.position[:, 0] - r) <= reach) & (
-                    np.abs(samples.position[:, 1] - c) <= reach)
-                keep[near] = False
-        train = samples.subset(keep)
-        weight, bias = fit_softmax(train.x, train.y, train.weight, num_classes, options.c, options.class_weight,
-                                   options.max_iter)
-        predicted = predict_samples(samples.x[torch.from_numpy(held)], weight, bias)
+        head.fit(samples.subset(keep))
+        predicted = head.predict(samples.subset(held))
         np.add.at(confusion, (samples.y[held], predicted), 1)
     per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1)
     clicked = confusion.sum(1) > 0
     return {"accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
             "per_class": [float(v) if k else None for v, k in zip(per_class, clicked, strict=True)],
             "miou": float(np.nanmean(iou_per_class(confusion))), "clicks": int(confusion.sum()),
-            "folds": options.folds, "seconds": time.perf_counter() - t0, "confusion_matrix": confusion.tolist()}
+            "folds": folds, "seconds": time.perf_counter() - t0, "confusion_matrix": confusion.tolist(),
+            "head": head.name}
 
 
 @torch.no_grad()

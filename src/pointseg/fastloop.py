@@ -26,7 +26,16 @@ import torch
 from pointseg import build, runs
 from pointseg.data.points import UNCLASSIFIED, PointSet, load_points
 from pointseg.data.sources import Source
-from pointseg.fast import click_accuracy, collect, fit_softmax, set_head, unit_probabilities
+from pointseg.fast import (
+    FastOptions,
+    ForestOptions,
+    Samples,
+    click_accuracy,
+    collect,
+    make_head,
+    set_head,
+    unit_probabilities,
+)
 from pointseg.features import FeatureCache, Unit
 from pointseg.inference import certainty, top_class
 from pointseg.io import write_json
@@ -52,6 +61,8 @@ class FastRun:
     seconds: dict[str, float]
     accuracy: dict | None
     later: Callable[..., dict | None] | None = None  # the click accuracy (its stop callback), when left for later
+    head: str = "softmax"
+    choice: HeadChoice | None = None
 
     def compute_accuracy(self, stop: Callable[[], bool] | None = None) -> dict | None:
         """The click accuracy left for later (``fast_train(accuracy=False)``), also written into ``fast.json``;
@@ -119,30 +130,93 @@ def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv:
     cache.check_space(units)
     t0 = time.perf_counter()
     options, clicks = build.build_fast_options(cfg), dataset.points.images  # type: ignore[union-attr]
+    names = list(options.candidates) if options.head == "auto" else [options.head]
+    sizes = ForestOptions.from_config(cfg).sizes if "forest" in names else None
     samples = collect(model, cache, clicks, dataset.propagated, dataset.propagate_weight, dataset.ignore_index,
-                      units)
+                      units, sizes)
     times["features"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     num_classes = part.source.classes.num_classes
-    weight, bias = fit_softmax(samples.x, samples.y, samples.weight, num_classes, options.c, options.class_weight,
-                               options.max_iter)
-    set_head(model, weight, bias)
-    times["fit"] = time.perf_counter() - t0
     reach = click_window(0, 0, (1 << 30, 1 << 30), build.build_propagation(cfg))[2]
-    later = partial(click_accuracy, samples, num_classes, options, reach, cfg["seed"])
-    accuracy = later() if accuracy_now else None
-    times["click_accuracy"] = accuracy["seconds"] if accuracy else 0.0
+    t0 = time.perf_counter()
+    choice = choose_head(names, cfg, samples, num_classes, options, reach)
+    times["choice"] = time.perf_counter() - t0
+    head = make_head(choice.name, cfg, num_classes)
+    t0 = time.perf_counter()
+    head.fit(samples)
+    set_head(model, head)
+    cfg["model"]["hypercolumn_head"] = head.name
+    times["fit"] = time.perf_counter() - t0
+    accuracy = choice.scores.get(head.name)  # scored while choosing, else now or later (a head of its own)
+    later = None if choice.scored else partial(click_accuracy, samples, make_head(head.name, cfg, num_classes),
+                                                options.folds, reach, cfg["seed"])
+    if later is not None and accuracy_now:
+        accuracy, later = later(), None
+    times["click_accuracy"] = sum(v["seconds"] for v in choice.scores.values() if v) if choice.scored else (
+        accuracy["seconds"] if accuracy else 0.0)
     created = runs.start_run(run_dir, cfg, inputs, argv, device=str(runtime.device), amp=runtime.amp,
                              parameters=model.parameter_counts())
     try:
         runs.save_model(run_dir / runs.MODEL, model, cfg, run.tables, run.scaling, run.data, run.dtype)
         write_json(run_dir / FAST_INFO, {"samples": len(samples), "clicks": int((samples.click >= 0).sum()),
-                                         "encoded": cache.encoded, "seconds": times, "click_accuracy": accuracy})
+                                         "encoded": cache.encoded, "seconds": times, "click_accuracy": accuracy,
+                                         "head": head.name, "choice": choice.report()})
     except BaseException:
         runs.discard_run(run_dir, created)
         raise
     trained = runs.TrainedModel(model, cfg, run.tables, run.scaling, model.head_names[0], run.data, run.dtype)
-    return FastRun(run_dir, trained, cache, units, len(samples), times, accuracy, None if accuracy_now else later)
+    return FastRun(run_dir, trained, cache, units, len(samples), times, accuracy, later, head.name, choice)
+
+
+@dataclass
+class HeadChoice:
+    """Which head ``fast.head`` gave: its ``name``, how it was chosen (``auto``: by click accuracy), the click
+    accuracy of each head scored, the heads left unscored for want of time, and whether any was scored."""
+
+    name: str
+    auto: bool
+    scores: dict[str, dict | None] = field(default_factory=dict)
+    unscored: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> bool:
+        return any(v is not None for v in self.scores.values())
+
+    def report(self) -> dict:
+        return {"head": self.name, "auto": self.auto, "unscored": self.unscored,
+                "click_accuracy": {k: (None if v is None else {"accuracy": v["accuracy"], "miou": v["miou"],
+                                                               "seconds": v["seconds"]})
+                                   for k, v in self.scores.items()}}
+
+    def text(self) -> str:
+        """One line for people: the head and, when chosen, each candidate's click accuracy."""
+        if not self.auto:
+            return f"head {self.name} (fast.head)"
+        scores = ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in self.scores.items() if v is not None)
+        if not scores:
+            return f"head {self.name} (too few clicks to compare heads by click accuracy)"
+        skipped = f"; not scored in time: {', '.join(self.unscored)}" if self.unscored else ""
+        return f"head {self.name}, chosen by click accuracy ({scores}{skipped})"
+
+
+def choose_head(names: Sequence[str], cfg: dict, samples: Samples, num_classes: int, options: FastOptions,
+                reach: float) -> HeadChoice:
+    """The head among ``names`` with the best cross-validated click accuracy (ties: the earlier name), each scored
+    while ``options.budget_s`` lasts (the first always); one name: that head, not scored here."""
+    if len(names) == 1:
+        return HeadChoice(names[0], auto=False)
+    choice, t0 = HeadChoice(names[0], auto=True), time.perf_counter()
+    for name in names:
+        if name != names[0] and time.perf_counter() - t0 > options.budget_s:
+            choice.unscored.append(name)
+            continue
+        choice.scores[name] = click_accuracy(samples, make_head(name, cfg, num_classes), options.folds, reach,
+                                             cfg["seed"])
+        if choice.scores[name] is None:  # too few clicks for folds: nothing to choose by
+            return HeadChoice(names[0], auto=True, scores=choice.scores)
+    choice.name = max(choice.scores, key=lambda k: (choice.scores[k]["accuracy"], choice.scores[k]["miou"],  # type: ignore[index]
+                                                     -names.index(k)))
+    log.info("fast model: %s", choice.text())
+    return choice
 
 
 @dataclass
@@ -218,4 +292,8 @@ def warm_start_settings(settings: dict, init: str | Path) -> dict:
     warm = "unet-" + name
     log.info("--init %s is a fast run: training model %s, its hypercolumn head starting from the fit", init, warm)
     hypercolumn = {k: v for k, v in saved.items() if k.startswith("hypercolumn_")}
+    if saved.get("hypercolumn_head", "softmax") != "softmax":
+        log.info("--init %s: its %s head is not a linear head; the full model's hypercolumn head starts afresh and "
+                 "its encoder from the fast run's", init, saved["hypercolumn_head"])
+    hypercolumn["hypercolumn_head"] = "softmax"  # the U-Net's logits are added to a linear head's
     return {**settings, "model": {**settings.get("model", {}), **hypercolumn, "name": warm}}

@@ -40,6 +40,7 @@ from pointseg.engine import CHECKPOINT, METRICS, pick_device
 from pointseg.inference import cpu_model
 from pointseg.io import check_writable, read_torch_file, write_json, write_text, write_torch_file
 from pointseg.models import DEFAULT_HEAD, SegmentationModel
+from pointseg.models.hypercolumn import graph_refusal
 from pointseg.predictor import Predictor, model_pixels
 
 CONFIG, INFO, MODEL, LOCK = "config.yaml", "run.json", "model.pt", ".lock"  # and the loop's CHECKPOINT, METRICS
@@ -280,7 +281,8 @@ class TrainedModel:
                                           self.dtype, precision)
         if precision == "bf16" and (backend == "onnxruntime" or int8):
             raise ValueError("--precision bf16 runs torch's autocast: leave --backend onnxruntime and --int8 out")
-        chosen = "torch" if precision == "bf16" else resolve_backend(backend, predictor.device)
+        chosen = "torch" if precision == "bf16" else resolve_backend(backend, predictor.device,
+                                                                     graph_refusal(self.model))
         if int8 and chosen != "onnxruntime":
             raise ValueError("--int8 runs onnxruntime's quantized graph on the CPU: leave --backend torch out")
         if chosen == "onnxruntime":

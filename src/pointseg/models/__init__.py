@@ -12,8 +12,10 @@ from torch import nn
 
 from pointseg.models.hypercolumn import (
     SCALES,
+    ForestHead,
     HypercolumnDecoder,
     HypercolumnHead,
+    MLPHypercolumnHead,
     UNetHypercolumnDecoder,
     UNetHypercolumnHead,
 )
@@ -77,14 +79,23 @@ def _unet(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | No
 def _hypercolumn(heads: Heads, encoder: str = "mobilenet_v2", encoder_weights: str | None = None,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, in_channels: int = 3,
                  stages: tuple[int, ...] = (1, 2, 3, 4, 5), scale: float = 0.25, means: tuple[int, ...] = (3, 7),
+                 head: str = "softmax", hidden: int = 64, pixel_sizes: tuple[int, ...] = (3, 7, 15),
                  unet: bool = False) -> SegmentationModel:
-    """smp's encoder with a linear head over its hypercolumn (``models.hypercolumn``: the fast model of the click
-    loop); with ``unet``, smp's U-Net decoder and head too, their logits added (the warm-started full model)."""
+    """smp's encoder with a head over its hypercolumn (``models.hypercolumn``: the fast model of the click loop):
+    ``head`` linear (``softmax``), ``mlp`` (``hidden`` units) or ``forest`` (over the bands' ``pixel_sizes``
+    features); with ``unet``, smp's U-Net decoder and head too, their logits added to a linear head's (the
+    warm-started full model)."""
     net = smp_unet(1, encoder, encoder_weights, in_channels)
     hypercolumn = HypercolumnDecoder(net.encoder.out_channels, stages, means)
     decoder: nn.Module = hypercolumn
     net.decoder.out_channels = net.segmentation_head[0].in_channels
-    make_head: Callable[[int], nn.Module] = partial(HypercolumnHead, hypercolumn.part_channels, scale=scale)
+    heads_of: dict[str, Callable[[int], nn.Module]] = {
+        "softmax": partial(HypercolumnHead, hypercolumn.part_channels, scale=scale),
+        "mlp": partial(MLPHypercolumnHead, hypercolumn.part_channels, scale=scale, hidden=hidden),
+        "forest": partial(ForestHead, sizes=pixel_sizes)}
+    if head not in heads_of:
+        raise KeyError(f"unknown hypercolumn head {head!r}; valid: {list(heads_of)}")
+    make_head = heads_of["softmax" if unet else head]
     if unet:
         decoder = UNetHypercolumnDecoder(net.decoder, hypercolumn)
 
@@ -132,7 +143,8 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "vit-small-mobilenetv2": partial(_vit, size="small", stem="mobilenetv2"),
 }
 FFN_OPTIONS = ("moe_part", "moe_gate", "moe_top_k", "moe_experts", "moe_balance_weight")  # ViT models only
-HYPERCOLUMN_OPTIONS = {"hypercolumn_stages": "stages", "hypercolumn_scale": "scale", "hypercolumn_means": "means"}
+HYPERCOLUMN_OPTIONS = {"hypercolumn_stages": "stages", "hypercolumn_scale": "scale", "hypercolumn_means": "means",
+                       "hypercolumn_head": "head"}
 
 
 def is_hypercolumn(name: str) -> bool:
@@ -185,6 +197,9 @@ class ModelOptions(Options):
                                             "model's input", check=_scale_problem)
     hypercolumn_means: list = option([3, 7], "hypercolumn models: local means of the bands (window sides) that join "
                                              "stage 0", check=_means_problem)
+    hypercolumn_head: str = option("softmax", "hypercolumn models: the head's kind, as the fast model's fit chose it "
+                                              "(fast.head): softmax | mlp | forest",
+                                   choices=("softmax", "mlp", "forest"))
     decoder_per_dataset: bool = option(False, "several datasets: each its own decoder (S5) instead of one shared "
                                               "decoder")
 
@@ -210,7 +225,8 @@ def build_model(name: str, num_classes: int | Heads, encoder: str | None = None,
             raise ValueError(f"model.moe_part makes the FFNs of a ViT experts; {name!r} has none (use vit-tiny)")
         kwargs.update(ffn)
     if is_hypercolumn(name) and hypercolumn:
-        kwargs.update({HYPERCOLUMN_OPTIONS[k]: tuple(v) if isinstance(v, list) else v for k, v in hypercolumn.items()})
+        kwargs.update({HYPERCOLUMN_OPTIONS.get(k, k): tuple(v) if isinstance(v, list) else v
+                       for k, v in hypercolumn.items()})
     model = MODELS[name](as_heads(num_classes), **kwargs)
     if decoder_per_dataset:
         model.split_decoder()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +86,107 @@ class HypercolumnHead(nn.Module):
         return resample(logits, (image.shape[-2], image.shape[-1]))
 
 
+class MLPHypercolumnHead(nn.Module):
+    """``[input, *parts]`` -> logits: a hidden layer of ``hidden`` units over the hypercolumn on the grid (its 1 x 1
+    convolution computed part by part, as ``HypercolumnHead`` does), ReLU, a 1 x 1 convolution to the classes,
+    up-sampled to the input."""
+
+    def __init__(self, part_channels: Sequence[int], num_classes: int, scale: float, hidden: int) -> None:
+        super().__init__()
+        self.hidden = HypercolumnHead(part_channels, hidden, scale)
+        self.out = nn.Conv2d(hidden, num_classes, kernel_size=1)
+
+    def forward(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        image, *stages = parts
+        head = self.hidden
+        grid = head.grid_size(image)
+        weights = head.conv.weight.split(list(head.part_channels), dim=1)
+        hidden = sum(resample(F.conv2d(x.to(w.dtype), w), grid) for x, w in zip(stages, weights, strict=True))
+        hidden = F.relu(hidden + cast(torch.Tensor, head.conv.bias).view(1, -1, 1, 1))
+        return resample(self.out(hidden), (image.shape[-2], image.shape[-1]))
+
+
+def pixel_features(bands: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Per pixel: the bands, their local means and standard deviations over ``size`` x ``size`` windows (pixels
+    inside the image only), ``(N, C * (1 + 2 len(sizes)), H, W)``: the spectral and texture features of a per-pixel
+    classifier."""
+    means = local_means(bands, sizes)
+    squares = local_means(bands * bands, sizes)
+    stds = [(s - m * m).clamp_min(0).sqrt() for s, m in zip(squares, means, strict=True)]
+    return torch.cat([bands, *means, *stds], 1)
+
+
+TREE_ARRAYS = ("left", "right", "feature", "threshold", "value")
+
+
+class ForestHead(nn.Module):
+    """``[input, *parts]`` -> log class probabilities of a forest of decision trees over ``pixel_features`` of the
+    input's bands at every pixel (the hypercolumn is not read), the bands rounded to float16 as the feature cache
+    keeps them, so that a map from cached features and one from the image split alike. The trees live in buffers
+    (nodes of all trees one after another, ``roots`` their first nodes), so they save and load with the model;
+    they are evaluated by scikit-learn's compiled trees, on the CPU. Not exportable as a graph
+    (``graph_refusal``)."""
+
+    exportable = False
+
+    def __init__(self, num_classes: int, sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.num_classes, self.sizes = num_classes, tuple(sizes)
+        for name in ("left", "right", "feature", "roots"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("threshold", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("value", torch.zeros(0, num_classes))
+        self._trees: list | None = None
+
+    def set_trees(self, trees: Sequence[dict[str, np.ndarray]]) -> None:
+        """The trees, each ``TREE_ARRAYS`` per node (children -1 at leaves; ``value``: class probabilities)."""
+        offsets = np.cumsum([0] + [len(t["left"]) for t in trees])
+        for name in TREE_ARRAYS:
+            arrays = [np.asarray(t[name]) for t in trees]
+            setattr(self, name, torch.from_numpy(np.concatenate(arrays)).to(getattr(self, name).dtype))
+        self.roots = torch.from_numpy(offsets[:-1].astype(np.int64))
+        self._trees = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in (*TREE_ARRAYS, "roots"):  # a forest's size is its own
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        self._trees = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def trees(self) -> list:
+        if self._trees is None:
+            from pointseg.treemodel import sklearn_trees  # scikit-learn, only where a forest runs
+
+            self._trees = sklearn_trees({n: getattr(self, n).cpu().numpy() for n in (*TREE_ARRAYS, "roots")},
+                                        self.num_classes)
+        return self._trees
+
+    def forward(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        image = parts[0]
+        features = pixel_features(image.half().float(), self.sizes)  # the bands as the feature cache keeps them
+        n, d, h, w = features.shape
+        x = features.permute(0, 2, 3, 1).reshape(-1, d).cpu().numpy().astype(np.float32)
+        from pointseg.treemodel import forest_probabilities
+
+        probs = torch.from_numpy(forest_probabilities(self.trees(), x)).to(image.device)
+        logits = probs.clamp_min(FOREST_FLOOR).log().float()
+        return logits.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+FOREST_FLOOR = 1e-6  # the smallest probability a forest's log gives (a class no tree reaches)
+
+
+def graph_refusal(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run as an exported graph (ONNX), naming its head; ``None`` when it can."""
+    for name, module in model.named_modules():
+        if getattr(module, "exportable", True) is False:
+            return (f"the model's head {name} ({type(module).__name__}: a forest of decision trees run by "
+                    "scikit-learn) is not exportable as an ONNX graph; map with --backend torch, or fit the fast "
+                    "model with another head (--set fast.head=softmax or mlp)")
+    return None
+
+
 class UNetHypercolumnDecoder(nn.Module):
     """A U-Net decoder beside the hypercolumn: ``[decoded, input, *parts]``."""
 
@@ -115,9 +217,9 @@ def warm_start_state(fast: dict[str, torch.Tensor], model: nn.Module) -> dict[st
     fast model's state or ``model`` has no such head."""
     own = model.state_dict()
     heads = {k.split(".")[1] for k in own if k.startswith("heads.") and ".hypercolumn.conv." in k}
-    if not heads or not any(k.startswith("heads.") and k.endswith(".conv.weight") and ".hypercolumn." not in k
-                            for k in fast):
-        return None
+    fast_heads = [k for k in fast if k.startswith("heads.")]
+    if not heads or not fast_heads or any(".hypercolumn." in k or ".unet." in k for k in fast_heads):
+        return None  # not a fast model's state (an MLP or forest head leaves the hypercolumn head as initialised)
     state = {k: v for k, v in own.items()}
     state.update({k: v for k, v in fast.items() if k.startswith("encoder.")})
     for name in heads:
