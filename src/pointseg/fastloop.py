@@ -159,7 +159,8 @@ def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv:
         runs.save_model(run_dir / runs.MODEL, model, cfg, run.tables, run.scaling, run.data, run.dtype)
         write_json(run_dir / FAST_INFO, {"samples": len(samples), "clicks": int((samples.click >= 0).sum()),
                                          "encoded": cache.encoded, "seconds": times, "click_accuracy": accuracy,
-                                         "head": head.name, "choice": choice.report()})
+                                         "head": head.name, "choice": choice.report(),
+                                         "head_text": choice.text()})
     except BaseException:
         runs.discard_run(run_dir, created)
         raise

@@ -182,13 +182,24 @@ class Session:
             folder.mkdir(parents=True, exist_ok=True)
             save_points(folder / "points.json", points)
             palette_table(self.project).to_csv(folder / "points.classes.csv")
-            fast = fast_train(self.settings, folder / "run", self.inputs(folder / "points.json"),
+            fast = fast_train(self.round_settings(), folder / "run", self.inputs(folder / "points.json"),
                               accuracy_now=False)  # the map first; the click accuracy in the background
             drawn = self.attach(n, fast)
             self.project.set_rounds(n)
         self.later = threading.Thread(target=self.follow_up, args=(drawn,), daemon=True)
         self.later.start()
         return {"round": n, "seconds": fast.seconds}
+
+    def round_settings(self) -> dict[str, Any]:
+        """The settings of the next round: with ``fast.head: auto``, the heads are compared by click accuracy in
+        the first round and later rounds keep the head it chose (a comparison takes a fit per fold and head, the
+        map must come in seconds)."""
+        drawn = self.drawn
+        chosen = drawn.fast.head if drawn is not None else None
+        fast = dict(self.settings.get("fast", {}))
+        if chosen is None or fast.get("head", "auto") != "auto":
+            return self.settings
+        return {**self.settings, "fast": {**fast, "head": chosen}}
 
     def follow_up(self, drawn: Drawn) -> None:
         """Round ``drawn``'s score against the reference mask (if the project has one), then its click accuracy,
@@ -212,7 +223,9 @@ class Session:
             return {"round": 0, "model": None, "click_accuracy": None, "fast_click_accuracy": None, "metrics": None,
                     "pending": False}
         fast = None if drawn.fast.later is not None else drawn.fast.accuracy
-        return {"round": drawn.round, "model": "fast" if drawn.full is None else "full",
+        choice = drawn.fast.choice
+        head = choice.text() if choice is not None and choice.auto else f"head {drawn.fast.head}"
+        return {"round": drawn.round, "model": "fast" if drawn.full is None else "full", "head": head,
                 "click_accuracy": fast if drawn.full is None else None, "fast_click_accuracy": fast,
                 "metrics": drawn.metrics, "pending": later is not None and later.is_alive()}
 
@@ -257,7 +270,7 @@ class Session:
         cache = feature_cache(trained, self.source)
         info = json.loads((run / FAST_INFO).read_text(encoding="utf-8"))
         drawn = self.attach(n, FastRun(run, trained, cache, cache.units(), info["samples"], info["seconds"],
-                                       info["click_accuracy"]), cache)
+                                       info["click_accuracy"], head=info.get("head", "softmax")), cache)
         if (self.round_dir(n) / FULL / runs.MODEL).exists():
             self.drawn = drawn.with_full(self.round_dir(n) / FULL)
 

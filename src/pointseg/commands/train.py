@@ -67,6 +67,8 @@ def report_fast(fast: FastRun) -> Path:
     s = fast.seconds
     print(f"fast model fitted on {fast.samples} samples in {s['fit']:.1f} s (encoder features {s['features']:.1f} s, "
           f"{fast.cache.encoded} images encoded, the rest read from the feature cache)")
+    if fast.choice is not None:
+        print(f"fast model: {fast.choice.text()}")
     print(click_accuracy_text(fast.accuracy, list(fast.trained.classes.names)))
     path = fast.run_dir / runs.MODEL
     print(f"saved to {path}")
@@ -119,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model (dense masks, or points with --points)")
     add_train_arguments(tr)
     tr.add_argument("--fast", action="store_true",
-                    help="fit the fast model in seconds: a softmax head over the frozen encoder's hypercolumn, on "
+                    help="fit the fast model in seconds: a head (fast.head) over the frozen encoder's hypercolumn, on "
                          "the clicks (--points) and their propagation, with its click accuracy; warm-start the full "
                          "recipe from it with train --init FASTRUN")
     with_config(tr)

@@ -87,7 +87,7 @@ def run_map(request: MapRequest) -> Path:
     points, report, placed = import_clicks(request, resume=(run_dir / runs.CONFIG).exists())
     print(report.summary())
     times["import"] = time.perf_counter() - t0
-    recipe = "the fast model (a softmax head over the frozen encoder's hypercolumn)" if request.fast else \
+    recipe = "the fast model (a head over the frozen encoder's features, fast.head)" if request.fast else \
         build.describe(cfg)
     print(f"[2/3] training on {len(points)} clicks: {recipe} ({why})")
     t0 = time.perf_counter()
@@ -174,9 +174,10 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
         size = f"{ds.width} x {ds.height} pixels, {crs}"
     area_unit = "ha" if units in ("metre", "meter") else f"{units}²"
     fast_info = request.out / "run" / fastloop.FAST_INFO
-    accuracy = json.loads(fast_info.read_text(encoding="utf-8"))["click_accuracy"] if fast_info.exists() else None
-    recipe = ("the fast model: a softmax head over the frozen encoder's hypercolumn, fitted on the clicks and "
-              "their propagation" if fast_info.exists() else build.describe(trained.cfg))
+    info = json.loads(fast_info.read_text(encoding="utf-8")) if fast_info.exists() else {}
+    accuracy = info.get("click_accuracy")
+    recipe = (f"the fast model, fitted on the clicks and their propagation: {info.get('head_text', 'head softmax')}"
+              if fast_info.exists() else build.describe(trained.cfg))
     divide = 1e4 if area_unit == "ha" else 1.0
     rows = [f"| {md_text(a['class'])} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
     files = ["`map.tif` (classes; colours and names open in QGIS: `map.qml`, `map.tif.aux.xml`)"]
