@@ -71,6 +71,7 @@ def landsat_check(check: Path, out: Path) -> dict:
 def old_clicks(work: Path) -> Path:
     """The sample's clicks before issue 30 (placed by a pixel rule), from the repository's history."""
     path = work / "rule_clicks.gpkg"
+    path.parent.mkdir(parents=True, exist_ok=True)
     blob = subprocess.run(["git", "show", "d7820d2:src/pointseg/sample/landsat/clicks.gpkg"], check=True,
                           capture_output=True).stdout
     path.write_bytes(blob)
