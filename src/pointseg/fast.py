@@ -1,5 +1,8 @@
-"""The fast model: a softmax (multinomial logistic) regression over a frozen encoder's hypercolumns, fitted on
-the clicks and their propagated pixels in seconds (PEARL's and the land-cover mapping tool's loop, on a CPU).
+"""The fast model: a light head over a frozen encoder's features, fitted on the clicks and their propagated pixels
+in seconds (PEARL's and the land-cover mapping tool's loop, on a CPU). The heads (``HEADS``): a softmax
+(multinomial logistic) regression over the hypercolumn, described below; a one-hidden-layer MLP over the same
+(``fit_mlp``); a random forest over each pixel's bands and their local means and standard deviations
+(``treemodel``). ``fast.head: auto`` keeps the one with the best click accuracy (``fastloop.choose_head``).
 
 Samples are cells of the hypercolumn head's grid (``models.hypercolumn``): a click is a sample of weight 1 in the
 cell it falls in; propagated pixels are grouped by cell and class, each group weighing ``labels.propagate_weight``
