@@ -44,6 +44,7 @@ from pointseg.data.points import load_points  # noqa: E402
 from pointseg.fastloop import fast_train  # noqa: E402
 from pointseg.io import write_json  # noqa: E402
 from pointseg.metrics import confusion_matrix, summarize  # noqa: E402
+from pointseg.workflows.map import COARSE_FAST_LABELS  # noqa: E402
 from pointseg.workflows.sample import sample_dir  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +82,7 @@ def old_clicks(work: Path) -> Path:
 def phase_landsat(work: Path, check: Path) -> None:
     landsat = sample_dir() / "landsat"
     cells = {**{f"eye_{h}": ("eye", [f"fast.head={h}"]) for h in HEADS},
-             "eye_auto_no_propagation": ("eye", ["fast.head=auto", "labels.propagate=none"]),
+             "eye_auto_propagation": ("eye", ["fast.head=auto", "labels.propagate=superpixel"]),
              "rule_auto": ("rule", ["fast.head=auto"]), "rule_softmax": ("rule", ["fast.head=softmax"])}
     clicks = {"eye": landsat / "clicks.gpkg", "rule": old_clicks(work)}
     cache = work / "cache"
@@ -183,7 +184,8 @@ def phase_sentinel2(work: Path, seeds: list[int], heads: list[str]) -> None:
             out = work / "s2" / f"{head}_seed{seed}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
             sets = [f"model.encoder_weights={WEIGHTS}", f"data.cache_dir={work / 'cache'}", f"seed={seed}",
-                    f"data.classes={table}", "data.scale=1.0", *s2_chosen_sets(), f"fast.head={head}"]
+                    f"data.classes={table}", "data.scale=1.0", *s2_chosen_sets(), f"fast.head={head}",
+                    *[f"labels.{k}={v}" for k, v in COARSE_FAST_LABELS.items()]]  # as map --fast on 10 m pixels
             t0 = time.perf_counter()
             fast = fast_train(load_settings(None, sets), out, build.TrainInputs(points=points, rasters=(raster,)))
             fit_s = time.perf_counter() - t0

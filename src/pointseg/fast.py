@@ -63,6 +63,8 @@ class FastOptions(Options):
                                            "weights) | none",
                                choices=CLASS_WEIGHTS)
     folds: int = option(5, "click accuracy: folds of the cross-validation over the clicks (0: none)", low=0)
+    fold_block: int = option(64, "click accuracy: clicks within the same square of this many full-resolution "
+                                 "pixels share a fold (spatial cross-validation); 0: each click on its own", low=0)
     window: int = option(1024, "rasters: side, in full-resolution pixels, of the windows whose features are "
                                "computed and cached together", low=32)
 
@@ -192,14 +194,14 @@ def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, 
             rows, cols = np.nonzero(spread != ignore_index)
             if len(rows):
                 flat = unit_cells(rows, cols, per_pixel, grid) * 256 + spread[rows, cols]
-                keys, counts = np.unique(flat, return_counts=True)
+                keys, first, counts = np.unique(flat, return_index=True, return_counts=True)
                 cell, cls = keys // 256, keys % 256
                 cells.append(cell)
                 ys.append(cls)
                 weights.append((counts * propagate_weight * per_pixel[0] * per_pixel[1]).astype(np.float64))
-                centre = np.stack([(cell // grid[1] + 0.5) / per_pixel[0] + top,
-                                   (cell % grid[1] + 0.5) / per_pixel[1] + left], 1)
-                positions.append(centre)
+                # where a group is: its first pixel (of its class, in its cell), not the cell's centre, which may
+                # lie in another class
+                positions.append(np.stack([rows[first] + top, cols[first] + left], 1).astype(np.float64))
                 click_ids.append(np.full(len(cell), -1))
         all_cells, all_positions = np.concatenate(cells), np.concatenate(positions)
         pixels = (gather_pixels(cast(torch.Tensor, features[0]), all_positions - np.array([top, left]),
@@ -424,8 +426,25 @@ def near_held(samples: Samples, held: np.ndarray, reach: float) -> np.ndarray:
     return near
 
 
+def click_folds(samples: Samples, click_rows: np.ndarray, folds: int, block: int, seed: int) -> np.ndarray:
+    """The fold of each click (``click_rows`` of ``samples``): blocks of ``block`` x ``block`` full-resolution
+    pixels of an image go to the folds in a random order (drawn with ``seed``) and take their clicks with them, so
+    no held-out click has a training click of its own block beside it (spatial cross-validation); ``block`` 0:
+    each click on its own."""
+    if block > 0:
+        rows, cols = (samples.position[click_rows] // block).astype(np.int64).T
+        _, group = np.unique(np.stack([samples.image[click_rows], rows, cols], 1), axis=0, return_inverse=True)
+        group = group.reshape(-1)
+    else:
+        group = np.arange(len(click_rows))
+    order = np.random.default_rng(seed).permutation(int(group.max()) + 1 if len(group) else 0)
+    fold_of_group = np.empty(len(order), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(order)) % folds
+    return fold_of_group[group]
+
+
 def click_accuracy(samples: Samples, head: FastHead, folds: int, reach: float, seed: int,
-                   stop: Callable[[], bool] | None = None) -> dict | None:
+                   stop: Callable[[], bool] | None = None, block: int = 0) -> dict | None:
     """Cross-validated accuracy of ``head`` over the clicks (``folds`` folds, drawn with ``seed``): overall, per
     class (the share of each class's clicks predicted right), the mIoU of the held-out clicks' confusion matrix,
     and the matrix. ``reach``: full-resolution distance within which propagated pixels of a held-out click are
@@ -434,9 +453,7 @@ def click_accuracy(samples: Samples, head: FastHead, folds: int, reach: float, s
     click_rows = np.flatnonzero(samples.click >= 0)
     if folds < 2 or len(click_rows) < folds:
         return None
-    order = np.random.default_rng(seed).permutation(len(click_rows))
-    fold_of = np.empty(len(click_rows), dtype=np.int64)
-    fold_of[order] = np.arange(len(click_rows)) % folds
+    fold_of = click_folds(samples, click_rows, folds, block, seed)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     t0 = time.perf_counter()
     for fold in range(folds):

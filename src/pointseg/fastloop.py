@@ -148,7 +148,7 @@ def fast_train(settings: dict, out: str | Path, inputs: build.TrainInputs, argv:
     times["fit"] = time.perf_counter() - t0
     accuracy = choice.scores.get(head.name)  # scored while choosing, else now or later (a head of its own)
     later = None if choice.scored else partial(click_accuracy, samples, make_head(head.name, cfg, num_classes),
-                                                options.folds, reach, cfg["seed"])
+                                                options.folds, reach, cfg["seed"], block=options.fold_block)
     if later is not None and accuracy_now:
         accuracy, later = later(), None
     times["click_accuracy"] = sum(v["seconds"] for v in choice.scores.values() if v) if choice.scored else (
@@ -211,7 +211,7 @@ def choose_head(names: Sequence[str], cfg: dict, samples: Samples, num_classes: 
             choice.unscored.append(name)
             continue
         choice.scores[name] = click_accuracy(samples, make_head(name, cfg, num_classes), options.folds, reach,
-                                             cfg["seed"])
+                                             cfg["seed"], block=options.fold_block)
         if choice.scores[name] is None:  # too few clicks for folds: nothing to choose by
             return HeadChoice(names[0], auto=True, scores=choice.scores)
     choice.name = max(choice.scores, key=lambda k: (choice.scores[k]["accuracy"], choice.scores[k]["miou"],  # type: ignore[index]

@@ -33,6 +33,9 @@ COARSE_GSD_M = 1.0  # pixels at least this large (metres) are trained and mapped
 # The fast model's hypercolumn on such rasters: the bands and their local means with every encoder stage, chosen on
 # other dates of a Sentinel-2 scene than those benchmarked (BENCHMARKS 9, select_s2).
 COARSE_HYPERCOLUMN = {"hypercolumn_stages": [0, 1, 2, 3, 4, 5], "hypercolumn_scale": 0.25}
+# The fast model on such rasters learns from the clicks alone: a propagated region of 10-300 m pixels crosses
+# fields and shores, and its samples outweigh the clicks (BENCHMARKS 13: every head lost 0.1-0.2 mIoU with them).
+COARSE_FAST_LABELS = {"propagate": "none"}
 
 
 @dataclass
@@ -61,12 +64,14 @@ class MapRequest:
 def raster_defaults(raster: str | Path, fast: bool = False) -> tuple[dict, str]:
     """Settings that suit ``raster``, with the reason: imagery with pixels of ``COARSE_GSD_M`` or more (Sentinel-2,
     Landsat, most satellite data) is used at full resolution (``data.scale: 1``), since halving 10 m pixels
-    erases fields and roads, and the ``fast`` model's head also sees the bands (``COARSE_HYPERCOLUMN``); finer
-    aerial or drone imagery keeps the defaults."""
+    erases fields and roads, and the ``fast`` model's head also sees the bands (``COARSE_HYPERCOLUMN``) and learns
+    from the clicks alone (``COARSE_FAST_LABELS``); finer aerial or drone imagery keeps the defaults."""
     gsd = ground_sample_distance(raster)
     if gsd is not None and gsd >= COARSE_GSD_M:
-        settings = {"data": {"scale": 1.0}, **({"model": dict(COARSE_HYPERCOLUMN)} if fast else {})}
-        return settings, f"pixels of {gsd:.3g} m: trained and mapped at full resolution"
+        settings = {"data": {"scale": 1.0}, **({"model": dict(COARSE_HYPERCOLUMN),
+                                                  "labels": dict(COARSE_FAST_LABELS)} if fast else {})}
+        return settings, (f"pixels of {gsd:.3g} m: trained and mapped at full resolution"
+                          + (", the fast model on the clicks alone (no propagation)" if fast else ""))
     default = load_config()["data"]["scale"]
     where = f"pixels of {gsd:.3g} m" if gsd is not None else "no CRS"
     return {}, f"{where}: trained and mapped at {default:g} of the raster's resolution"
