@@ -206,14 +206,57 @@ def phase_loveda(work: Path, seeds: list[int], heads: list[str]) -> None:
                 continue
             record, _ = fast_cell(work, f"heads_{head}_p20", seed, LOVEDA, points, [*chosen_sets(),
                                                                                      f"fast.head={head}"])
-            write_json(path, {"phase": "loveda", "head": head, "per_image": 20, **record})
+            info = json.loads((work / f"heads_{head}_p20" / f"seed{seed}" / "fast.json").read_text())
+            write_json(path, {"phase": "loveda", "head": head, "kept": info["head"], "choice": info["choice"],
+                              "per_image": 20, **record})
             print(f"loveda {head} p20 seed {seed}: same scene {record['Train']['miou']:.4f}, Val "
                   f"{record['Val']['miou']:.4f}", flush=True)
 
 
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def phase_report(seeds: list[int]) -> None:
+    """The tables of BENCHMARKS 13 from the result files."""
+    print("| cell | clicks | head kept | click accuracy per head (softmax / mlp / forest) | checked by eye | wall s |")
+    print("|---|---|---|---|---:|---:|")
+    for path in sorted(RESULTS.glob("heads_landsat_*.json")):
+        r = json.loads(path.read_text())
+        scores = r.get("choice", {}).get("click_accuracy") or {}
+        per = " / ".join(f"{scores[h]['accuracy']:.3f}" if scores.get(h) else "-" for h in HEADS[1:])
+        wall = f"{r['wall_s']:.1f}" if "wall_s" in r else "-"
+        print(f"| {r['cell']} | {r['clicks']} | {r.get('head', 'forest peer')} | {per} | {r['check']['right']:.3f} "
+              f"({', '.join(f'{k} {v}' for k, v in r['check']['per_class'].items())}) | {wall} |")
+    print()
+    dates = (S2_CLICKED, *S2_OTHERS)
+    print("| model | " + " | ".join(d[9:17] for d in dates) + " | other dates, mean | head kept (seeds) | fit s |")
+    print("|---|" + "---|" * len(dates) + "---|---|---:|")
+    rows = {h: [json.loads(result("sentinel2", f"{h}_seed{s}").read_text()) for s in seeds] for h in HEADS}
+    rows["forest peer"] = [json.loads(result("sentinel2", f"forest_peer_seed{s}").read_text()) for s in seeds]
+    for name, records in rows.items():
+        cells = [mean_std([r["scores"][d]["miou"] for r in records]) for d in dates]
+        others = mean_std([np.mean([r["scores"][d]["miou"] for d in S2_OTHERS]) for r in records])
+        kept = ", ".join(r.get("head", "-") for r in records)
+        fit = np.mean([r.get("fast_train_s", r.get("seconds")) for r in records])
+        print(f"| {name} | " + " | ".join(cells) + f" | {others} | {kept} | {fit:.1f} |")
+    print()
+    print("| head | same scene | Val | head kept (seeds) | click accuracy | fast_train s |")
+    print("|---|---|---|---|---|---:|")
+    for head in HEADS:
+        records = [json.loads(p.read_text()) for s in seeds if (p := result("loveda", f"{head}_p20_seed{s}")).exists()]
+        if not records:
+            continue
+        acc = mean_std([r["click_accuracy"]["accuracy"] for r in records if r.get("click_accuracy")])
+        kept = ", ".join(r.get("kept", head) for r in records)
+        print(f"| {head} | {mean_std([r['Train']['miou'] for r in records])} | "
+              f"{mean_std([r['Val']['miou'] for r in records])} | {kept} | {acc} | "
+              f"{np.mean([r['seconds']['fast_train'] for r in records]):.1f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["landsat", "sentinel2", "loveda"])
+    p.add_argument("phase", choices=["landsat", "sentinel2", "loveda", "report"])
     p.add_argument("--work", type=Path, default=Path("/tmp/fast-heads"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--heads", nargs="+", default=list(HEADS))
@@ -224,6 +267,8 @@ def main() -> None:
         if args.check is None:
             p.error("landsat needs --check")
         phase_landsat(args.work, args.check)
+    elif args.phase == "report":
+        phase_report(args.seeds)
     elif args.phase == "sentinel2":
         phase_sentinel2(args.work, args.seeds, args.heads)
     else:

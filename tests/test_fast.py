@@ -18,7 +18,7 @@ from pointseg import runs
 from pointseg.cli import main
 from pointseg.data.points import corrective_points, load_points
 from pointseg.data.sources import LoveDA
-from pointseg.fast import ABSENT_LOGIT, Samples, fit_mlp, fit_softmax, near_held
+from pointseg.fast import ABSENT_LOGIT, Samples, click_folds, fit_mlp, fit_softmax, near_held
 from pointseg.features import FeatureCache
 from pointseg.models import build_model
 from pointseg.models.hypercolumn import (
@@ -107,6 +107,22 @@ def test_click_accuracy_leaves_out_propagated_samples_near_a_held_click_in_any_w
     # the click lies in the window (unit) 0 of image 0; a propagated cell 10 pixels away in its neighbour window
     # is left out, cells far away and the same place in another image are kept
     assert near_held(samples, np.array([0]), reach=48).tolist() == [False, True, False, False, False]
+
+
+def test_click_folds_keep_the_clicks_of_a_block_together():
+    positions = np.array([[10, 10], [20, 30], [70, 10], [10, 70], [75, 80], [10, 10]], dtype=float)
+    samples = Samples(torch.zeros(6, 1), np.zeros(6, np.int64), np.ones(6), unit=np.zeros(6, np.int64),
+                      position=positions, click=np.arange(6), image=np.array([0, 0, 0, 0, 0, 1]),
+                      pixels=torch.zeros(6, 0))
+    rows = np.arange(6)
+    blocked = [click_folds(samples, rows, folds=2, block=64, seed=s) for s in range(10)]
+    single = [click_folds(samples, rows, folds=2, block=0, seed=s) for s in range(10)]
+    # clicks 0 and 1 share a 64 x 64 block: always one fold, so neither helps to predict the other; click by click
+    # they part on some seeds; the click at the same place in another image is in a block of its own
+    assert all(f[0] == f[1] for f in blocked) and any(f[0] != f[1] for f in single)
+    assert any(f[0] != f[5] for f in blocked)
+    assert all(sorted(np.bincount(f)) in ([2, 4], [3, 3]) for f in blocked)  # 5 blocks over 2 folds: 3 and 2
+    assert np.bincount(click_folds(samples, rows, folds=3, block=0, seed=0)).tolist() == [2, 2, 2]
 
 
 def test_the_softmax_heads_keys_of_earlier_configs_are_read_in_their_section():
@@ -234,7 +250,7 @@ def test_a_fast_run_is_a_normal_run(tmp_path, tiny_loveda, fast_run, capsys):
                  "--out", str(tmp_path / "maps")]) == 0
     assert len(list((tmp_path / "maps").glob("*.png"))) >= 2
     assert info["head"] == runs.load_run(run).cfg["model"]["hypercolumn_head"] == info["choice"]["head"]
-    assert set(info["choice"]["click_accuracy"]) == {"softmax", "mlp", "forest"}  # auto scored every head
+    assert set(info["choice"]["click_accuracy"]) == {"softmax", "forest"}  # auto scored its candidates
     best = max(v["accuracy"] for v in info["choice"]["click_accuracy"].values())
     assert info["choice"]["click_accuracy"][info["head"]]["accuracy"] == best == info["click_accuracy"]["accuracy"]
     forest = tmp_path / "forest"

@@ -127,6 +127,7 @@ def test_defaults_follow_the_pixel_size():
     assert raster_defaults(DRONE)[0] == {}  # 2 cm pixels keep the default scale
     fast = raster_defaults(S2 / "images" / S2_DATE, fast=True)[0]  # the fast head also sees the bands there
     assert fast["model"] == {"hypercolumn_stages": [0, 1, 2, 3, 4, 5], "hypercolumn_scale": 0.25}
+    assert fast["labels"] == {"propagate": "none"}  # the fast model learns from the clicks alone on 10 m pixels
     assert raster_defaults(DRONE, fast=True)[0] == {}
     assert ground_sample_distance(S2 / "images" / S2_DATE) == pytest.approx(10.0)
 

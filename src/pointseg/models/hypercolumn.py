@@ -128,6 +128,7 @@ class ForestHead(nn.Module):
     (``graph_refusal``)."""
 
     exportable = False
+    reads_bands_only = True  # the model skips its encoder (its stage 0 is the normalised input itself)
 
     def __init__(self, num_classes: int, sizes: Sequence[int]) -> None:
         super().__init__()

@@ -164,6 +164,9 @@ class SegmentationModel(nn.Module):
         return self._head(head)(self._decoder(head)(features))
 
     def forward(self, image: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        chosen = self._head(head)
+        if getattr(chosen, "reads_bands_only", False):  # a per-pixel head (the forest): no encoder to run
+            return chosen([(image - self.mean) / self.std])
         return self.decode(self.encode(image, head), head)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:

@@ -181,7 +181,8 @@ def report_text(request: MapRequest, trained: runs.TrainedModel, import_summary:
     fast_info = request.out / "run" / fastloop.FAST_INFO
     info = json.loads(fast_info.read_text(encoding="utf-8")) if fast_info.exists() else {}
     accuracy = info.get("click_accuracy")
-    recipe = (f"the fast model, fitted on the clicks and their propagation: {info.get('head_text', 'head softmax')}"
+    spread = "" if trained.cfg["labels"]["propagate"] == "none" else " and their propagation"
+    recipe = (f"the fast model, fitted on the clicks{spread}: {info.get('head_text', 'head softmax')}"
               if fast_info.exists() else build.describe(trained.cfg))
     divide = 1e4 if area_unit == "ha" else 1.0
     rows = [f"| {md_text(a['class'])} | {a['pixels']} | {a['share']:.1%} | {a['area'] / divide:,.1f} |" for a in areas]
