@@ -247,6 +247,7 @@ def test_the_packaged_landsat_sample_clicked_mapped_corrected_exported_killed_an
             page.wait_for_function("app.round === 1", timeout=120000)
             page.wait_for_function("/click accuracy [0-9]+%/.test(document.getElementById('model').textContent)",
                                    timeout=60000)
+            page.wait_for_function("!app.mapLayer.isLoading()", timeout=60000)  # the map's tiles drawn
             page.wait_for_timeout(800)
             screenshot(page, tmp_path, "app-landsat.jpg")
             tile = np.asarray(Image.open(io.BytesIO(page.request.get(
@@ -432,6 +433,7 @@ def test_after_train_fully_every_tile_is_the_full_models_and_the_page_says_which
                                timeout=60000)
         fast = page.locator("#model").text_content()
         assert fast.startswith("Map: fast model, round 1; click accuracy ") and "(2-fold, over the clicks)" in fast
+        assert "; head softmax, chosen by click accuracy (softmax " in fast or "; head forest, chosen by" in fast
         accuracy = re.search(r"click accuracy ([0-9]+%)", fast).group(1)
         page.click("#train")
         page.wait_for_function("app.training === 'done'", timeout=240000)

@@ -246,8 +246,8 @@ function modelText(answer) {  // which model draws the map on screen, and how go
     `(${answer.click_accuracy.folds}-fold, over the clicks)`
     : answer.pending ? "click accuracy: being computed"
       : "click accuracy: not computed (too few clicks to cross-validate, or fast.folds 0)";
-  const head = answer.head ? ` (${answer.head})` : "";
-  return `Map: fast model${head}, round ${answer.round}; ${accuracy}.`;
+  const head = answer.head ? `; ${answer.head}` : "";
+  return `Map: fast model, round ${answer.round}; ${accuracy}${head}.`;
 }
 
 async function followRound(round) {  // the score and the click accuracy follow in the background
