@@ -178,9 +178,10 @@ def write_random(raster: Path, size: int) -> None:
             ds.write(block, window=rasterio.windows.Window(0, top, size, min(1000, size - top)))
 
 
-def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int = 3, cache: str = "cache") -> dict:
+def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int = 3, cache: str = "cache",
+            extra: dict | None = None, busy_repaint: bool = True) -> dict:
     """Class-balanced first clicks on the Sentinel-2 date, then rounds of corrective clicks where the app's map
-    disagrees with the mask; the app's own mIoU per round and the repaint time."""
+    disagrees with the mask; the app's own mIoU per round and the repaint time (``extra``: more settings)."""
     table = work / "s2_classes.csv"
     table.write_text("value,name,r,g,b\n" + "".join(f"{v},{n},0,0,0\n" for v, n in enumerate(NAMES, 1)))
     raster, mask_path = S2 / "images" / f"{DATE}.tif", S2 / "masks" / f"{DATE}.tif"
@@ -191,7 +192,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
     shutil.rmtree(folder, ignore_errors=True)
     settings = {"model": {"encoder_weights": str(WEIGHTS), "hypercolumn_stages": [0, 1, 2, 3, 4, 5],
                           "hypercolumn_scale": 0.25}, "data": {"scale": 1.0, "cache_dir": str(work / cache)},
-                "seed": seed}
+                "seed": seed, **(extra or {})}
     project = Project.create(folder, {DATE: {"height": labelled.shape[0], "width": labelled.shape[1]}},
                              [{"name": n} for n in NAMES],
                              {"rasters": [str(raster)], "mask": str(mask_path), "class_values": list(range(1, 11))},
@@ -214,7 +215,7 @@ def analyst(work: Path, seed: int, start: int = 100, step: int = 50, rounds: int
         predicted = session.classes_of(DATE, (0, 0, *labelled.shape))
         clicks = corrective_points(labelled, predicted, clicks, step, np.random.default_rng([seed, r]))
     busy = None
-    if seed == 0 and rounds:  # one repaint while the full recipe trains in the background
+    if seed == 0 and rounds and busy_repaint:  # one repaint while the full recipe trains in the background
         client.post("/api/train")
         time.sleep(20)
         busy, _ = repaint(client, levels, labelled.shape)

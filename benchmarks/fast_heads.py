@@ -254,9 +254,19 @@ def phase_report(seeds: list[int]) -> None:
               f"{np.mean([r['seconds']['fast_train'] for r in records]):.1f} |")
 
 
+def phase_app(work: Path, seeds: list[int]) -> None:
+    """Section 10's Sentinel-2 analyst through the app's API with the app's raster defaults of this issue (clicks
+    alone on 10 m pixels; head auto in round 1, kept after): the repaint time and the app's mIoU per round."""
+    import app_loop
+
+    labels = {"labels": {k: v for k, v in COARSE_FAST_LABELS.items()}}
+    runs = [app_loop.analyst(work / "app", s, extra=labels, busy_repaint=False) for s in seeds]
+    write_json(result("app", "sentinel2"), {"phase": "app", "seeds": seeds, "runs": runs})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("phase", choices=["landsat", "sentinel2", "loveda", "report"])
+    p.add_argument("phase", choices=["landsat", "sentinel2", "loveda", "app", "report"])
     p.add_argument("--work", type=Path, default=Path("/tmp/fast-heads"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--heads", nargs="+", default=list(HEADS))
@@ -267,6 +277,9 @@ def main() -> None:
         if args.check is None:
             p.error("landsat needs --check")
         phase_landsat(args.work, args.check)
+    elif args.phase == "app":
+        (args.work / "app").mkdir(parents=True, exist_ok=True)
+        phase_app(args.work, args.seeds)
     elif args.phase == "report":
         phase_report(args.seeds)
     elif args.phase == "sentinel2":
