@@ -482,7 +482,11 @@ def unit_probabilities(model: SegmentationModel, cache: FeatureCache, unit: Unit
     does not run)."""
     features = cache.get(unit)
     model.eval()
-    logits = model.decode(features)  # type: ignore[arg-type]  # the stages the head reads are all there
+    head = next(iter(model.heads.values()))
+    if getattr(head, "reads_bands_only", False):  # a per-pixel head (the forest): the bands alone
+        logits = head([features[0]])
+    else:
+        logits = model.decode(features)  # type: ignore[arg-type]  # the stages the head reads are all there
     h, w = cache.model_size(unit)
     probs = logits[..., :h, :w].float().softmax(1)
     full = unit.window[2:] if unit.window else cache.source.size(unit.ref)
