@@ -28,11 +28,11 @@ from fast_loop import (  # noqa: E402  (the section 9 benchmark's helpers)
     WEIGHTS,
     chosen_sets,
     cli,
-    compact,
     fast_cell,
     run,
     s2_chosen_sets,
     s2_features,
+    s2_forest_score,
     s2_score,
     s2_table,
     simulated,
@@ -43,7 +43,6 @@ from pointseg.data.classes import ClassTable  # noqa: E402
 from pointseg.data.points import load_points  # noqa: E402
 from pointseg.fastloop import fast_train  # noqa: E402
 from pointseg.io import write_json  # noqa: E402
-from pointseg.metrics import confusion_matrix, summarize  # noqa: E402
 from pointseg.workflows.map import COARSE_FAST_LABELS  # noqa: E402
 from pointseg.workflows.sample import sample_dir  # noqa: E402
 
@@ -150,16 +149,7 @@ def s2_forest_scores(points: Path, classes: ClassTable, seed: int) -> tuple[dict
     t0 = time.perf_counter()
     forest = RandomForestClassifier(n_estimators=RF_TREES, random_state=seed, n_jobs=2)
     forest.fit(feats[pts[:, 0], pts[:, 1]], pts[:, 2])
-    scores = {}
-    for date in (S2_CLICKED, *S2_OTHERS):
-        source = RasterSource([S2 / "images" / f"{date}.tif"], classes, None, [S2 / "masks" / f"{date}.tif"])
-        sample = source.read(source.refs[0])
-        f = s2_features(np.asarray(sample["image"]))
-        predicted = forest.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2]).astype(np.int64)
-        n = classes.num_classes
-        cm = confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(np.asarray(sample["mask"]).astype(
-            np.int64)), n, classes.ignore_index)
-        scores[date] = compact(summarize(cm.numpy(), list(classes.names)))
+    scores = {date: s2_forest_score(forest, date, classes) for date in (S2_CLICKED, *S2_OTHERS)}
     return scores, time.perf_counter() - t0
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ import torch
 from click_levers import selection_root
 from pointseg import build
 from pointseg.config import default_config, load_settings, merge
+from pointseg.data.classes import ClassTable
 from pointseg.data.points import (
     answer,
     corrective,
@@ -359,6 +361,19 @@ def s2_score(fast: FastRun, date: str) -> dict:
     return compact(summarize(cm.numpy(), list(classes.names)))
 
 
+def s2_forest_score(forest: Any, date: str, classes: ClassTable) -> dict:
+    """The random-forest peer's map of ``date`` (``s2_features``), scored on its labelled pixels."""
+    from pointseg.data.raster import RasterSource
+
+    source = RasterSource([S2 / "images" / f"{date}.tif"], classes, None, [S2 / "masks" / f"{date}.tif"])
+    sample = source.read(source.refs[0])
+    f = s2_features(np.asarray(sample["image"]))
+    predicted = forest.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2]).astype(np.int64)
+    cm = confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(np.asarray(sample["mask"]).astype(np.int64)),
+                          classes.num_classes, classes.ignore_index)
+    return compact(summarize(cm.numpy(), list(classes.names)))
+
+
 def phase_select_s2(work: Path, seeds: list[int]) -> None:
     for seed in seeds:
         for stages_name, stages in S2_STAGES.items():
@@ -401,7 +416,6 @@ def s2_chosen_sets() -> list[str]:
 def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
-    from pointseg.data.classes import ClassTable
     from pointseg.data.raster import RasterSource
 
     table = s2_table(work)
@@ -440,14 +454,7 @@ def phase_sentinel2(work: Path, seeds: list[int], clicked: str, other: str) -> N
             run(cli("evaluate", "--run", str(out), "--raster", str(r), "--mask", str(m), "--classes", str(table),
                     "--out", str(evaluation)))
             record[f"fast_{name}"] = compact(json.loads(evaluation.read_text()))
-            source = RasterSource([r], classes, None, [m])
-            sample = source.read(source.refs[0])
-            f = s2_features(np.asarray(sample["image"]))
-            predicted = forest.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2]).astype(np.int64)
-            n = classes.num_classes
-            cm = confusion_matrix(torch.from_numpy(predicted), torch.from_numpy(np.asarray(sample["mask"]).astype(
-                np.int64)), n, classes.ignore_index)
-            record[f"forest_{name}"] = compact(summarize(cm.numpy(), list(classes.names)))
+            record[f"forest_{name}"] = s2_forest_score(forest, date, classes)
         write_json(path, record)
         fast_scores = f"{record['fast_clicked']['miou']:.4f} / {record['fast_other_date']['miou']:.4f}"
         forest_scores = f"{record['forest_clicked']['miou']:.4f} / {record['forest_other_date']['miou']:.4f}"

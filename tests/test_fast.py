@@ -101,19 +101,17 @@ def test_the_mlp_head_maps_what_its_fit_predicts():
 
 def test_click_accuracy_leaves_out_propagated_samples_near_a_held_click_in_any_window():
     positions = np.array([[100, 1020], [100, 1030], [100, 1300], [500, 1030], [100, 1030]], dtype=float)
-    samples = Samples(torch.zeros(5, 1), np.zeros(5, np.int64), np.ones(5), unit=np.array([0, 1, 1, 1, 2]),
-                      position=positions, click=np.array([0, -1, -1, -1, -1]), image=np.array([0, 0, 0, 0, 1]),
-                      pixels=torch.zeros(5, 0))
-    # the click lies in the window (unit) 0 of image 0; a propagated cell 10 pixels away in its neighbour window
-    # is left out, cells far away and the same place in another image are kept
+    samples = Samples(torch.zeros(5, 1), np.zeros(5, np.int64), np.ones(5), position=positions,
+                      click=np.array([0, -1, -1, -1, -1]), image=np.array([0, 0, 0, 0, 1]), pixels=torch.zeros(5, 0))
+    # the click lies at column 1020, in the first 1024-pixel feature window of image 0; a propagated cell 10 pixels
+    # away in the next window is left out, cells far away and the same place in another image are kept
     assert near_held(samples, np.array([0]), reach=48).tolist() == [False, True, False, False, False]
 
 
 def test_click_folds_keep_the_clicks_of_a_block_together():
     positions = np.array([[10, 10], [20, 30], [70, 10], [10, 70], [75, 80], [10, 10]], dtype=float)
-    samples = Samples(torch.zeros(6, 1), np.zeros(6, np.int64), np.ones(6), unit=np.zeros(6, np.int64),
-                      position=positions, click=np.arange(6), image=np.array([0, 0, 0, 0, 0, 1]),
-                      pixels=torch.zeros(6, 0))
+    samples = Samples(torch.zeros(6, 1), np.zeros(6, np.int64), np.ones(6), position=positions,
+                      click=np.arange(6), image=np.array([0, 0, 0, 0, 0, 1]), pixels=torch.zeros(6, 0))
     rows = np.arange(6)
     blocked = [click_folds(samples, rows, folds=2, block=64, seed=s) for s in range(10)]
     single = [click_folds(samples, rows, folds=2, block=0, seed=s) for s in range(10)]

@@ -108,14 +108,13 @@ class ForestOptions(Options):
 
 @dataclass
 class Samples:
-    """Training samples of the head: hypercolumns ``x`` (M, D), classes ``y``, weights ``weight``, the unit each
-    comes from, its full-resolution ``position`` (row, col) in its image, the click it is (-1: propagated), the
-    image it lies in, and its ``pixels`` features (``pixel_features`` at its position; (M, 0) when not asked)."""
+    """Training samples of the head: hypercolumns ``x`` (M, D), classes ``y``, weights ``weight``, the
+    full-resolution ``position`` (row, col) of each in its image, the click it is (-1: propagated), the image it
+    lies in, and its ``pixels`` features (``pixel_features`` at its position; (M, 0) when not asked)."""
 
     x: torch.Tensor
     y: np.ndarray
     weight: np.ndarray
-    unit: np.ndarray
     position: np.ndarray
     click: np.ndarray
     image: np.ndarray
@@ -126,8 +125,8 @@ class Samples:
 
     def subset(self, keep: np.ndarray) -> Samples:
         index = torch.from_numpy(keep)
-        return Samples(self.x[index], self.y[keep], self.weight[keep], self.unit[keep], self.position[keep],
-                       self.click[keep], self.image[keep], self.pixels[index])
+        return Samples(self.x[index], self.y[keep], self.weight[keep], self.position[keep], self.click[keep],
+                       self.image[keep], self.pixels[index])
 
 
 def hypercolumn_head(model: SegmentationModel) -> HypercolumnHead:
@@ -174,7 +173,7 @@ def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, 
     for unit in units:
         if unit.ref.id in clicks and unit.ref.id not in offsets:
             offsets[unit.ref.id] = sum(len(clicks[k]) for k in offsets)
-    for u, unit in enumerate(units):
+    for unit in units:
         pts = clicks.get(unit.ref.id)
         if pts is None or not len(pts):
             continue
@@ -210,13 +209,13 @@ def collect(model: SegmentationModel, cache: FeatureCache, clicks: Mapping[str, 
                                 cache.model_size(unit), (height, width), pixel_sizes)
                   if pixel_sizes is not None else torch.zeros(len(all_cells), 0))
         parts.append((gather(model, features, all_cells), np.concatenate(ys), np.concatenate(weights),
-                      np.full(len(all_cells), u), all_positions, np.concatenate(click_ids),
+                      all_positions, np.concatenate(click_ids),
                       np.full(len(all_cells), images.setdefault(unit.ref.id, len(images))), pixels))
     if not parts:
         raise ValueError("no click falls on the images the fast model is fitted on")
-    x, y, w, unit_index, pos, click, image, pixel_parts = zip(*parts, strict=True)
+    x, y, w, pos, click, image, pixel_parts = zip(*parts, strict=True)
     return Samples(torch.cat(x), np.concatenate(y).astype(np.int64), np.concatenate(w).astype(np.float64),
-                   np.concatenate(unit_index), np.concatenate(pos), np.concatenate(click), np.concatenate(image),
+                   np.concatenate(pos), np.concatenate(click), np.concatenate(image),
                    torch.cat(pixel_parts))
 
 
@@ -482,11 +481,7 @@ def unit_probabilities(model: SegmentationModel, cache: FeatureCache, unit: Unit
     does not run)."""
     features = cache.get(unit)
     model.eval()
-    head = next(iter(model.heads.values()))
-    if getattr(head, "reads_bands_only", False):  # a per-pixel head (the forest): the bands alone
-        logits = head([features[0]])
-    else:
-        logits = model.decode(features)  # type: ignore[arg-type]  # the stages the head reads are all there
+    logits = model.decode(features)  # type: ignore[arg-type]  # the stages the head reads are all there
     h, w = cache.model_size(unit)
     probs = logits[..., :h, :w].float().softmax(1)
     full = unit.window[2:] if unit.window else cache.source.size(unit.ref)

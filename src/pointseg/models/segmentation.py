@@ -160,13 +160,16 @@ class SegmentationModel(nn.Module):
         return self.encoder(x)
 
     def decode(self, features: list[torch.Tensor], head: str | None = None) -> torch.Tensor:
-        """``(B, C, H, W)`` logits of ``head`` from (possibly perturbed) encoder features."""
-        return self._head(head)(self._decoder(head)(features))
+        """``(B, C, H, W)`` logits of ``head`` from (possibly perturbed) encoder features (a head that reads the
+        bands alone gets stage 0, the normalised input, without the decoder)."""
+        chosen = self._head(head)
+        if reads_bands_only(chosen):
+            return chosen([features[0]])
+        return chosen(self._decoder(head)(features))
 
     def forward(self, image: torch.Tensor, head: str | None = None) -> torch.Tensor:
-        chosen = self._head(head)
-        if getattr(chosen, "reads_bands_only", False):  # a per-pixel head (the forest): no encoder to run
-            return chosen([(image - self.mean) / self.std])
+        if reads_bands_only(self._head(head)):  # a per-pixel head (the forest): no encoder to run
+            return self.decode([(image - self.mean) / self.std], head)
         return self.decode(self.encode(image, head), head)
 
     def pop_auxiliary_loss(self) -> torch.Tensor | None:
@@ -179,6 +182,11 @@ class SegmentationModel(nn.Module):
                 given.append(loss)
                 module.aux_loss = None  # type: ignore[assignment]
         return torch.stack(given).sum() if given else None
+
+
+def reads_bands_only(head: nn.Module) -> bool:
+    """Whether ``head`` reads the normalised bands alone (``reads_bands_only``: a per-pixel classifier)."""
+    return bool(getattr(head, "reads_bands_only", False))
 
 
 def expand_decoder_state(state: dict[str, torch.Tensor], model: SegmentationModel) -> dict[str, torch.Tensor]:
